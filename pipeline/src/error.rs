@@ -1,0 +1,115 @@
+//! The one error type of the engine. Each variant maps to a documented exit code (see
+//! [`Error::exit_code`]), so binaries never have to guess how bad a failure was.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong while loading, planning or running a pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The pipeline file is not a valid pipeline; points at the line and column.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+
+    /// The pipeline file itself cannot be read.
+    #[error("cannot read pipeline file {path}: {source}")]
+    PipelineFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A `-S STAGE.KEY=VALUE` override that does not fit the pipeline.
+    #[error("invalid override `-S {text}`: {reason}")]
+    Override { text: String, reason: String },
+
+    /// `--only`/`--from` name a stage the pipeline does not have.
+    #[error("no stage named `{name}` in {file}")]
+    UnknownStage { name: String, file: PathBuf },
+
+    /// A file the engine owns (lock file, state db) could not be parsed.
+    #[error("{path} is corrupt: {reason}. Delete it to rebuild it (stages will re-run or re-hash).")]
+    Corrupt { path: PathBuf, reason: String },
+
+    /// Another process holds the workspace.
+    #[error(
+        "another run holds the workspace {workdir}: {holder}. Wait for it to finish (or kill it); \
+         a lock left by a dead process is taken over automatically."
+    )]
+    Busy { workdir: PathBuf, holder: String },
+
+    /// A file system operation failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// `metrics diff --against REV` could not read the lock file at that revision.
+    #[error("cannot read {path} at git revision `{rev}`: {reason}")]
+    GitShow { rev: String, path: PathBuf, reason: String },
+}
+
+impl Error {
+    /// Exit codes, as documented in the README: 2 for an invalid pipeline or usage, 3 when another
+    /// run holds the workspace, 1 for everything that happened while running.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Spec(_)
+            | Error::PipelineFile { .. }
+            | Error::Override { .. }
+            | Error::UnknownStage { .. }
+            | Error::Corrupt { .. }
+            | Error::GitShow { .. } => 2,
+            Error::Busy { .. } => 3,
+            Error::Io { .. } => 1,
+        }
+    }
+
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io { action, path: path.into(), source }
+    }
+}
+
+/// A problem in a pipeline file, located at a line and column, with the offending line quoted.
+#[derive(Debug)]
+pub struct SpecError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem has no single place (e.g. an empty file).
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+    snippet: String,
+}
+
+impl SpecError {
+    pub(crate) fn new(file: PathBuf, source: &str, line: u64, column: u64, message: String) -> Self {
+        let snippet = render_snippet(source, line, column);
+        SpecError { file, line, column, message, snippet }
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)?;
+        if !self.snippet.is_empty() {
+            write!(f, "\n{}", self.snippet)?;
+        }
+        Ok(())
+    }
+}
+
+/// Quotes the offending line with a caret under the column, like rustc does.
+fn render_snippet(source: &str, line: u64, column: u64) -> String {
+    let Some(text) = line.checked_sub(1).and_then(|l| source.lines().nth(l as usize)) else {
+        return String::new();
+    };
+    let gutter = line.to_string().len();
+    let pad = " ".repeat(column.saturating_sub(1) as usize);
+    format!("{:gutter$} |\n{line} | {text}\n{:gutter$} | {pad}^", "", "")
+}

@@ -1,0 +1,26 @@
+//! textrec's pipeline engine: YAML-declared stages, a DAG from their deps and outs, DVC-style
+//! content-hash caching with a lock file, and a parallel executor that never leaves a half-written
+//! output behind. It knows nothing about ML: stage kinds plug in through [`StageKind`].
+
+mod error;
+mod fsutil;
+mod hash;
+mod lock;
+mod progress;
+mod render;
+mod run;
+mod spec;
+mod stage;
+mod workspace;
+pub mod metrics;
+
+pub use error::{Error, SpecError};
+pub use fsutil::{copy_tree, count_files, remove_path, write_atomic};
+pub use hash::{ContentHash, StateDb, hash_file_contents};
+pub use lock::{LockFile, LockedStage};
+pub use progress::{NoProgress, Progress, Reporter, SilentReporter, TerminalReporter, Verbosity};
+pub use render::{DagFormat, render_dag};
+pub use run::{RunOptions, RunReport, StageReport, StageStatus, cache_key, run};
+pub use spec::{Graph, Pipeline, Stage};
+pub use stage::{Registry, StageContext, StageFailure, StageKind, parse_params};
+pub use workspace::Workspace;

@@ -1,0 +1,569 @@
+//! Planning and running: decide which stages are stale and why, run them in dependency order on
+//! up to `jobs` threads, move their outputs into place, and record them in the lock file.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::fsutil::remove_path;
+use crate::hash::{ContentHash, StateDb};
+use crate::lock::{LockFile, LockedStage, flatten_metrics};
+use crate::progress::{Progress, Reporter};
+use crate::spec::{Pipeline, Stage};
+use crate::stage::{Registry, StageContext};
+use crate::workspace::Workspace;
+
+/// What to run and how.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Re-run the selected stages even when they are up to date.
+    pub force: bool,
+    /// Run only these stages (their upstream outputs must already exist).
+    pub only: Vec<String>,
+    /// Run these stages and everything downstream of them.
+    pub from: Vec<String>,
+    /// Stages running at once.
+    pub jobs: usize,
+    /// Report what would run and why; change nothing.
+    pub dry_run: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            force: false,
+            only: Vec::new(),
+            from: Vec::new(),
+            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            dry_run: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StageStatus {
+    Ran,
+    Cached,
+    Failed,
+    Skipped,
+    /// Dry run / status: the stage is stale.
+    WouldRun,
+}
+
+/// The outcome of one stage, as printed by `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    pub name: String,
+    pub status: StageStatus,
+    pub seconds: f64,
+    /// Why it ran, why it was skipped, or what failed.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub stages: Vec<StageReport>,
+    pub ok: bool,
+}
+
+/// Runs (or with `dry_run`, plans) a pipeline.
+pub fn run(
+    pipeline: &Pipeline,
+    registry: &Registry,
+    options: &RunOptions,
+    reporter: &dyn Reporter,
+) -> Result<RunReport, Error> {
+    let selected = select(pipeline, options)?;
+    let workspace = Workspace::new(&pipeline.workdir);
+    let lock_path = pipeline.lock_path();
+    if options.dry_run {
+        let engine = Engine::new(pipeline, registry, workspace, LockFile::load(&lock_path)?, reporter, options);
+        return Ok(engine.plan(&selected));
+    }
+    std::fs::create_dir_all(&pipeline.workdir).map_err(|e| Error::io("create workdir", &pipeline.workdir, e))?;
+    let guard = workspace.acquire()?;
+    if let Some(holder) = &guard.stale_holder {
+        reporter.notice(&format!("took over the workspace lock left by {holder}"));
+    }
+    workspace.clean_leftovers()?;
+    let mut lock = LockFile::load(&lock_path)?;
+    let before = lock.stages.len();
+    lock.stages.retain(|name, _| pipeline.stage_index(name).is_some());
+    if lock.stages.len() != before {
+        lock.save(&lock_path)?;
+    }
+    let engine = Engine::new(pipeline, registry, workspace, lock, reporter, options);
+    let report = engine.execute_all(&selected, options.jobs.max(1));
+    let partial = selected.iter().any(|s| !s);
+    if let Err(e) = engine.state.save(partial) {
+        reporter.notice(&format!("could not save the hash cache (next run re-hashes): {e}"));
+    }
+    drop(guard);
+    Ok(report)
+}
+
+/// Which stages a run covers, from `--only` and `--from`.
+fn select(pipeline: &Pipeline, options: &RunOptions) -> Result<Vec<bool>, Error> {
+    let n = pipeline.stages.len();
+    if options.only.is_empty() && options.from.is_empty() {
+        return Ok(vec![true; n]);
+    }
+    let index = |name: &String| {
+        pipeline.stage_index(name).ok_or_else(|| Error::UnknownStage {
+            name: name.clone(),
+            file: pipeline.file.clone(),
+        })
+    };
+    let mut selected = vec![false; n];
+    for name in &options.only {
+        selected[index(name)?] = true;
+    }
+    for name in &options.from {
+        for i in pipeline.downstream_closure(index(name)?) {
+            selected[i] = true;
+        }
+    }
+    Ok(selected)
+}
+
+struct Engine<'a> {
+    pipeline: &'a Pipeline,
+    registry: &'a Registry,
+    workspace: Workspace,
+    state: StateDb,
+    lock: Mutex<LockFile>,
+    lock_path: PathBuf,
+    reporter: &'a dyn Reporter,
+    force: bool,
+}
+
+/// What a stage's cache key is made of.
+struct Inputs {
+    deps: BTreeMap<String, ContentHash>,
+    key: ContentHash,
+}
+
+impl<'a> Engine<'a> {
+    fn new(
+        pipeline: &'a Pipeline,
+        registry: &'a Registry,
+        workspace: Workspace,
+        lock: LockFile,
+        reporter: &'a dyn Reporter,
+        options: &RunOptions,
+    ) -> Self {
+        Engine {
+            pipeline,
+            registry,
+            state: StateDb::open(&workspace.state_db_path()),
+            workspace,
+            lock: Mutex::new(lock),
+            lock_path: pipeline.lock_path(),
+            reporter,
+            force: options.force,
+        }
+    }
+
+    fn locked(&self, name: &str) -> Option<LockedStage> {
+        self.lock.lock().unwrap_or_else(|e| e.into_inner()).stages.get(name).cloned()
+    }
+
+    /// The dry-run: stale stages and why, in topological order; nothing is written.
+    fn plan(&self, selected: &[bool]) -> RunReport {
+        let n = self.pipeline.stages.len();
+        let mut reports: Vec<Option<StageReport>> = vec![None; n];
+        for &i in &self.pipeline.graph.order {
+            let stage = &self.pipeline.stages[i];
+            let (status, reason) = if !selected[i] {
+                (StageStatus::Skipped, "not selected".to_owned())
+            } else if let Some(up) = self.pipeline.graph.upstream[i].iter().find(|&&j| {
+                reports[j].as_ref().is_some_and(|r| r.status == StageStatus::WouldRun)
+            }) {
+                let up = &self.pipeline.stages[*up].name;
+                (StageStatus::WouldRun, format!("upstream stage `{up}` will run (re-checked after it)"))
+            } else {
+                match self.inputs(stage).and_then(|inputs| self.staleness(stage, &inputs)) {
+                    Ok(None) => (StageStatus::Cached, "up to date".to_owned()),
+                    Ok(Some(reason)) => (StageStatus::WouldRun, reason),
+                    Err(reason) => (StageStatus::Failed, reason),
+                }
+            };
+            let report = StageReport { name: stage.name.clone(), status, seconds: 0.0, reason };
+            self.reporter.stage_finished(&report);
+            reports[i] = Some(report);
+        }
+        finish_report(reports)
+    }
+
+    fn execute_all(&self, selected: &[bool], jobs: usize) -> RunReport {
+        let graph = &self.pipeline.graph;
+        let n = self.pipeline.stages.len();
+        let mut waiting: Vec<usize> = graph.upstream.iter().map(Vec::len).collect();
+        let mut reports: Vec<Option<StageReport>> = vec![None; n];
+        // Failed, or skipped because something upstream failed.
+        let mut blocked = vec![false; n];
+        let mut ready: VecDeque<usize> = graph.order.iter().copied().filter(|&i| waiting[i] == 0).collect();
+        std::thread::scope(|scope| {
+            let (done_tx, done_rx) = mpsc::channel::<(usize, StageReport)>();
+            let mut running = 0;
+            loop {
+                while running < jobs {
+                    let Some(i) = ready.pop_front() else { break };
+                    let stage = &self.pipeline.stages[i];
+                    let early = if !selected[i] {
+                        Some("not selected".to_owned())
+                    } else {
+                        graph.upstream[i]
+                            .iter()
+                            .find(|&&j| blocked[j])
+                            .map(|&j| format!("upstream stage `{}` failed", self.pipeline.stages[j].name))
+                    };
+                    if let Some(reason) = early {
+                        blocked[i] = selected[i];
+                        let report =
+                            StageReport { name: stage.name.clone(), status: StageStatus::Skipped, seconds: 0.0, reason };
+                        self.reporter.stage_finished(&report);
+                        reports[i] = Some(report);
+                        release(i, &graph.downstream, &mut waiting, &mut ready);
+                        continue;
+                    }
+                    running += 1;
+                    let done_tx = done_tx.clone();
+                    scope.spawn(move || {
+                        let report = self.execute(stage);
+                        let _ = done_tx.send((i, report));
+                    });
+                }
+                if running == 0 {
+                    break;
+                }
+                let (i, report) = done_rx.recv().expect("a running stage always reports");
+                running -= 1;
+                blocked[i] = report.status == StageStatus::Failed;
+                self.reporter.stage_finished(&report);
+                reports[i] = Some(report);
+                release(i, &graph.downstream, &mut waiting, &mut ready);
+            }
+        });
+        finish_report(reports)
+    }
+
+    /// Checks, and if stale runs, one stage.
+    fn execute(&self, stage: &Stage) -> StageReport {
+        let started = Instant::now();
+        let outcome = self.inputs(stage).and_then(|inputs| match self.staleness(stage, &inputs)? {
+            None => Ok((StageStatus::Cached, "up to date".to_owned())),
+            Some(reason) => {
+                let progress = self.reporter.stage_started(&stage.name, &reason);
+                self.produce(stage, &inputs, progress, started)?;
+                Ok((StageStatus::Ran, reason))
+            }
+        });
+        let (status, reason) = outcome.unwrap_or_else(|e| (StageStatus::Failed, e));
+        let seconds = if status == StageStatus::Cached { 0.0 } else { started.elapsed().as_secs_f64() };
+        StageReport { name: stage.name.clone(), status, seconds, reason }
+    }
+
+    fn inputs(&self, stage: &Stage) -> Result<Inputs, String> {
+        let mut deps = BTreeMap::new();
+        for dep in &stage.deps {
+            let path = self.pipeline.resolve(dep);
+            let hash = self
+                .state
+                .hash_path(&path)
+                .map_err(|e| format!("cannot hash dependency `{dep}` ({}): {e}", path.display()))?
+                .ok_or_else(|| format!("dependency `{dep}` is missing ({})", path.display()))?;
+            deps.insert(dep.clone(), hash);
+        }
+        let kind_version = self.kind_version(stage);
+        let key = cache_key(&stage.kind, kind_version, &stage.params, &deps);
+        Ok(Inputs { deps, key })
+    }
+
+    fn kind_version(&self, stage: &Stage) -> u32 {
+        self.registry.get(&stage.kind).map_or(0, |k| k.version())
+    }
+
+    /// `None` when the stage is up to date, else the reason it must run.
+    fn staleness(&self, stage: &Stage, inputs: &Inputs) -> Result<Option<String>, String> {
+        let Some(locked) = self.locked(&stage.name) else {
+            return Ok(Some("never ran".into()));
+        };
+        if self.force {
+            return Ok(Some("forced".into()));
+        }
+        let version = self.kind_version(stage);
+        if locked.kind != stage.kind || locked.kind_version != version {
+            return Ok(Some(format!(
+                "stage kind changed ({} v{} -> {} v{version})",
+                locked.kind, locked.kind_version, stage.kind
+            )));
+        }
+        let mut changes = Vec::new();
+        diff_values("", &locked.params, &stage.params, &mut changes);
+        if !changes.is_empty() {
+            return Ok(Some(summarise(changes)));
+        }
+        for (dep, hash) in &inputs.deps {
+            match locked.deps.get(dep) {
+                None => changes.push(format!("dep `{dep}` added")),
+                Some(old) if old != hash => changes.push(format!("dep `{dep}` changed")),
+                Some(_) => {}
+            }
+        }
+        changes.extend(locked.deps.keys().filter(|d| !inputs.deps.contains_key(*d)).map(|d| format!("dep `{d}` removed")));
+        if !changes.is_empty() {
+            return Ok(Some(summarise(changes)));
+        }
+        if locked.key != inputs.key {
+            return Ok(Some("cache key changed".into()));
+        }
+        for out in stage.all_outs() {
+            let path = self.pipeline.resolve(out);
+            let now = self.state.hash_path(&path).map_err(|e| format!("cannot hash output `{out}`: {e}"))?;
+            match (now, locked.outs.get(out)) {
+                (None, _) => changes.push(format!("output `{out}` is missing")),
+                (Some(_), None) => changes.push(format!("output `{out}` was never recorded")),
+                (Some(now), Some(old)) if &now != old => changes.push(format!("output `{out}` was modified")),
+                _ => {}
+            }
+        }
+        Ok((!changes.is_empty()).then(|| summarise(changes)))
+    }
+
+    /// Runs the stage into a staging directory, moves its outputs into place, records it.
+    fn produce(
+        &self,
+        stage: &Stage,
+        inputs: &Inputs,
+        progress: Arc<dyn Progress>,
+        started: Instant,
+    ) -> Result<(), String> {
+        let staging = self.workspace.staging_dir(&stage.name).map_err(|e| e.to_string())?;
+        let result = self.produce_in(stage, inputs, progress, started, &staging);
+        let _ = remove_path(&staging);
+        result
+    }
+
+    fn produce_in(
+        &self,
+        stage: &Stage,
+        inputs: &Inputs,
+        progress: Arc<dyn Progress>,
+        started: Instant,
+        staging: &std::path::Path,
+    ) -> Result<(), String> {
+        let mut outs = Vec::new();
+        for out in stage.all_outs() {
+            let path = staging.join(out);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+            }
+            outs.push((out.clone(), path));
+        }
+        let kind = self.registry.get(&stage.kind).ok_or_else(|| format!("unknown kind `{}`", stage.kind))?;
+        let ctx = StageContext {
+            stage,
+            workdir: &self.pipeline.workdir,
+            deps: stage.deps.iter().map(|d| self.pipeline.resolve(d)).collect(),
+            outs,
+            log: self.workspace.log_path(&stage.name).map_err(|e| e.to_string())?,
+            progress,
+        };
+        match catch_unwind(AssertUnwindSafe(|| kind.run(&ctx))) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                return Err(format!("stage kind `{}` panicked: {what}", stage.kind));
+            }
+        }
+        drop(ctx.progress);
+        for (out, path) in &ctx.outs {
+            if std::fs::symlink_metadata(path).is_err() {
+                return Err(format!("the stage finished without writing its declared output `{out}`"));
+            }
+        }
+        let mut metrics = BTreeMap::new();
+        for file in &stage.metrics {
+            let path = staging.join(file);
+            let text = std::fs::read(&path).map_err(|e| format!("read metrics `{file}`: {e}"))?;
+            let value: Value =
+                serde_json::from_slice(&text).map_err(|e| format!("metrics file `{file}` is not JSON: {e}"))?;
+            flatten_metrics(&value, "", &mut metrics);
+        }
+        self.commit_outputs(stage, &ctx.outs)?;
+
+        let mut out_hashes = BTreeMap::new();
+        for out in stage.all_outs() {
+            let hash = self
+                .state
+                .hash_path(&self.pipeline.resolve(out))
+                .map_err(|e| format!("hash output `{out}`: {e}"))?
+                .ok_or_else(|| format!("output `{out}` vanished after it was moved into place"))?;
+            out_hashes.insert(out.clone(), hash);
+        }
+        let record = LockedStage {
+            kind: stage.kind.clone(),
+            kind_version: self.kind_version(stage),
+            key: inputs.key.clone(),
+            params: stage.params.clone(),
+            deps: inputs.deps.clone(),
+            outs: out_hashes,
+            metrics,
+            seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            tool: format!("textrec-pipeline {}", env!("CARGO_PKG_VERSION")),
+        };
+        let mut lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        lock.stages.insert(stage.name.clone(), record);
+        lock.save(&self.lock_path).map_err(|e| e.to_string())
+    }
+
+    /// Replaces each output with its staged version. Until the lock records the new hashes, a crash
+    /// here leaves outputs that do not match the lock, so the stage simply runs again.
+    fn commit_outputs(&self, stage: &Stage, outs: &[(String, PathBuf)]) -> Result<(), String> {
+        let trash = self.workspace.trash_dir(&stage.name).map_err(|e| e.to_string())?;
+        for (n, (out, staged)) in outs.iter().enumerate() {
+            let target = self.pipeline.resolve(out);
+            if std::fs::symlink_metadata(&target).is_ok() {
+                std::fs::rename(&target, trash.join(n.to_string()))
+                    .map_err(|e| format!("move old `{out}` aside: {e}"))?;
+            }
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+            }
+            std::fs::rename(staged, &target).map_err(|e| format!("move `{out}` into place: {e}"))?;
+        }
+        remove_path(&trash).map_err(|e| format!("remove replaced outputs: {e}"))
+    }
+}
+
+fn release(i: usize, downstream: &[Vec<usize>], waiting: &mut [usize], ready: &mut VecDeque<usize>) {
+    for &d in &downstream[i] {
+        waiting[d] -= 1;
+        if waiting[d] == 0 {
+            ready.push_back(d);
+        }
+    }
+}
+
+fn finish_report(reports: Vec<Option<StageReport>>) -> RunReport {
+    let stages: Vec<StageReport> = reports.into_iter().map(|r| r.expect("every stage is decided")).collect();
+    let ok = stages.iter().all(|r| r.status != StageStatus::Failed);
+    RunReport { stages, ok }
+}
+
+/// The cache key: blake3 over canonical JSON (sorted keys) of everything a stage's result depends on.
+pub fn cache_key(kind: &str, kind_version: u32, params: &Value, deps: &BTreeMap<String, ContentHash>) -> ContentHash {
+    let mut doc = String::new();
+    canonical_json(
+        &serde_json::json!({"kind": kind, "kind_version": kind_version, "params": params, "deps": deps}),
+        &mut doc,
+    );
+    blake3::hash(doc.as_bytes()).to_hex().to_string()
+}
+
+/// JSON with object keys sorted at every level, independent of map implementation details.
+fn canonical_json(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (n, key) in keys.into_iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                canonical_json(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (n, item) in items.iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                canonical_json(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// Lists `param `a.b` changed (x -> y)`-style differences between two params trees.
+fn diff_values(prefix: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for key in keys {
+                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                match (a.get(key), b.get(key)) {
+                    (Some(x), Some(y)) => diff_values(&path, x, y, out),
+                    (None, Some(y)) => out.push(format!("param `{path}` added ({})", short(y))),
+                    (Some(_), None) => out.push(format!("param `{path}` removed")),
+                    (None, None) => {}
+                }
+            }
+        }
+        (a, b) if a != b => out.push(format!("param `{prefix}` changed ({} -> {})", short(a), short(b))),
+        _ => {}
+    }
+}
+
+fn short(value: &Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 40 { format!("{}...", text.chars().take(37).collect::<String>()) } else { text }
+}
+
+fn summarise(mut changes: Vec<String>) -> String {
+    let more = changes.len().saturating_sub(3);
+    changes.truncate(3);
+    let mut text = changes.join(", ");
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn cache_key_ignores_key_order_but_not_values() {
+        let deps = BTreeMap::from([("d".to_owned(), "h".to_owned())]);
+        let a = cache_key("shell", 1, &json!({"x": 1, "y": {"b": 2, "a": 3}}), &deps);
+        let b = cache_key("shell", 1, &serde_saphyr::from_str("y: {a: 3, b: 2}\nx: 1\n").unwrap(), &deps);
+        assert_eq!(a, b);
+        assert_ne!(a, cache_key("shell", 2, &json!({"x": 1, "y": {"b": 2, "a": 3}}), &deps));
+        assert_ne!(a, cache_key("shell", 1, &json!({"x": 2, "y": {"b": 2, "a": 3}}), &deps));
+    }
+
+    #[test]
+    fn param_differences_name_the_key_and_both_values() {
+        let mut changes = Vec::new();
+        diff_values("", &json!({"env": {"A": "x"}, "n": 1}), &json!({"env": {"A": "y"}, "m": 2}), &mut changes);
+        assert_eq!(
+            changes,
+            vec!["param `env.A` changed (\"x\" -> \"y\")", "param `m` added (2)", "param `n` removed"]
+        );
+    }
+}

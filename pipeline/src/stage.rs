@@ -1,0 +1,112 @@
+//! The contract between the engine and the stage kinds (which live in the `stages` crate).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::progress::Progress;
+use crate::spec::Stage;
+
+/// The error a stage kind reports; the engine records its message and fails the stage.
+pub type StageFailure = Box<dyn std::error::Error + Send + Sync>;
+
+/// One kind of stage (`shell`, `copy`, `train`, ...): validates its params, then does the work.
+pub trait StageKind: Send + Sync {
+    /// The name used in `kind:`.
+    fn name(&self) -> &'static str;
+
+    /// Bump when the kind's behaviour changes so that cached results stop matching.
+    fn version(&self) -> u32;
+
+    /// One line for `--help`-style listings.
+    fn summary(&self) -> &'static str;
+
+    /// Validates params and the shape of deps/outs at load time, so a typo fails before any stage
+    /// runs. The message is shown at the stage's `params:` location.
+    fn check(&self, stage: &Stage) -> Result<(), String>;
+
+    /// Does the work, writing every declared output under [`StageContext::out`].
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageFailure>;
+}
+
+/// Typed params for a stage kind: `deny_unknown_fields` structs deserialised from the YAML value.
+pub fn parse_params<T: DeserializeOwned>(params: &Value) -> Result<T, String> {
+    serde_json::from_value(params.clone()).map_err(|e| e.to_string())
+}
+
+/// The stage kinds a pipeline may use, by name.
+#[derive(Default)]
+pub struct Registry {
+    kinds: BTreeMap<&'static str, Arc<dyn StageKind>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.kinds.keys()).finish()
+    }
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register(&mut self, kind: impl StageKind + 'static) {
+        self.kinds.insert(kind.name(), Arc::new(kind));
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn StageKind>> {
+        self.kinds.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.kinds.keys().copied()
+    }
+
+    pub fn kinds(&self) -> impl Iterator<Item = &Arc<dyn StageKind>> + '_ {
+        self.kinds.values()
+    }
+}
+
+/// What a running stage sees: its params, where its inputs are, where to write its outputs.
+///
+/// Outputs are written into a private staging directory and moved into place by the engine only
+/// when [`StageKind::run`] returns `Ok`, so a failed or killed stage never leaves a trusted output.
+pub struct StageContext<'a> {
+    pub stage: &'a Stage,
+    /// The directory the pipeline's relative paths are resolved against.
+    pub workdir: &'a Path,
+    /// Absolute paths of the deps, in declaration order.
+    pub deps: Vec<PathBuf>,
+    /// Declared output (relative, as written in the YAML; outs then metrics) → staging path.
+    pub outs: Vec<(String, PathBuf)>,
+    /// A log file for the stage's own chatter (e.g. a child process's stdout and stderr).
+    pub log: PathBuf,
+    pub progress: Arc<dyn Progress>,
+}
+
+impl fmt::Debug for StageContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StageContext")
+            .field("stage", &self.stage.name)
+            .field("deps", &self.deps)
+            .field("outs", &self.outs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StageContext<'_> {
+    /// The staging path to write the declared output `declared` to.
+    pub fn out(&self, declared: &str) -> Option<&Path> {
+        self.outs.iter().find(|(d, _)| d == declared).map(|(_, p)| p.as_path())
+    }
+
+    /// The stage's params as the kind's typed struct.
+    pub fn params<T: DeserializeOwned>(&self) -> Result<T, StageFailure> {
+        parse_params(&self.stage.params).map_err(|e| format!("params: {e}").into())
+    }
+}

@@ -1,0 +1,24 @@
+use std::io;
+use std::path::PathBuf;
+
+/// Failures of the stage kinds in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("cannot start `{cmd}`: {source}")]
+    Spawn {
+        cmd: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("`{cmd}` {status}; last lines of {}:\n{tail}", log.display())]
+    CommandFailed { cmd: String, status: String, log: PathBuf, tail: String },
+
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}

@@ -1,0 +1,96 @@
+//! `cargo xtask ci`: every gate, in the order that fails fastest. `.ci/run` and GitHub Actions run
+//! exactly this, so a contributor reproduces CI with one command.
+
+use std::path::Path;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use textrec_pipeline::{Pipeline, RunOptions, StageStatus, TerminalReporter, Verbosity, remove_path};
+
+use crate::workspace_root;
+
+const SMOKE_PIPELINE: &str = "configs/smoke.yaml";
+
+pub fn run() -> anyhow::Result<ExitCode> {
+    let root = workspace_root()?;
+    let in_ci = std::env::var_os("CI").is_some();
+    let mut passed = 0;
+    let mut gate = |name: &str, result: anyhow::Result<()>| -> anyhow::Result<()> {
+        match result {
+            Ok(()) => {
+                passed += 1;
+                eprintln!("==> gate `{name}` passed");
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("gates: {passed} passed, 1 failed");
+                Err(e.context(format!("gate `{name}` failed")))
+            }
+        }
+    };
+    let started = Instant::now();
+
+    gate("fmt", cargo(&root, &["fmt", "--all", "--", "--check"]))?;
+    gate("clippy", cargo(&root, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    let tests = if has_cargo_subcommand("nextest") {
+        cargo(&root, &["nextest", "run", "--workspace", "--no-fail-fast"])
+    } else {
+        cargo(&root, &["test", "--workspace", "--no-fail-fast"])
+    };
+    gate("tests", tests)?;
+    if has_cargo_subcommand("deny") {
+        gate("deny", cargo(&root, &["deny", "--log-level", "error", "check", "bans", "licenses", "sources"]))?;
+    } else if in_ci {
+        gate("deny", Err(anyhow::anyhow!("cargo-deny is not installed: cargo install --locked cargo-deny")))?;
+    } else {
+        eprintln!("==> gate `deny` skipped: cargo-deny is not installed (cargo install --locked cargo-deny)");
+    }
+    gate("smoke pipeline", smoke(&root))?;
+
+    eprintln!("==> all gates passed in {:.0}s", started.elapsed().as_secs_f64());
+    println!("gates: {passed} passed, 0 failed");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
+    eprintln!("==> cargo {}", args.join(" "));
+    let status = Command::new(env!("CARGO")).args(args).current_dir(root).status().context("cannot run cargo")?;
+    if !status.success() {
+        bail!("`cargo {}` {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+fn has_cargo_subcommand(name: &str) -> bool {
+    Command::new(env!("CARGO"))
+        .args([name, "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+/// The whole default pipeline in miniature, from nothing, then again: the second run must be
+/// entirely cached, or caching is broken.
+fn smoke(root: &Path) -> anyhow::Result<()> {
+    let registry = textrec_stages::registry();
+    let file = root.join(SMOKE_PIPELINE);
+    let pipeline = Pipeline::load(&file, &registry, &[])?;
+    remove_path(&pipeline.lock_path())?;
+    for out in pipeline.stages.iter().flat_map(|s| s.all_outs()) {
+        remove_path(&pipeline.resolve(out))?;
+    }
+    let reporter = TerminalReporter::new(Verbosity::Normal);
+    let options = RunOptions::default();
+
+    eprintln!("==> cargo xtask run {SMOKE_PIPELINE} (from scratch)");
+    let first = textrec_pipeline::run(&pipeline, &registry, &options, &reporter)?;
+    if let Some(bad) = first.stages.iter().find(|s| s.status != StageStatus::Ran) {
+        bail!("first smoke run: stage `{}` is {:?} ({}), expected it to run", bad.name, bad.status, bad.reason);
+    }
+    eprintln!("==> cargo xtask run {SMOKE_PIPELINE} (again: everything must be cached)");
+    let second = textrec_pipeline::run(&pipeline, &registry, &options, &reporter)?;
+    if let Some(bad) = second.stages.iter().find(|s| s.status != StageStatus::Cached) {
+        bail!("second smoke run: stage `{}` is {:?} ({}), expected cached", bad.name, bad.status, bad.reason);
+    }
+    Ok(())
+}

@@ -1,0 +1,332 @@
+//! `cargo xtask`: run textrec's pipelines and project chores. Thin by design: argument parsing,
+//! then calls into `textrec-pipeline` (the engine) and `textrec-stages` (the stage kinds).
+
+mod bench;
+mod ci;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use textrec_pipeline::{
+    DagFormat, LockFile, Pipeline, RunOptions, RunReport, StageStatus, TerminalReporter, Verbosity, metrics,
+    render_dag,
+};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  a stage failed (or a gate failed, for `ci`)
+  2  invalid pipeline file or usage
+  3  another run holds the workspace";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    version,
+    about = "Run textrec's declarative ML pipelines and project chores.",
+    long_about = "Run textrec's declarative ML pipelines and project chores.\n\n\
+        A pipeline is a YAML file of stages (download, synthesize, train, export, evaluate, package, \
+        or your own `shell` commands). Each stage declares its deps, params and outs; a stage runs \
+        only when the content of a dep, a param, or one of its outputs changed since the run recorded \
+        in the lock file beside the pipeline (pipeline.yaml -> pipeline.lock).",
+    after_help = EXIT_CODES
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the stale stages of a pipeline, in parallel where the DAG allows.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  cargo xtask run pipeline.yaml                      run what changed\n",
+        "  cargo xtask run pipeline.yaml --dry-run            show what would run and why\n",
+        "  cargo xtask run pipeline.yaml -S train-chars.epochs=3 --from train-chars\n",
+        "  cargo xtask run configs/smoke.yaml --json | jq .ok\n\n",
+        "Exit codes: 0 ok, 1 a stage failed, 2 invalid pipeline/usage, 3 workspace busy"
+    ))]
+    Run(RunArgs),
+    /// Print the stage graph as text, Graphviz dot or Mermaid.
+    #[command(after_help = "Example:\n  cargo xtask dag pipeline.yaml --format dot | dot -Tsvg > dag.svg")]
+    Dag {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// List stale stages and why they would run; changes nothing.
+    #[command(after_help = "Example:\n  cargo xtask status pipeline.yaml")]
+    Status {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Print one JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or compare the metrics stages recorded in the lock file.
+    #[command(subcommand)]
+    Metrics(MetricsCommand),
+    /// List the stage kinds a pipeline can use.
+    Stages,
+    /// Benchmarks (numbers, not pass/fail tests).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Run every CI gate: fmt, clippy, tests, cargo-deny, the smoke pipeline twice.
+    #[command(after_help = "This is the README's test command; .ci/run and GitHub Actions run exactly it.")]
+    Ci,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The pipeline file (e.g. pipeline.yaml, configs/smoke.yaml).
+    pipeline: PathBuf,
+    /// Print what would run and why (which dep or param changed); touch nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Re-run the selected stages even if they are up to date.
+    #[arg(long)]
+    force: bool,
+    /// Run only this stage (repeatable); its inputs must already exist.
+    #[arg(long, value_name = "STAGE")]
+    only: Vec<String>,
+    /// Run this stage and everything downstream of it (repeatable).
+    #[arg(long, value_name = "STAGE")]
+    from: Vec<String>,
+    /// Override a param without editing the file, e.g. -S train.epochs=3 (type-checked).
+    #[arg(short = 'S', long = "set", value_name = "STAGE.KEY=VALUE")]
+    set: Vec<String>,
+    /// Stages running at once [default: number of cores].
+    #[arg(long, short = 'j')]
+    jobs: Option<usize>,
+    /// Print one JSON object at the end: {"stages":[{"name","status","seconds","reason"}],"ok"}.
+    #[arg(long)]
+    json: bool,
+    /// Print only failures.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Dot,
+    Mermaid,
+}
+
+#[derive(Debug, Subcommand)]
+enum MetricsCommand {
+    /// Every metric a stage declared, from the lock file.
+    #[command(after_help = "Example:\n  cargo xtask metrics show pipeline.yaml --json")]
+    Show {
+        #[arg(default_value = "pipeline.yaml")]
+        pipeline: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare metrics with another lock file or a git revision of this one.
+    #[command(after_help = "Examples:\n  cargo xtask metrics diff pipeline.yaml --against HEAD~1\n  \
+        cargo xtask metrics diff pipeline.yaml --against old/pipeline.lock")]
+    Diff {
+        #[arg(default_value = "pipeline.yaml")]
+        pipeline: PathBuf,
+        /// A lock file path, or a git revision of the pipeline's lock file.
+        #[arg(long, default_value = "HEAD")]
+        against: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Time a fully cached re-run of a large pipeline (default: 20 stages, 10,000 files, 500 MB).
+    Pipeline(bench::PipelineBench),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(err) => {
+            let code = err.downcast_ref::<textrec_pipeline::Error>().map_or(1, |e| e.exit_code());
+            eprintln!("error: {err:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    let registry = textrec_stages::registry();
+    match command {
+        Command::Run(args) => run(args),
+        Command::Dag { pipeline, format } => {
+            let pipeline = Pipeline::load(&pipeline, &registry, &[])?;
+            let format = match format {
+                Format::Text => DagFormat::Text,
+                Format::Dot => DagFormat::Dot,
+                Format::Mermaid => DagFormat::Mermaid,
+            };
+            print!("{}", render_dag(&pipeline, format));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { pipeline, json } => {
+            let pipeline = Pipeline::load(&pipeline, &registry, &[])?;
+            let options = RunOptions { dry_run: true, ..RunOptions::default() };
+            let reporter = TerminalReporter::new(Verbosity::Quiet);
+            let report = textrec_pipeline::run(&pipeline, &registry, &options, &reporter)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print_status(&report);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Metrics(MetricsCommand::Show { pipeline, json }) => {
+            let lock = LockFile::load(&pipeline.with_extension("lock"))?;
+            let table = metrics::table(&lock);
+            if json {
+                println!("{}", serde_json::to_string(&table)?);
+            } else if table.is_empty() {
+                println!("no metrics recorded in {}", pipeline.with_extension("lock").display());
+            } else {
+                for (stage, values) in &table {
+                    for (metric, value) in values {
+                        println!("{stage:<24} {metric:<32} {value}");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Metrics(MetricsCommand::Diff { pipeline, against, json }) => {
+            let lock_path = pipeline.with_extension("lock");
+            let new = metrics::table(&LockFile::load(&lock_path)?);
+            let old = metrics::table(&metrics::baseline(&lock_path, &against)?);
+            let rows = metrics::diff(&old, &new);
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                print_metric_diff(&against, &rows);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stages => {
+            for kind in registry.kinds() {
+                println!("{:<12} v{:<3} {}", kind.name(), kind.version(), kind.summary());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Pipeline(args)) => bench::pipeline(&args, &registry),
+        Command::Ci => ci::run(),
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let json = args.json;
+    run_pipeline(args).or_else(|err| {
+        if json {
+            // Scripts reading stdout get an answer even when the pipeline never started.
+            let error = serde_json::json!({"stages": [], "ok": false, "error": format!("{err:#}")});
+            println!("{error}");
+        }
+        Err(err)
+    })
+}
+
+fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let registry = textrec_stages::registry();
+    let pipeline = Pipeline::load(&args.pipeline, &registry, &args.set)?;
+    let mut options = RunOptions {
+        force: args.force,
+        only: args.only,
+        from: args.from,
+        dry_run: args.dry_run,
+        ..RunOptions::default()
+    };
+    if let Some(jobs) = args.jobs {
+        options.jobs = jobs.max(1);
+    }
+    let verbosity = if args.quiet { Verbosity::Quiet } else { Verbosity::Normal };
+    let reporter = TerminalReporter::new(verbosity);
+    let started = Instant::now();
+    let report = textrec_pipeline::run(&pipeline, &registry, &options, &reporter)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    if !args.quiet {
+        eprintln!("{}", summary_line(&report, started.elapsed().as_secs_f64(), args.dry_run));
+    }
+    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn summary_line(report: &RunReport, seconds: f64, dry_run: bool) -> String {
+    let count = |status| report.stages.iter().filter(|s| s.status == status).count();
+    if dry_run {
+        return format!(
+            "dry run: {} would run, {} up to date, {} not selected",
+            count(StageStatus::WouldRun),
+            count(StageStatus::Cached),
+            count(StageStatus::Skipped)
+        );
+    }
+    format!(
+        "{}: {} ran, {} cached, {} failed, {} skipped in {seconds:.2}s",
+        if report.ok { "ok" } else { "FAILED" },
+        count(StageStatus::Ran),
+        count(StageStatus::Cached),
+        count(StageStatus::Failed),
+        count(StageStatus::Skipped)
+    )
+}
+
+fn print_status(report: &RunReport) {
+    let stale: Vec<_> = report.stages.iter().filter(|s| s.status != StageStatus::Cached).collect();
+    if stale.is_empty() {
+        println!("everything is up to date");
+    }
+    for stage in stale {
+        let label = match stage.status {
+            StageStatus::Failed => "cannot run",
+            _ => "stale",
+        };
+        println!("{:<24} {label}: {}", stage.name, stage.reason);
+    }
+}
+
+fn print_metric_diff(against: &str, rows: &[metrics::MetricChange]) {
+    if rows.is_empty() {
+        println!("no metrics in either lock file");
+        return;
+    }
+    let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.6}"));
+    let color = std::io::stdout().is_terminal();
+    println!("{:<24} {:<28} {:>14} {:>14} {:>14}", "stage", "metric", against, "workspace", "change");
+    for row in rows {
+        let change = row.delta().map_or_else(|| "-".to_owned(), |d| format!("{d:+.6}"));
+        let line = format!(
+            "{:<24} {:<28} {:>14} {:>14} {:>14}",
+            row.stage,
+            row.metric,
+            fmt(row.old),
+            fmt(row.new),
+            change
+        );
+        if color && row.delta().is_some_and(|d| d != 0.0) {
+            println!("\x1b[1m{line}\x1b[0m");
+        } else {
+            println!("{line}");
+        }
+    }
+}
+
+/// The workspace root (where Cargo.toml with `[workspace]` lives), for chores run from anywhere.
+pub(crate) fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().map(Path::to_path_buf).context("xtask lives inside the workspace")
+}
