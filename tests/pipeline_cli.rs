@@ -66,8 +66,15 @@ fn touching_nothing_reruns_nothing_and_mtime_alone_is_not_a_change() {
     std::thread::sleep(Duration::from_millis(20));
     ws.write("input.txt", "hello\n");
     let touched = ws.run(&[]);
-    assert_eq!(touched.with_status("cached"), ["a", "b", "c", "d", "e", "f"]);
-    assert_eq!(ws.read("p.lock"), lock, "a fully cached run leaves the lock as it was");
+    assert_eq!(
+        touched.with_status("cached"),
+        ["a", "b", "c", "d", "e", "f"]
+    );
+    assert_eq!(
+        ws.read("p.lock"),
+        lock,
+        "a fully cached run leaves the lock as it was"
+    );
 }
 
 #[test]
@@ -77,8 +84,15 @@ fn changing_a_param_reruns_that_stage_and_only_what_its_new_output_changes() {
     let run = ws.run(&[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.with_status("ran"), ["b", "c", "e"]);
-    assert_eq!(run.with_status("cached"), ["a", "d", "f"], "e rewrote identical bytes, so f stays cached");
-    assert_eq!(run.reason("b"), "param `env.SUFFIX` changed (\"one\" -> \"two\")");
+    assert_eq!(
+        run.with_status("cached"),
+        ["a", "d", "f"],
+        "e rewrote identical bytes, so f stays cached"
+    );
+    assert_eq!(
+        run.reason("b"),
+        "param `env.SUFFIX` changed (\"one\" -> \"two\")"
+    );
     assert_eq!(run.reason("c"), "dep `b.txt` changed");
     assert_eq!(ws.read("c.txt"), "HELLO\nTWO\n");
 }
@@ -122,9 +136,16 @@ fn dry_run_and_status_say_why_and_touch_nothing() {
     assert_eq!(run.code, 2, "copy takes no params: {}", run.json);
     let plan = ws.run(&["--dry-run"]);
     assert_eq!(plan.code, 0, "{}", plan.stderr);
-    assert_eq!(plan.with_status("would-run"), ["a", "b", "c", "d", "e", "f"]);
+    assert_eq!(
+        plan.with_status("would-run"),
+        ["a", "b", "c", "d", "e", "f"]
+    );
     assert_eq!(plan.reason("a"), "dep `input.txt` changed");
-    assert!(plan.reason("b").contains("upstream stage `a` will run"), "{}", plan.reason("b"));
+    assert!(
+        plan.reason("b").contains("upstream stage `a` will run"),
+        "{}",
+        plan.reason("b")
+    );
     assert_eq!(ws.read("p.lock"), lock);
     assert_eq!(ws.read("a.txt"), "hello\n");
 
@@ -186,7 +207,12 @@ stages:
 fn staged_lines(ws: &Workspace) -> usize {
     find_named(&ws.path(".textrec/staging"), "slow.txt")
         .first()
-        .map_or(0, |p| std::fs::read_to_string(p).unwrap_or_default().lines().count())
+        .map_or(0, |p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        })
 }
 
 #[test]
@@ -195,10 +221,15 @@ fn a_run_killed_mid_write_leaves_no_trusted_output_and_the_next_run_redoes_it() 
     ws.write("p.yaml", SLOW);
 
     let mut victim = ws.spawn(&["run", "p.yaml"]);
-    wait_for(Duration::from_secs(20), "the slow stage to write", || staged_lines(&ws) >= 3);
+    wait_for(Duration::from_secs(20), "the slow stage to write", || {
+        staged_lines(&ws) >= 3
+    });
     victim.kill().unwrap(); // SIGKILL
     victim.wait().unwrap();
-    assert!(!ws.exists("slow.txt"), "a half-written output must never appear in place");
+    assert!(
+        !ws.exists("slow.txt"),
+        "a half-written output must never appear in place"
+    );
     assert!(!ws.exists("after.txt"));
     if ws.exists("p.lock") {
         let lock = LockFile::load(&ws.path("p.lock")).expect("lock stays valid");
@@ -210,7 +241,10 @@ fn a_run_killed_mid_write_leaves_no_trusted_output_and_the_next_run_redoes_it() 
     assert_eq!(redo.with_status("ran"), ["after", "slow"]);
     assert_eq!(ws.read("slow.txt").lines().count(), 30);
     assert_eq!(ws.read("after.txt").trim(), "30");
-    assert!(find_named(&ws.path(".textrec/staging"), "slow.txt").is_empty(), "leftovers are cleaned");
+    assert!(
+        find_named(&ws.path(".textrec/staging"), "slow.txt").is_empty(),
+        "leftovers are cleaned"
+    );
 
     // Kill a re-run of a stage whose previous output is complete: the old output and its lock
     // record survive intact, and the next run redoes the stage because its params changed.
@@ -218,14 +252,24 @@ fn a_run_killed_mid_write_leaves_no_trusted_output_and_the_next_run_redoes_it() 
     let lock_before = ws.read("p.lock");
     ws.write("p.yaml", &SLOW.replace("VERSION: \"1\"", "VERSION: \"2\""));
     let mut victim = ws.spawn(&["run", "p.yaml"]);
-    wait_for(Duration::from_secs(20), "the slow stage to write", || staged_lines(&ws) >= 3);
+    wait_for(Duration::from_secs(20), "the slow stage to write", || {
+        staged_lines(&ws) >= 3
+    });
     victim.kill().unwrap();
     victim.wait().unwrap();
     assert_eq!(ws.read("slow.txt"), complete);
     assert_eq!(ws.read("p.lock"), lock_before);
     let redo = ws.run(&[]);
-    assert_eq!(redo.with_status("ran"), ["slow"], "identical new output: `after` stays cached");
-    assert!(redo.reason("slow").contains("env.VERSION"), "{}", redo.reason("slow"));
+    assert_eq!(
+        redo.with_status("ran"),
+        ["slow"],
+        "identical new output: `after` stays cached"
+    );
+    assert!(
+        redo.reason("slow").contains("env.VERSION"),
+        "{}",
+        redo.reason("slow")
+    );
 }
 
 #[test]
@@ -245,7 +289,14 @@ fn a_killed_command_fails_its_stage_and_skips_its_dependents() {
     assert_eq!(json["ok"], false);
     let stages = json["stages"].as_array().unwrap();
     assert_eq!(stages[0]["status"], "failed");
-    assert!(stages[0]["reason"].as_str().unwrap().contains("killed by signal 9"), "{}", stages[0]);
+    assert!(
+        stages[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("killed by signal 9"),
+        "{}",
+        stages[0]
+    );
     assert_eq!(stages[1]["status"], "skipped");
     assert_eq!(stages[1]["reason"], "upstream stage `slow` failed");
     assert!(!ws.exists("slow.txt"));
@@ -280,12 +331,22 @@ stages:
     let run = ws.run(&["--jobs", "1"]);
     assert_eq!(run.code, 1);
     assert_eq!(run.status("broken"), "failed");
-    assert!(run.reason("broken").contains("exited with status 3"), "{}", run.reason("broken"));
-    assert!(run.reason("broken").contains("no such weights"), "the log tail is shown");
+    assert!(
+        run.reason("broken").contains("exited with status 3"),
+        "{}",
+        run.reason("broken")
+    );
+    assert!(
+        run.reason("broken").contains("no such weights"),
+        "the log tail is shown"
+    );
     assert_eq!(run.status("downstream"), "skipped");
     assert_eq!(run.status("independent"), "ran");
     assert_eq!(run.status("forgetful"), "failed");
-    assert!(run.reason("forgetful").contains("without writing its declared output `never-written.txt`"));
+    assert!(
+        run.reason("forgetful")
+            .contains("without writing its declared output `never-written.txt`")
+    );
     assert!(run.stderr.contains("[broken] FAILED"), "{}", run.stderr);
 }
 
@@ -297,21 +358,37 @@ fn a_second_concurrent_run_fails_fast_with_exit_3_naming_the_holder() {
         "stages:\n  - name: hold\n    kind: shell\n    params: {cmd: 'sleep 1.5; echo done > \"$OUT\"'}\n    outs: [held.txt]\n",
     );
     let holder = ws.spawn(&["run", "p.yaml"]);
-    wait_for(Duration::from_secs(20), "the first run to take the workspace", || {
-        std::fs::read_to_string(ws.path(".textrec/run.lock")).is_ok_and(|s| s.starts_with("pid"))
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "the first run to take the workspace",
+        || {
+            std::fs::read_to_string(ws.path(".textrec/run.lock"))
+                .is_ok_and(|s| s.starts_with("pid"))
+        },
+    );
     let started = Instant::now();
     let second = ws.xtask(&["run", "p.yaml"]);
-    assert!(started.elapsed() < Duration::from_secs(1), "the second run fails fast, it does not wait");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the second run fails fast, it does not wait"
+    );
     assert_eq!(second.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(stderr.contains("another run holds the workspace"), "{stderr}");
+    assert!(
+        stderr.contains("another run holds the workspace"),
+        "{stderr}"
+    );
     assert!(stderr.contains(&format!("pid {}", holder.id())), "{stderr}");
 
     let first = holder.wait_with_output().unwrap();
     assert!(first.status.success());
     assert_eq!(ws.read("held.txt"), "done\n");
-    assert!(LockFile::load(&ws.path("p.lock")).unwrap().stages.contains_key("hold"));
+    assert!(
+        LockFile::load(&ws.path("p.lock"))
+            .unwrap()
+            .stages
+            .contains_key("hold")
+    );
 }
 
 #[test]
@@ -324,7 +401,9 @@ fn a_lock_left_by_a_dead_run_is_taken_over() {
     ws.write(".textrec/run.lock", &format!("pid {dead} started 1\n"));
     let run = ws.run(&[]);
     assert_eq!(run.code, 0);
-    assert!(run.stderr.contains(&format!("took over the workspace lock left by pid {dead} (no longer running)")));
+    assert!(run.stderr.contains(&format!(
+        "took over the workspace lock left by pid {dead} (no longer running)"
+    )));
 }
 
 const PARALLEL: &str = r#"
@@ -356,13 +435,19 @@ fn independent_stages_run_in_parallel_up_to_jobs() {
     let (l0, l1) = interval(&ws, "left.txt");
     let (r0, r1) = interval(&ws, "right.txt");
     assert!(l0 < r1 && r0 < l1, "the two 2 s stages overlapped in time");
-    assert!(wall < Duration::from_millis(3500), "two 2 s stages with --jobs 2 took {wall:?}");
+    assert!(
+        wall < Duration::from_millis(3500),
+        "two 2 s stages with --jobs 2 took {wall:?}"
+    );
 
     let serial = ws.run(&["--jobs", "1", "--force"]);
     assert_eq!(serial.with_status("ran"), ["left", "right"]);
     let (l0, l1) = interval(&ws, "left.txt");
     let (r0, r1) = interval(&ws, "right.txt");
-    assert!(l1 <= r0 || r1 <= l0, "with --jobs 1 the stages do not overlap");
+    assert!(
+        l1 <= r0 || r1 <= l0,
+        "with --jobs 1 the stages do not overlap"
+    );
 }
 
 #[test]
@@ -377,7 +462,10 @@ fn metrics_are_recorded_shown_and_diffed_against_a_lock_file_or_git_revision() {
     assert_eq!(ws.run(&[]).code, 0);
     let show = ws.xtask(&["metrics", "show", "p.yaml", "--json"]);
     let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
-    assert_eq!(shown, serde_json::json!({"evaluate": {"accuracy": 0.5, "per_class.a": 1.0}}));
+    assert_eq!(
+        shown,
+        serde_json::json!({"evaluate": {"accuracy": 0.5, "per_class.a": 1.0}})
+    );
 
     std::fs::copy(ws.path("p.lock"), ws.path("old.lock")).unwrap();
     let git = |args: &[&str]| {
@@ -399,7 +487,11 @@ fn metrics_are_recorded_shown_and_diffed_against_a_lock_file_or_git_revision() {
     assert_eq!(ws.run(&[]).code, 0);
     for against in ["old.lock", "HEAD"] {
         let diff = ws.xtask(&["metrics", "diff", "p.yaml", "--against", against, "--json"]);
-        assert!(diff.status.success(), "{}", String::from_utf8_lossy(&diff.stderr));
+        assert!(
+            diff.status.success(),
+            "{}",
+            String::from_utf8_lossy(&diff.stderr)
+        );
         let rows: serde_json::Value = serde_json::from_slice(&diff.stdout).unwrap();
         assert_eq!(
             rows[0],
@@ -419,12 +511,19 @@ fn dag_renders_edges_in_every_format() {
     ws.write("input.txt", "x\n");
     ws.write("p.yaml", CHAIN);
     let dot = String::from_utf8(ws.xtask(&["dag", "p.yaml", "--format", "dot"]).stdout).unwrap();
-    assert!(dot.contains("\"a\" -> \"b\";") && dot.contains("\"b\" -> \"e\";"), "{dot}");
+    assert!(
+        dot.contains("\"a\" -> \"b\";") && dot.contains("\"b\" -> \"e\";"),
+        "{dot}"
+    );
     assert!(!dot.contains("\"a\" -> \"c\";"));
     let text = String::from_utf8(ws.xtask(&["dag", "p.yaml"]).stdout).unwrap();
     assert!(text.contains("f [shell] <- e"), "{text}");
-    let mermaid = String::from_utf8(ws.xtask(&["dag", "p.yaml", "--format", "mermaid"]).stdout).unwrap();
-    assert!(mermaid.starts_with("flowchart LR") && mermaid.contains("s0 --> s1"), "{mermaid}");
+    let mermaid =
+        String::from_utf8(ws.xtask(&["dag", "p.yaml", "--format", "mermaid"]).stdout).unwrap();
+    assert!(
+        mermaid.starts_with("flowchart LR") && mermaid.contains("s0 --> s1"),
+        "{mermaid}"
+    );
 }
 
 #[test]
@@ -436,7 +535,14 @@ fn paths_resolve_against_the_pipeline_file_and_its_workdir() {
         "workdir: ../build\nstages:\n  - name: import\n    kind: copy\n    deps: [../configs/data/in.txt]\n    outs: [imported/in.txt]\n",
     );
     let out = ws.xtask(&["run", "configs/p.yaml"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(ws.read("build/imported/in.txt"), "payload\n");
-    assert!(Path::new(&ws.path("configs/p.lock")).exists(), "the lock sits beside the pipeline");
+    assert!(
+        Path::new(&ws.path("configs/p.lock")).exists(),
+        "the lock sits beside the pipeline"
+    );
 }

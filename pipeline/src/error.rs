@@ -29,7 +29,9 @@ pub enum Error {
     UnknownStage { name: String, file: PathBuf },
 
     /// A file the engine owns (lock file, state db) could not be parsed.
-    #[error("{path} is corrupt: {reason}. Delete it to rebuild it (stages will re-run or re-hash).")]
+    #[error(
+        "{path} is corrupt: {reason}. Delete it to rebuild it (stages will re-run or re-hash)."
+    )]
     Corrupt { path: PathBuf, reason: String },
 
     /// Another process holds the workspace.
@@ -50,7 +52,11 @@ pub enum Error {
 
     /// `metrics diff --against REV` could not read the lock file at that revision.
     #[error("cannot read {path} at git revision `{rev}`: {reason}")]
-    GitShow { rev: String, path: PathBuf, reason: String },
+    GitShow {
+        rev: String,
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 impl Error {
@@ -70,7 +76,11 @@ impl Error {
     }
 
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Error::Io { action, path: path.into(), source }
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
     }
 }
 
@@ -86,9 +96,21 @@ pub struct SpecError {
 }
 
 impl SpecError {
-    pub(crate) fn new(file: PathBuf, source: &str, line: u64, column: u64, message: String) -> Self {
+    pub(crate) fn new(
+        file: PathBuf,
+        source: &str,
+        line: u64,
+        column: u64,
+        message: String,
+    ) -> Self {
         let snippet = render_snippet(source, line, column);
-        SpecError { file, line, column, message, snippet }
+        SpecError {
+            file,
+            line,
+            column,
+            message,
+            snippet,
+        }
     }
 }
 
@@ -96,7 +118,14 @@ impl std::error::Error for SpecError {}
 
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)?;
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )?;
         if !self.snippet.is_empty() {
             write!(f, "\n{}", self.snippet)?;
         }
@@ -106,7 +135,10 @@ impl fmt::Display for SpecError {
 
 /// Quotes the offending line with a caret under the column, like rustc does.
 fn render_snippet(source: &str, line: u64, column: u64) -> String {
-    let Some(text) = line.checked_sub(1).and_then(|l| source.lines().nth(l as usize)) else {
+    let Some(text) = line
+        .checked_sub(1)
+        .and_then(|l| source.lines().nth(l as usize))
+    else {
         return String::new();
     };
     let gutter = line.to_string().len();

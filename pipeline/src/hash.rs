@@ -59,12 +59,22 @@ impl StateDb {
             .filter(|state| state.version == STATE_VERSION)
             .map(|state| state.entries)
             .unwrap_or_default();
-        StateDb { path: path.to_path_buf(), known, touched: Mutex::default(), rehashed: AtomicBool::new(false) }
+        StateDb {
+            path: path.to_path_buf(),
+            known,
+            touched: Mutex::default(),
+            rehashed: AtomicBool::new(false),
+        }
     }
 
     /// An empty db that never persists; for hashing outside a workspace.
     pub fn in_memory() -> StateDb {
-        StateDb { path: PathBuf::new(), known: HashMap::new(), touched: Mutex::default(), rehashed: AtomicBool::new(false) }
+        StateDb {
+            path: PathBuf::new(),
+            known: HashMap::new(),
+            touched: Mutex::default(),
+            rehashed: AtomicBool::new(false),
+        }
     }
 
     /// The content hash of a file or directory, `None` if it does not exist.
@@ -74,7 +84,11 @@ impl StateDb {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        if meta.is_dir() { self.hash_dir(path).map(Some) } else { self.hash_file(path, &meta).map(Some) }
+        if meta.is_dir() {
+            self.hash_dir(path).map(Some)
+        } else {
+            self.hash_file(path, &meta).map(Some)
+        }
     }
 
     fn hash_dir(&self, root: &Path) -> io::Result<ContentHash> {
@@ -117,13 +131,23 @@ impl StateDb {
         let hashed_at_ns = now_ns();
         let hash = hash_file_contents(path)?;
         self.rehashed.store(true, Ordering::Relaxed);
-        let entry = Entry { size: meta.len(), mtime_ns, ctime_ns, ino: meta.ino(), hash: hash.clone(), hashed_at_ns };
+        let entry = Entry {
+            size: meta.len(),
+            mtime_ns,
+            ctime_ns,
+            ino: meta.ino(),
+            hash: hash.clone(),
+            hashed_at_ns,
+        };
         self.touch(key, entry);
         Ok(hash)
     }
 
     fn touch(&self, key: String, entry: Entry) {
-        self.touched.lock().unwrap_or_else(|e| e.into_inner()).insert(key, entry);
+        self.touched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, entry);
     }
 
     /// Writes the db atomically. Keeps the entries used by this run, plus, when `keep_untouched`
@@ -137,9 +161,16 @@ impl StateDb {
         if !self.rehashed.load(Ordering::Relaxed) && !dropped_some {
             return Ok(());
         }
-        let mut entries = if keep_untouched { self.known.clone() } else { HashMap::new() };
+        let mut entries = if keep_untouched {
+            self.known.clone()
+        } else {
+            HashMap::new()
+        };
         entries.extend(touched.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let state = StateFile { version: STATE_VERSION, entries };
+        let state = StateFile {
+            version: STATE_VERSION,
+            entries,
+        };
         let bytes = serde_json::to_vec(&state).map_err(io::Error::other)?;
         crate::fsutil::write_atomic(&self.path, &bytes)
     }
@@ -150,7 +181,11 @@ fn collect_files(dir: &Path, prefix: String, out: &mut Vec<(String, PathBuf)>) -
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
         let path = entry.path();
         if fs::metadata(&path)?.is_dir() {
             collect_files(&path, rel, out)?;
@@ -169,7 +204,9 @@ pub fn hash_file_contents(path: &Path) -> io::Result<ContentHash> {
 }
 
 fn now_ns() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 #[cfg(test)]
@@ -188,14 +225,20 @@ mod tests {
 
         // Same bytes rewritten: same hash.
         fs::write(dir.join("a.txt"), "alpha").unwrap();
-        assert_eq!(StateDb::in_memory().hash_path(&dir).unwrap().unwrap(), first);
+        assert_eq!(
+            StateDb::in_memory().hash_path(&dir).unwrap().unwrap(),
+            first
+        );
 
         // Content change, rename, and a new empty file all change it.
         fs::write(dir.join("a.txt"), "alphA").unwrap();
         let changed = StateDb::in_memory().hash_path(&dir).unwrap().unwrap();
         assert_ne!(changed, first);
         fs::rename(dir.join("a.txt"), dir.join("c.txt")).unwrap();
-        assert_ne!(StateDb::in_memory().hash_path(&dir).unwrap().unwrap(), changed);
+        assert_ne!(
+            StateDb::in_memory().hash_path(&dir).unwrap().unwrap(),
+            changed
+        );
 
         assert_eq!(db.hash_path(&tmp.path().join("missing")).unwrap(), None);
     }

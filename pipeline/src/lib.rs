@@ -6,13 +6,13 @@ mod error;
 mod fsutil;
 mod hash;
 mod lock;
+pub mod metrics;
 mod progress;
 mod render;
 mod run;
 mod spec;
 mod stage;
 mod workspace;
-pub mod metrics;
 
 pub use error::{Error, SpecError};
 pub use fsutil::{copy_tree, count_files, remove_path, write_atomic};

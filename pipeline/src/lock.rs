@@ -45,9 +45,10 @@ impl LockFile {
     pub fn load(path: &Path) -> Result<LockFile, Error> {
         match std::fs::read_to_string(path) {
             Ok(text) => LockFile::parse(path, &text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(LockFile { schema: LOCK_SCHEMA, stages: BTreeMap::new() })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LockFile {
+                schema: LOCK_SCHEMA,
+                stages: BTreeMap::new(),
+            }),
             Err(e) => Err(Error::io("read lock file", path, e)),
         }
     }
@@ -69,7 +70,9 @@ impl LockFile {
 
     pub fn to_yaml(&self) -> String {
         let body = serde_saphyr::to_string(self).expect("lock data always serialises");
-        format!("# Written by textrec's pipeline engine. Do not edit; commit it with the pipeline.\n{body}")
+        format!(
+            "# Written by textrec's pipeline engine. Do not edit; commit it with the pipeline.\n{body}"
+        )
     }
 
     pub fn save(&self, path: &Path) -> Result<(), Error> {
@@ -91,7 +94,11 @@ pub fn flatten_metrics(value: &Value, prefix: &str, out: &mut BTreeMap<String, f
         }
         Value::Object(map) => {
             for (k, v) in map {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten_metrics(v, &key, out);
             }
         }
@@ -138,10 +145,18 @@ mod tests {
     #[test]
     fn metrics_flatten_to_dotted_keys() {
         let mut out = BTreeMap::new();
-        flatten_metrics(&json!({"acc": 0.9, "per": {"a": 1, "b": "x"}, "ok": true}), "", &mut out);
+        flatten_metrics(
+            &json!({"acc": 0.9, "per": {"a": 1, "b": "x"}, "ok": true}),
+            "",
+            &mut out,
+        );
         assert_eq!(
             out,
-            BTreeMap::from([("acc".into(), 0.9), ("ok".into(), 1.0), ("per.a".into(), 1.0)])
+            BTreeMap::from([
+                ("acc".into(), 0.9),
+                ("ok".into(), 1.0),
+                ("per.a".into(), 1.0)
+            ])
         );
     }
 }

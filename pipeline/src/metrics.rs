@@ -41,13 +41,19 @@ pub fn diff(old: &MetricTable, new: &MetricTable) -> Vec<MetricChange> {
     for (side, table) in [(0, old), (1, new)] {
         for (stage, metrics) in table {
             for (metric, value) in metrics {
-                let row: &mut [Option<f64>; 2] = rows.entry((stage.clone(), metric.clone())).or_default();
+                let row: &mut [Option<f64>; 2] =
+                    rows.entry((stage.clone(), metric.clone())).or_default();
                 row[side] = Some(*value);
             }
         }
     }
     rows.into_iter()
-        .map(|((stage, metric), [old, new])| MetricChange { stage, metric, old, new })
+        .map(|((stage, metric), [old, new])| MetricChange {
+            stage,
+            metric,
+            old,
+            new,
+        })
         .collect()
 }
 
@@ -62,7 +68,10 @@ pub fn baseline(lock_path: &Path, against: &str) -> Result<LockFile, Error> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = lock_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = lock_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let git_error = |reason: String| Error::GitShow {
         rev: against.to_owned(),
         path: lock_path.to_path_buf(),
@@ -76,7 +85,9 @@ pub fn baseline(lock_path: &Path, against: &str) -> Result<LockFile, Error> {
         .output()
         .map_err(|e| git_error(format!("cannot run git: {e}")))?;
     if !output.status.success() {
-        return Err(git_error(String::from_utf8_lossy(&output.stderr).trim().to_owned()));
+        return Err(git_error(
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        ));
     }
     let text = String::from_utf8_lossy(&output.stdout);
     LockFile::parse(&Path::new(against).join(&name), &text)
@@ -88,8 +99,14 @@ mod tests {
 
     #[test]
     fn diff_lists_changed_new_and_dropped_metrics() {
-        let old = MetricTable::from([("eval".into(), BTreeMap::from([("acc".into(), 0.8), ("gone".into(), 1.0)]))]);
-        let new = MetricTable::from([("eval".into(), BTreeMap::from([("acc".into(), 0.9), ("cer".into(), 0.1)]))]);
+        let old = MetricTable::from([(
+            "eval".into(),
+            BTreeMap::from([("acc".into(), 0.8), ("gone".into(), 1.0)]),
+        )]);
+        let new = MetricTable::from([(
+            "eval".into(),
+            BTreeMap::from([("acc".into(), 0.9), ("cer".into(), 0.1)]),
+        )]);
         let rows = diff(&old, &new);
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].metric, "acc");

@@ -48,7 +48,11 @@ impl TerminalReporter {
     pub fn new(verbosity: Verbosity) -> Self {
         let bars = (verbosity == Verbosity::Normal && std::io::stderr().is_terminal())
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        TerminalReporter { bars, verbosity, lines: Mutex::new(()) }
+        TerminalReporter {
+            bars,
+            verbosity,
+            lines: Mutex::new(()),
+        }
     }
 
     fn line(&self, text: &str) {
@@ -86,9 +90,13 @@ impl Reporter for TerminalReporter {
     fn stage_finished(&self, report: &StageReport) {
         let quiet = self.verbosity == Verbosity::Quiet;
         let text = match report.status {
-            StageStatus::Ran if !quiet => format!("[{}] ran in {:.2}s", report.name, report.seconds),
+            StageStatus::Ran if !quiet => {
+                format!("[{}] ran in {:.2}s", report.name, report.seconds)
+            }
             StageStatus::Cached if !quiet => format!("[{}] cached: {}", report.name, report.reason),
-            StageStatus::Skipped if !quiet => format!("[{}] skipped: {}", report.name, report.reason),
+            StageStatus::Skipped if !quiet => {
+                format!("[{}] skipped: {}", report.name, report.reason)
+            }
             StageStatus::WouldRun if !quiet => {
                 format!("[{}] would run: {}", report.name, report.reason)
             }
@@ -104,8 +112,10 @@ impl Reporter for TerminalReporter {
 }
 
 fn spinner_style() -> ProgressStyle {
-    ProgressStyle::with_template("{spinner} [{prefix}] {elapsed_precise} {wide_bar} {pos}/{len} {msg}")
-        .expect("static template is valid")
+    ProgressStyle::with_template(
+        "{spinner} [{prefix}] {elapsed_precise} {wide_bar} {pos}/{len} {msg}",
+    )
+    .expect("static template is valid")
 }
 
 struct BarProgress {

@@ -21,7 +21,10 @@ pub fn render_dag(pipeline: &Pipeline, format: DagFormat) -> String {
                 let stage = &stages[i];
                 let _ = write!(out, "{} [{}]", stage.name, stage.kind);
                 if !graph.upstream[i].is_empty() {
-                    let ups: Vec<&str> = graph.upstream[i].iter().map(|&j| stages[j].name.as_str()).collect();
+                    let ups: Vec<&str> = graph.upstream[i]
+                        .iter()
+                        .map(|&j| stages[j].name.as_str())
+                        .collect();
                     let _ = write!(out, " <- {}", ups.join(", "));
                 }
                 out.push('\n');
@@ -30,7 +33,11 @@ pub fn render_dag(pipeline: &Pipeline, format: DagFormat) -> String {
         DagFormat::Dot => {
             out.push_str("digraph pipeline {\n  rankdir=LR;\n  node [shape=box];\n");
             for stage in stages {
-                let _ = writeln!(out, "  \"{}\" [label=\"{}\\n({})\"];", stage.name, stage.name, stage.kind);
+                let _ = writeln!(
+                    out,
+                    "  \"{}\" [label=\"{}\\n({})\"];",
+                    stage.name, stage.name, stage.kind
+                );
             }
             for (i, downs) in graph.downstream.iter().enumerate() {
                 for &d in downs {

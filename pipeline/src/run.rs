@@ -84,10 +84,18 @@ pub fn run(
     let workspace = Workspace::new(&pipeline.workdir);
     let lock_path = pipeline.lock_path();
     if options.dry_run {
-        let engine = Engine::new(pipeline, registry, workspace, LockFile::load(&lock_path)?, reporter, options);
+        let engine = Engine::new(
+            pipeline,
+            registry,
+            workspace,
+            LockFile::load(&lock_path)?,
+            reporter,
+            options,
+        );
         return Ok(engine.plan(&selected));
     }
-    std::fs::create_dir_all(&pipeline.workdir).map_err(|e| Error::io("create workdir", &pipeline.workdir, e))?;
+    std::fs::create_dir_all(&pipeline.workdir)
+        .map_err(|e| Error::io("create workdir", &pipeline.workdir, e))?;
     let guard = workspace.acquire()?;
     if let Some(holder) = &guard.stale_holder {
         reporter.notice(&format!("took over the workspace lock left by {holder}"));
@@ -95,7 +103,8 @@ pub fn run(
     workspace.clean_leftovers()?;
     let mut lock = LockFile::load(&lock_path)?;
     let before = lock.stages.len();
-    lock.stages.retain(|name, _| pipeline.stage_index(name).is_some());
+    lock.stages
+        .retain(|name, _| pipeline.stage_index(name).is_some());
     if lock.stages.len() != before {
         lock.save(&lock_path)?;
     }
@@ -103,7 +112,9 @@ pub fn run(
     let report = engine.execute_all(&selected, options.jobs.max(1));
     let partial = selected.iter().any(|s| !s);
     if let Err(e) = engine.state.save(partial) {
-        reporter.notice(&format!("could not save the hash cache (next run re-hashes): {e}"));
+        reporter.notice(&format!(
+            "could not save the hash cache (next run re-hashes): {e}"
+        ));
     }
     drop(guard);
     Ok(report)
@@ -116,10 +127,12 @@ fn select(pipeline: &Pipeline, options: &RunOptions) -> Result<Vec<bool>, Error>
         return Ok(vec![true; n]);
     }
     let index = |name: &String| {
-        pipeline.stage_index(name).ok_or_else(|| Error::UnknownStage {
-            name: name.clone(),
-            file: pipeline.file.clone(),
-        })
+        pipeline
+            .stage_index(name)
+            .ok_or_else(|| Error::UnknownStage {
+                name: name.clone(),
+                file: pipeline.file.clone(),
+            })
     };
     let mut selected = vec![false; n];
     for name in &options.only {
@@ -172,7 +185,12 @@ impl<'a> Engine<'a> {
     }
 
     fn locked(&self, name: &str) -> Option<LockedStage> {
-        self.lock.lock().unwrap_or_else(|e| e.into_inner()).stages.get(name).cloned()
+        self.lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stages
+            .get(name)
+            .cloned()
     }
 
     /// The dry-run: stale stages and why, in topological order; nothing is written.
@@ -184,18 +202,31 @@ impl<'a> Engine<'a> {
             let (status, reason) = if !selected[i] {
                 (StageStatus::Skipped, "not selected".to_owned())
             } else if let Some(up) = self.pipeline.graph.upstream[i].iter().find(|&&j| {
-                reports[j].as_ref().is_some_and(|r| r.status == StageStatus::WouldRun)
+                reports[j]
+                    .as_ref()
+                    .is_some_and(|r| r.status == StageStatus::WouldRun)
             }) {
                 let up = &self.pipeline.stages[*up].name;
-                (StageStatus::WouldRun, format!("upstream stage `{up}` will run (re-checked after it)"))
+                (
+                    StageStatus::WouldRun,
+                    format!("upstream stage `{up}` will run (re-checked after it)"),
+                )
             } else {
-                match self.inputs(stage).and_then(|inputs| self.staleness(stage, &inputs)) {
+                match self
+                    .inputs(stage)
+                    .and_then(|inputs| self.staleness(stage, &inputs))
+                {
                     Ok(None) => (StageStatus::Cached, "up to date".to_owned()),
                     Ok(Some(reason)) => (StageStatus::WouldRun, reason),
                     Err(reason) => (StageStatus::Failed, reason),
                 }
             };
-            let report = StageReport { name: stage.name.clone(), status, seconds: 0.0, reason };
+            let report = StageReport {
+                name: stage.name.clone(),
+                status,
+                seconds: 0.0,
+                reason,
+            };
             self.reporter.stage_finished(&report);
             reports[i] = Some(report);
         }
@@ -209,7 +240,12 @@ impl<'a> Engine<'a> {
         let mut reports: Vec<Option<StageReport>> = vec![None; n];
         // Failed, or skipped because something upstream failed.
         let mut blocked = vec![false; n];
-        let mut ready: VecDeque<usize> = graph.order.iter().copied().filter(|&i| waiting[i] == 0).collect();
+        let mut ready: VecDeque<usize> = graph
+            .order
+            .iter()
+            .copied()
+            .filter(|&i| waiting[i] == 0)
+            .collect();
         std::thread::scope(|scope| {
             let (done_tx, done_rx) = mpsc::channel::<(usize, StageReport)>();
             let mut running = 0;
@@ -220,15 +256,18 @@ impl<'a> Engine<'a> {
                     let early = if !selected[i] {
                         Some("not selected".to_owned())
                     } else {
-                        graph.upstream[i]
-                            .iter()
-                            .find(|&&j| blocked[j])
-                            .map(|&j| format!("upstream stage `{}` failed", self.pipeline.stages[j].name))
+                        graph.upstream[i].iter().find(|&&j| blocked[j]).map(|&j| {
+                            format!("upstream stage `{}` failed", self.pipeline.stages[j].name)
+                        })
                     };
                     if let Some(reason) = early {
                         blocked[i] = selected[i];
-                        let report =
-                            StageReport { name: stage.name.clone(), status: StageStatus::Skipped, seconds: 0.0, reason };
+                        let report = StageReport {
+                            name: stage.name.clone(),
+                            status: StageStatus::Skipped,
+                            seconds: 0.0,
+                            reason,
+                        };
                         self.reporter.stage_finished(&report);
                         reports[i] = Some(report);
                         release(i, &graph.downstream, &mut waiting, &mut ready);
@@ -258,17 +297,28 @@ impl<'a> Engine<'a> {
     /// Checks, and if stale runs, one stage.
     fn execute(&self, stage: &Stage) -> StageReport {
         let started = Instant::now();
-        let outcome = self.inputs(stage).and_then(|inputs| match self.staleness(stage, &inputs)? {
-            None => Ok((StageStatus::Cached, "up to date".to_owned())),
-            Some(reason) => {
-                let progress = self.reporter.stage_started(&stage.name, &reason);
-                self.produce(stage, &inputs, progress, started)?;
-                Ok((StageStatus::Ran, reason))
-            }
-        });
+        let outcome =
+            self.inputs(stage)
+                .and_then(|inputs| match self.staleness(stage, &inputs)? {
+                    None => Ok((StageStatus::Cached, "up to date".to_owned())),
+                    Some(reason) => {
+                        let progress = self.reporter.stage_started(&stage.name, &reason);
+                        self.produce(stage, &inputs, progress, started)?;
+                        Ok((StageStatus::Ran, reason))
+                    }
+                });
         let (status, reason) = outcome.unwrap_or_else(|e| (StageStatus::Failed, e));
-        let seconds = if status == StageStatus::Cached { 0.0 } else { started.elapsed().as_secs_f64() };
-        StageReport { name: stage.name.clone(), status, seconds, reason }
+        let seconds = if status == StageStatus::Cached {
+            0.0
+        } else {
+            started.elapsed().as_secs_f64()
+        };
+        StageReport {
+            name: stage.name.clone(),
+            status,
+            seconds,
+            reason,
+        }
     }
 
     fn inputs(&self, stage: &Stage) -> Result<Inputs, String> {
@@ -318,7 +368,13 @@ impl<'a> Engine<'a> {
                 Some(_) => {}
             }
         }
-        changes.extend(locked.deps.keys().filter(|d| !inputs.deps.contains_key(*d)).map(|d| format!("dep `{d}` removed")));
+        changes.extend(
+            locked
+                .deps
+                .keys()
+                .filter(|d| !inputs.deps.contains_key(*d))
+                .map(|d| format!("dep `{d}` removed")),
+        );
         if !changes.is_empty() {
             return Ok(Some(summarise(changes)));
         }
@@ -327,11 +383,16 @@ impl<'a> Engine<'a> {
         }
         for out in stage.all_outs() {
             let path = self.pipeline.resolve(out);
-            let now = self.state.hash_path(&path).map_err(|e| format!("cannot hash output `{out}`: {e}"))?;
+            let now = self
+                .state
+                .hash_path(&path)
+                .map_err(|e| format!("cannot hash output `{out}`: {e}"))?;
             match (now, locked.outs.get(out)) {
                 (None, _) => changes.push(format!("output `{out}` is missing")),
                 (Some(_), None) => changes.push(format!("output `{out}` was never recorded")),
-                (Some(now), Some(old)) if &now != old => changes.push(format!("output `{out}` was modified")),
+                (Some(now), Some(old)) if &now != old => {
+                    changes.push(format!("output `{out}` was modified"))
+                }
                 _ => {}
             }
         }
@@ -346,7 +407,10 @@ impl<'a> Engine<'a> {
         progress: Arc<dyn Progress>,
         started: Instant,
     ) -> Result<(), String> {
-        let staging = self.workspace.staging_dir(&stage.name).map_err(|e| e.to_string())?;
+        let staging = self
+            .workspace
+            .staging_dir(&stage.name)
+            .map_err(|e| e.to_string())?;
         let result = self.produce_in(stage, inputs, progress, started, &staging);
         let _ = remove_path(&staging);
         result
@@ -364,17 +428,28 @@ impl<'a> Engine<'a> {
         for out in stage.all_outs() {
             let path = staging.join(out);
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("create {}: {e}", parent.display()))?;
             }
             outs.push((out.clone(), path));
         }
-        let kind = self.registry.get(&stage.kind).ok_or_else(|| format!("unknown kind `{}`", stage.kind))?;
+        let kind = self
+            .registry
+            .get(&stage.kind)
+            .ok_or_else(|| format!("unknown kind `{}`", stage.kind))?;
         let ctx = StageContext {
             stage,
             workdir: &self.pipeline.workdir,
-            deps: stage.deps.iter().map(|d| self.pipeline.resolve(d)).collect(),
+            deps: stage
+                .deps
+                .iter()
+                .map(|d| self.pipeline.resolve(d))
+                .collect(),
             outs,
-            log: self.workspace.log_path(&stage.name).map_err(|e| e.to_string())?,
+            log: self
+                .workspace
+                .log_path(&stage.name)
+                .map_err(|e| e.to_string())?,
             progress,
         };
         match catch_unwind(AssertUnwindSafe(|| kind.run(&ctx))) {
@@ -392,15 +467,17 @@ impl<'a> Engine<'a> {
         drop(ctx.progress);
         for (out, path) in &ctx.outs {
             if std::fs::symlink_metadata(path).is_err() {
-                return Err(format!("the stage finished without writing its declared output `{out}`"));
+                return Err(format!(
+                    "the stage finished without writing its declared output `{out}`"
+                ));
             }
         }
         let mut metrics = BTreeMap::new();
         for file in &stage.metrics {
             let path = staging.join(file);
             let text = std::fs::read(&path).map_err(|e| format!("read metrics `{file}`: {e}"))?;
-            let value: Value =
-                serde_json::from_slice(&text).map_err(|e| format!("metrics file `{file}` is not JSON: {e}"))?;
+            let value: Value = serde_json::from_slice(&text)
+                .map_err(|e| format!("metrics file `{file}` is not JSON: {e}"))?;
             flatten_metrics(&value, "", &mut metrics);
         }
         self.commit_outputs(stage, &ctx.outs)?;
@@ -433,7 +510,10 @@ impl<'a> Engine<'a> {
     /// Replaces each output with its staged version. Until the lock records the new hashes, a crash
     /// here leaves outputs that do not match the lock, so the stage simply runs again.
     fn commit_outputs(&self, stage: &Stage, outs: &[(String, PathBuf)]) -> Result<(), String> {
-        let trash = self.workspace.trash_dir(&stage.name).map_err(|e| e.to_string())?;
+        let trash = self
+            .workspace
+            .trash_dir(&stage.name)
+            .map_err(|e| e.to_string())?;
         for (n, (out, staged)) in outs.iter().enumerate() {
             let target = self.pipeline.resolve(out);
             if std::fs::symlink_metadata(&target).is_ok() {
@@ -441,15 +521,22 @@ impl<'a> Engine<'a> {
                     .map_err(|e| format!("move old `{out}` aside: {e}"))?;
             }
             if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("create {}: {e}", parent.display()))?;
             }
-            std::fs::rename(staged, &target).map_err(|e| format!("move `{out}` into place: {e}"))?;
+            std::fs::rename(staged, &target)
+                .map_err(|e| format!("move `{out}` into place: {e}"))?;
         }
         remove_path(&trash).map_err(|e| format!("remove replaced outputs: {e}"))
     }
 }
 
-fn release(i: usize, downstream: &[Vec<usize>], waiting: &mut [usize], ready: &mut VecDeque<usize>) {
+fn release(
+    i: usize,
+    downstream: &[Vec<usize>],
+    waiting: &mut [usize],
+    ready: &mut VecDeque<usize>,
+) {
     for &d in &downstream[i] {
         waiting[d] -= 1;
         if waiting[d] == 0 {
@@ -459,13 +546,21 @@ fn release(i: usize, downstream: &[Vec<usize>], waiting: &mut [usize], ready: &m
 }
 
 fn finish_report(reports: Vec<Option<StageReport>>) -> RunReport {
-    let stages: Vec<StageReport> = reports.into_iter().map(|r| r.expect("every stage is decided")).collect();
+    let stages: Vec<StageReport> = reports
+        .into_iter()
+        .map(|r| r.expect("every stage is decided"))
+        .collect();
     let ok = stages.iter().all(|r| r.status != StageStatus::Failed);
     RunReport { stages, ok }
 }
 
 /// The cache key: blake3 over canonical JSON (sorted keys) of everything a stage's result depends on.
-pub fn cache_key(kind: &str, kind_version: u32, params: &Value, deps: &BTreeMap<String, ContentHash>) -> ContentHash {
+pub fn cache_key(
+    kind: &str,
+    kind_version: u32,
+    params: &Value,
+    deps: &BTreeMap<String, ContentHash>,
+) -> ContentHash {
     let mut doc = String::new();
     canonical_json(
         &serde_json::json!({"kind": kind, "kind_version": kind_version, "params": params, "deps": deps}),
@@ -513,7 +608,11 @@ fn diff_values(prefix: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
             keys.sort();
             keys.dedup();
             for key in keys {
-                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
                 match (a.get(key), b.get(key)) {
                     (Some(x), Some(y)) => diff_values(&path, x, y, out),
                     (None, Some(y)) => out.push(format!("param `{path}` added ({})", short(y))),
@@ -522,14 +621,22 @@ fn diff_values(prefix: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
                 }
             }
         }
-        (a, b) if a != b => out.push(format!("param `{prefix}` changed ({} -> {})", short(a), short(b))),
+        (a, b) if a != b => out.push(format!(
+            "param `{prefix}` changed ({} -> {})",
+            short(a),
+            short(b)
+        )),
         _ => {}
     }
 }
 
 fn short(value: &Value) -> String {
     let text = value.to_string();
-    if text.chars().count() > 40 { format!("{}...", text.chars().take(37).collect::<String>()) } else { text }
+    if text.chars().count() > 40 {
+        format!("{}...", text.chars().take(37).collect::<String>())
+    } else {
+        text
+    }
 }
 
 fn summarise(mut changes: Vec<String>) -> String {
@@ -551,19 +658,39 @@ mod tests {
     fn cache_key_ignores_key_order_but_not_values() {
         let deps = BTreeMap::from([("d".to_owned(), "h".to_owned())]);
         let a = cache_key("shell", 1, &json!({"x": 1, "y": {"b": 2, "a": 3}}), &deps);
-        let b = cache_key("shell", 1, &serde_saphyr::from_str("y: {a: 3, b: 2}\nx: 1\n").unwrap(), &deps);
+        let b = cache_key(
+            "shell",
+            1,
+            &serde_saphyr::from_str("y: {a: 3, b: 2}\nx: 1\n").unwrap(),
+            &deps,
+        );
         assert_eq!(a, b);
-        assert_ne!(a, cache_key("shell", 2, &json!({"x": 1, "y": {"b": 2, "a": 3}}), &deps));
-        assert_ne!(a, cache_key("shell", 1, &json!({"x": 2, "y": {"b": 2, "a": 3}}), &deps));
+        assert_ne!(
+            a,
+            cache_key("shell", 2, &json!({"x": 1, "y": {"b": 2, "a": 3}}), &deps)
+        );
+        assert_ne!(
+            a,
+            cache_key("shell", 1, &json!({"x": 2, "y": {"b": 2, "a": 3}}), &deps)
+        );
     }
 
     #[test]
     fn param_differences_name_the_key_and_both_values() {
         let mut changes = Vec::new();
-        diff_values("", &json!({"env": {"A": "x"}, "n": 1}), &json!({"env": {"A": "y"}, "m": 2}), &mut changes);
+        diff_values(
+            "",
+            &json!({"env": {"A": "x"}, "n": 1}),
+            &json!({"env": {"A": "y"}, "m": 2}),
+            &mut changes,
+        );
         assert_eq!(
             changes,
-            vec!["param `env.A` changed (\"x\" -> \"y\")", "param `m` added (2)", "param `n` removed"]
+            vec![
+                "param `env.A` changed (\"x\" -> \"y\")",
+                "param `m` added (2)",
+                "param `n` removed"
+            ]
         );
     }
 }

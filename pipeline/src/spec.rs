@@ -40,8 +40,9 @@ pub struct Stage {
     pub metrics: Vec<String>,
     /// The `params:` mapping, after `-S` overrides.
     pub params: Value,
-    /// Line of the stage's `name:`.
+    /// Where the stage's name is written (1-based line and column), for errors.
     pub line: u64,
+    pub column: u64,
 }
 
 impl Stage {
@@ -67,7 +68,7 @@ pub struct Graph {
 struct RawPipeline {
     #[serde(default)]
     workdir: Option<Spanned<String>>,
-    stages: Vec<RawStage>,
+    stages: Spanned<Vec<RawStage>>,
 }
 
 #[derive(Deserialize)]
@@ -109,7 +110,13 @@ impl Source<'_> {
         let plain = err.without_snippet().to_string();
         let suffix = format!(" at line {line}, column {column}");
         let message = plain.strip_suffix(&suffix).unwrap_or(&plain).to_owned();
-        Error::Spec(SpecError::new(self.file.to_path_buf(), self.text, line, column, message))
+        Error::Spec(SpecError::new(
+            self.file.to_path_buf(),
+            self.text,
+            line,
+            column,
+            message,
+        ))
     }
 }
 
@@ -136,28 +143,48 @@ impl Pipeline {
         let raw: RawPipeline = serde_saphyr::from_str(text).map_err(|e| src.yaml_error(&e))?;
 
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
         let workdir = absolute_lexical(&match &raw.workdir {
             Some(w) => base.join(&w.value),
             None => base,
         });
 
-        let mut stages = Vec::with_capacity(raw.stages.len());
-        let mut kind_at = Vec::with_capacity(raw.stages.len());
+        let mut stages = Vec::with_capacity(raw.stages.value.len());
+        let mut kind_at = Vec::with_capacity(raw.stages.value.len());
         let mut seen_names: HashMap<String, u64> = HashMap::new();
         let mut out_spans = Vec::new();
         let mut dep_spans = Vec::new();
-        for raw_stage in &raw.stages {
+        for raw_stage in &raw.stages.value {
             let stage = convert_stage(&src, raw_stage, registry, &mut seen_names)?;
             out_spans.push(
-                raw_stage.outs.iter().chain(&raw_stage.metrics).map(|o| o.referenced).collect::<Vec<_>>(),
+                raw_stage
+                    .outs
+                    .iter()
+                    .chain(&raw_stage.metrics)
+                    .map(|o| o.referenced)
+                    .collect::<Vec<_>>(),
             );
-            dep_spans.push(raw_stage.deps.iter().map(|d| d.referenced).collect::<Vec<_>>());
-            kind_at.push(raw_stage.params.as_ref().map_or(raw_stage.kind.referenced, |p| p.referenced));
+            dep_spans.push(
+                raw_stage
+                    .deps
+                    .iter()
+                    .map(|d| d.referenced)
+                    .collect::<Vec<_>>(),
+            );
+            kind_at.push(
+                raw_stage
+                    .params
+                    .as_ref()
+                    .map_or(raw_stage.kind.referenced, |p| p.referenced),
+            );
             stages.push(stage);
         }
         if stages.is_empty() {
-            return Err(src.error(serde_saphyr::Location::UNKNOWN, "the pipeline has no stages"));
+            return Err(src.error(raw.stages.referenced, "the pipeline has no stages"));
         }
 
         let mut overridden = Vec::new();
@@ -165,16 +192,33 @@ impl Pipeline {
             overridden.push(apply_override(&mut stages, text)?);
         }
         for (stage, at) in stages.iter().zip(&kind_at) {
-            let kind = registry.get(&stage.kind).expect("kind checked in convert_stage");
+            let kind = registry
+                .get(&stage.kind)
+                .expect("kind checked in convert_stage");
             kind.check(stage).map_err(|msg| {
-                let after = if overridden.contains(&stage.name) { " (after -S overrides)" } else { "" };
-                src.error(*at, format!("stage `{}` ({} params{after}): {msg}", stage.name, stage.kind))
+                let after = if overridden.contains(&stage.name) {
+                    " (after -S overrides)"
+                } else {
+                    ""
+                };
+                src.error(
+                    *at,
+                    format!(
+                        "stage `{}` ({} params{after}): {msg}",
+                        stage.name, stage.kind
+                    ),
+                )
             })?;
         }
 
         check_outputs_disjoint(&src, &stages, &out_spans)?;
         let graph = build_graph(&src, &workdir, &stages, &dep_spans)?;
-        Ok(Pipeline { file: file.to_path_buf(), workdir, stages, graph })
+        Ok(Pipeline {
+            file: file.to_path_buf(),
+            workdir,
+            stages,
+            graph,
+        })
     }
 
     pub fn stage_index(&self, name: &str) -> Option<usize> {
@@ -200,7 +244,12 @@ impl Pipeline {
                 stack.extend(&self.graph.downstream[i]);
             }
         }
-        self.graph.order.iter().copied().filter(|&i| marked[i]).collect()
+        self.graph
+            .order
+            .iter()
+            .copied()
+            .filter(|&i| marked[i])
+            .collect()
     }
 }
 
@@ -211,7 +260,11 @@ fn convert_stage(
     seen_names: &mut HashMap<String, u64>,
 ) -> Result<Stage, Error> {
     let name = &raw.name.value;
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return Err(src.error(
             raw.name.referenced,
             format!("invalid stage name `{name}`: use letters, digits, `-` and `_`"),
@@ -227,19 +280,29 @@ fn convert_stage(
         let known: Vec<_> = registry.names().collect();
         return Err(src.error(
             raw.kind.referenced,
-            format!("unknown stage kind `{}`; known kinds: {}", raw.kind.value, known.join(", ")),
+            format!(
+                "unknown stage kind `{}`; known kinds: {}",
+                raw.kind.value,
+                known.join(", ")
+            ),
         ));
     }
     let params = match &raw.params {
         None => Value::Object(Default::default()),
         Some(p) if p.value.is_object() => p.value.clone(),
         Some(p) if p.value.is_null() => Value::Object(Default::default()),
-        Some(p) => return Err(src.error(p.referenced, "`params` must be a mapping of names to values")),
+        Some(p) => {
+            return Err(src.error(
+                p.referenced,
+                "`params` must be a mapping of names to values",
+            ));
+        }
     };
     let path_list = |items: &[Spanned<String>], what: PathRole| -> Result<Vec<String>, Error> {
         let mut paths = Vec::with_capacity(items.len());
         for item in items {
-            let path = normalize_path(&item.value, what).map_err(|m| src.error(item.referenced, m))?;
+            let path =
+                normalize_path(&item.value, what).map_err(|m| src.error(item.referenced, m))?;
             if paths.contains(&path) {
                 return Err(src.error(item.referenced, format!("`{path}` is listed twice")));
             }
@@ -256,6 +319,7 @@ fn convert_stage(
         metrics: path_list(&raw.metrics, PathRole::Out)?,
         params,
         line: raw.name.referenced.line(),
+        column: raw.name.referenced.column(),
     })
 }
 
@@ -294,7 +358,9 @@ fn normalize_path(path: &str, role: PathRole) -> Result<String, String> {
     }
     let absolute = path.starts_with('/');
     if absolute && role == PathRole::Out {
-        return Err(format!("output `{path}` must be relative to the pipeline's workdir"));
+        return Err(format!(
+            "output `{path}` must be relative to the pipeline's workdir"
+        ));
     }
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
@@ -304,25 +370,37 @@ fn normalize_path(path: &str, role: PathRole) -> Result<String, String> {
                 parts.pop();
             }
             ".." if role == PathRole::Out || absolute => {
-                return Err(format!("output `{path}` must stay inside the pipeline's workdir"));
+                return Err(format!(
+                    "output `{path}` must stay inside the pipeline's workdir"
+                ));
             }
             other => parts.push(other),
         }
     }
     if parts.is_empty() {
-        return Err(format!("`{path}` names the workdir itself; name a file or directory in it"));
+        return Err(format!(
+            "`{path}` names the workdir itself; name a file or directory in it"
+        ));
     }
     if role == PathRole::Out && parts[0] == ".textrec" {
-        return Err(format!("`{path}` is inside .textrec/, which belongs to the engine"));
+        return Err(format!(
+            "`{path}` is inside .textrec/, which belongs to the engine"
+        ));
     }
     let joined = parts.join("/");
-    Ok(if absolute { format!("/{joined}") } else { joined })
+    Ok(if absolute {
+        format!("/{joined}")
+    } else {
+        joined
+    })
 }
 
 /// True when one path is the other or contains it.
 pub(crate) fn paths_overlap(a: &str, b: &str) -> bool {
     let nested = |outer: &str, inner: &str| {
-        inner.len() > outer.len() && inner.starts_with(outer) && inner.as_bytes()[outer.len()] == b'/'
+        inner.len() > outer.len()
+            && inner.starts_with(outer)
+            && inner.as_bytes()[outer.len()] == b'/'
     };
     a == b || nested(a, b) || nested(b, a)
 }
@@ -366,7 +444,10 @@ fn build_graph(
             if producers.contains(&i) {
                 return Err(src.error(
                     *at,
-                    format!("dependency cycle: stage `{}` depends on its own output `{dep}`", stage.name),
+                    format!(
+                        "dependency cycle: stage `{}` depends on its own output `{dep}`",
+                        stage.name
+                    ),
                 ));
             }
             if producers.is_empty() && !resolve_in(workdir, dep).exists() {
@@ -386,19 +467,28 @@ fn build_graph(
             }
         }
     }
-    if let Some(cycle) = find_cycle(&upstream) {
+    if let Some(mut cycle) = find_cycle(&upstream) {
+        // Start the loop at the stage that comes first in the file.
+        cycle.pop();
+        let first_at = (0..cycle.len()).min_by_key(|&k| cycle[k]).unwrap_or(0);
+        cycle.rotate_left(first_at);
+        cycle.push(cycle[0]);
         let names: Vec<&str> = cycle.iter().map(|&i| stages[i].name.as_str()).collect();
         let first = &stages[cycle[0]];
         return Err(Error::Spec(SpecError::new(
             src.file.to_path_buf(),
             src.text,
             first.line,
-            1,
+            first.column,
             format!("dependency cycle: {}", names.join(" -> ")),
         )));
     }
     let order = topological_order(&upstream, &downstream);
-    Ok(Graph { upstream, downstream, order })
+    Ok(Graph {
+        upstream,
+        downstream,
+        order,
+    })
 }
 
 /// Returns a cycle as `[a, b, ..., a]` (following "depends on" edges reversed: producer first).
@@ -409,13 +499,21 @@ fn find_cycle(upstream: &[Vec<usize>]) -> Option<Vec<usize>> {
         Active,
         Done,
     }
-    fn visit(i: usize, up: &[Vec<usize>], marks: &mut [Mark], path: &mut Vec<usize>) -> Option<Vec<usize>> {
+    fn visit(
+        i: usize,
+        up: &[Vec<usize>],
+        marks: &mut [Mark],
+        path: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
         marks[i] = Mark::Active;
         path.push(i);
         for &j in &up[i] {
             match marks[j] {
                 Mark::Active => {
-                    let start = path.iter().position(|&p| p == j).expect("active node is on the path");
+                    let start = path
+                        .iter()
+                        .position(|&p| p == j)
+                        .expect("active node is on the path");
                     let mut cycle: Vec<usize> = path[start..].to_vec();
                     cycle.reverse();
                     cycle.push(i);
@@ -435,13 +533,18 @@ fn find_cycle(upstream: &[Vec<usize>]) -> Option<Vec<usize>> {
     }
     let mut marks = vec![Mark::New; upstream.len()];
     (0..upstream.len()).find_map(|i| {
-        if marks[i] == Mark::New { visit(i, upstream, &mut marks, &mut Vec::new()) } else { None }
+        if marks[i] == Mark::New {
+            visit(i, upstream, &mut marks, &mut Vec::new())
+        } else {
+            None
+        }
     })
 }
 
 fn topological_order(upstream: &[Vec<usize>], downstream: &[Vec<usize>]) -> Vec<usize> {
     let mut waiting: Vec<usize> = upstream.iter().map(Vec::len).collect();
-    let mut ready: std::collections::BTreeSet<usize> = (0..waiting.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..waiting.len()).filter(|&i| waiting[i] == 0).collect();
     let mut order = Vec::with_capacity(waiting.len());
     while let Some(i) = ready.pop_first() {
         order.push(i);
@@ -459,14 +562,20 @@ fn topological_order(upstream: &[Vec<usize>], downstream: &[Vec<usize>]) -> Vec<
 /// of the value it replaces (a string param takes any text); new keys are checked by the kind.
 /// Returns the name of the stage it changed.
 fn apply_override(stages: &mut [Stage], text: &str) -> Result<String, Error> {
-    let fail = |reason: String| Error::Override { text: text.to_owned(), reason };
-    let (target, raw_value) =
-        text.split_once('=').ok_or_else(|| fail("expected STAGE.KEY=VALUE".into()))?;
+    let fail = |reason: String| Error::Override {
+        text: text.to_owned(),
+        reason,
+    };
+    let (target, raw_value) = text
+        .split_once('=')
+        .ok_or_else(|| fail("expected STAGE.KEY=VALUE".into()))?;
     let mut keys = target.split('.');
     let stage_name = keys.next().unwrap_or_default();
     let keys: Vec<&str> = keys.collect();
     if keys.is_empty() || keys.iter().any(|k| k.is_empty()) {
-        return Err(fail("expected STAGE.KEY=VALUE (e.g. train.epochs=3)".into()));
+        return Err(fail(
+            "expected STAGE.KEY=VALUE (e.g. train.epochs=3)".into(),
+        ));
     }
     let stage = stages
         .iter_mut()
@@ -482,14 +591,21 @@ pub(crate) fn set_param(params: &mut Value, keys: &[&str], raw: &str) -> Result<
     let mut node = params;
     for (depth, key) in parents.iter().enumerate() {
         let path = keys[..=depth].join(".");
-        let map = node.as_object_mut().ok_or_else(|| format!("`{path}` is not a mapping"))?;
-        node = map.entry(key.to_string()).or_insert_with(|| Value::Object(Default::default()));
+        let map = node
+            .as_object_mut()
+            .ok_or_else(|| format!("`{path}` is not a mapping"))?;
+        node = map
+            .entry(key.to_string())
+            .or_insert_with(|| Value::Object(Default::default()));
         if !node.is_object() {
             return Err(format!("`{path}` is {}, not a mapping", type_name(node)));
         }
     }
-    let map = node.as_object_mut().ok_or_else(|| "params are not a mapping".to_owned())?;
-    let parsed: Value = serde_saphyr::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
+    let map = node
+        .as_object_mut()
+        .ok_or_else(|| "params are not a mapping".to_owned())?;
+    let parsed: Value =
+        serde_saphyr::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
     let new = match map.get(*leaf) {
         None | Some(Value::Null) => parsed,
         Some(Value::String(_)) => Value::String(raw.to_owned()),
@@ -534,7 +650,8 @@ mod tests {
 
     #[test]
     fn overrides_keep_the_type_of_the_value_they_replace() {
-        let mut params = json!({"epochs": 3, "lr": 0.001, "name": "x", "fast": true, "sizes": [1, 2]});
+        let mut params =
+            json!({"epochs": 3, "lr": 0.001, "name": "x", "fast": true, "sizes": [1, 2]});
         set_param(&mut params, &["epochs"], "5").unwrap();
         set_param(&mut params, &["lr"], "2").unwrap();
         set_param(&mut params, &["name"], "1.50").unwrap();
@@ -545,17 +662,39 @@ mod tests {
             params,
             json!({"epochs": 5, "lr": 2, "name": "1.50", "fast": false, "sizes": [3, 4], "nested": {"depth": 2}})
         );
-        assert!(set_param(&mut params, &["epochs"], "2.5").unwrap_err().contains("an integer"));
-        assert!(set_param(&mut params, &["epochs"], "many").unwrap_err().contains("an integer"));
-        assert!(set_param(&mut params, &["fast"], "3").unwrap_err().contains("a boolean"));
-        assert!(set_param(&mut params, &["name", "x"], "3").unwrap_err().contains("not a mapping"));
+        assert!(
+            set_param(&mut params, &["epochs"], "2.5")
+                .unwrap_err()
+                .contains("an integer")
+        );
+        assert!(
+            set_param(&mut params, &["epochs"], "many")
+                .unwrap_err()
+                .contains("an integer")
+        );
+        assert!(
+            set_param(&mut params, &["fast"], "3")
+                .unwrap_err()
+                .contains("a boolean")
+        );
+        assert!(
+            set_param(&mut params, &["name", "x"], "3")
+                .unwrap_err()
+                .contains("not a mapping")
+        );
     }
 
     #[test]
     fn paths_are_normalised_and_outputs_stay_inside() {
-        assert_eq!(normalize_path("./data//raw/", PathRole::Out).unwrap(), "data/raw");
+        assert_eq!(
+            normalize_path("./data//raw/", PathRole::Out).unwrap(),
+            "data/raw"
+        );
         assert_eq!(normalize_path("a/../b", PathRole::Out).unwrap(), "b");
-        assert_eq!(normalize_path("../shared/x", PathRole::Dep).unwrap(), "../shared/x");
+        assert_eq!(
+            normalize_path("../shared/x", PathRole::Dep).unwrap(),
+            "../shared/x"
+        );
         assert!(normalize_path("../x", PathRole::Out).is_err());
         assert!(normalize_path("/abs", PathRole::Out).is_err());
         assert!(normalize_path(".textrec/x", PathRole::Out).is_err());
@@ -578,7 +717,10 @@ mod tests {
         assert_eq!(cycle.first(), cycle.last());
         assert_eq!(cycle.len(), 4);
         for pair in cycle.windows(2) {
-            assert!(upstream[pair[1]].contains(&pair[0]), "{cycle:?} follows producer -> consumer");
+            assert!(
+                upstream[pair[1]].contains(&pair[0]),
+                "{cycle:?} follows producer -> consumer"
+            );
         }
     }
 }

@@ -102,7 +102,10 @@ impl fmt::Debug for StageContext<'_> {
 impl StageContext<'_> {
     /// The staging path to write the declared output `declared` to.
     pub fn out(&self, declared: &str) -> Option<&Path> {
-        self.outs.iter().find(|(d, _)| d == declared).map(|(_, p)| p.as_path())
+        self.outs
+            .iter()
+            .find(|(d, _)| d == declared)
+            .map(|(_, p)| p.as_path())
     }
 
     /// The stage's params as the kind's typed struct.

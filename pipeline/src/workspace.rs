@@ -32,7 +32,9 @@ impl Drop for RunGuard {
 
 impl Workspace {
     pub fn new(workdir: &Path) -> Workspace {
-        Workspace { dir: workdir.join(".textrec") }
+        Workspace {
+            dir: workdir.join(".textrec"),
+        }
     }
 
     fn ensure(&self, sub: &str) -> Result<PathBuf, Error> {
@@ -107,7 +109,9 @@ impl Workspace {
     fn unique_dir(&self, sub: &str, stage: &str) -> Result<PathBuf, Error> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = self.ensure(sub)?.join(format!("{stage}-{}-{n}", std::process::id()));
+        let path = self
+            .ensure(sub)?
+            .join(format!("{stage}-{}-{n}", std::process::id()));
         remove_path(&path).map_err(|e| Error::io("clean", &path, e))?;
         fs::create_dir_all(&path).map_err(|e| Error::io("create directory", &path, e))?;
         Ok(path)
@@ -139,7 +143,9 @@ fn process_alive(pid: i32) -> bool {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -155,10 +161,16 @@ mod tests {
         let err = ws.acquire().unwrap_err();
         assert_eq!(err.exit_code(), 3);
         let message = err.to_string();
-        assert!(message.contains(&format!("pid {} (running for", std::process::id())), "{message}");
+        assert!(
+            message.contains(&format!("pid {} (running for", std::process::id())),
+            "{message}"
+        );
         drop(guard);
         let again = ws.acquire().unwrap();
-        assert_eq!(again.stale_holder, None, "a clean exit leaves no stale record");
+        assert_eq!(
+            again.stale_holder, None,
+            "a clean exit leaves no stale record"
+        );
     }
 
     #[test]
@@ -168,8 +180,15 @@ mod tests {
         let dead_pid = child.id();
         child.wait().unwrap();
         fs::create_dir_all(tmp.path().join(".textrec")).unwrap();
-        fs::write(tmp.path().join(".textrec/run.lock"), format!("pid {dead_pid} started 1\n")).unwrap();
+        fs::write(
+            tmp.path().join(".textrec/run.lock"),
+            format!("pid {dead_pid} started 1\n"),
+        )
+        .unwrap();
         let guard = Workspace::new(tmp.path()).acquire().unwrap();
-        assert_eq!(guard.stale_holder, Some(format!("pid {dead_pid} (no longer running)")));
+        assert_eq!(
+            guard.stale_holder,
+            Some(format!("pid {dead_pid} (no longer running)"))
+        );
     }
 }

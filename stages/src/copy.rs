@@ -25,7 +25,10 @@ impl StageKind for Copy {
         if stage.params.as_object().is_some_and(|p| !p.is_empty()) {
             return Err("`copy` takes no params".into());
         }
-        if stage.deps.is_empty() || stage.deps.len() != stage.outs.len() || !stage.metrics.is_empty() {
+        if stage.deps.is_empty()
+            || stage.deps.len() != stage.outs.len()
+            || !stage.metrics.is_empty()
+        {
             return Err(format!(
                 "`copy` needs as many outs as deps (deps[i] is copied to outs[i]); got {} deps, {} outs, {} metrics",
                 stage.deps.len(),
@@ -39,12 +42,19 @@ impl StageKind for Copy {
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageFailure> {
         let mut total = 0;
         for dep in &ctx.deps {
-            total += count_files(dep).map_err(|source| StageError::Io { action: "read", path: dep.clone(), source })?;
+            total += count_files(dep).map_err(|source| StageError::Io {
+                action: "read",
+                path: dep.clone(),
+                source,
+            })?;
         }
         ctx.progress.set_length(total);
         for (dep, (_, out)) in ctx.deps.iter().zip(&ctx.outs) {
-            copy_tree(dep, out, &mut || ctx.progress.inc(1))
-                .map_err(|source| StageError::Io { action: "copy", path: dep.clone(), source })?;
+            copy_tree(dep, out, &mut || ctx.progress.inc(1)).map_err(|source| StageError::Io {
+                action: "copy",
+                path: dep.clone(),
+                source,
+            })?;
         }
         Ok(())
     }

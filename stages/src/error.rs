@@ -12,7 +12,12 @@ pub enum StageError {
     },
 
     #[error("`{cmd}` {status}; last lines of {}:\n{tail}", log.display())]
-    CommandFailed { cmd: String, status: String, log: PathBuf, tail: String },
+    CommandFailed {
+        cmd: String,
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
 
     #[error("{action} {}: {source}", path.display())]
     Io {

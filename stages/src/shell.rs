@@ -49,11 +49,16 @@ impl StageKind for Shell {
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageFailure> {
         let params: ShellParams = ctx.params()?;
-        let log = File::create(&ctx.log)
-            .map_err(|source| StageError::Io { action: "create log", path: ctx.log.clone(), source })?;
-        let log_err = log
-            .try_clone()
-            .map_err(|source| StageError::Io { action: "open log", path: ctx.log.clone(), source })?;
+        let log = File::create(&ctx.log).map_err(|source| StageError::Io {
+            action: "create log",
+            path: ctx.log.clone(),
+            source,
+        })?;
+        let log_err = log.try_clone().map_err(|source| StageError::Io {
+            action: "open log",
+            path: ctx.log.clone(),
+            source,
+        })?;
 
         let mut command = Command::new("sh");
         command
@@ -91,19 +96,28 @@ impl StageKind for Shell {
                 Ok(())
             });
         }
-        let status = command
-            .status()
-            .map_err(|source| StageError::Spawn { cmd: params.cmd.clone(), source })?;
+        let status = command.status().map_err(|source| StageError::Spawn {
+            cmd: params.cmd.clone(),
+            source,
+        })?;
         if status.success() {
             return Ok(());
         }
-        let status = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+        let status = match (
+            status.code(),
+            std::os::unix::process::ExitStatusExt::signal(&status),
+        ) {
             (Some(code), _) => format!("exited with status {code}"),
             (None, Some(signal)) => format!("was killed by signal {signal}"),
             (None, None) => "failed".to_owned(),
         };
-        Err(StageError::CommandFailed { cmd: params.cmd, status, log: ctx.log.clone(), tail: log_tail(&ctx.log, 15) }
-            .into())
+        Err(StageError::CommandFailed {
+            cmd: params.cmd,
+            status,
+            log: ctx.log.clone(),
+            tail: log_tail(&ctx.log, 15),
+        }
+        .into())
     }
 }
 
@@ -111,5 +125,9 @@ fn log_tail(path: &std::path::Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     let tail = all[all.len().saturating_sub(lines)..].join("\n");
-    if tail.is_empty() { "(no output)".to_owned() } else { tail }
+    if tail.is_empty() {
+        "(no output)".to_owned()
+    } else {
+        tail
+    }
 }

@@ -14,7 +14,9 @@ pub struct Workspace {
 
 impl Workspace {
     pub fn new() -> Workspace {
-        Workspace { dir: tempfile::tempdir().expect("create temp dir") }
+        Workspace {
+            dir: tempfile::tempdir().expect("create temp dir"),
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -37,7 +39,10 @@ impl Workspace {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        command.args(args).current_dir(self.dir.path()).stdin(Stdio::null());
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
         command
     }
 
@@ -46,7 +51,11 @@ impl Workspace {
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn xtask")
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn xtask")
     }
 
     /// `xtask run p.yaml --json ARGS...`; returns (stage name → status, the JSON, exit code).
@@ -56,9 +65,14 @@ impl Workspace {
         let output = self.xtask(&all);
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        let json: Value = serde_json::from_str(stdout.trim())
-            .unwrap_or_else(|e| panic!("--json output is not JSON ({e}): {stdout}\nstderr: {stderr}"));
-        Run { json, code: output.status.code().unwrap_or(-1), stderr }
+        let json: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!("--json output is not JSON ({e}): {stdout}\nstderr: {stderr}")
+        });
+        Run {
+            json,
+            code: output.status.code().unwrap_or(-1),
+            stderr,
+        }
     }
 }
 

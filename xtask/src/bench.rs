@@ -32,7 +32,10 @@ pub struct PipelineBench {
 }
 
 pub fn pipeline(args: &PipelineBench, registry: &Registry) -> anyhow::Result<ExitCode> {
-    ensure!(args.stages > 0 && args.files >= args.stages, "need at least one file per stage");
+    ensure!(
+        args.stages > 0 && args.files >= args.stages,
+        "need at least one file per stage"
+    );
     let dir = match &args.dir {
         Some(d) => d.clone(),
         None => crate::workspace_root()?.join("target/bench-pipeline"),
@@ -43,7 +46,11 @@ pub fn pipeline(args: &PipelineBench, registry: &Registry) -> anyhow::Result<Exi
 
     let started = Instant::now();
     let cold = textrec_pipeline::run(&pipeline, registry, &options, &SilentReporter)?;
-    ensure!(cold.ok, "cold run failed: {:?}", cold.stages.iter().find(|s| s.status == StageStatus::Failed));
+    ensure!(
+        cold.ok,
+        "cold run failed: {:?}",
+        cold.stages.iter().find(|s| s.status == StageStatus::Failed)
+    );
     let cold_seconds = started.elapsed().as_secs_f64();
 
     // Hashes taken within 2 s of a file's last write are not trusted (racy); let them settle once.
@@ -57,16 +64,25 @@ pub fn pipeline(args: &PipelineBench, registry: &Registry) -> anyhow::Result<Exi
         let report = textrec_pipeline::run(&pipeline, registry, &options, &SilentReporter)?;
         in_process.push(started.elapsed().as_secs_f64());
         ensure!(
-            report.stages.iter().all(|s| s.status == StageStatus::Cached),
+            report
+                .stages
+                .iter()
+                .all(|s| s.status == StageStatus::Cached),
             "a cached re-run ran something: {:?}",
-            report.stages.iter().find(|s| s.status != StageStatus::Cached)
+            report
+                .stages
+                .iter()
+                .find(|s| s.status != StageStatus::Cached)
         );
     }
     let exe = std::env::current_exe().context("find the xtask binary")?;
     let mut cli = Vec::with_capacity(args.runs);
     for _ in 0..args.runs {
         let started = Instant::now();
-        let status = Command::new(&exe).args(["run", "--quiet"]).arg(&file).status()?;
+        let status = Command::new(&exe)
+            .args(["run", "--quiet"])
+            .arg(&file)
+            .status()?;
         cli.push(started.elapsed().as_secs_f64());
         ensure!(status.success(), "cli re-run failed: {status}");
     }
@@ -96,9 +112,17 @@ pub fn pipeline(args: &PipelineBench, registry: &Registry) -> anyhow::Result<Exi
 
 /// Writes the input files (once per size configuration) and a pipeline over them.
 fn prepare(dir: &Path, args: &PipelineBench) -> anyhow::Result<PathBuf> {
-    let marker = dir.join(format!("inputs-{}-{}-{}.done", args.stages, args.files, args.megabytes));
+    let marker = dir.join(format!(
+        "inputs-{}-{}-{}.done",
+        args.stages, args.files, args.megabytes
+    ));
     if !marker.exists() {
-        eprintln!("writing {} files ({} MB) under {} ...", args.files, args.megabytes, dir.display());
+        eprintln!(
+            "writing {} files ({} MB) under {} ...",
+            args.files,
+            args.megabytes,
+            dir.display()
+        );
         if dir.exists() {
             fs::remove_dir_all(dir).with_context(|| format!("clear {}", dir.display()))?;
         }
@@ -124,7 +148,11 @@ fn prepare(dir: &Path, args: &PipelineBench) -> anyhow::Result<PathBuf> {
             yaml,
             "  - name: count-{s:03}\n    kind: shell\n    deps: [inputs/{s:03}{prev}]\n    \
              params: {{cmd: 'ls \"$DEP\" | wc -l > \"$OUT\"'}}\n    outs: [counts/{s:03}.txt]\n",
-            prev = if s > 0 { format!(", counts/{:03}.txt", s - 1) } else { String::new() }
+            prev = if s > 0 {
+                format!(", counts/{:03}.txt", s - 1)
+            } else {
+                String::new()
+            }
         );
     }
     let file = dir.join("bench.yaml");

@@ -12,8 +12,8 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use textrec_pipeline::{
-    DagFormat, LockFile, Pipeline, RunOptions, RunReport, StageStatus, TerminalReporter, Verbosity, metrics,
-    render_dag,
+    DagFormat, LockFile, Pipeline, RunOptions, RunReport, StageStatus, TerminalReporter, Verbosity,
+    metrics, render_dag,
 };
 
 const EXIT_CODES: &str = "\
@@ -54,7 +54,9 @@ enum Command {
     ))]
     Run(RunArgs),
     /// Print the stage graph as text, Graphviz dot or Mermaid.
-    #[command(after_help = "Example:\n  cargo xtask dag pipeline.yaml --format dot | dot -Tsvg > dag.svg")]
+    #[command(
+        after_help = "Example:\n  cargo xtask dag pipeline.yaml --format dot | dot -Tsvg > dag.svg"
+    )]
     Dag {
         /// The pipeline file.
         pipeline: PathBuf,
@@ -79,7 +81,9 @@ enum Command {
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Run every CI gate: fmt, clippy, tests, cargo-deny, the smoke pipeline twice.
-    #[command(after_help = "This is the README's test command; .ci/run and GitHub Actions run exactly it.")]
+    #[command(
+        after_help = "This is the README's test command; .ci/run and GitHub Actions run exactly it."
+    )]
     Ci,
 }
 
@@ -131,8 +135,10 @@ enum MetricsCommand {
         json: bool,
     },
     /// Compare metrics with another lock file or a git revision of this one.
-    #[command(after_help = "Examples:\n  cargo xtask metrics diff pipeline.yaml --against HEAD~1\n  \
-        cargo xtask metrics diff pipeline.yaml --against old/pipeline.lock")]
+    #[command(
+        after_help = "Examples:\n  cargo xtask metrics diff pipeline.yaml --against HEAD~1\n  \
+        cargo xtask metrics diff pipeline.yaml --against old/pipeline.lock"
+    )]
     Diff {
         #[arg(default_value = "pipeline.yaml")]
         pipeline: PathBuf,
@@ -155,7 +161,9 @@ fn main() -> ExitCode {
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(err) => {
-            let code = err.downcast_ref::<textrec_pipeline::Error>().map_or(1, |e| e.exit_code());
+            let code = err
+                .downcast_ref::<textrec_pipeline::Error>()
+                .map_or(1, |e| e.exit_code());
             eprintln!("error: {err:#}");
             ExitCode::from(code)
         }
@@ -178,7 +186,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Status { pipeline, json } => {
             let pipeline = Pipeline::load(&pipeline, &registry, &[])?;
-            let options = RunOptions { dry_run: true, ..RunOptions::default() };
+            let options = RunOptions {
+                dry_run: true,
+                ..RunOptions::default()
+            };
             let reporter = TerminalReporter::new(Verbosity::Quiet);
             let report = textrec_pipeline::run(&pipeline, &registry, &options, &reporter)?;
             if json {
@@ -194,7 +205,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string(&table)?);
             } else if table.is_empty() {
-                println!("no metrics recorded in {}", pipeline.with_extension("lock").display());
+                println!(
+                    "no metrics recorded in {}",
+                    pipeline.with_extension("lock").display()
+                );
             } else {
                 for (stage, values) in &table {
                     for (metric, value) in values {
@@ -204,7 +218,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Metrics(MetricsCommand::Diff { pipeline, against, json }) => {
+        Command::Metrics(MetricsCommand::Diff {
+            pipeline,
+            against,
+            json,
+        }) => {
             let lock_path = pipeline.with_extension("lock");
             let new = metrics::table(&LockFile::load(&lock_path)?);
             let old = metrics::table(&metrics::baseline(&lock_path, &against)?);
@@ -218,7 +236,12 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Stages => {
             for kind in registry.kinds() {
-                println!("{:<12} v{:<3} {}", kind.name(), kind.version(), kind.summary());
+                println!(
+                    "{:<12} v{:<3} {}",
+                    kind.name(),
+                    kind.version(),
+                    kind.summary()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -229,13 +252,12 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let json = args.json;
-    run_pipeline(args).or_else(|err| {
+    run_pipeline(args).inspect_err(|err| {
         if json {
             // Scripts reading stdout get an answer even when the pipeline never started.
             let error = serde_json::json!({"stages": [], "ok": false, "error": format!("{err:#}")});
             println!("{error}");
         }
-        Err(err)
     })
 }
 
@@ -252,7 +274,11 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(jobs) = args.jobs {
         options.jobs = jobs.max(1);
     }
-    let verbosity = if args.quiet { Verbosity::Quiet } else { Verbosity::Normal };
+    let verbosity = if args.quiet {
+        Verbosity::Quiet
+    } else {
+        Verbosity::Normal
+    };
     let reporter = TerminalReporter::new(verbosity);
     let started = Instant::now();
     let report = textrec_pipeline::run(&pipeline, &registry, &options, &reporter)?;
@@ -260,9 +286,16 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string(&report)?);
     }
     if !args.quiet {
-        eprintln!("{}", summary_line(&report, started.elapsed().as_secs_f64(), args.dry_run));
+        eprintln!(
+            "{}",
+            summary_line(&report, started.elapsed().as_secs_f64(), args.dry_run)
+        );
     }
-    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn summary_line(report: &RunReport, seconds: f64, dry_run: bool) -> String {
@@ -286,7 +319,11 @@ fn summary_line(report: &RunReport, seconds: f64, dry_run: bool) -> String {
 }
 
 fn print_status(report: &RunReport) {
-    let stale: Vec<_> = report.stages.iter().filter(|s| s.status != StageStatus::Cached).collect();
+    let stale: Vec<_> = report
+        .stages
+        .iter()
+        .filter(|s| s.status != StageStatus::Cached)
+        .collect();
     if stale.is_empty() {
         println!("everything is up to date");
     }
@@ -306,9 +343,14 @@ fn print_metric_diff(against: &str, rows: &[metrics::MetricChange]) {
     }
     let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.6}"));
     let color = std::io::stdout().is_terminal();
-    println!("{:<24} {:<28} {:>14} {:>14} {:>14}", "stage", "metric", against, "workspace", "change");
+    println!(
+        "{:<24} {:<28} {:>14} {:>14} {:>14}",
+        "stage", "metric", against, "workspace", "change"
+    );
     for row in rows {
-        let change = row.delta().map_or_else(|| "-".to_owned(), |d| format!("{d:+.6}"));
+        let change = row
+            .delta()
+            .map_or_else(|| "-".to_owned(), |d| format!("{d:+.6}"));
         let line = format!(
             "{:<24} {:<28} {:>14} {:>14} {:>14}",
             row.stage,
@@ -328,5 +370,8 @@ fn print_metric_diff(against: &str, rows: &[metrics::MetricChange]) {
 /// The workspace root (where Cargo.toml with `[workspace]` lives), for chores run from anywhere.
 pub(crate) fn workspace_root() -> anyhow::Result<PathBuf> {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().map(Path::to_path_buf).context("xtask lives inside the workspace")
+    manifest_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask lives inside the workspace")
 }
