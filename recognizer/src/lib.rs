@@ -1,0 +1,10 @@
+//! textrec's ML core, FSDL's `text_recognizer` in Rust. A library first: training, export and
+//! transcription are callable without the pipeline, YAML or a CLI.
+//!
+//! Today: the label [`vocab`]ulary every model shares and [`ctc`] decoding of per-step class scores.
+
+pub mod ctc;
+pub mod vocab;
+
+pub use ctc::{Decoded, DecodedChar, greedy_decode};
+pub use vocab::{Vocabulary, VocabularyError};
