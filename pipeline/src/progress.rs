@@ -77,6 +77,7 @@ impl Reporter for TerminalReporter {
                 let bar = bars.add(ProgressBar::no_length());
                 bar.set_style(spinner_style());
                 bar.set_prefix(stage.to_owned());
+                bar.set_message(reason.to_owned());
                 bar.enable_steady_tick(Duration::from_millis(120));
                 Arc::new(BarProgress { bar })
             }
@@ -111,9 +112,16 @@ impl Reporter for TerminalReporter {
     }
 }
 
+/// Until a stage says how much work it has: a spinner, the elapsed time and why it runs.
 fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} [{prefix}] {elapsed_precise} {msg}")
+        .expect("static template is valid")
+}
+
+/// Once it has: a bar with position, rate and ETA.
+fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template(
-        "{spinner} [{prefix}] {elapsed_precise} {wide_bar} {pos}/{len} {msg}",
+        "{spinner} [{prefix}] {elapsed_precise} {wide_bar} {pos}/{len} {per_sec} eta {eta} {msg}",
     )
     .expect("static template is valid")
 }
@@ -124,6 +132,10 @@ struct BarProgress {
 
 impl Progress for BarProgress {
     fn set_length(&self, len: u64) {
+        if self.bar.length().is_none() {
+            self.bar.set_style(bar_style());
+            self.bar.set_message(String::new());
+        }
         self.bar.set_length(len);
     }
     fn inc(&self, delta: u64) {
