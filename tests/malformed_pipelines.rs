@@ -104,6 +104,18 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
         10,
         "mapping values are not allowed in this context",
     ),
+    (
+        "21-output-over-lock.yaml",
+        5,
+        12,
+        "output `21-output-over-lock.lock` would overwrite the pipeline's lock file",
+    ),
+    (
+        "22-dep-above-root.yaml",
+        4,
+        12,
+        "`/../x` climbs above the filesystem root",
+    ),
 ];
 
 #[test]

@@ -546,3 +546,48 @@ fn paths_resolve_against_the_pipeline_file_and_its_workdir() {
         "the lock sits beside the pipeline"
     );
 }
+
+#[test]
+fn reordering_positional_deps_reruns_the_stage() {
+    let ws = Workspace::new();
+    ws.write("x.txt", "x\n");
+    ws.write("y.txt", "y\n");
+    let pipeline = |deps: &str| {
+        format!(
+            "stages:\n  - name: pick\n    kind: shell\n    deps: [{deps}]\n    params: {{cmd: 'cp \"$DEP_0\" \"$OUT\"'}}\n    outs: [picked.txt]\n"
+        )
+    };
+    ws.write("p.yaml", &pipeline("x.txt, y.txt"));
+    assert_eq!(ws.run(&[]).with_status("ran"), ["pick"]);
+    assert_eq!(ws.read("picked.txt"), "x\n");
+    ws.write("p.yaml", &pipeline("y.txt, x.txt"));
+    let run = ws.run(&[]);
+    assert_eq!(
+        run.with_status("ran"),
+        ["pick"],
+        "$DEP_0 now names another file"
+    );
+    assert_eq!(
+        run.reason("pick"),
+        "the declared order or names of deps, outs or metrics changed"
+    );
+    assert_eq!(ws.read("picked.txt"), "y\n");
+}
+
+#[test]
+fn a_dep_spelled_as_an_absolute_path_still_depends_on_its_producer() {
+    let ws = Workspace::new();
+    let absolute = ws.path("made.txt");
+    ws.write(
+        "p.yaml",
+        &format!(
+            "stages:\n  - name: consume\n    kind: shell\n    deps: [{}]\n    params: {{cmd: 'cp \"$DEP\" \"$OUT\"'}}\n    outs: [copy.txt]\n  - name: make\n    kind: shell\n    params: {{cmd: 'echo made > \"$OUT\"'}}\n    outs: [made.txt]\n",
+            absolute.display()
+        ),
+    );
+    let dag = String::from_utf8(ws.xtask(&["dag", "p.yaml", "--format", "dot"]).stdout).unwrap();
+    assert!(dag.contains("\"make\" -> \"consume\";"), "{dag}");
+    let run = ws.run(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(ws.read("copy.txt"), "made\n");
+}

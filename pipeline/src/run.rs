@@ -276,7 +276,14 @@ impl<'a> Engine<'a> {
                     running += 1;
                     let done_tx = done_tx.clone();
                     scope.spawn(move || {
-                        let report = self.execute(stage);
+                        // Whatever happens in the job, the scheduler gets its report.
+                        let report = catch_unwind(AssertUnwindSafe(|| self.execute(stage)))
+                            .unwrap_or_else(|panic| StageReport {
+                                name: stage.name.clone(),
+                                status: StageStatus::Failed,
+                                seconds: 0.0,
+                                reason: format!("internal error: {}", panic_message(&*panic)),
+                            });
                         let _ = done_tx.send((i, report));
                     });
                 }
@@ -333,7 +340,7 @@ impl<'a> Engine<'a> {
             deps.insert(dep.clone(), hash);
         }
         let kind_version = self.kind_version(stage);
-        let key = cache_key(&stage.kind, kind_version, &stage.params, &deps);
+        let key = cache_key(stage, kind_version, &deps);
         Ok(Inputs { deps, key })
     }
 
@@ -379,7 +386,9 @@ impl<'a> Engine<'a> {
             return Ok(Some(summarise(changes)));
         }
         if locked.key != inputs.key {
-            return Ok(Some("cache key changed".into()));
+            return Ok(Some(
+                "the declared order or names of deps, outs or metrics changed".into(),
+            ));
         }
         for out in stage.all_outs() {
             let path = self.pipeline.resolve(out);
@@ -456,12 +465,11 @@ impl<'a> Engine<'a> {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e.to_string()),
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                return Err(format!("stage kind `{}` panicked: {what}", stage.kind));
+                return Err(format!(
+                    "stage kind `{}` panicked: {}",
+                    stage.kind,
+                    panic_message(&*panic)
+                ));
             }
         }
         drop(ctx.progress);
@@ -531,6 +539,14 @@ impl<'a> Engine<'a> {
     }
 }
 
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned())
+}
+
 fn release(
     i: usize,
     downstream: &[Vec<usize>],
@@ -554,16 +570,29 @@ fn finish_report(reports: Vec<Option<StageReport>>) -> RunReport {
     RunReport { stages, ok }
 }
 
-/// The cache key: blake3 over canonical JSON (sorted keys) of everything a stage's result depends on.
+/// The cache key: blake3 over canonical JSON (sorted keys) of everything a stage's result depends
+/// on: kind, kind version, params, the content of each dep *in declared order* (stages address
+/// deps and outputs by position, e.g. `$DEP_0`), and the declared outs and metrics files.
 pub fn cache_key(
-    kind: &str,
+    stage: &Stage,
     kind_version: u32,
-    params: &Value,
     deps: &BTreeMap<String, ContentHash>,
 ) -> ContentHash {
+    let ordered_deps: Vec<[&str; 2]> = stage
+        .deps
+        .iter()
+        .map(|d| [d.as_str(), deps.get(d).map_or("", String::as_str)])
+        .collect();
     let mut doc = String::new();
     canonical_json(
-        &serde_json::json!({"kind": kind, "kind_version": kind_version, "params": params, "deps": deps}),
+        &serde_json::json!({
+            "kind": stage.kind,
+            "kind_version": kind_version,
+            "params": stage.params,
+            "deps": ordered_deps,
+            "outs": stage.outs,
+            "metrics": stage.metrics,
+        }),
         &mut doc,
     );
     blake3::hash(doc.as_bytes()).to_hex().to_string()
@@ -654,24 +683,53 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn stage(params: Value, deps: &[&str], outs: &[&str]) -> Stage {
+        Stage {
+            name: "s".into(),
+            kind: "shell".into(),
+            desc: None,
+            deps: deps.iter().map(|d| d.to_string()).collect(),
+            outs: outs.iter().map(|o| o.to_string()).collect(),
+            metrics: Vec::new(),
+            params,
+            line: 1,
+            column: 1,
+        }
+    }
+
     #[test]
-    fn cache_key_ignores_key_order_but_not_values() {
-        let deps = BTreeMap::from([("d".to_owned(), "h".to_owned())]);
-        let a = cache_key("shell", 1, &json!({"x": 1, "y": {"b": 2, "a": 3}}), &deps);
-        let b = cache_key(
-            "shell",
-            1,
-            &serde_saphyr::from_str("y: {a: 3, b: 2}\nx: 1\n").unwrap(),
-            &deps,
-        );
-        assert_eq!(a, b);
-        assert_ne!(
-            a,
-            cache_key("shell", 2, &json!({"x": 1, "y": {"b": 2, "a": 3}}), &deps)
+    fn cache_key_ignores_param_key_order_but_not_values_or_positions() {
+        let deps = BTreeMap::from([
+            ("a".to_owned(), "h1".to_owned()),
+            ("b".to_owned(), "h2".to_owned()),
+        ]);
+        let params = json!({"x": 1, "y": {"b": 2, "a": 3}});
+        let key = cache_key(&stage(params.clone(), &["a", "b"], &["o"]), 1, &deps);
+        let reordered_yaml: Value = serde_saphyr::from_str("y: {a: 3, b: 2}\nx: 1\n").unwrap();
+        assert_eq!(
+            key,
+            cache_key(&stage(reordered_yaml, &["a", "b"], &["o"]), 1, &deps)
         );
         assert_ne!(
-            a,
-            cache_key("shell", 1, &json!({"x": 2, "y": {"b": 2, "a": 3}}), &deps)
+            key,
+            cache_key(&stage(params.clone(), &["a", "b"], &["o"]), 2, &deps)
+        );
+        assert_ne!(
+            key,
+            cache_key(
+                &stage(json!({"x": 2, "y": {"b": 2, "a": 3}}), &["a", "b"], &["o"]),
+                1,
+                &deps
+            )
+        );
+        // $DEP_0 / $OUT_0 are positional: swapping them changes what the stage computes.
+        assert_ne!(
+            key,
+            cache_key(&stage(params.clone(), &["b", "a"], &["o"]), 1, &deps)
+        );
+        assert_ne!(
+            key,
+            cache_key(&stage(params, &["a", "b"], &["p"]), 1, &deps)
         );
     }
 

@@ -211,7 +211,20 @@ impl Pipeline {
             })?;
         }
 
+        // A dep spelled as an absolute path or through `..` but lying inside the workdir is
+        // rewritten to its workdir-relative form, so it meets the outputs it names in the graph.
+        for stage in &mut stages {
+            for dep in &mut stage.deps {
+                if let Ok(inside) = resolve_in(&workdir, dep).strip_prefix(&workdir) {
+                    let parts: Vec<_> = inside.iter().map(|p| p.to_string_lossy()).collect();
+                    if !parts.is_empty() {
+                        *dep = parts.join("/");
+                    }
+                }
+            }
+        }
         check_outputs_disjoint(&src, &stages, &out_spans)?;
+        check_outputs_spare_engine_files(&src, &workdir, &stages, &out_spans)?;
         let graph = build_graph(&src, &workdir, &stages, &dep_spans)?;
         Ok(Pipeline {
             file: file.to_path_buf(),
@@ -369,11 +382,12 @@ fn normalize_path(path: &str, role: PathRole) -> Result<String, String> {
             ".." if parts.last().is_some_and(|p| *p != "..") => {
                 parts.pop();
             }
-            ".." if role == PathRole::Out || absolute => {
+            ".." if role == PathRole::Out => {
                 return Err(format!(
                     "output `{path}` must stay inside the pipeline's workdir"
                 ));
             }
+            ".." if absolute => return Err(format!("`{path}` climbs above the filesystem root")),
             other => parts.push(other),
         }
     }
@@ -422,6 +436,35 @@ fn check_outputs_disjoint(
                 return Err(src.error(*at, what));
             }
             claimed.push((&stage.name, out));
+        }
+    }
+    Ok(())
+}
+
+/// Outputs are replaced wholesale; one that covered the pipeline file or its lock would destroy it.
+fn check_outputs_spare_engine_files(
+    src: &Source<'_>,
+    workdir: &Path,
+    stages: &[Stage],
+    spans: &[Vec<serde_saphyr::Location>],
+) -> Result<(), Error> {
+    let file = absolute_lexical(src.file);
+    if file.extension().is_some_and(|e| e == "lock") {
+        return Err(src.error(
+            serde_saphyr::Location::UNKNOWN,
+            "a pipeline file must not end in `.lock`: that name is taken by its lock file",
+        ));
+    }
+    let engine_files = [
+        (file.clone(), "the pipeline file"),
+        (file.with_extension("lock"), "the pipeline's lock file"),
+    ];
+    for (stage, spans) in stages.iter().zip(spans) {
+        for (out, at) in stage.all_outs().zip(spans) {
+            let target = resolve_in(workdir, out);
+            if let Some((_, what)) = engine_files.iter().find(|(f, _)| f.starts_with(&target)) {
+                return Err(src.error(*at, format!("output `{out}` would overwrite {what}")));
+            }
         }
     }
     Ok(())
