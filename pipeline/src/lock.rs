@@ -12,7 +12,7 @@ use crate::hash::ContentHash;
 
 const LOCK_SCHEMA: u32 = 1;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LockFile {
     pub schema: u32,

@@ -2,7 +2,7 @@
 //! plain lines otherwise (CI logs, pipes), nothing with `--quiet`.
 
 use std::io::IsTerminal;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -40,23 +40,16 @@ pub enum Verbosity {
 pub struct TerminalReporter {
     bars: Option<MultiProgress>,
     verbosity: Verbosity,
-    /// Serialises plain-mode lines from parallel stages.
-    lines: Mutex<()>,
 }
 
 impl TerminalReporter {
     pub fn new(verbosity: Verbosity) -> Self {
         let bars = (verbosity == Verbosity::Normal && std::io::stderr().is_terminal())
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        TerminalReporter {
-            bars,
-            verbosity,
-            lines: Mutex::new(()),
-        }
+        TerminalReporter { bars, verbosity }
     }
 
     fn line(&self, text: &str) {
-        let _guard = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         match &self.bars {
             Some(bars) => {
                 // Printing through the MultiProgress keeps bars from tearing.

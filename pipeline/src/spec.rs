@@ -160,21 +160,8 @@ impl Pipeline {
         let mut dep_spans = Vec::new();
         for raw_stage in &raw.stages.value {
             let stage = convert_stage(&src, raw_stage, registry, &mut seen_names)?;
-            out_spans.push(
-                raw_stage
-                    .outs
-                    .iter()
-                    .chain(&raw_stage.metrics)
-                    .map(|o| o.referenced)
-                    .collect::<Vec<_>>(),
-            );
-            dep_spans.push(
-                raw_stage
-                    .deps
-                    .iter()
-                    .map(|d| d.referenced)
-                    .collect::<Vec<_>>(),
-            );
+            out_spans.push([spans(&raw_stage.outs), spans(&raw_stage.metrics)].concat());
+            dep_spans.push(spans(&raw_stage.deps));
             kind_at.push(
                 raw_stage
                     .params
@@ -264,6 +251,10 @@ impl Pipeline {
             .filter(|&i| marked[i])
             .collect()
     }
+}
+
+fn spans(items: &[Spanned<String>]) -> Vec<serde_saphyr::Location> {
+    items.iter().map(|item| item.referenced).collect()
 }
 
 fn convert_stage(
