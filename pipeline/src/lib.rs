@@ -21,6 +21,6 @@ pub use lock::{LockFile, LockedStage};
 pub use progress::{NoProgress, Progress, Reporter, SilentReporter, TerminalReporter, Verbosity};
 pub use render::{DagFormat, render_dag};
 pub use run::{RunOptions, RunReport, StageReport, StageStatus, cache_key, run};
-pub use spec::{Graph, Pipeline, Stage};
+pub use spec::{Graph, Pipeline, Stage, normalize_dep};
 pub use stage::{Registry, StageContext, StageFailure, StageKind, parse_params};
 pub use workspace::Workspace;

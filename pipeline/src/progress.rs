@@ -16,6 +16,9 @@ pub trait Progress: Send + Sync {
     fn inc(&self, delta: u64);
     /// A short status, e.g. `loss 0.41`.
     fn set_message(&self, message: String);
+    /// Something the user should read even though the stage goes on (a skipped input, a
+    /// replaced cache entry).
+    fn warn(&self, message: &str);
 }
 
 /// Receives the events of a run.
@@ -72,11 +75,16 @@ impl Reporter for TerminalReporter {
                 bar.set_prefix(stage.to_owned());
                 bar.set_message(reason.to_owned());
                 bar.enable_steady_tick(Duration::from_millis(120));
-                Arc::new(BarProgress { bar })
+                Arc::new(BarProgress {
+                    bar,
+                    stage: stage.to_owned(),
+                })
             }
             None => {
                 self.line(&format!("[{stage}] running: {reason}"));
-                Arc::new(NoProgress)
+                Arc::new(LineProgress {
+                    stage: stage.to_owned(),
+                })
             }
         }
     }
@@ -121,6 +129,7 @@ fn bar_style() -> ProgressStyle {
 
 struct BarProgress {
     bar: ProgressBar,
+    stage: String,
 }
 
 impl Progress for BarProgress {
@@ -136,6 +145,24 @@ impl Progress for BarProgress {
     }
     fn set_message(&self, message: String) {
         self.bar.set_message(message);
+    }
+    fn warn(&self, message: &str) {
+        self.bar
+            .println(format!("[{}] warning: {message}", self.stage));
+    }
+}
+
+/// Plain output (not a terminal): no bar, but warnings still reach stderr.
+struct LineProgress {
+    stage: String,
+}
+
+impl Progress for LineProgress {
+    fn set_length(&self, _len: u64) {}
+    fn inc(&self, _delta: u64) {}
+    fn set_message(&self, _message: String) {}
+    fn warn(&self, message: &str) {
+        eprintln!("[{}] warning: {message}", self.stage);
     }
 }
 
@@ -153,6 +180,7 @@ impl Progress for NoProgress {
     fn set_length(&self, _len: u64) {}
     fn inc(&self, _delta: u64) {}
     fn set_message(&self, _message: String) {}
+    fn warn(&self, _message: &str) {}
 }
 
 /// A reporter that reports nothing; for library users and tests.

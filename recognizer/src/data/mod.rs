@@ -1,0 +1,39 @@
+//! Datasets: fetching sources, synthesising handwriting, the shard format, augmentation and
+//! inspection. FSDL's `data/` package: everything a model needs to get its inputs.
+
+pub mod augment;
+pub mod corpus;
+pub mod download;
+mod error;
+pub mod fonts;
+pub mod inspect;
+pub mod manifest;
+pub mod mnist;
+pub mod raster;
+pub mod shard;
+pub mod split;
+pub mod synth;
+
+pub use error::DataError;
+pub use manifest::{Dataset, DatasetKind, Manifest, Polarity, SplitInfo};
+pub use shard::{Sample, ShardInfo, ShardReader, ShardWriter};
+pub use split::Split;
+
+/// Receives progress and warnings from long data work, without tying the library to a UI.
+pub trait Observer: Sync {
+    /// The number of work units to expect.
+    fn total(&self, units: u64);
+    fn advance(&self, units: u64);
+    /// Something was skipped or replaced; the work goes on.
+    fn warn(&self, message: &str);
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unobserved;
+
+impl Observer for Unobserved {
+    fn total(&self, _units: u64) {}
+    fn advance(&self, _units: u64) {}
+    fn warn(&self, _message: &str) {}
+}

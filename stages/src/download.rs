@@ -1,0 +1,226 @@
+//! `download`: fetch sources (http/https URLs, local files, npm packages, Debian packages),
+//! verify their sha256, keep them in the machine-wide content-addressed cache, and unpack each
+//! into `OUT/NAME/`. `OUT/sources.json` records what was fetched, for dataset manifests.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use std::fs::OpenOptions;
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+use textrec_pipeline::{
+    Stage, StageContext, StageFailure, StageKind, normalize_dep, parse_params, write_atomic,
+};
+use textrec_recognizer::data::Observer;
+use textrec_recognizer::data::download::{
+    DownloadCache, FetchOptions, Fetched, Origin, Source, Unpack, unpack,
+};
+
+use crate::observe::StageObserver;
+
+/// The record of a download directory, read by `synthesize`.
+pub const SOURCES_FILE: &str = "sources.json";
+
+#[derive(Debug, Clone, Copy)]
+pub struct Download;
+
+/// One entry of `sources.json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SourceRecord {
+    pub origin: Origin,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+fn log_line(ctx: &StageContext<'_>, fetched: &Fetched) {
+    if let Ok(mut log) = OpenOptions::new().create(true).append(true).open(&ctx.log) {
+        let _ = writeln!(
+            log,
+            "{}: {} bytes, sha256 {}, via {}",
+            fetched.name, fetched.bytes, fetched.sha256, fetched.via
+        );
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    sources: Vec<SourceParams>,
+    /// A directory searched first for each file (by sha256 or file name).
+    #[serde(default)]
+    mirror: Option<String>,
+    #[serde(default = "default_timeout")]
+    timeout_seconds: f64,
+    #[serde(default = "default_retries")]
+    retries: u32,
+    #[serde(default = "default_backoff")]
+    backoff_seconds: f64,
+    #[serde(default = "default_max_bytes")]
+    max_bytes: u64,
+}
+
+fn default_timeout() -> f64 {
+    60.0
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_backoff() -> f64 {
+    0.5
+}
+fn default_max_bytes() -> u64 {
+    4 << 30
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceParams {
+    name: String,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    file: Option<String>,
+    #[serde(default)]
+    npm: Option<String>,
+    #[serde(default)]
+    apt: Option<String>,
+    #[serde(default)]
+    sha256: Option<String>,
+    #[serde(default)]
+    unpack: Unpack,
+}
+
+impl SourceParams {
+    fn origin(&self) -> Result<Origin, String> {
+        match (&self.url, &self.file, &self.npm, &self.apt) {
+            (Some(u), None, None, None) => Ok(Origin::Url(u.clone())),
+            (None, Some(f), None, None) => Ok(Origin::File(PathBuf::from(f))),
+            (None, None, Some(n), None) => Ok(Origin::Npm(n.clone())),
+            (None, None, None, Some(a)) => Ok(Origin::Apt(a.clone())),
+            _ => Err(format!(
+                "source `{}` needs exactly one of `url`, `file`, `npm`, `apt`",
+                self.name
+            )),
+        }
+    }
+}
+
+fn validate(stage: &Stage) -> Result<Params, String> {
+    let params: Params = parse_params(&stage.params)?;
+    if stage.outs.len() != 1 || !stage.metrics.is_empty() {
+        return Err("`download` writes exactly one out (a directory) and no metrics".into());
+    }
+    if params.sources.is_empty() {
+        return Err("`sources` is empty".into());
+    }
+    if !(params.timeout_seconds > 0.0 && params.backoff_seconds >= 0.0) {
+        return Err("`timeout_seconds` must be > 0 and `backoff_seconds` >= 0".into());
+    }
+    let mut names = Vec::new();
+    for source in &params.sources {
+        let name = &source.name;
+        if name.is_empty() || name.contains('/') || name.starts_with('.') || name == "sources.json"
+        {
+            return Err(format!("source name `{name}` must be a plain file name"));
+        }
+        if names.contains(&name) {
+            return Err(format!("two sources are named `{name}`"));
+        }
+        names.push(name);
+        match source.origin()? {
+            Origin::Url(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                return Err(format!(
+                    "source `{name}`: `{url}` is not an http:// or https:// URL"
+                ));
+            }
+            Origin::Url(_) | Origin::Npm(_) if source.sha256.is_none() => {
+                return Err(format!(
+                    "source `{name}` needs `sha256` (the checksum it must have)"
+                ));
+            }
+            Origin::File(path) => {
+                let declared = normalize_dep(&path.to_string_lossy())?;
+                if !stage.deps.contains(&declared) {
+                    return Err(format!(
+                        "source `{name}`: `{}` must also be listed in `deps`, so that a change to it re-runs the stage",
+                        path.display()
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(params)
+}
+
+impl StageKind for Download {
+    fn name(&self) -> &'static str {
+        "download"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn summary(&self) -> &'static str {
+        "fetch url/file/npm/apt sources, verify sha256, cache by content, unpack to OUT/NAME/"
+    }
+
+    fn check(&self, stage: &Stage) -> Result<(), String> {
+        validate(stage).map(drop)
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageFailure> {
+        let params = validate(ctx.stage)?;
+        let out = &ctx.outs[0].1;
+        let cache = DownloadCache::from_env();
+        let options = FetchOptions {
+            timeout: Duration::from_secs_f64(params.timeout_seconds),
+            retries: params.retries,
+            backoff: Duration::from_secs_f64(params.backoff_seconds),
+            max_bytes: params.max_bytes,
+            mirror: params.mirror.as_ref().map(|m| ctx.workdir.join(m)),
+        };
+        let observer = StageObserver { ctx };
+        observer.total(params.sources.len() as u64);
+        // Only what identifies the content: how it was obtained this time (cache or network)
+        // goes to the log, so that a re-fetch of identical bytes changes no output.
+        let mut record: BTreeMap<String, SourceRecord> = BTreeMap::new();
+        for spec in &params.sources {
+            let origin = match spec.origin()? {
+                Origin::File(path) => Origin::File(ctx.workdir.join(path)),
+                other => other,
+            };
+            let source = Source {
+                name: spec.name.clone(),
+                origin,
+                sha256: spec.sha256.clone(),
+                unpack: spec.unpack,
+            };
+            ctx.progress
+                .set_message(format!("{} ({})", spec.name, cache.root().display()));
+            let (file, fetched) = cache.fetch(&source, &options)?;
+            for note in &fetched.notes {
+                observer.warn(note);
+            }
+            log_line(ctx, &fetched);
+            unpack(&source, &file, &out.join(&spec.name))?;
+            record.insert(
+                spec.name.clone(),
+                SourceRecord {
+                    origin: spec.origin()?,
+                    sha256: fetched.sha256,
+                    bytes: fetched.bytes,
+                },
+            );
+            observer.advance(1);
+        }
+        let mut json = serde_json::to_vec_pretty(&record)?;
+        json.push(b'\n');
+        let path = out.join(SOURCES_FILE);
+        write_atomic(&path, &json).map_err(|e| format!("write {}: {e}", path.display()))?;
+        Ok(())
+    }
+}
