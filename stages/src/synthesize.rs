@@ -30,6 +30,9 @@ struct Params {
     fonts: Vec<String>,
     #[serde(default)]
     held_out_fonts: HeldOutFonts,
+    /// Font sources whose lower case is small capitals (e.g. fonts-bwht): capitals only.
+    #[serde(default)]
+    capitals_only: Vec<String>,
     /// Text sources (download names) for lines and pages.
     #[serde(default)]
     text: Vec<String>,
@@ -61,6 +64,15 @@ fn validate(stage: &Stage) -> Result<Params, String> {
         return Err(
             "`synthesize` needs the download directories holding its sources as deps".into(),
         );
+    }
+    if let Some(name) = params
+        .capitals_only
+        .iter()
+        .find(|n| !params.fonts.contains(n))
+    {
+        return Err(format!(
+            "`capitals_only` names `{name}`, which is not in `fonts`"
+        ));
     }
     if params.fonts.is_empty() {
         return Err("`fonts` is empty: name at least one font source".into());
@@ -170,6 +182,7 @@ impl StageKind for Synthesize {
             counts: params.counts,
             fonts,
             held_out: params.held_out_fonts,
+            capitals_only: params.capitals_only,
             text,
             mnist,
             fractions: params.fractions,

@@ -174,10 +174,7 @@ impl DownloadCache {
                 drop(packed);
                 (sha, "npm")
             }
-            Origin::Apt(package) => (
-                self.apt_download(source, package, options, &mut notes)?,
-                "apt",
-            ),
+            Origin::Apt(package) => (self.apt_download(source, package, &mut notes)?, "apt"),
         };
         let path = self.path_of(&sha256);
         Ok((path, self.record(source, &sha256, via, notes)?))
@@ -433,7 +430,6 @@ impl DownloadCache {
         &self,
         source: &Source,
         package: &str,
-        _options: &FetchOptions,
         notes: &mut Vec<String>,
     ) -> Result<String, DataError> {
         let apt = Apt::new(self.root.join("apt"));
@@ -510,7 +506,7 @@ struct Apt {
 impl Apt {
     fn new(private_root: PathBuf) -> Apt {
         // Root may refresh the system lists; anyone else keeps lists of their own.
-        let is_root = unsafe_free_is_root();
+        let is_root = effective_uid_is_root();
         let private = private_root.join("lists");
         Apt {
             private_lists: (!is_root || private.join("partial").is_dir()).then_some(private),
@@ -576,7 +572,7 @@ impl Apt {
     }
 }
 
-fn unsafe_free_is_root() -> bool {
+fn effective_uid_is_root() -> bool {
     // The effective uid without libc: /proc/self/status has "Uid: real effective ...".
     fs::read_to_string("/proc/self/status")
         .ok()

@@ -59,9 +59,12 @@ impl HandFont {
 
 /// Every `.ttf`/`.otf` under each `(group, directory)`, sorted by name, with coverage of
 /// `characters` measured. Returns the fonts and one warning per font that lacks characters.
+/// Groups in `capitals_only` draw small capitals for lower-case letters: their lower case is
+/// treated as missing (DESIGN: such fonts write upper-case text only).
 pub fn load_fonts(
     dirs: &[(String, PathBuf)],
     characters: &[char],
+    capitals_only: &[String],
 ) -> Result<(Vec<HandFont>, Vec<String>), DataError> {
     let mut fonts = Vec::new();
     let mut warnings = Vec::new();
@@ -88,7 +91,12 @@ pub fn load_fonts(
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let missing = missing_characters(&font, characters);
+            let mut missing = missing_characters(&font, characters);
+            if capitals_only.contains(group) {
+                missing.extend(characters.iter().filter(|c| c.is_ascii_lowercase()));
+                missing.sort_unstable();
+                missing.dedup();
+            }
             let cap_height = font
                 .outline(font.glyph_id('H'))
                 .map(|o| o.bounds.max.y - o.bounds.min.y.max(0.0))
@@ -122,11 +130,23 @@ fn missing_characters(font: &FontVec, characters: &[char]) -> Vec<char> {
         .filter(|&c| {
             let id = font.glyph_id(c);
             let drawn = id.0 != 0 && font.outline(id).is_some();
-            // Capitals-only fonts map `a` onto `A`: drawing it would teach a wrong label.
-            let aliased = c.is_ascii_lowercase() && id == font.glyph_id(c.to_ascii_uppercase());
+            // Capitals-only fonts map `a` onto `A` (the same glyph, or a copy of its outline):
+            // drawing it would teach a wrong label.
+            let aliased = c.is_ascii_lowercase() && {
+                let upper = font.glyph_id(c.to_ascii_uppercase());
+                id == upper || same_outline(font, id, upper)
+            };
             !drawn || aliased
         })
         .collect()
+}
+
+fn same_outline(font: &FontVec, a: GlyphId, b: GlyphId) -> bool {
+    // `Outline` has no `PartialEq`; its `Debug` form lists every curve point.
+    match (font.outline(a), font.outline(b)) {
+        (Some(a), Some(b)) => format!("{:?}", a.curves) == format!("{:?}", b.curves),
+        _ => false,
+    }
 }
 
 fn collect_font_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {

