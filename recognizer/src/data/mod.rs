@@ -2,6 +2,7 @@
 //! inspection. FSDL's `data/` package: everything a model needs to get its inputs.
 
 pub mod augment;
+pub mod batch;
 pub mod corpus;
 pub mod download;
 mod error;
