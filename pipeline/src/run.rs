@@ -459,6 +459,10 @@ impl<'a> Engine<'a> {
                 .workspace
                 .log_path(&stage.name)
                 .map_err(|e| e.to_string())?,
+            resume: self
+                .workspace
+                .resume_dir(&stage.name, &inputs.key[..16])
+                .map_err(|e| e.to_string())?,
             progress,
         };
         match catch_unwind(AssertUnwindSafe(|| kind.run(&ctx))) {
@@ -489,6 +493,7 @@ impl<'a> Engine<'a> {
             flatten_metrics(&value, "", &mut metrics);
         }
         self.commit_outputs(stage, &ctx.outs)?;
+        let _ = self.workspace.clear_resume_dirs(&stage.name);
 
         let mut out_hashes = BTreeMap::new();
         for out in stage.all_outs() {

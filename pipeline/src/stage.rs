@@ -86,6 +86,9 @@ pub struct StageContext<'a> {
     pub outs: Vec<(String, PathBuf)>,
     /// A log file for the stage's own chatter (e.g. a child process's stdout and stderr).
     pub log: PathBuf,
+    /// Private state that survives a failed or killed attempt with the same cache key (training
+    /// checkpoints), cleared when the stage succeeds.
+    pub resume: PathBuf,
     pub progress: Arc<dyn Progress>,
 }
 

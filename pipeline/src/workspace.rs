@@ -96,6 +96,35 @@ impl Workspace {
         Ok(())
     }
 
+    /// The directory a stage may keep resumable state in (checkpoints) between attempts with
+    /// the same cache key: it survives failures and kills, and [`Self::clear_resume_dirs`]
+    /// removes it once the stage has succeeded.
+    pub fn resume_dir(&self, stage: &str, key: &str) -> Result<PathBuf, Error> {
+        let path = self.ensure("resume")?.join(format!("{stage}-{key}"));
+        fs::create_dir_all(&path).map_err(|e| Error::io("create directory", &path, e))?;
+        Ok(path)
+    }
+
+    /// Removes every resume directory of `stage` (whatever key it was for).
+    pub fn clear_resume_dirs(&self, stage: &str) -> Result<(), Error> {
+        let dir = self.dir.join("resume");
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        let prefix = format!("{stage}-");
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Only `STAGE-<16 hex>`: stage `a` must not clear the directories of stage `a-b`.
+            if name
+                .strip_prefix(&prefix)
+                .is_some_and(|k| k.len() == 16 && k.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                remove_path(&entry.path()).map_err(|e| Error::io("clean", entry.path(), e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// A fresh, empty staging directory for one execution of `stage`.
     pub fn staging_dir(&self, stage: &str) -> Result<PathBuf, Error> {
         self.unique_dir("staging", stage)
