@@ -6,6 +6,12 @@
 
 pub mod ctc;
 pub mod data;
+pub mod infer;
+#[cfg(feature = "train")]
+pub mod models;
+#[cfg(feature = "train")]
+pub mod networks;
+pub mod onnx;
 pub mod vocab;
 
 pub use ctc::{Decoded, DecodedChar, greedy_decode};

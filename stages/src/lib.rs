@@ -5,16 +5,22 @@ mod augment;
 mod copy;
 mod download;
 mod error;
+mod evaluate;
+mod export;
 mod observe;
 mod shell;
 mod synthesize;
+mod train;
 
 pub use augment::Augment;
 pub use copy::Copy;
 pub use download::Download;
 pub use error::StageError;
+pub use evaluate::Evaluate;
+pub use export::Export;
 pub use shell::Shell;
 pub use synthesize::Synthesize;
+pub use train::Train;
 
 use textrec_pipeline::Registry;
 
@@ -26,5 +32,8 @@ pub fn registry() -> Registry {
     registry.register(Download);
     registry.register(Synthesize);
     registry.register(Augment);
+    registry.register(Train);
+    registry.register(Export);
+    registry.register(Evaluate);
     registry
 }

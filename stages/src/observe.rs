@@ -22,12 +22,20 @@ impl Observer for StageObserver<'_, '_> {
 
     fn warn(&self, message: &str) {
         self.ctx.progress.warn(message);
+        self.log(&format!("warning: {message}"));
+    }
+
+    fn message(&self, text: &str) {
+        self.ctx.progress.set_message(text.to_owned());
+    }
+
+    fn log(&self, text: &str) {
         if let Ok(mut log) = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.ctx.log)
         {
-            let _ = writeln!(log, "warning: {message}");
+            let _ = writeln!(log, "{text}");
         }
     }
 }

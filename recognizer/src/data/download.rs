@@ -776,6 +776,11 @@ pub fn sha256_file(path: &Path) -> Result<String, DataError> {
     Ok(hex(&hasher.finalize()))
 }
 
+/// The sha256 of bytes in memory, as lower-case hex.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -27,6 +27,10 @@ pub trait Observer: Sync {
     fn advance(&self, units: u64);
     /// Something was skipped or replaced; the work goes on.
     fn warn(&self, message: &str);
+    /// A transient status (`loss 0.41 …`), replaced by the next one.
+    fn message(&self, _text: &str) {}
+    /// A line for the record (an epoch summary): kept in the log, not shouted.
+    fn log(&self, _text: &str) {}
 }
 
 /// An observer that ignores everything.

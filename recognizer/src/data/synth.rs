@@ -165,6 +165,16 @@ pub fn synthesize(
         observer.warn(&w);
         skipped.push(w);
     }
+    if let Some(both) = config
+        .held_out
+        .val
+        .iter()
+        .find(|n| config.held_out.test.contains(n))
+    {
+        return Err(DataError::invalid(format!(
+            "held-out font `{both}` is listed for both val and test; a writer belongs to one split"
+        )));
+    }
     for name in config.held_out.val.iter().chain(&config.held_out.test) {
         if !config.fonts.iter().any(|(group, _)| group == name) {
             return Err(DataError::invalid(format!(

@@ -1,0 +1,132 @@
+//! The exported character classifier, run by tract with a fixed-shape plan (DESIGN.md 3).
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+
+use crate::data::Sample;
+use crate::data::batch::collate;
+
+/// Failures loading or running an exported model.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error("read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {reason}", path.display())]
+    Model { path: PathBuf, reason: String },
+    #[error("inference failed: {0}")]
+    Run(String),
+}
+
+type Plan = std::sync::Arc<TypedSimplePlan>;
+
+/// A loaded classifier: its vocabulary (from the model's metadata) and a plan per batch size.
+#[derive(Debug)]
+pub struct CharClassifier {
+    pub vocabulary: Vec<String>,
+    pub side: usize,
+    batch: usize,
+    plan: Plan,
+}
+
+/// A `textrec.*` metadata value of an encoded model.
+pub fn metadata(bytes: &[u8], key: &str) -> Option<String> {
+    let model = pb::ModelProto::decode(bytes).ok()?;
+    model
+        .metadata_props
+        .into_iter()
+        .find(|p| p.key == key)
+        .map(|p| p.value)
+}
+
+impl CharClassifier {
+    /// Loads `path` and builds a plan for batches of `batch` images.
+    pub fn load(path: &Path, batch: usize) -> Result<CharClassifier, InferError> {
+        let bytes = std::fs::read(path).map_err(|source| InferError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let bad = |reason: String| InferError::Model {
+            path: path.to_owned(),
+            reason,
+        };
+        let vocabulary: Vec<String> = metadata(&bytes, "textrec.vocabulary")
+            .and_then(|v| serde_json::from_str(&v).ok())
+            .ok_or_else(|| bad("no textrec.vocabulary metadata: not a textrec model".into()))?;
+        let side: usize = metadata(&bytes, "textrec.input_height")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad("no textrec.input_height metadata".into()))?;
+        let batch = batch.max(1);
+        let plan = tract_onnx::onnx()
+            .model_for_read(&mut std::io::Cursor::new(&bytes))
+            .and_then(|m| m.with_input_fact(0, f32::fact([batch, 1, side, side]).into()))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| bad(format!("tract cannot load it: {e:#}")))?;
+        Ok(CharClassifier {
+            vocabulary,
+            side,
+            batch,
+            plan,
+        })
+    }
+
+    /// Class scores (logits) for each sample, in order.
+    pub fn logits(&self, samples: &[Sample]) -> Result<Vec<Vec<f32>>, InferError> {
+        let mut out = Vec::with_capacity(samples.len());
+        for chunk in samples.chunks(self.batch) {
+            let batch = collate(chunk, 1, false);
+            if batch.height != self.side || batch.width != self.side {
+                return Err(InferError::Run(format!(
+                    "images are {}×{}, the model reads {}×{}",
+                    batch.width, batch.height, self.side, self.side
+                )));
+            }
+            // The plan has a fixed batch size: pad the last chunk with blank images.
+            let mut pixels = batch.pixels;
+            pixels.resize(self.batch * self.side * self.side, 0.0);
+            let input = tract_ndarray::Array4::from_shape_vec(
+                (self.batch, 1, self.side, self.side),
+                pixels,
+            )
+            .map_err(|e| InferError::Run(e.to_string()))?;
+            let result = self
+                .plan
+                .run(tvec!(Tensor::from(input).into()))
+                .map_err(|e| InferError::Run(format!("{e:#}")))?;
+            let view = result[0]
+                .to_plain_array_view::<f32>()
+                .map_err(|e| InferError::Run(format!("{e:#}")))?;
+            let classes = self.vocabulary.len();
+            let values: Vec<f32> = view.iter().copied().collect();
+            out.extend(
+                values
+                    .chunks(classes)
+                    .take(chunk.len())
+                    .map(<[f32]>::to_vec),
+            );
+        }
+        Ok(out)
+    }
+
+    /// The most likely class index of each sample.
+    pub fn classify(&self, samples: &[Sample]) -> Result<Vec<usize>, InferError> {
+        Ok(self
+            .logits(samples)?
+            .iter()
+            .map(|scores| {
+                scores
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map_or(0, |(i, _)| i)
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,520 @@
+//! The fit loop shared by every model: AdamW with warm-up and cosine decay, gradient clipping,
+//! a validation pass per epoch, early stopping, and checkpoints that make training resumable
+//! after a kill.
+//!
+//! Determinism: the data order of epoch `e` and the backend RNG of step `s` are seeded from
+//! `(seed, e)` and `(seed, s)` alone, so a resumed run continues exactly as an uninterrupted one
+//! would, and the same seed on CPU gives the same weights bytes.
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module, ModuleMapper, Param, ParamId};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+
+use super::ModelError;
+use super::history::{EpochRecord, History};
+use crate::data::batch::{Batch, Batcher};
+use crate::data::split::stable_hash;
+use crate::data::{DataError, Dataset, Observer, Sample, Split};
+
+/// Where training runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    #[default]
+    Cpu,
+    Cuda,
+    /// CUDA when a driver is present (and the build has the `cuda` feature), else CPU.
+    Auto,
+}
+
+/// Hyper-parameters of a fit, straight from the pipeline params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainOptions {
+    pub seed: u64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub weight_decay: f32,
+    /// Steps of linear warm-up before the cosine decay.
+    pub warmup_steps: u64,
+    /// The learning rate decays to this fraction of `learning_rate`.
+    pub min_learning_rate_ratio: f64,
+    /// Gradient L2-norm clip (0 disables).
+    pub clip_grad_norm: f32,
+    /// Stop when the validation metric has not improved for this many epochs (0 disables).
+    pub patience: usize,
+    /// Save a checkpoint every this many steps (and at each epoch end).
+    pub checkpoint_every: u64,
+    /// Stop after this many steps in total, whatever `epochs` says (quick runs).
+    pub max_steps: Option<u64>,
+    /// Samples in the shuffle buffer.
+    pub shuffle_buffer: usize,
+    pub device: Device,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            seed: 1,
+            epochs: 10,
+            batch_size: 128,
+            learning_rate: 1e-3,
+            weight_decay: 1e-4,
+            warmup_steps: 100,
+            min_learning_rate_ratio: 0.05,
+            clip_grad_norm: 1.0,
+            patience: 3,
+            checkpoint_every: 200,
+            max_steps: None,
+            shuffle_buffer: 8192,
+            device: Device::Cpu,
+        }
+    }
+}
+
+impl TrainOptions {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.epochs == 0 || self.batch_size == 0 || self.checkpoint_every == 0 {
+            return Err("epochs, batch_size and checkpoint_every must be > 0".into());
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return Err(format!(
+                "learning_rate {} must be a positive number",
+                self.learning_rate
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.min_learning_rate_ratio) {
+            return Err("min_learning_rate_ratio must be in 0..=1".into());
+        }
+        Ok(())
+    }
+
+    /// Warm-up then cosine decay over `total` steps.
+    pub fn learning_rate_at(&self, step: u64, total: u64) -> f64 {
+        if step < self.warmup_steps {
+            return self.learning_rate * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let span = total.saturating_sub(self.warmup_steps).max(1) as f64;
+        let t = ((step - self.warmup_steps) as f64 / span).min(1.0);
+        let floor = self.learning_rate * self.min_learning_rate_ratio;
+        floor + (self.learning_rate - floor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+    }
+}
+
+/// What a model plugs into [`fit`].
+pub trait Task<B: AutodiffBackend> {
+    type Network: AutodiffModule<B> + Clone + Send;
+
+    /// Name of the validation metric (higher is better), e.g. `accuracy`.
+    fn metric_name(&self) -> &'static str;
+
+    /// Loss of one batch, in training mode.
+    fn loss(&self, network: &Self::Network, batch: &Batch, device: &B::Device) -> Tensor<B, 1>;
+
+    /// `(mean loss, metric)` over the validation split, in inference mode.
+    fn validate(
+        &self,
+        network: &<Self::Network as AutodiffModule<B>>::InnerModule,
+        batches: &mut dyn Iterator<Item = Batch>,
+        device: &B::Device,
+    ) -> (f64, f64);
+
+    /// Width bucket for batching (lines); a huge value for fixed-size images.
+    fn bucket_width(&self) -> usize {
+        usize::MAX
+    }
+}
+
+/// Renumbers a freshly built network's parameter ids 0, 1, 2, …: Burn draws them at random,
+/// and they are written into every weights file, so without this the same seed would not give
+/// the same bytes.
+pub fn with_stable_ids<B: Backend, M: Module<B>>(network: M) -> M {
+    struct StableIds(u64);
+    impl<B: Backend> ModuleMapper<B> for StableIds {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (_, tensor, mapper) = param.consume();
+            self.0 += 1;
+            Param::from_mapped_value(ParamId::from(self.0), tensor, mapper)
+        }
+    }
+    network.map(&mut StableIds(0))
+}
+
+/// How a fit ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOutcome {
+    pub steps: u64,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub best_metric: f64,
+    pub stopped_early: bool,
+    /// The step a killed run was resumed from, if any.
+    pub resumed_from: Option<u64>,
+    pub seconds: f64,
+    pub images_per_second: f64,
+}
+
+/// The resumable state besides the weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Checkpoint {
+    /// The epoch in progress and how many of its batches are done.
+    epoch: usize,
+    batches_done: u64,
+    step: u64,
+    /// `None` until the first validation (JSON has no -∞).
+    best_metric: Option<f64>,
+    best_epoch: usize,
+    epochs_without_improvement: usize,
+    history: History,
+    train_loss_sum: f64,
+    train_batches: u64,
+}
+
+type Record<B, T> = <<T as Task<B>>::Network as burn::module::Module<B>>::Record;
+
+fn recorder() -> NamedMpkBytesRecorder<FullPrecisionSettings> {
+    NamedMpkBytesRecorder::default()
+}
+
+/// Streams one split's samples; the first read error stops the stream and is kept.
+struct Samples<'a> {
+    inner: Box<dyn Iterator<Item = Result<Sample, DataError>> + 'a>,
+    error: &'a RefCell<Option<DataError>>,
+}
+
+impl Iterator for Samples<'_> {
+    type Item = Sample;
+    fn next(&mut self) -> Option<Sample> {
+        match self.inner.next()? {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.error.borrow_mut().get_or_insert(e);
+                None
+            }
+        }
+    }
+}
+
+fn batches<'a>(
+    dataset: &'a Dataset,
+    split: Split,
+    batch_size: usize,
+    bucket: usize,
+    buffer: usize,
+    seed: u64,
+    error: &'a RefCell<Option<DataError>>,
+) -> Batcher<Samples<'a>> {
+    let samples = Samples {
+        inner: Box::new(dataset.samples(split)),
+        error,
+    };
+    Batcher::new(samples, batch_size, bucket, buffer, seed)
+}
+
+/// The best network (inference mode), its history, and how training ended.
+pub type Fitted<B, T> = (
+    <<T as Task<B>>::Network as AutodiffModule<B>>::InnerModule,
+    History,
+    TrainOutcome,
+);
+
+/// Trains `network` on the dataset's train split, validating on val after each epoch, and
+/// returns the best network (by validation metric), its history and how training ended.
+/// Checkpoints go to `resume_dir`; a checkpoint found there is resumed from.
+pub fn fit<B: AutodiffBackend, T: Task<B>>(
+    task: &T,
+    mut network: T::Network,
+    dataset: &Dataset,
+    options: &TrainOptions,
+    resume_dir: &Path,
+    observer: &dyn Observer,
+    device: &B::Device,
+) -> Result<Fitted<B, T>, ModelError> {
+    options
+        .validate()
+        .map_err(|reason| ModelError::Invalid { reason })?;
+    let train_count = dataset.split(Split::Train).map_or(0, |s| s.count);
+    if train_count == 0 {
+        return Err(ModelError::Invalid {
+            reason: format!("{} has no training samples", dataset.dir.display()),
+        });
+    }
+    let steps_per_epoch = train_count.div_ceil(options.batch_size as u64);
+    let planned = steps_per_epoch * options.epochs as u64;
+    let total_steps = options.max_steps.map_or(planned, |m| m.min(planned));
+
+    let mut optimizer_config = AdamWConfig::new().with_weight_decay(options.weight_decay);
+    if options.clip_grad_norm > 0.0 {
+        optimizer_config = optimizer_config
+            .with_grad_clipping(Some(GradientClippingConfig::Norm(options.clip_grad_norm)));
+    }
+    let mut optimizer = optimizer_config.init::<B, T::Network>();
+
+    let mut state = Checkpoint {
+        epoch: 0,
+        batches_done: 0,
+        step: 0,
+        best_metric: None,
+        best_epoch: 0,
+        epochs_without_improvement: 0,
+        history: History {
+            metric_name: task.metric_name().to_owned(),
+            epochs: Vec::new(),
+        },
+        train_loss_sum: 0.0,
+        train_batches: 0,
+    };
+    let mut best: Option<Vec<u8>> = None;
+    let mut resumed_from = None;
+    if let Some((saved, net, opt, best_bytes)) = load_checkpoint::<B, T>(resume_dir, device)? {
+        network = network.load_record(net);
+        optimizer = optimizer.load_record(opt);
+        resumed_from = Some(saved.step);
+        best = best_bytes;
+        state = saved;
+    }
+
+    observer.total(total_steps);
+    observer.advance(state.step);
+    let started = Instant::now();
+    let mut images = 0u64;
+    let error = RefCell::new(None);
+    let mut stopped_early = false;
+    'epochs: while state.epoch < options.epochs && state.step < total_steps {
+        let epoch_seed = stable_hash(options.seed, format!("epoch/{}", state.epoch).as_bytes());
+        let mut train = batches(
+            dataset,
+            Split::Train,
+            options.batch_size,
+            task.bucket_width(),
+            options.shuffle_buffer,
+            epoch_seed,
+            &error,
+        );
+        // A resumed epoch skips the batches it already trained on: same seed, same order.
+        for _ in 0..state.batches_done {
+            train.next();
+        }
+        for batch in train.by_ref() {
+            B::seed(
+                device,
+                stable_hash(options.seed, format!("step/{}", state.step).as_bytes()),
+            );
+            let lr = options.learning_rate_at(state.step, total_steps);
+            let loss = task.loss(&network, &batch, device);
+            let loss_value: f64 = loss.clone().into_scalar().elem::<f64>();
+            if !loss_value.is_finite() {
+                return Err(ModelError::Invalid {
+                    reason: format!(
+                        "the loss became {loss_value} at step {}; lower learning_rate",
+                        state.step
+                    ),
+                });
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &network);
+            network = optimizer.step(lr, network, grads);
+            state.step += 1;
+            state.batches_done += 1;
+            state.train_loss_sum += loss_value;
+            state.train_batches += 1;
+            images += batch.len() as u64;
+            observer.advance(1);
+            observer.message(&format!(
+                "epoch {} loss {:.4} lr {:.2e} {:.0} img/s",
+                state.epoch + 1,
+                loss_value,
+                lr,
+                images as f64 / started.elapsed().as_secs_f64().max(1e-9)
+            ));
+            if state.step.is_multiple_of(options.checkpoint_every) {
+                save_checkpoint::<B, T>(resume_dir, &state, &network, &optimizer, best.as_deref())?;
+            }
+            if state.step >= total_steps {
+                break;
+            }
+        }
+        if let Some(e) = error.borrow_mut().take() {
+            return Err(e.into());
+        }
+        // Validation at the end of the epoch (or of the step budget).
+        let inference = network.valid();
+        let mut val = batches(
+            dataset,
+            Split::Val,
+            options.batch_size,
+            task.bucket_width(),
+            1,
+            0,
+            &error,
+        );
+        let (val_loss, metric) = task.validate(&inference, &mut val, device);
+        if let Some(e) = error.borrow_mut().take() {
+            return Err(e.into());
+        }
+        state.history.epochs.push(EpochRecord {
+            epoch: state.epoch + 1,
+            step: state.step,
+            learning_rate: options.learning_rate_at(state.step.saturating_sub(1), total_steps),
+            train_loss: state.train_loss_sum / state.train_batches.max(1) as f64,
+            val_loss,
+            val_metric: metric,
+            images_per_second: images as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        });
+        observer.log(&format!(
+            "epoch {}: train loss {:.4}, val loss {val_loss:.4}, val {} {metric:.4}",
+            state.epoch + 1,
+            state.history.epochs.last().map_or(0.0, |e| e.train_loss),
+            task.metric_name()
+        ));
+        if state.best_metric.is_none_or(|best| metric > best) {
+            state.best_metric = Some(metric);
+            state.best_epoch = state.epoch + 1;
+            state.epochs_without_improvement = 0;
+            best = Some(record_bytes::<B, T>(&network)?);
+        } else {
+            state.epochs_without_improvement += 1;
+        }
+        state.epoch += 1;
+        state.batches_done = 0;
+        state.train_loss_sum = 0.0;
+        state.train_batches = 0;
+        save_checkpoint::<B, T>(resume_dir, &state, &network, &optimizer, best.as_deref())?;
+        if options.patience > 0 && state.epochs_without_improvement >= options.patience {
+            stopped_early = true;
+            break 'epochs;
+        }
+    }
+
+    let best_bytes = best.ok_or_else(|| ModelError::Invalid {
+        reason: "training ended before any validation".into(),
+    })?;
+    let record: Record<B, T> =
+        recorder()
+            .load(best_bytes, device)
+            .map_err(|e| ModelError::Invalid {
+                reason: format!("reload best weights: {e}"),
+            })?;
+    let best_network = network.load_record(record).valid();
+    let seconds = started.elapsed().as_secs_f64();
+    let outcome = TrainOutcome {
+        steps: state.step,
+        epochs_run: state.epoch,
+        best_epoch: state.best_epoch,
+        best_metric: state.best_metric.unwrap_or(0.0),
+        stopped_early,
+        resumed_from,
+        seconds,
+        images_per_second: images as f64 / seconds.max(1e-9),
+    };
+    Ok((best_network, state.history, outcome))
+}
+
+fn record_bytes<B: AutodiffBackend, T: Task<B>>(
+    network: &T::Network,
+) -> Result<Vec<u8>, ModelError> {
+    recorder()
+        .record(network.clone().into_record(), ())
+        .map_err(|e| ModelError::Invalid {
+            reason: format!("serialise weights: {e}"),
+        })
+}
+
+const STATE: &str = "state.json";
+const NETWORK: &str = "network.mpk";
+const OPTIMIZER: &str = "optimizer.mpk";
+const BEST: &str = "best.mpk";
+
+/// Writes the checkpoint files, then `state.json` last: a checkpoint counts only once its state
+/// file is in place, so a kill mid-save falls back to the previous complete checkpoint.
+fn save_checkpoint<B: AutodiffBackend, T: Task<B>>(
+    dir: &Path,
+    state: &Checkpoint,
+    network: &T::Network,
+    optimizer: &impl Optimizer<T::Network, B>,
+    best: Option<&[u8]>,
+) -> Result<(), ModelError> {
+    let tag = state.step;
+    let write = |name: String, bytes: &[u8]| -> Result<(), ModelError> {
+        let path = dir.join(&name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, bytes).map_err(ModelError::io("write", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(ModelError::io("rename into", &path))
+    };
+    write(format!("{tag}.{NETWORK}"), &record_bytes::<B, T>(network)?)?;
+    let optimizer_bytes =
+        recorder()
+            .record(optimizer.to_record(), ())
+            .map_err(|e| ModelError::Invalid {
+                reason: format!("serialise optimiser: {e}"),
+            })?;
+    write(format!("{tag}.{OPTIMIZER}"), &optimizer_bytes)?;
+    if let Some(best) = best {
+        write(format!("{tag}.{BEST}"), best)?;
+    }
+    let json = serde_json::to_vec(state).expect("checkpoint state serialises");
+    write(STATE.to_owned(), &json)?;
+    // Older checkpoints are superseded now that state.json names this one.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let current = name.starts_with(&format!("{tag}."));
+            if name.ends_with(".mpk") && !current {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+type Adaptor<B, T> = OptimizerAdaptor<AdamW, <T as Task<B>>::Network, B>;
+type OptimizerRecord<B, T> = <Adaptor<B, T> as Optimizer<<T as Task<B>>::Network, B>>::Record;
+type Resumed<B, T> = (
+    Checkpoint,
+    Record<B, T>,
+    OptimizerRecord<B, T>,
+    Option<Vec<u8>>,
+);
+
+/// The last complete checkpoint in `dir`, if any.
+fn load_checkpoint<B: AutodiffBackend, T: Task<B>>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<Option<Resumed<B, T>>, ModelError> {
+    let path = dir.join(STATE);
+    let Ok(text) = std::fs::read(&path) else {
+        return Ok(None);
+    };
+    let state: Checkpoint = serde_json::from_slice(&text).map_err(|e| ModelError::Weights {
+        path: path.clone(),
+        reason: format!("corrupt checkpoint state: {e}"),
+    })?;
+    let tag = state.step;
+    let read = |name: String| -> Result<Vec<u8>, ModelError> {
+        let path = dir.join(name);
+        std::fs::read(&path).map_err(ModelError::io("read", &path))
+    };
+    let network = recorder()
+        .load(read(format!("{tag}.{NETWORK}"))?, device)
+        .map_err(|e| ModelError::Weights {
+            path: dir.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let optimizer = recorder()
+        .load(read(format!("{tag}.{OPTIMIZER}"))?, device)
+        .map_err(|e| ModelError::Weights {
+            path: dir.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let best = read(format!("{tag}.{BEST}")).ok();
+    Ok(Some((state, network, optimizer, best)))
+}

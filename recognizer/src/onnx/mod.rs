@@ -1,0 +1,12 @@
+//! ONNX export: we write the graph ourselves (tract's prost types, opset 17, IR 8; DESIGN.md 2)
+//! from trained weights, and check it structurally and against the training framework's outputs.
+
+#[cfg(feature = "train")]
+mod char_cnn;
+mod check;
+mod graph;
+
+#[cfg(feature = "train")]
+pub use char_cnn::export_char_cnn;
+pub use check::{StructureError, check_structure, run_tract};
+pub use graph::{GraphBuilder, IR_VERSION, Metadata, OPSET};

