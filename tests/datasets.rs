@@ -8,8 +8,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::process::Output;
 
 use support::Workspace;
 use textrec_recognizer::data::{Dataset, Sample, Split};
@@ -81,25 +79,6 @@ fn workspace() -> Workspace {
     ws
 }
 
-fn xtask(ws: &Workspace, args: &[&str]) -> Output {
-    ws.command(args)
-        .env(
-            "TEXTREC_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("textrec-download-cache"),
-        )
-        .output()
-        .expect("run xtask")
-}
-
-fn run_ok(ws: &Workspace, args: &[&str]) {
-    let out = xtask(ws, args);
-    assert!(
-        out.status.success(),
-        "xtask {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn samples(dataset: &Dataset, split: Split) -> Vec<Sample> {
     dataset.samples(split).collect::<Result<_, _>>().unwrap()
 }
@@ -111,7 +90,7 @@ fn writer_group(style: &str) -> &str {
 #[test]
 fn datasets_have_disjoint_splits_balanced_classes_and_reproducible_bytes() {
     let ws = workspace();
-    run_ok(&ws, &["run", "p.yaml"]);
+    ws.run_ok(&["run", "p.yaml"]);
 
     // Chars: balanced, real MNIST digits in every split, no image in two splits.
     let chars = Dataset::open(&ws.path("chars")).unwrap();
@@ -218,7 +197,7 @@ fn datasets_have_disjoint_splits_balanced_classes_and_reproducible_bytes() {
 
     // The same pipeline elsewhere gives the same bytes; another seed does not.
     let twin = workspace();
-    run_ok(&twin, &["run", "p.yaml"]);
+    twin.run_ok(&["run", "p.yaml"]);
     for name in ["chars", "lines", "pages", "lines-augmented"] {
         assert_eq!(
             ws.read(&format!("{name}/manifest.json")),
@@ -226,10 +205,7 @@ fn datasets_have_disjoint_splits_balanced_classes_and_reproducible_bytes() {
             "{name}"
         );
     }
-    run_ok(
-        &twin,
-        &["run", "p.yaml", "-S", "chars.seed=8", "--only", "chars"],
-    );
+    twin.run_ok(&["run", "p.yaml", "-S", "chars.seed=8", "--only", "chars"]);
     let reseeded = Dataset::open(&twin.path("chars")).unwrap();
     assert_ne!(
         reseeded.split(Split::Train).unwrap().shards[0].sha256,
@@ -237,24 +213,37 @@ fn datasets_have_disjoint_splits_balanced_classes_and_reproducible_bytes() {
     );
 }
 
+/// Runs `download` and `stage` of `pipeline` (with `sentences` as the sentence file, if given)
+/// in a fresh workspace; returns the workspace, the exit code and stderr.
+fn attempt(
+    pipeline: &str,
+    sentences: Option<&str>,
+    stage: &str,
+) -> (Workspace, Option<i32>, String) {
+    let ws = workspace();
+    ws.write("p.yaml", pipeline);
+    if let Some(text) = sentences {
+        ws.write("sentences.txt", text);
+    }
+    let out = ws.xtask_cached(&["run", "p.yaml", "--only", "download", "--only", stage]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (ws, out.status.code(), stderr)
+}
+
 #[test]
 fn bad_sources_fail_with_a_message_that_names_them() {
-    let ws = workspace();
-    ws.write(
-        "p.yaml",
-        &PIPELINE
-            .replace(
-                "fonts: &fonts [fonts-dancingscript, fonts-comic-neue, fonts-lobster, fonts-kristi]",
-                "fonts: &fonts [fonts-dancingscript, fortunes-min]",
-            )
-            .replace("held_out_fonts: &held {val: [fonts-lobster], test: [fonts-kristi]}", "held_out_fonts: &held {}"),
-    );
-    let out = xtask(
-        &ws,
-        &["run", "p.yaml", "--only", "download", "--only", "chars"],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // A source that is not a font package.
+    let pipeline = PIPELINE
+        .replace(
+            "fonts: &fonts [fonts-dancingscript, fonts-comic-neue, fonts-lobster, fonts-kristi]",
+            "fonts: &fonts [fonts-dancingscript, fortunes-min]",
+        )
+        .replace(
+            "held_out_fonts: &held {val: [fonts-lobster], test: [fonts-kristi]}",
+            "held_out_fonts: &held {}",
+        );
+    let (ws, code, stderr) = attempt(&pipeline, None, "chars");
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("fortunes-min") && stderr.contains("no .ttf or .otf"),
         "{stderr}"
@@ -262,64 +251,40 @@ fn bad_sources_fail_with_a_message_that_names_them() {
     assert!(!ws.exists("chars"), "a failed stage leaves no output");
 
     // A font package nobody downloaded.
-    let ws = workspace();
-    ws.write(
-        "p.yaml",
-        &PIPELINE.replace(
-            "fonts: &fonts [fonts-dancingscript,",
-            "fonts: &fonts [fonts-missing,",
-        ),
+    let pipeline = PIPELINE.replace(
+        "fonts: &fonts [fonts-dancingscript,",
+        "fonts: &fonts [fonts-missing,",
     );
-    let out = xtask(
-        &ws,
-        &["run", "p.yaml", "--only", "download", "--only", "chars"],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (_, code, stderr) = attempt(&pipeline, None, "chars");
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("no downloaded source is named `fonts-missing`"),
         "{stderr}"
     );
 
     // A corpus with nothing the vocabulary can write.
-    let ws = workspace();
-    ws.write(
-        "p.yaml",
-        &PIPELINE.replace("text: [sentences, fortunes-min]", "text: [sentences]"),
+    let pipeline = PIPELINE.replace("text: [sentences, fortunes-min]", "text: [sentences]");
+    let (_, code, stderr) = attempt(
+        &pipeline,
+        Some("\u{4e2d}\u{6587}\n\u{65e5}\u{672c}\u{8a9e}\n"),
+        "lines",
     );
-    ws.write(
-        "sentences.txt",
-        "\u{4e2d}\u{6587}\n\u{65e5}\u{672c}\u{8a9e}\n",
-    );
-    let out = xtask(
-        &ws,
-        &["run", "p.yaml", "--only", "download", "--only", "lines"],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("no usable sentence"), "{stderr}");
 
     // A capitals-only font (small capitals for lower case): its lower case is skipped with a
     // warning that lists it, never drawn under a lower-case label.
-    let ws = workspace();
-    ws.write(
-        "p.yaml",
-        &PIPELINE
-            .replace(
-                "- {name: fonts-kristi,",
-                "- {name: fonts-bwht, apt: fonts-bwht, sha256: 5dd1d688f690fcafac659761c20cade5ef49ffc20fd7ba6b953d7d38d5165839}\n        - {name: fonts-kristi,",
-            )
-            .replace(
-                "fonts: &fonts [fonts-dancingscript, fonts-comic-neue, fonts-lobster, fonts-kristi]",
-                "fonts: &fonts [fonts-dancingscript, fonts-bwht, fonts-lobster, fonts-kristi]\n      capitals_only: [fonts-bwht]",
-            ),
-    );
-    let out = xtask(
-        &ws,
-        &["run", "p.yaml", "--only", "download", "--only", "chars"],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let pipeline = PIPELINE
+        .replace(
+            "- {name: fonts-kristi,",
+            "- {name: fonts-bwht, apt: fonts-bwht, sha256: 5dd1d688f690fcafac659761c20cade5ef49ffc20fd7ba6b953d7d38d5165839}\n        - {name: fonts-kristi,",
+        )
+        .replace(
+            "fonts: &fonts [fonts-dancingscript, fonts-comic-neue, fonts-lobster, fonts-kristi]",
+            "fonts: &fonts [fonts-dancingscript, fonts-bwht, fonts-lobster, fonts-kristi]\n      capitals_only: [fonts-bwht]",
+        );
+    let (ws, code, stderr) = attempt(&pipeline, None, "chars");
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("warning: font fonts-bwht/") && stderr.contains("lacks"),
         "{stderr}"

@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use support::Workspace;
@@ -63,24 +61,6 @@ fn workspace() -> Workspace {
     ws
 }
 
-fn cache() -> std::path::PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("textrec-download-cache")
-}
-
-fn xtask(ws: &Workspace, args: &[&str]) -> Output {
-    ws.command(args)
-        .env("TEXTREC_CACHE_DIR", cache())
-        .output()
-        .expect("run xtask")
-}
-
-fn run_ok(ws: &Workspace, args: &[&str]) -> String {
-    let out = xtask(ws, args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "xtask {args:?} failed:\n{stderr}");
-    stderr
-}
-
 fn weights(ws: &Workspace) -> Vec<u8> {
     std::fs::read(ws.path("model/weights.mpk")).expect("weights.mpk")
 }
@@ -88,7 +68,7 @@ fn weights(ws: &Workspace) -> Vec<u8> {
 #[test]
 fn same_seed_same_weights_and_a_killed_run_resumes_to_the_same_result() {
     let first = workspace();
-    run_ok(&first, &["run", "p.yaml"]);
+    first.run_ok(&["run", "p.yaml"]);
     for file in [
         "model/model.json",
         "model/history.csv",
@@ -114,12 +94,9 @@ fn same_seed_same_weights_and_a_killed_run_resumes_to_the_same_result() {
 
     // Same seed in another workspace: the same weights, byte for byte.
     let twin = workspace();
-    run_ok(
-        &twin,
-        &[
-            "run", "p.yaml", "--only", "download", "--only", "chars", "--only", "train",
-        ],
-    );
+    twin.run_ok(&[
+        "run", "p.yaml", "--only", "download", "--only", "chars", "--only", "train",
+    ]);
     assert!(
         weights(&first) == weights(&twin),
         "same seed, different weights bytes"
@@ -127,13 +104,10 @@ fn same_seed_same_weights_and_a_killed_run_resumes_to_the_same_result() {
 
     // Kill a run as soon as it has a checkpoint, run again: it resumes and ends identically.
     let killed = workspace();
-    run_ok(
-        &killed,
-        &["run", "p.yaml", "--only", "download", "--only", "chars"],
-    );
+    killed.run_ok(&["run", "p.yaml", "--only", "download", "--only", "chars"]);
     let mut child = killed
         .command(&["run", "p.yaml", "--only", "train"])
-        .env("TEXTREC_CACHE_DIR", cache())
+        .env("TEXTREC_CACHE_DIR", support::download_cache())
         .spawn()
         .unwrap();
     let started = Instant::now();
@@ -161,7 +135,7 @@ fn same_seed_same_weights_and_a_killed_run_resumes_to_the_same_result() {
     child.wait().unwrap();
     assert!(!killed.exists("model"), "a killed run leaves no model");
     assert!(checkpoint.exists());
-    let stderr = run_ok(&killed, &["run", "p.yaml", "--only", "train"]);
+    let stderr = killed.run_ok(&["run", "p.yaml", "--only", "train"]);
     assert!(
         stderr.contains("resumed from the checkpoint at step"),
         "{stderr}"
@@ -183,7 +157,7 @@ fn a_quality_gate_below_the_floor_fails_with_the_measured_number() {
         "p.yaml",
         &PIPELINE.replace("min_accuracy: 0.0", "min_accuracy: 0.999"),
     );
-    let out = xtask(&ws, &["run", "p.yaml"]);
+    let out = ws.xtask_cached(&["run", "p.yaml"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(

@@ -5,14 +5,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use image::{Rgb, RgbImage};
 use serde::Deserialize;
 use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::data::{Dataset, Split};
-use textrec_recognizer::infer::CharClassifier;
+use textrec_recognizer::infer::{CharClassifier, score_chars};
 
 use crate::observe::StageObserver;
-use textrec_recognizer::data::Observer;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Evaluate;
@@ -72,95 +70,52 @@ impl StageKind for Evaluate {
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageFailure> {
         let params = validate(ctx.stage)?;
-        let observer = StageObserver { ctx };
         let started = Instant::now();
         let classifier = CharClassifier::load(&ctx.deps[0], 128)?;
         let dataset = Dataset::open(&ctx.deps[1])?;
-        let info = dataset
-            .split(params.split)
-            .ok_or_else(|| format!("the dataset has no {} split", params.split.name()))?;
-        observer.total(info.count);
-        let n = classifier.vocabulary.len();
-        let index: BTreeMap<&str, usize> = classifier
-            .vocabulary
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.as_str(), i))
-            .collect();
-        let mut confusion = vec![vec![0u32; n]; n];
-        let mut samples = dataset.samples(params.split).peekable();
-        let mut chunk = Vec::new();
-        while samples.peek().is_some() {
-            chunk.clear();
-            for s in samples.by_ref().take(1024) {
-                chunk.push(s?);
-            }
-            for (sample, predicted) in chunk.iter().zip(classifier.classify(&chunk)?) {
-                let truth = *index.get(sample.label.as_str()).ok_or_else(|| {
-                    format!("label {:?} is not in the model's vocabulary", sample.label)
-                })?;
-                confusion[truth][predicted] += 1;
-            }
-            observer.advance(chunk.len() as u64);
-        }
+        let confusion = score_chars(&classifier, &dataset, params.split, &StageObserver { ctx })?;
         let seconds = started.elapsed().as_secs_f64();
-        let total: u32 = confusion.iter().flatten().sum();
-        let correct: u32 = (0..n).map(|i| confusion[i][i]).sum();
-        let accuracy = f64::from(correct) / f64::from(total.max(1));
-
+        let accuracy = confusion.accuracy();
         // Baseline: always answer the training split's most frequent class.
-        let train_counts = dataset
+        let majority = dataset
             .split(Split::Train)
-            .map(|s| s.class_counts.clone())
+            .and_then(|s| {
+                s.class_counts
+                    .iter()
+                    .max_by_key(|(_, c)| **c)
+                    .map(|(k, _)| k.clone())
+            })
             .unwrap_or_default();
-        let majority = train_counts
-            .iter()
-            .max_by_key(|(_, c)| **c)
-            .map(|(k, _)| k.clone())
-            .unwrap_or_default();
-        let baseline = index.get(majority.as_str()).map_or(0.0, |&m| {
-            f64::from(confusion[m].iter().sum::<u32>()) / f64::from(total.max(1))
-        });
+        let baseline = confusion.share_of(&majority);
         let previous = match &params.previous {
             Some(p) => read_previous(&ctx.workdir.join(p))?,
             None => None,
         };
 
-        let per_class: BTreeMap<String, f64> = (0..n)
-            .filter(|&i| confusion[i].iter().sum::<u32>() > 0)
-            .map(|i| {
-                (
-                    classifier.vocabulary[i].clone(),
-                    f64::from(confusion[i][i]) / f64::from(confusion[i].iter().sum::<u32>()),
-                )
-            })
-            .collect();
         let metrics = serde_json::json!({
             "accuracy": accuracy,
-            "samples": total,
+            "samples": confusion.total(),
             "baseline_majority_accuracy": baseline,
             "previous_accuracy": previous,
             "seconds": seconds,
         });
         let report = &ctx.outs[0].1;
         std::fs::create_dir_all(report)?;
-        std::fs::write(ctx.outs[1].1.as_path(), format!("{metrics}\n"))?;
+        std::fs::write(&ctx.outs[1].1, format!("{metrics}\n"))?;
+        let per_class = confusion.per_class();
         std::fs::write(
             report.join("per_class.json"),
             serde_json::to_vec_pretty(&per_class)?,
         )?;
-        confusion_png(&confusion, &report.join("confusion.png"))?;
-        std::fs::write(
-            report.join("report.md"),
-            markdown(
-                params.split,
-                accuracy,
-                baseline,
-                previous,
-                total,
-                &per_class,
-            ),
-        )?;
+        confusion.write_png(&report.join("confusion.png"))?;
+        let summary = Summary {
+            split: params.split,
+            accuracy,
+            baseline,
+            previous,
+            samples: confusion.total(),
+        };
+        std::fs::write(report.join("report.md"), summary.markdown(&per_class))?;
 
         let mut failures = Vec::new();
         if let Some(floor) = params.min_accuracy
@@ -201,48 +156,34 @@ fn read_previous(path: &Path) -> Result<Option<f64>, StageFailure> {
     Ok(value.get("accuracy").and_then(serde_json::Value::as_f64))
 }
 
-fn markdown(
+struct Summary {
     split: Split,
     accuracy: f64,
     baseline: f64,
     previous: Option<f64>,
     samples: u32,
-    per_class: &BTreeMap<String, f64>,
-) -> String {
-    let mut md = format!(
-        "# Character model evaluation ({} split, {samples} samples)\n\n| model | accuracy |\n|---|---|\n| this model | {accuracy:.4} |\n| majority-class baseline | {baseline:.4} |\n",
-        split.name()
-    );
-    if let Some(p) = previous {
-        md.push_str(&format!("| previous release | {p:.4} |\n"));
-    }
-    let mut worst: Vec<(&String, &f64)> = per_class.iter().collect();
-    worst.sort_by(|a, b| a.1.total_cmp(b.1));
-    md.push_str("\n## Hardest classes\n\n| class | accuracy |\n|---|---|\n");
-    for (c, a) in worst.iter().take(10) {
-        md.push_str(&format!("| `{c}` | {a:.3} |\n"));
-    }
-    md.push_str("\n![confusion matrix](confusion.png)\n");
-    md
 }
 
-/// Row-normalised confusion matrix, darker = more; 8 px per cell.
-fn confusion_png(confusion: &[Vec<u32>], path: &Path) -> Result<(), StageFailure> {
-    let n = confusion.len() as u32;
-    let cell = 8;
-    let mut img = RgbImage::from_pixel(n * cell, n * cell, Rgb([255, 255, 255]));
-    for (t, row) in confusion.iter().enumerate() {
-        let sum = row.iter().sum::<u32>().max(1) as f32;
-        for (p, &count) in row.iter().enumerate() {
-            let v = 255 - (255.0 * count as f32 / sum) as u8;
-            for dy in 0..cell {
-                for dx in 0..cell {
-                    img.put_pixel(p as u32 * cell + dx, t as u32 * cell + dy, Rgb([v, v, 255]));
-                }
-            }
+impl Summary {
+    fn markdown(&self, per_class: &BTreeMap<String, f64>) -> String {
+        let mut md = format!(
+            "# Character model evaluation ({} split, {} samples)\n\n| model | accuracy |\n|---|---|\n\
+             | this model | {:.4} |\n| majority-class baseline | {:.4} |\n",
+            self.split.name(),
+            self.samples,
+            self.accuracy,
+            self.baseline
+        );
+        if let Some(p) = self.previous {
+            md.push_str(&format!("| previous release | {p:.4} |\n"));
         }
+        let mut worst: Vec<(&String, &f64)> = per_class.iter().collect();
+        worst.sort_by(|a, b| a.1.total_cmp(b.1));
+        md.push_str("\n## Hardest classes\n\n| class | accuracy |\n|---|---|\n");
+        for (c, a) in worst.iter().take(10) {
+            md.push_str(&format!("| `{c}` | {a:.3} |\n"));
+        }
+        md.push_str("\n![confusion matrix](confusion.png)\n");
+        md
     }
-    img.save(path)
-        .map_err(|e| format!("write {}: {e}", path.display()))?;
-    Ok(())
 }

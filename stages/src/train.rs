@@ -58,8 +58,12 @@ impl StageKind for Train {
         let params = validate(ctx.stage)?;
         let observer = StageObserver { ctx };
         let out = &ctx.outs[0].1;
+        if params.training.device == Device::Auto {
+            // This build has no GPU backend: `auto` means the CPU, and the user should know.
+            observer.warn("device: auto → cpu (this build has no CUDA backend)");
+        }
         let (spec, _history) = match (params.model, params.training.device) {
-            (Architecture::CharCnn, Device::Cpu) => train_char_model::<CpuTraining>(
+            (Architecture::CharCnn, Device::Cpu | Device::Auto) => train_char_model::<CpuTraining>(
                 &ctx.deps[0],
                 &params.training,
                 None,
@@ -68,11 +72,12 @@ impl StageKind for Train {
                 &observer,
                 &Default::default(),
             )?,
-            (_, device) => {
-                return Err(format!(
-                    "device `{device:?}` is not available in this build (CPU training uses Burn's flex backend)"
-                )
-                .into());
+            (_, Device::Cuda) => {
+                return Err(
+                    "device: cuda is not available in this build (CPU training uses Burn's flex backend); \
+                     use device: cpu or auto"
+                        .into(),
+                );
             }
         };
         if let Some((_, metrics)) = ctx.outs.get(1) {

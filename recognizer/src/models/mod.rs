@@ -5,9 +5,7 @@ mod char_model;
 mod fit;
 mod history;
 
-pub use char_model::{
-    CharEvaluation, CharModelSpec, evaluate_chars, load_char_model, train_char_model,
-};
+pub use char_model::{CharModelSpec, load_char_model, train_char_model};
 pub use fit::{Device, TrainOptions, TrainOutcome};
 pub use history::{EpochRecord, History};
 

@@ -23,6 +23,21 @@ fn tensor<B: Backend, const D: usize>(t: Tensor<B, D>) -> (Vec<usize>, Vec<f32>)
     (dims, values)
 }
 
+/// Adds `NAME.weight` and `NAME.bias` initializers.
+fn add_layer(
+    g: &mut GraphBuilder,
+    name: &str,
+    (weight_dims, weight): (Vec<usize>, Vec<f32>),
+    bias: Option<(Vec<usize>, Vec<f32>)>,
+) -> Result<(), ModelError> {
+    let (bias_dims, bias) = bias.ok_or_else(|| ModelError::Invalid {
+        reason: format!("{name} has no bias"),
+    })?;
+    g.weight(&format!("{name}.weight"), &weight_dims, &weight);
+    g.weight(&format!("{name}.bias"), &bias_dims, &bias);
+    Ok(())
+}
+
 /// Writes the network as ONNX (input `image` `[N, 1, 28, 28]`, output `logits` `[N, classes]`),
 /// validates its structure and checks tract's outputs against Burn's on `parity_samples`.
 /// Returns the encoded model and the largest absolute difference seen.
@@ -35,24 +50,37 @@ pub fn export_char_cnn<B: Backend>(
     let mut g = GraphBuilder::new();
     let side = CHAR_SIDE as i64;
     g.input("image", &[Err("N"), Ok(1), Ok(side), Ok(side)]);
-    for (name, conv) in [("conv1", &network.conv1), ("conv2", &network.conv2)] {
-        let (dims, w) = tensor(conv.weight.val());
-        g.weight(&format!("{name}.weight"), &dims, &w);
-        let bias = conv.bias.as_ref().ok_or_else(|| ModelError::Invalid {
-            reason: format!("{name} has no bias"),
-        })?;
-        let (dims, b) = tensor(bias.val());
-        g.weight(&format!("{name}.bias"), &dims, &b);
+    // Conv weights are [out, in, kh, kw] as in ONNX; Burn stores Linear weights as [in, out],
+    // hence Gemm with transB = 0 below.
+    let layers = [
+        (
+            "conv1",
+            network.conv1.weight.val(),
+            network.conv1.bias.as_ref().map(|b| b.val()),
+        ),
+        (
+            "conv2",
+            network.conv2.weight.val(),
+            network.conv2.bias.as_ref().map(|b| b.val()),
+        ),
+    ];
+    for (name, weight, bias) in layers {
+        add_layer(&mut g, name, tensor(weight), bias.map(tensor))?;
     }
-    for (name, linear) in [("fc1", &network.fc1), ("fc2", &network.fc2)] {
-        // Burn stores Linear weights as [in, out]: Gemm with transB = 0.
-        let (dims, w) = tensor(linear.weight.val());
-        g.weight(&format!("{name}.weight"), &dims, &w);
-        let bias = linear.bias.as_ref().ok_or_else(|| ModelError::Invalid {
-            reason: format!("{name} has no bias"),
-        })?;
-        let (dims, b) = tensor(bias.val());
-        g.weight(&format!("{name}.bias"), &dims, &b);
+    let dense = [
+        (
+            "fc1",
+            network.fc1.weight.val(),
+            network.fc1.bias.as_ref().map(|b| b.val()),
+        ),
+        (
+            "fc2",
+            network.fc2.weight.val(),
+            network.fc2.bias.as_ref().map(|b| b.val()),
+        ),
+    ];
+    for (name, weight, bias) in dense {
+        add_layer(&mut g, name, tensor(weight), bias.map(tensor))?;
     }
     let kernel = ("kernel_shape", Attr::Ints(vec![3, 3]));
     g.node(

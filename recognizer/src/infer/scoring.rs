@@ -1,0 +1,138 @@
+//! Scoring a classifier: the confusion matrix and what follows from it (accuracy, per-class
+//! accuracy, the share a constant answer would get), and its picture.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use image::{Rgb, RgbImage};
+
+use super::{CharClassifier, InferError};
+use crate::data::{Dataset, Observer, Split};
+
+/// Counts of `[true class][predicted class]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Confusion {
+    labels: Vec<String>,
+    index: HashMap<String, usize>,
+    counts: Vec<Vec<u32>>,
+}
+
+impl Confusion {
+    pub fn new(labels: Vec<String>) -> Confusion {
+        let n = labels.len();
+        Confusion {
+            index: labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (l.clone(), i))
+                .collect(),
+            labels,
+            counts: vec![vec![0; n]; n],
+        }
+    }
+
+    /// Records one prediction for a sample whose true label is `truth`.
+    pub fn add(&mut self, truth: &str, predicted: usize) -> Result<(), InferError> {
+        let t = *self.index.get(truth).ok_or_else(|| {
+            InferError::Run(format!("label {truth:?} is not in the model's vocabulary"))
+        })?;
+        self.counts[t][predicted.min(self.labels.len() - 1)] += 1;
+        Ok(())
+    }
+
+    pub fn total(&self) -> u32 {
+        self.counts.iter().flatten().sum()
+    }
+
+    pub fn accuracy(&self) -> f64 {
+        let correct: u32 = (0..self.labels.len()).map(|i| self.counts[i][i]).sum();
+        f64::from(correct) / f64::from(self.total().max(1))
+    }
+
+    /// Accuracy per class that occurs.
+    pub fn per_class(&self) -> BTreeMap<String, f64> {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, row)| row.iter().sum::<u32>() > 0)
+            .map(|(i, row)| {
+                (
+                    self.labels[i].clone(),
+                    f64::from(row[i]) / f64::from(row.iter().sum::<u32>()),
+                )
+            })
+            .collect()
+    }
+
+    /// The accuracy of always answering `label` (a trivial baseline).
+    pub fn share_of(&self, label: &str) -> f64 {
+        self.index.get(label).map_or(0.0, |&i| {
+            f64::from(self.counts[i].iter().sum::<u32>()) / f64::from(self.total().max(1))
+        })
+    }
+
+    /// Row-normalised matrix as a PNG, 8 px per cell, darker = more.
+    pub fn write_png(&self, path: &Path) -> Result<(), InferError> {
+        let n = self.labels.len() as u32;
+        let cell = 8;
+        let mut img = RgbImage::from_pixel(n.max(1) * cell, n.max(1) * cell, Rgb([255, 255, 255]));
+        for (t, row) in self.counts.iter().enumerate() {
+            let sum = row.iter().sum::<u32>().max(1) as f32;
+            for (p, &count) in row.iter().enumerate() {
+                let v = 255 - (255.0 * count as f32 / sum) as u8;
+                for dy in 0..cell {
+                    for dx in 0..cell {
+                        img.put_pixel(p as u32 * cell + dx, t as u32 * cell + dy, Rgb([v, v, 255]));
+                    }
+                }
+            }
+        }
+        img.save(path)
+            .map_err(|e| InferError::Run(format!("write {}: {e}", path.display())))
+    }
+}
+
+/// Classifies every sample of `split`, streaming, and returns the confusion matrix.
+pub fn score_chars(
+    classifier: &CharClassifier,
+    dataset: &Dataset,
+    split: Split,
+    observer: &dyn Observer,
+) -> Result<Confusion, InferError> {
+    let count = dataset
+        .split(split)
+        .ok_or_else(|| InferError::Run(format!("the dataset has no {} split", split.name())))?
+        .count;
+    observer.total(count);
+    let mut confusion = Confusion::new(classifier.vocabulary.clone());
+    let mut samples = dataset.samples(split).peekable();
+    let mut chunk = Vec::new();
+    while samples.peek().is_some() {
+        chunk.clear();
+        for sample in samples.by_ref().take(1024) {
+            chunk.push(sample?);
+        }
+        for (sample, predicted) in chunk.iter().zip(classifier.classify(&chunk)?) {
+            confusion.add(&sample.label, predicted)?;
+        }
+        observer.advance(chunk.len() as u64);
+    }
+    Ok(confusion)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accuracy_per_class_and_baseline_follow_the_counts() {
+        let mut c = Confusion::new(vec!["a".into(), "b".into()]);
+        for (truth, predicted) in [("a", 0), ("a", 0), ("a", 1), ("b", 1)] {
+            c.add(truth, predicted).unwrap();
+        }
+        assert_eq!(c.accuracy(), 0.75);
+        assert_eq!(c.per_class()["a"], 2.0 / 3.0);
+        assert_eq!(c.share_of("a"), 0.75);
+        assert!(c.add("z", 0).is_err());
+    }
+}
