@@ -22,10 +22,6 @@ impl Split {
             Split::Test => "test",
         }
     }
-
-    pub fn parse(name: &str) -> Option<Split> {
-        Split::ALL.into_iter().find(|s| s.name() == name)
-    }
 }
 
 /// Fractions of keys that go to val and test; the rest is train.
