@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::manifest::{Dataset, DatasetKind, Manifest};
+use super::manifest::{Dataset, DatasetKind, Manifest, count_classes};
 use super::raster::{Affine, Ink};
 use super::shard::{Sample, ShardWriter};
 use super::split::{Split, stable_hash};
@@ -209,13 +209,7 @@ pub fn augment_dataset(
             for sample in produced.iter().flatten() {
                 writer.push(sample)?;
                 count += 1;
-                if input.manifest.kind == DatasetKind::Chars {
-                    *class_counts.entry(sample.label.clone()).or_default() += 1;
-                } else {
-                    for c in sample.label.chars() {
-                        *class_counts.entry(c.to_string()).or_default() += 1;
-                    }
-                }
+                count_classes(input.manifest.kind, &sample.label, &mut class_counts);
             }
             observer.advance(batch.len() as u64);
         }

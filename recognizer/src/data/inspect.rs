@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::DataError;
-use super::manifest::{Dataset, Polarity};
+use super::manifest::{Dataset, Polarity, count_classes};
 use super::shard::Sample;
 use super::split::Split;
 
@@ -106,13 +106,7 @@ pub fn inspect(
             if !sample.boxes.is_empty() {
                 lines.add(sample.boxes.len() as f64);
             }
-            if dataset.manifest.width.is_some() {
-                *histogram.entry(sample.label.clone()).or_default() += 1;
-            } else {
-                for c in sample.label.chars().filter(|c| *c != '\n') {
-                    *histogram.entry(c.to_string()).or_default() += 1;
-                }
-            }
+            count_classes(dataset.manifest.kind, &sample.label, &mut histogram);
             if reservoir.len() < per_split {
                 reservoir.push(sample);
             } else {
@@ -202,27 +196,15 @@ pub fn contact_sheet(
     path: &Path,
 ) -> Result<(), DataError> {
     let columns = 4u32;
-    let tiles: Vec<(Option<Split>, Option<&Sample>)> = picked
-        .iter()
-        .flat_map(|(split, samples)| {
-            std::iter::once((Some(*split), None)).chain(samples.iter().map(|s| (None, Some(s))))
-        })
-        .collect();
-    // Lay out: a header row per split, then rows of up to `columns` tiles.
+    // Lay out: a header row per split, then rows of up to `columns` samples.
     let mut rows: Vec<(Option<Split>, Vec<&Sample>)> = Vec::new();
-    for (split, sample) in tiles {
-        match (split, sample) {
-            (Some(split), _) => rows.push((Some(split), Vec::new())),
-            (None, Some(sample)) => {
-                if rows.last().is_none_or(|(_, r)| {
-                    r.len() == columns as usize || rows.last().is_some_and(|(h, _)| h.is_some())
-                }) {
-                    rows.push((None, Vec::new()));
-                }
-                rows.last_mut().expect("pushed").1.push(sample);
-            }
-            (None, None) => {}
-        }
+    for (split, samples) in picked {
+        rows.push((Some(*split), Vec::new()));
+        rows.extend(
+            samples
+                .chunks(columns as usize)
+                .map(|chunk| (None, chunk.iter().collect())),
+        );
     }
     let scaled = |s: &Sample| {
         let k = (TILE_WIDTH as f32 / f32::from(s.width)).min(if s.boxes.is_empty() {

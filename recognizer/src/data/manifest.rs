@@ -35,6 +35,18 @@ impl DatasetKind {
     }
 }
 
+/// Adds one label to a class histogram: a character class counts once per sample; lines and
+/// pages count each character they show (line breaks are layout, not classes).
+pub fn count_classes(kind: DatasetKind, label: &str, counts: &mut BTreeMap<String, u64>) {
+    if kind == DatasetKind::Chars {
+        *counts.entry(label.to_owned()).or_default() += 1;
+    } else {
+        for c in label.chars().filter(|c| *c != '\n') {
+            *counts.entry(c.to_string()).or_default() += 1;
+        }
+    }
+}
+
 /// Which way round the pixels are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

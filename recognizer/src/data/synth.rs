@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::corpus::{line_texts, load_sentences};
 use super::fonts::{HandFont, load_fonts};
-use super::manifest::{DatasetKind, Manifest, Polarity, SplitInfo};
+use super::manifest::{DatasetKind, Manifest, Polarity, SplitInfo, count_classes};
 use super::mnist::{self, Digit};
 use super::raster::{Affine, Ink};
 use super::shard::{Sample, ShardWriter};
@@ -309,13 +309,7 @@ pub fn synthesize(
                 .collect();
             for sample in samples.into_iter().flatten() {
                 used_fonts.insert(sample.style.clone());
-                if config.kind == DatasetKind::Chars {
-                    *info.class_counts.entry(sample.label.clone()).or_default() += 1;
-                } else {
-                    for c in sample.label.chars().filter(|c| *c != '\n') {
-                        *info.class_counts.entry(c.to_string()).or_default() += 1;
-                    }
-                }
+                count_classes(config.kind, &sample.label, &mut info.class_counts);
                 writer.push(&sample)?;
                 info.count += 1;
             }
