@@ -1,9 +1,17 @@
 //! `textrec`: the user-facing binary. It depends on the recognizer's inference side only.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
 use textrec_recognizer::Vocabulary;
+use textrec_recognizer::bundle::{self, BundleError, TensorSummary, Verification};
+
+/// Exit status when a bundle fails verification (`verify`).
+const FAILED: u8 = 2;
+/// Exit status on bad usage (unknown verb or option, missing argument).
+const USAGE: u8 = 1;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,20 +33,193 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check a release bundle: every file against the sha256 in its manifest.json, and every
+    /// model loaded and run once with tract.
+    #[command(after_help = "\
+Exit status: 0 when the bundle verifies, 2 when it does not (the message names the file), 1 on
+bad usage.
+
+Examples:
+  textrec verify release/textrec-0.1.0.tar.gz
+  textrec verify --json release/textrec-0.1.0.tar.gz | jq .ok")]
+    Verify {
+        /// The bundle: a NAME-VERSION.tar.gz written by the pipeline's `package` stage.
+        bundle: PathBuf,
+        /// Print one JSON object on stdout instead, whatever the outcome.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
         Command::Vocabulary { json } => {
             let vocab = Vocabulary::default();
             if json {
-                println!("{}", serde_json::Value::from(vocab.tokens().to_vec()));
+                println!("{}", Value::from(vocab.tokens().to_vec()));
             } else {
                 for (index, token) in vocab.tokens().iter().enumerate() {
                     println!("{index:>3} {token:?}");
                 }
             }
+            ExitCode::SUCCESS
+        }
+        Command::Verify { bundle, json } => verify(&bundle, json),
+    }
+}
+
+fn verify(path: &Path, json: bool) -> ExitCode {
+    let verification = match bundle::verify(path) {
+        Ok(v) => v,
+        Err(e) => {
+            // A read error names the path already.
+            let message = match e {
+                BundleError::Read { .. } => e.to_string(),
+                _ => format!("{}: {e}", path.display()),
+            };
+            if json {
+                println!(
+                    "{}",
+                    json!({"bundle": path, "ok": false, "errors": [message]})
+                );
+            } else {
+                eprintln!("error: {message}");
+            }
+            return ExitCode::from(FAILED);
+        }
+    };
+    if json {
+        println!("{}", report_json(path, &verification));
+    } else {
+        print_report(path, &verification);
+    }
+    if verification.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(FAILED)
+    }
+}
+
+fn shape(tensors: &[TensorSummary]) -> String {
+    tensors
+        .iter()
+        .map(|t| {
+            format!(
+                "{} [{}] (ran as [{}])",
+                t.name,
+                t.declared.join(", "),
+                t.shape
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_report(path: &Path, v: &Verification) {
+    println!("{}-{} ({})", v.name, v.version, path.display());
+    for file in &v.files {
+        match (&file.problem, &file.found) {
+            (None, Some(found)) => println!(
+                "  ok        {}  {} bytes  sha256 {}",
+                file.name, found.bytes, found.sha256
+            ),
+            (Some(problem), _) => println!("  FAILED    {problem}"),
+            (None, None) => {}
         }
     }
-    ExitCode::SUCCESS
+    for model in &v.models {
+        match &model.outcome {
+            Ok(summary) => println!(
+                "  loaded    {}: {}, input {}, output {}",
+                model.name,
+                summary.architecture,
+                shape(&summary.inputs),
+                shape(&summary.outputs)
+            ),
+            Err(problem) => println!("  FAILED    {problem}"),
+        }
+    }
+    let problems: Vec<&BundleError> = v.problems().collect();
+    if problems.is_empty() {
+        println!(
+            "verified: {} files, {} models",
+            v.files.len(),
+            v.models.len()
+        );
+    } else {
+        for problem in problems {
+            eprintln!("error: {}: {problem}", path.display());
+        }
+    }
+}
+
+fn report_json(path: &Path, v: &Verification) -> Value {
+    let files: Vec<Value> = v
+        .files
+        .iter()
+        .map(|file| {
+            let status = match &file.problem {
+                None => "ok",
+                Some(BundleError::Mismatch { .. }) => "mismatch",
+                Some(BundleError::Missing { .. }) => "missing",
+                Some(BundleError::Unlisted { .. }) => "unlisted",
+                Some(_) => "failed",
+            };
+            let mut entry = json!({"name": file.name, "status": status});
+            if let Some(found) = &file.found {
+                entry["bytes"] = json!(found.bytes);
+                entry["sha256"] = json!(found.sha256);
+            }
+            if let Some(BundleError::Mismatch { expected, .. }) = &file.problem {
+                entry["expected_sha256"] = json!(expected);
+            }
+            if let Some(problem) = &file.problem {
+                entry["error"] = json!(problem.to_string());
+            }
+            entry
+        })
+        .collect();
+    let models: Vec<Value> = v
+        .models
+        .iter()
+        .map(|model| match &model.outcome {
+            Ok(summary) => json!({
+                "name": model.name,
+                "status": "loaded",
+                "architecture": summary.architecture,
+                "inputs": summary.inputs,
+                "outputs": summary.outputs,
+            }),
+            Err(problem) => json!({
+                "name": model.name,
+                "status": "failed",
+                "error": problem.to_string(),
+            }),
+        })
+        .collect();
+    let errors: Vec<String> = v.problems().map(ToString::to_string).collect();
+    json!({
+        "bundle": path,
+        "name": v.name,
+        "version": v.version,
+        "ok": errors.is_empty(),
+        "files": files,
+        "models": models,
+        "errors": errors,
+    })
 }

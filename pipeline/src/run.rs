@@ -463,6 +463,7 @@ impl<'a> Engine<'a> {
                 .workspace
                 .resume_dir(&stage.name, &inputs.key[..16])
                 .map_err(|e| e.to_string())?,
+            upstream: self.upstream_records(stage),
             progress,
         };
         match catch_unwind(AssertUnwindSafe(|| kind.run(&ctx))) {
@@ -518,6 +519,28 @@ impl<'a> Engine<'a> {
         let mut lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         lock.stages.insert(stage.name.clone(), record);
         lock.save(&self.lock_path).map_err(|e| e.to_string())
+    }
+
+    /// The lock records of the stages `stage` transitively depends on. They have all finished
+    /// (or were not selected), so the records are final for this run.
+    fn upstream_records(&self, stage: &Stage) -> LockFile {
+        let lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let upstream = self
+            .pipeline
+            .stage_index(&stage.name)
+            .map(|i| self.pipeline.upstream_closure(i))
+            .unwrap_or_default();
+        let stages = upstream
+            .into_iter()
+            .filter_map(|i| {
+                let name = &self.pipeline.stages[i].name;
+                lock.stages.get(name).map(|r| (name.clone(), r.clone()))
+            })
+            .collect();
+        LockFile {
+            schema: lock.schema,
+            stages,
+        }
     }
 
     /// Replaces each output with its staged version. Until the lock records the new hashes, a crash
@@ -736,6 +759,69 @@ mod tests {
             key,
             cache_key(&stage(params, &["a", "b"], &["p"]), 1, &deps)
         );
+    }
+
+    /// Writes the upstream records it was given, as JSON.
+    struct Provenance;
+
+    impl crate::stage::StageKind for Provenance {
+        fn name(&self) -> &'static str {
+            "provenance"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn summary(&self) -> &'static str {
+            "writes ctx.upstream"
+        }
+        fn check(&self, _: &Stage) -> Result<(), String> {
+            Ok(())
+        }
+        fn run(&self, ctx: &StageContext<'_>) -> Result<(), crate::stage::StageFailure> {
+            std::fs::write(&ctx.outs[0].1, serde_json::to_vec(&ctx.upstream)?)?;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stage_sees_the_records_of_its_transitive_upstream_and_a_rerun_sees_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.yaml");
+        std::fs::write(
+            &file,
+            "stages:\n  - {name: a, kind: provenance, outs: [a]}\n  \
+             - {name: b, kind: provenance, deps: [a], outs: [b]}\n  \
+             - {name: c, kind: provenance, deps: [b], outs: [c]}\n  \
+             - {name: d, kind: provenance, outs: [d]}\n",
+        )
+        .unwrap();
+        let mut registry = Registry::new();
+        registry.register(Provenance);
+        let pipeline = Pipeline::load(&file, &registry, &[]).unwrap();
+        let reporter = crate::progress::SilentReporter;
+        assert!(
+            run(&pipeline, &registry, &RunOptions::default(), &reporter)
+                .unwrap()
+                .ok
+        );
+        let seen = std::fs::read(dir.path().join("c")).unwrap();
+        let upstream: LockFile = serde_json::from_slice(&seen).unwrap();
+        let lock = LockFile::load(&pipeline.lock_path()).unwrap();
+        assert_eq!(
+            upstream.stages.keys().collect::<Vec<_>>(),
+            ["a", "b"],
+            "transitive deps only, not itself or unrelated stages"
+        );
+        assert_eq!(upstream.stages["a"], lock.stages["a"]);
+        assert_eq!(upstream.stages["b"], lock.stages["b"]);
+
+        let again = RunOptions {
+            force: true,
+            only: vec!["c".into()],
+            ..RunOptions::default()
+        };
+        assert!(run(&pipeline, &registry, &again, &reporter).unwrap().ok);
+        assert_eq!(std::fs::read(dir.path().join("c")).unwrap(), seen);
     }
 
     #[test]

@@ -235,13 +235,23 @@ impl Pipeline {
         resolve_in(&self.workdir, rel)
     }
 
+    /// The stages `start` depends on, directly or not (excluding it), in topological order.
+    pub fn upstream_closure(&self, start: usize) -> Vec<usize> {
+        self.closure(self.graph.upstream[start].clone(), &self.graph.upstream)
+    }
+
     /// The stages reachable downstream from `start` (including it), in topological order.
     pub fn downstream_closure(&self, start: usize) -> Vec<usize> {
+        self.closure(vec![start], &self.graph.downstream)
+    }
+
+    /// `seeds` and everything reachable from them along `edges`, in topological order.
+    fn closure(&self, seeds: Vec<usize>, edges: &[Vec<usize>]) -> Vec<usize> {
         let mut marked = vec![false; self.stages.len()];
-        let mut stack = vec![start];
+        let mut stack = seeds;
         while let Some(i) = stack.pop() {
             if !std::mem::replace(&mut marked[i], true) {
-                stack.extend(&self.graph.downstream[i]);
+                stack.extend(&edges[i]);
             }
         }
         self.graph

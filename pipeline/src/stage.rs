@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::lock::LockFile;
 use crate::progress::Progress;
 use crate::spec::Stage;
 
@@ -89,6 +90,11 @@ pub struct StageContext<'a> {
     /// Private state that survives a failed or killed attempt with the same cache key (training
     /// checkpoints), cleared when the stage succeeds.
     pub resume: PathBuf,
+    /// The lock records of every stage this one depends on, directly or not, as they stand when
+    /// it starts: run in this run, or up to date from an earlier one. For stages that ship
+    /// provenance (`package`). Not in the cache key: the stage re-runs when its deps' content
+    /// changes, and the records it saw describe runs that produced exactly that content.
+    pub upstream: LockFile,
     pub progress: Arc<dyn Progress>,
 }
 

