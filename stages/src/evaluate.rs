@@ -1,14 +1,19 @@
 //! `evaluate`: run the exported ONNX model (what ships) on a dataset split with tract, next to a
 //! trivial baseline and the previous release's metrics, and enforce the quality gates.
+//!
+//! Character models are scored by accuracy (per class, confusion matrix); line models by CER
+//! and WER (per writer, per length, the worst lines with their images).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Instant;
 
 use serde::Deserialize;
 use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
-use textrec_recognizer::data::{Dataset, Split};
-use textrec_recognizer::infer::{CharClassifier, score_chars};
+use textrec_recognizer::data::{Dataset, Observer, Sample, Split};
+use textrec_recognizer::infer::{
+    CharClassifier, LineRecognizer, TextErrors, metadata, score_chars,
+};
 
 use crate::observe::StageObserver;
 
@@ -20,16 +25,19 @@ pub struct Evaluate;
 struct Params {
     #[serde(default = "default_split")]
     split: Split,
-    /// Fail below this accuracy.
+    /// Character models: fail below this accuracy.
     #[serde(default)]
     min_accuracy: Option<f64>,
+    /// Line models: fail above this character error rate.
+    #[serde(default)]
+    max_cer: Option<f64>,
     /// Fail if the evaluation takes longer.
     #[serde(default)]
     max_seconds: Option<f64>,
-    /// A previous release's metrics.json; `max_regression` is measured against it.
+    /// A previous release's metrics file; `max_regression` is measured against it.
     #[serde(default)]
     previous: Option<String>,
-    /// Fail if accuracy dropped by more than this (absolute) from `previous`.
+    /// Fail if the headline metric (accuracy, or CER) got worse than `previous` by more than this.
     #[serde(default)]
     max_regression: Option<f64>,
 }
@@ -51,17 +59,36 @@ fn validate(stage: &Stage) -> Result<Params, String> {
     Ok(params)
 }
 
+/// The headline metric of a model kind and which way is better.
+#[derive(Debug, Clone, Copy)]
+struct Headline {
+    name: &'static str,
+    value: f64,
+    higher_is_better: bool,
+}
+
+impl Headline {
+    /// How much worse `self` is than `before` (positive = regression).
+    fn regression_from(&self, before: f64) -> f64 {
+        if self.higher_is_better {
+            before - self.value
+        } else {
+            self.value - before
+        }
+    }
+}
+
 impl StageKind for Evaluate {
     fn name(&self) -> &'static str {
         "evaluate"
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn summary(&self) -> &'static str {
-        "score the exported model vs a baseline and the previous release; gates min_accuracy, max_seconds, max_regression"
+        "score the exported model vs a baseline and the previous release; gates min_accuracy, max_cer, max_seconds, max_regression"
     }
 
     fn check(&self, stage: &Stage) -> Result<(), String> {
@@ -71,58 +98,67 @@ impl StageKind for Evaluate {
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageFailure> {
         let params = validate(ctx.stage)?;
         let started = Instant::now();
-        let classifier = CharClassifier::load(&ctx.deps[0], 128)?;
+        let model = &ctx.deps[0];
         let dataset = Dataset::open(&ctx.deps[1])?;
-        let confusion = score_chars(&classifier, &dataset, params.split, &StageObserver { ctx })?;
-        let seconds = started.elapsed().as_secs_f64();
-        let accuracy = confusion.accuracy();
-        // Baseline: always answer the training split's most frequent class.
-        let majority = dataset
-            .split(Split::Train)
-            .and_then(|s| {
-                s.class_counts
-                    .iter()
-                    .max_by_key(|(_, c)| **c)
-                    .map(|(k, _)| k.clone())
-            })
-            .unwrap_or_default();
-        let baseline = confusion.share_of(&majority);
-        let previous = match &params.previous {
+        let report = &ctx.outs[0].1;
+        std::fs::create_dir_all(report)?;
+        let previous_metrics = match &params.previous {
             Some(p) => read_previous(&ctx.workdir.join(p))?,
             None => None,
         };
-
-        let metrics = serde_json::json!({
-            "accuracy": accuracy,
-            "samples": confusion.total(),
-            "baseline_majority_accuracy": baseline,
-            "previous_accuracy": previous,
-            "seconds": seconds,
-        });
-        let report = &ctx.outs[0].1;
-        std::fs::create_dir_all(report)?;
-        std::fs::write(&ctx.outs[1].1, format!("{metrics}\n"))?;
-        let per_class = confusion.per_class();
-        std::fs::write(
-            report.join("per_class.json"),
-            serde_json::to_vec_pretty(&per_class)?,
-        )?;
-        confusion.write_png(&report.join("confusion.png"))?;
-        let summary = Summary {
-            split: params.split,
-            accuracy,
-            baseline,
-            previous,
-            samples: confusion.total(),
+        let bytes = std::fs::read(model).map_err(|e| format!("{}: {e}", model.display()))?;
+        let architecture = metadata(&bytes, "textrec.architecture").unwrap_or_default();
+        let observer = StageObserver { ctx };
+        let (metrics, headline) = match architecture.as_str() {
+            "line_ctc" => {
+                if params.min_accuracy.is_some() {
+                    return Err("min_accuracy applies to character models; use max_cer".into());
+                }
+                let recognizer = LineRecognizer::from_bytes(&bytes, model, 16)?;
+                evaluate_lines(
+                    &recognizer,
+                    &dataset,
+                    &params,
+                    &previous_metrics,
+                    report,
+                    &observer,
+                )?
+            }
+            _ => {
+                if params.max_cer.is_some() {
+                    return Err("max_cer applies to line models; use min_accuracy".into());
+                }
+                let classifier = CharClassifier::load(model, 128)?;
+                evaluate_chars(
+                    &classifier,
+                    &dataset,
+                    &params,
+                    &previous_metrics,
+                    report,
+                    &observer,
+                )?
+            }
         };
-        std::fs::write(report.join("report.md"), summary.markdown(&per_class))?;
+        let seconds = started.elapsed().as_secs_f64();
+        // Timings go to the log, not the metrics file, so re-runs give the same bytes.
+        observer.log(&format!("evaluated in {seconds:.2}s"));
+        std::fs::write(&ctx.outs[1].1, format!("{metrics}\n"))?;
 
         let mut failures = Vec::new();
         if let Some(floor) = params.min_accuracy
-            && accuracy < floor
+            && headline.value < floor
         {
             failures.push(format!(
-                "accuracy {accuracy:.4} is below min_accuracy {floor}"
+                "accuracy {:.4} is below min_accuracy {floor}",
+                headline.value
+            ));
+        }
+        if let Some(ceiling) = params.max_cer
+            && headline.value > ceiling
+        {
+            failures.push(format!(
+                "CER {:.4} is above max_cer {ceiling}",
+                headline.value
             ));
         }
         if let Some(limit) = params.max_seconds
@@ -132,11 +168,16 @@ impl StageKind for Evaluate {
                 "evaluation took {seconds:.1}s, over max_seconds {limit}"
             ));
         }
-        if let (Some(allowed), Some(before)) = (params.max_regression, previous)
-            && before - accuracy > allowed
+        let before = previous_metrics
+            .as_ref()
+            .and_then(|m| m.get(headline.name))
+            .and_then(serde_json::Value::as_f64);
+        if let (Some(allowed), Some(before)) = (params.max_regression, before)
+            && headline.regression_from(before) > allowed
         {
             failures.push(format!(
-                "accuracy {accuracy:.4} regressed from the previous release's {before:.4} by more than {allowed}"
+                "{} {:.4} regressed from the previous release's {before:.4} by more than {allowed}",
+                headline.name, headline.value
             ));
         }
         if failures.is_empty() {
@@ -147,43 +188,269 @@ impl StageKind for Evaluate {
     }
 }
 
-fn read_previous(path: &Path) -> Result<Option<f64>, StageFailure> {
+fn read_previous(path: &Path) -> Result<Option<serde_json::Value>, StageFailure> {
     if !path.exists() {
         return Ok(None);
     }
     let value: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(value.get("accuracy").and_then(serde_json::Value::as_f64))
+    Ok(Some(value))
 }
 
-struct Summary {
-    split: Split,
-    accuracy: f64,
-    baseline: f64,
-    previous: Option<f64>,
-    samples: u32,
+fn previous_value(previous: &Option<serde_json::Value>, key: &str) -> Option<f64> {
+    previous.as_ref()?.get(key)?.as_f64()
 }
 
-impl Summary {
-    fn markdown(&self, per_class: &BTreeMap<String, f64>) -> String {
-        let mut md = format!(
-            "# Character model evaluation ({} split, {} samples)\n\n| model | accuracy |\n|---|---|\n\
-             | this model | {:.4} |\n| majority-class baseline | {:.4} |\n",
-            self.split.name(),
-            self.samples,
-            self.accuracy,
-            self.baseline
-        );
-        if let Some(p) = self.previous {
-            md.push_str(&format!("| previous release | {p:.4} |\n"));
-        }
-        let mut worst: Vec<(&String, &f64)> = per_class.iter().collect();
-        worst.sort_by(|a, b| a.1.total_cmp(b.1));
-        md.push_str("\n## Hardest classes\n\n| class | accuracy |\n|---|---|\n");
-        for (c, a) in worst.iter().take(10) {
-            md.push_str(&format!("| `{c}` | {a:.3} |\n"));
-        }
-        md.push_str("\n![confusion matrix](confusion.png)\n");
-        md
+fn evaluate_chars(
+    classifier: &CharClassifier,
+    dataset: &Dataset,
+    params: &Params,
+    previous: &Option<serde_json::Value>,
+    report: &Path,
+    observer: &dyn Observer,
+) -> Result<(serde_json::Value, Headline), StageFailure> {
+    let confusion = score_chars(classifier, dataset, params.split, observer)?;
+    let accuracy = confusion.accuracy();
+    // Baseline: always answer the training split's most frequent class.
+    let majority = dataset
+        .split(Split::Train)
+        .and_then(|s| {
+            s.class_counts
+                .iter()
+                .max_by_key(|(_, c)| **c)
+                .map(|(k, _)| k.clone())
+        })
+        .unwrap_or_default();
+    let baseline = confusion.share_of(&majority);
+    let previous = previous_value(previous, "accuracy");
+    let per_class = confusion.per_class();
+    std::fs::write(
+        report.join("per_class.json"),
+        serde_json::to_vec_pretty(&per_class)?,
+    )?;
+    confusion.write_png(&report.join("confusion.png"))?;
+
+    let mut md = format!(
+        "# Character model evaluation ({} split, {} samples)\n\n| model | accuracy |\n|---|---|\n\
+         | this model | {accuracy:.4} |\n| majority-class baseline | {baseline:.4} |\n",
+        params.split.name(),
+        confusion.total(),
+    );
+    if let Some(p) = previous {
+        md.push_str(&format!("| previous release | {p:.4} |\n"));
     }
+    let mut worst: Vec<(&String, &f64)> = per_class.iter().collect();
+    worst.sort_by(|a, b| a.1.total_cmp(b.1));
+    md.push_str("\n## Hardest classes\n\n| class | accuracy |\n|---|---|\n");
+    for (c, a) in worst.iter().take(10) {
+        md.push_str(&format!("| `{c}` | {a:.3} |\n"));
+    }
+    md.push_str("\n![confusion matrix](confusion.png)\n");
+    std::fs::write(report.join("report.md"), md)?;
+
+    let metrics = serde_json::json!({
+        "accuracy": accuracy,
+        "samples": confusion.total(),
+        "baseline_majority_accuracy": baseline,
+        "previous_accuracy": previous,
+    });
+    Ok((
+        metrics,
+        Headline {
+            name: "accuracy",
+            value: accuracy,
+            higher_is_better: true,
+        },
+    ))
+}
+
+/// One scored line, kept for the worst-examples table.
+struct Scored {
+    sample: Sample,
+    predicted: String,
+    confidence: f32,
+    errors: TextErrors,
+}
+
+/// Lines at a time through the recognizer: bounded memory, whole width buckets.
+const CHUNK: usize = 256;
+/// How many of the worst lines the report shows.
+const WORST: usize = 20;
+
+fn length_bucket(chars: usize) -> &'static str {
+    match chars {
+        0..=10 => "1-10",
+        11..=20 => "11-20",
+        21..=30 => "21-30",
+        31..=45 => "31-45",
+        _ => "46+",
+    }
+}
+
+fn evaluate_lines(
+    recognizer: &LineRecognizer,
+    dataset: &Dataset,
+    params: &Params,
+    previous: &Option<serde_json::Value>,
+    report: &Path,
+    observer: &dyn Observer,
+) -> Result<(serde_json::Value, Headline), StageFailure> {
+    let split = dataset
+        .split(params.split)
+        .ok_or_else(|| format!("the dataset has no {} split", params.split.name()))?;
+    observer.total(split.count);
+
+    // Baseline: the training split's most frequent line, said for every line.
+    let mut counts: HashMap<String, u32> = HashMap::new();
+    for sample in dataset.samples(Split::Train) {
+        *counts.entry(sample?.label).or_default() += 1;
+    }
+    let frequent_line = counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+        .map(|(line, _)| line)
+        .unwrap_or_default();
+
+    let mut total = TextErrors::default();
+    let mut baseline = TextErrors::default();
+    let mut by_writer: BTreeMap<String, TextErrors> = BTreeMap::new();
+    let mut by_length: BTreeMap<&'static str, TextErrors> = BTreeMap::new();
+    let mut worst: Vec<Scored> = Vec::new();
+    let mut samples = dataset.samples(params.split).peekable();
+    while samples.peek().is_some() {
+        let chunk = samples
+            .by_ref()
+            .take(CHUNK)
+            .collect::<Result<Vec<_>, _>>()?;
+        let decoded = recognizer.recognize(&chunk)?;
+        observer.advance(chunk.len() as u64);
+        for (sample, line) in chunk.into_iter().zip(decoded) {
+            let errors = TextErrors::of(&sample.label, &line.text);
+            total.add(errors);
+            baseline.add(TextErrors::of(&sample.label, &frequent_line));
+            by_writer
+                .entry(sample.style.clone())
+                .or_default()
+                .add(errors);
+            by_length
+                .entry(length_bucket(sample.label.chars().count()))
+                .or_default()
+                .add(errors);
+            worst.push(Scored {
+                sample,
+                predicted: line.text,
+                confidence: line.confidence,
+                errors,
+            });
+            // Keep only the worst few: sort by CER, then by edits.
+            if worst.len() > 4 * WORST {
+                rank_worst(&mut worst);
+            }
+        }
+    }
+    rank_worst(&mut worst);
+
+    let cer = total.cer();
+    let previous_cer = previous_value(previous, "cer");
+    let images = report.join("worst");
+    std::fs::create_dir_all(&images)?;
+    let mut md = format!(
+        "# Line model evaluation ({} split, {} lines, {} characters)\n\n\
+         | model | CER | WER |\n|---|---|---|\n\
+         | this model | {:.4} | {:.4} |\n\
+         | empty-output baseline | 1.0000 | 1.0000 |\n\
+         | most-frequent-line baseline | {:.4} | {:.4} |\n",
+        params.split.name(),
+        total.lines,
+        total.chars,
+        cer,
+        total.wer(),
+        baseline.cer(),
+        baseline.wer(),
+    );
+    if let Some(p) = previous_cer {
+        md.push_str(&format!("| previous release | {p:.4} | |\n"));
+    }
+    md.push_str("\n## By writer (font)\n\n| writer | lines | CER | WER |\n|---|---|---|---|\n");
+    for (writer, e) in &by_writer {
+        md.push_str(&format!(
+            "| {writer} | {} | {:.4} | {:.4} |\n",
+            e.lines,
+            e.cer(),
+            e.wer()
+        ));
+    }
+    md.push_str("\n## By length (characters)\n\n| length | lines | CER |\n|---|---|---|\n");
+    for (bucket, e) in &by_length {
+        md.push_str(&format!("| {bucket} | {} | {:.4} |\n", e.lines, e.cer()));
+    }
+    md.push_str(&format!(
+        "\n## The {WORST} worst lines\n\n| image | truth | prediction | CER | confidence |\n|---|---|---|---|---|\n"
+    ));
+    for (i, scored) in worst.iter().enumerate() {
+        let file = format!("{i:02}.png");
+        let s = &scored.sample;
+        // Stored as network input (white ink); shown as paper.
+        let paper = s.pixels.iter().map(|p| 255 - p).collect();
+        image::GrayImage::from_raw(u32::from(s.width), u32::from(s.height), paper)
+            .ok_or("a line's pixels do not match its size")?
+            .save(images.join(&file))
+            .map_err(|e| format!("write {}: {e}", images.join(&file).display()))?;
+        md.push_str(&format!(
+            "| ![](worst/{file}) | `{}` | `{}` | {:.3} | {:.2} |\n",
+            s.label.replace('|', "\\|"),
+            scored.predicted.replace('|', "\\|"),
+            scored.errors.cer(),
+            scored.confidence
+        ));
+    }
+    std::fs::write(report.join("report.md"), md)?;
+    let breakdown = |m: &dyn Fn() -> Vec<(String, TextErrors)>| -> serde_json::Value {
+        m().into_iter()
+            .map(|(k, e)| {
+                (
+                    k,
+                    serde_json::json!({"lines": e.lines, "cer": e.cer(), "wer": e.wer()}),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    std::fs::write(
+        report.join("breakdown.json"),
+        serde_json::to_vec_pretty(&serde_json::json!({
+            "by_writer": breakdown(&|| by_writer.iter().map(|(k, e)| (k.clone(), *e)).collect()),
+            "by_length": breakdown(&|| by_length.iter().map(|(k, e)| ((*k).to_owned(), *e)).collect()),
+        }))?,
+    )?;
+
+    let metrics = serde_json::json!({
+        "cer": cer,
+        "wer": total.wer(),
+        "lines": total.lines,
+        "characters": total.chars,
+        "baseline_empty_cer": 1.0,
+        "baseline_frequent_line_cer": baseline.cer(),
+        "previous_cer": previous_cer,
+    });
+    Ok((
+        metrics,
+        Headline {
+            name: "cer",
+            value: cer,
+            higher_is_better: false,
+        },
+    ))
+}
+
+/// Worst first (highest CER, then most edits), cut to [`WORST`].
+fn rank_worst(scored: &mut Vec<Scored>) {
+    scored.sort_by(|a, b| {
+        b.errors
+            .cer()
+            .total_cmp(&a.errors.cer())
+            .then(b.errors.char_edits.cmp(&a.errors.char_edits))
+            .then_with(|| a.sample.label.cmp(&b.sample.label))
+    });
+    scored.truncate(WORST);
 }

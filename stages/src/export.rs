@@ -4,8 +4,10 @@
 use serde::Deserialize;
 use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::data::{Dataset, Split};
-use textrec_recognizer::models::{CpuInference, load_char_model};
-use textrec_recognizer::onnx::export_char_cnn;
+use textrec_recognizer::models::{
+    CpuInference, load_char_model, load_line_model, model_architecture,
+};
+use textrec_recognizer::onnx::{export_char_cnn, export_line_ctc};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Export;
@@ -39,7 +41,7 @@ impl StageKind for Export {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn summary(&self) -> &'static str {
@@ -53,13 +55,25 @@ impl StageKind for Export {
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageFailure> {
         let params = validate(ctx.stage)?;
         let device = Default::default();
-        let (spec, network) = load_char_model::<CpuInference>(&ctx.deps[0], &device)?;
         let dataset = Dataset::open(&ctx.deps[1])?;
         let samples = dataset
             .samples(Split::Test)
             .take(params.parity_samples)
             .collect::<Result<Vec<_>, _>>()?;
-        let (bytes, max_diff) = export_char_cnn(&network, &spec, &samples, &device)?;
+        let model = &ctx.deps[0];
+        let (bytes, max_diff) = match model_architecture(model)?.as_str() {
+            "char_cnn" => {
+                let (spec, network) = load_char_model::<CpuInference>(model, &device)?;
+                export_char_cnn(&network, &spec, &samples, &device)?
+            }
+            "line_ctc" => {
+                let (spec, network) = load_line_model::<CpuInference>(model, &device)?;
+                export_line_ctc(&network, &spec, &samples, &device)?
+            }
+            other => {
+                return Err(format!("{}: no exporter for a {other} model", model.display()).into());
+            }
+        };
         std::fs::write(&ctx.outs[0].1, bytes)?;
         if let Some((_, metrics)) = ctx.outs.get(1) {
             let json = serde_json::json!({"parity_max_abs_diff": max_diff, "parity_samples": samples.len()});

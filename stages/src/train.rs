@@ -1,10 +1,14 @@
-//! `train`: fit a model (today the `char_cnn` character classifier) on a dataset, with
-//! checkpoints that let a killed run resume, and write the weights, spec, history and curves.
+//! `train`: fit a model (`char_cnn`, the character classifier, or `line_ctc`, the line
+//! recognizer) on a dataset, with checkpoints that let a killed run resume, and write the
+//! weights, spec, history and curves.
 
 use serde::{Deserialize, Serialize};
 use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::data::Observer;
-use textrec_recognizer::models::{CpuTraining, Device, TrainOptions, train_char_model};
+use textrec_recognizer::models::{
+    CpuTraining, Device, TrainOptions, train_char_model, train_line_model,
+};
+use textrec_recognizer::networks::LineCtcConfig;
 
 use crate::observe::StageObserver;
 
@@ -15,6 +19,7 @@ pub struct Train;
 #[serde(rename_all = "snake_case")]
 enum Architecture {
     CharCnn,
+    LineCtc,
 }
 
 #[derive(Debug, Deserialize)]
@@ -23,6 +28,36 @@ struct Params {
     model: Architecture,
     #[serde(default)]
     training: TrainOptions,
+    /// Size of the `line_ctc` network; unset fields keep the defaults.
+    #[serde(default)]
+    network: Option<LineNetwork>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LineNetwork {
+    /// Output channels of the three convolution blocks (default [32, 64, 96]).
+    channels: Option<[usize; 3]>,
+    /// Hidden units per LSTM direction (default 128).
+    lstm_hidden: Option<usize>,
+    dropout: Option<f64>,
+}
+
+impl LineNetwork {
+    fn config(&self) -> LineCtcConfig {
+        // Classes and height come from the dataset when training starts.
+        let mut config = LineCtcConfig::new(2);
+        if let Some(channels) = self.channels {
+            config.channels = channels;
+        }
+        if let Some(hidden) = self.lstm_hidden {
+            config.lstm_hidden = hidden;
+        }
+        if let Some(dropout) = self.dropout {
+            config.dropout = dropout;
+        }
+        config
+    }
 }
 
 fn validate(stage: &Stage) -> Result<Params, String> {
@@ -34,6 +69,15 @@ fn validate(stage: &Stage) -> Result<Params, String> {
         .training
         .validate()
         .map_err(|e| format!("training: {e}"))?;
+    if let Some(network) = &params.network {
+        if !matches!(params.model, Architecture::LineCtc) {
+            return Err("`network` sizes the line_ctc model only".into());
+        }
+        network
+            .config()
+            .validate()
+            .map_err(|e| format!("network: {e}"))?;
+    }
     Ok(params)
 }
 
@@ -43,11 +87,11 @@ impl StageKind for Train {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn summary(&self) -> &'static str {
-        "train a model (char_cnn) with AdamW, cosine LR, clipping, early stopping; resumes after a kill"
+        "train a model (char_cnn, line_ctc) with AdamW, cosine LR, clipping, early stopping; resumes after a kill"
     }
 
     fn check(&self, stage: &Stage) -> Result<(), String> {
@@ -62,36 +106,54 @@ impl StageKind for Train {
             // This build has no GPU backend: `auto` means the CPU, and the user should know.
             observer.warn("device: auto → cpu (this build has no CUDA backend)");
         }
-        let (spec, _history) = match (params.model, params.training.device) {
-            (Architecture::CharCnn, Device::Cpu | Device::Auto) => train_char_model::<CpuTraining>(
-                &ctx.deps[0],
-                &params.training,
-                None,
-                out,
-                &ctx.resume,
-                &observer,
-                &Default::default(),
-            )?,
-            (_, Device::Cuda) => {
-                return Err(
-                    "device: cuda is not available in this build (CPU training uses Burn's flex backend); \
-                     use device: cpu or auto"
-                        .into(),
-                );
+        if params.training.device == Device::Cuda {
+            return Err(
+                "device: cuda is not available in this build (CPU training uses Burn's flex backend); \
+                 use device: cpu or auto"
+                    .into(),
+            );
+        }
+        let device = Default::default();
+        let (outcome, metric) = match params.model {
+            Architecture::CharCnn => {
+                let (spec, _) = train_char_model::<CpuTraining>(
+                    &ctx.deps[0],
+                    &params.training,
+                    None,
+                    out,
+                    &ctx.resume,
+                    &observer,
+                    &device,
+                )?;
+                let accuracy = spec.outcome.best_metric;
+                (spec.outcome, ("val_accuracy", accuracy))
+            }
+            Architecture::LineCtc => {
+                let (spec, _) = train_line_model::<CpuTraining>(
+                    &ctx.deps[0],
+                    &params.training,
+                    params.network.as_ref().map(LineNetwork::config),
+                    out,
+                    &ctx.resume,
+                    &observer,
+                    &device,
+                )?;
+                // The fit maximises character accuracy, 1 − CER.
+                let cer = 1.0 - spec.outcome.best_metric;
+                (spec.outcome, ("val_cer", cer))
             }
         };
         if let Some((_, metrics)) = ctx.outs.get(1) {
-            let o = &spec.outcome;
-            let json = serde_json::json!({
-                "val_accuracy": o.best_metric,
+            let o = &outcome;
+            let mut json = serde_json::json!({
                 "best_epoch": o.best_epoch,
                 "epochs": o.epochs_run,
                 "steps": o.steps,
-                "images_per_second": o.images_per_second,
             });
+            json[metric.0] = metric.1.into();
             std::fs::write(metrics, format!("{json}\n"))?;
         }
-        if let Some(step) = spec.outcome.resumed_from {
+        if let Some(step) = outcome.resumed_from {
             observer.warn(&format!("resumed from the checkpoint at step {step}"));
         }
         Ok(())

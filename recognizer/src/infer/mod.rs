@@ -2,7 +2,9 @@
 //! `textrec serve` run.
 
 mod char_classifier;
+mod line_recognizer;
 mod scoring;
 
 pub use char_classifier::{CharClassifier, InferError, metadata};
-pub use scoring::{Confusion, score_chars};
+pub use line_recognizer::LineRecognizer;
+pub use scoring::{Confusion, TextErrors, edit_distance, score_chars};

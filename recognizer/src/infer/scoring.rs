@@ -1,10 +1,12 @@
-//! Scoring a classifier: the confusion matrix and what follows from it (accuracy, per-class
-//! accuracy, the share a constant answer would get), and its picture.
+//! Scoring: for a classifier, the confusion matrix and what follows from it (accuracy, per-class
+//! accuracy, the share a constant answer would get) and its picture; for transcriptions, edit
+//! distances over characters and words (CER, WER).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use image::{Rgb, RgbImage};
+use serde::{Deserialize, Serialize};
 
 use super::{CharClassifier, InferError};
 use crate::data::{Dataset, Observer, Split};
@@ -120,9 +122,85 @@ pub fn score_chars(
     Ok(confusion)
 }
 
+/// Levenshtein distance (insertions, deletions and substitutions all cost 1).
+pub fn edit_distance<T: PartialEq>(truth: &[T], predicted: &[T]) -> usize {
+    let mut previous: Vec<usize> = (0..=predicted.len()).collect();
+    let mut current = vec![0; predicted.len() + 1];
+    for (i, t) in truth.iter().enumerate() {
+        current[0] = i + 1;
+        for (j, p) in predicted.iter().enumerate() {
+            let substitution = previous[j] + usize::from(t != p);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        std::mem::swap(&mut previous, &mut current);
+    }
+    previous[predicted.len()]
+}
+
+/// Character and word error counts of transcriptions against the truth, summed over lines, so
+/// CER = character edits / truth characters (as jiwer and FSDL compute it, not a mean of ratios).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TextErrors {
+    pub lines: u64,
+    pub char_edits: u64,
+    pub chars: u64,
+    pub word_edits: u64,
+    pub words: u64,
+}
+
+impl TextErrors {
+    pub fn of(truth: &str, predicted: &str) -> TextErrors {
+        let t: Vec<char> = truth.chars().collect();
+        let p: Vec<char> = predicted.chars().collect();
+        let tw: Vec<&str> = truth.split_whitespace().collect();
+        let pw: Vec<&str> = predicted.split_whitespace().collect();
+        TextErrors {
+            lines: 1,
+            char_edits: edit_distance(&t, &p) as u64,
+            chars: t.len() as u64,
+            word_edits: edit_distance(&tw, &pw) as u64,
+            words: tw.len() as u64,
+        }
+    }
+
+    pub fn add(&mut self, other: TextErrors) {
+        self.lines += other.lines;
+        self.char_edits += other.char_edits;
+        self.chars += other.chars;
+        self.word_edits += other.word_edits;
+        self.words += other.words;
+    }
+
+    /// Character error rate; 0 for no text at all.
+    pub fn cer(&self) -> f64 {
+        self.char_edits as f64 / self.chars.max(1) as f64
+    }
+
+    /// Word error rate (words split on whitespace).
+    pub fn wer(&self) -> f64 {
+        self.word_edits as f64 / self.words.max(1) as f64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edit_distances_and_rates_match_hand_counts() {
+        let chars = |s: &str| s.chars().collect::<Vec<_>>();
+        assert_eq!(edit_distance(&chars("kitten"), &chars("sitting")), 3);
+        assert_eq!(edit_distance(&chars(""), &chars("abc")), 3);
+        assert_eq!(edit_distance(&chars("abc"), &chars("")), 3);
+        assert_eq!(edit_distance(&chars("flaw"), &chars("lawn")), 2);
+        let mut total = TextErrors::of("the cat sat", "the bat sat");
+        assert_eq!((total.char_edits, total.chars), (1, 11));
+        assert_eq!((total.word_edits, total.words), (1, 3));
+        total.add(TextErrors::of("on a mat", ""));
+        assert_eq!(total.cer(), 9.0 / 19.0, "summed edits over summed lengths");
+        assert_eq!(total.wer(), 4.0 / 6.0);
+        assert_eq!(total.lines, 2);
+    }
 
     #[test]
     fn accuracy_per_class_and_baseline_follow_the_counts() {

@@ -3,38 +3,24 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
-use serde::{Deserialize, Serialize};
 
-use super::fit::{Task, TrainOptions, TrainOutcome, fit, with_stable_ids};
+use super::artifacts::{
+    ModelSpec, dataset_fingerprint, expect_architecture, load_weights, model_architecture,
+    read_spec, save_model,
+};
+use super::fit::{Task, TrainOptions, fit, with_stable_ids};
 use super::{History, ModelError};
 use crate::data::batch::Batch;
 use crate::data::{Dataset, DatasetKind, Observer};
 use crate::networks::{CharCnn, CharCnnConfig};
 
-pub const WEIGHTS: &str = "weights.mpk";
-pub const SPEC: &str = "model.json";
+const ARCHITECTURE: &str = "char_cnn";
 
-/// Everything needed to rebuild and feed a trained character model.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CharModelSpec {
-    pub architecture: String,
-    pub network: CharCnnConfig,
-    /// Class index → character.
-    pub vocabulary: Vec<String>,
-    /// Input: 28×28, white ink on black, pixels / 255.
-    pub input_height: usize,
-    pub input_width: usize,
-    pub normalisation: String,
-    pub train: TrainOptions,
-    pub outcome: TrainOutcome,
-    /// sha256 of the training dataset's manifest.
-    pub dataset_manifest_sha256: String,
-}
+/// A trained character model's spec.
+pub type CharModelSpec = ModelSpec<CharCnnConfig>;
 
 struct CharTask {
     classes: HashMap<String, usize>,
@@ -156,42 +142,19 @@ pub fn train_char_model<B: AutodiffBackend>(
         &task, network, &dataset, options, resume_dir, observer, device,
     )?;
 
-    std::fs::create_dir_all(out).map_err(ModelError::io("create", out))?;
-    let weights = NamedMpkBytesRecorder::<FullPrecisionSettings>::default()
-        .record(best.into_record(), ())
-        .map_err(|e| ModelError::Invalid {
-            reason: format!("serialise weights: {e}"),
-        })?;
-    write(out, WEIGHTS, &weights)?;
-    let manifest = std::fs::read(dataset_dir.join(crate::data::manifest::MANIFEST))
-        .map_err(ModelError::io("read", dataset_dir))?;
     let spec = CharModelSpec {
-        architecture: "char_cnn".into(),
+        architecture: ARCHITECTURE.into(),
         network: config,
         vocabulary,
         input_height: crate::networks::CHAR_SIDE,
-        input_width: crate::networks::CHAR_SIDE,
+        input_width: Some(crate::networks::CHAR_SIDE),
         normalisation: "pixel / 255, ink = 1 (white on black)".into(),
         train: options.clone(),
         outcome,
-        dataset_manifest_sha256: crate::data::download::sha256_bytes(&manifest),
+        dataset_manifest_sha256: dataset_fingerprint(dataset_dir)?,
     };
-    write(out, SPEC, &pretty(&spec))?;
-    write(out, "history.json", &pretty(&history))?;
-    write(out, "history.csv", history.to_csv().as_bytes())?;
-    history.plot(&out.join("curves.png"))?;
+    save_model(out, best, &spec, &history)?;
     Ok((spec, history))
-}
-
-fn pretty<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut json = serde_json::to_vec_pretty(value).expect("model records serialise");
-    json.push(b'\n');
-    json
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ModelError> {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).map_err(ModelError::io("write", &path))
 }
 
 /// Loads a trained character model from a directory written by [`train_char_model`].
@@ -199,20 +162,8 @@ pub fn load_char_model<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<(CharModelSpec, CharCnn<B>), ModelError> {
-    let spec_path = dir.join(SPEC);
-    let text = std::fs::read(&spec_path).map_err(ModelError::io("read", &spec_path))?;
-    let spec: CharModelSpec = serde_json::from_slice(&text).map_err(|e| ModelError::Weights {
-        path: spec_path.clone(),
-        reason: format!("not a char model spec: {e}"),
-    })?;
-    let weights_path = dir.join(WEIGHTS);
-    let bytes = std::fs::read(&weights_path).map_err(ModelError::io("read", &weights_path))?;
-    let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::default()
-        .load(bytes, device)
-        .map_err(|e| ModelError::Weights {
-            path: weights_path,
-            reason: e.to_string(),
-        })?;
-    let network = spec.network.init::<B>(device).load_record(record);
+    expect_architecture(dir, &model_architecture(dir)?, ARCHITECTURE)?;
+    let spec: CharModelSpec = read_spec(dir)?;
+    let network = load_weights(dir, spec.network.init::<B>(device), device)?;
     Ok((spec, network))
 }

@@ -160,7 +160,11 @@ pub struct TrainOutcome {
     pub stopped_early: bool,
     /// The step a killed run was resumed from, if any.
     pub resumed_from: Option<u64>,
+    /// Wall-clock numbers: logged, never written into the model directory (same seed → same
+    /// bytes).
+    #[serde(skip)]
     pub seconds: f64,
+    #[serde(skip)]
     pub images_per_second: f64,
 }
 
@@ -370,11 +374,13 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
             val_metric: metric,
             images_per_second: images as f64 / started.elapsed().as_secs_f64().max(1e-9),
         });
+        let last = state.history.epochs.last().expect("just pushed");
         observer.log(&format!(
-            "epoch {}: train loss {:.4}, val loss {val_loss:.4}, val {} {metric:.4}",
+            "epoch {}: train loss {:.4}, val loss {val_loss:.4}, val {} {metric:.4}, {:.1} img/s",
             state.epoch + 1,
-            state.history.epochs.last().map_or(0.0, |e| e.train_loss),
-            task.metric_name()
+            last.train_loss,
+            task.metric_name(),
+            last.images_per_second
         ));
         if state.best_metric.is_none_or(|best| metric > best) {
             state.best_metric = Some(metric);

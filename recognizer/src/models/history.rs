@@ -17,6 +17,8 @@ pub struct EpochRecord {
     pub val_loss: f64,
     /// Accuracy for characters; 1 − CER for lines.
     pub val_metric: f64,
+    /// Throughput so far; logged, not saved, so the history file is reproducible.
+    #[serde(skip)]
     pub images_per_second: f64,
 }
 
@@ -29,19 +31,13 @@ pub struct History {
 impl History {
     pub fn to_csv(&self) -> String {
         let mut csv = format!(
-            "epoch,step,learning_rate,train_loss,val_loss,{},images_per_second\n",
+            "epoch,step,learning_rate,train_loss,val_loss,{}\n",
             self.metric_name
         );
         for e in &self.epochs {
             csv.push_str(&format!(
-                "{},{},{:.6e},{:.6},{:.6},{:.6},{:.1}\n",
-                e.epoch,
-                e.step,
-                e.learning_rate,
-                e.train_loss,
-                e.val_loss,
-                e.val_metric,
-                e.images_per_second
+                "{},{},{:.6e},{:.6},{:.6},{:.6}\n",
+                e.epoch, e.step, e.learning_rate, e.train_loss, e.val_loss, e.val_metric,
             ));
         }
         csv

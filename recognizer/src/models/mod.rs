@@ -1,13 +1,17 @@
 //! Models own what turns a network into a trained artefact: loss, optimiser, the fit loop
 //! (schedule, clipping, early stopping, checkpoints and resume), evaluation and weights I/O.
 
+mod artifacts;
 mod char_model;
 mod fit;
 mod history;
+mod line_model;
 
+pub use artifacts::{ModelSpec, SPEC, WEIGHTS, model_architecture};
 pub use char_model::{CharModelSpec, load_char_model, train_char_model};
 pub use fit::{Device, TrainOptions, TrainOutcome};
 pub use history::{EpochRecord, History};
+pub use line_model::{LineModelSpec, ctc_loss, decode_batch, load_line_model, train_line_model};
 
 use std::path::PathBuf;
 

@@ -2,5 +2,9 @@
 //! Generic over the Burn backend so one definition trains on CPU or CUDA.
 
 mod char_cnn;
+mod line_ctc;
+mod lstm;
 
 pub use char_cnn::{CharCnn, CharCnnConfig, SIDE as CHAR_SIDE};
+pub use line_ctc::{DOWNSAMPLE as LINE_DOWNSAMPLE, LineCtc, LineCtcConfig};
+pub use lstm::{BiLstm, BiLstmConfig, LstmDirection};

@@ -35,6 +35,7 @@ pub enum Attr {
     Int(i64),
     Ints(Vec<i64>),
     Float(f32),
+    String(String),
 }
 
 impl GraphBuilder {
@@ -133,6 +134,10 @@ impl GraphBuilder {
                     Attr::Float(f) => {
                         a.r#type = AttributeType::Float as i32;
                         a.f = *f;
+                    }
+                    Attr::String(s) => {
+                        a.r#type = AttributeType::String as i32;
+                        a.s = s.clone().into_bytes();
                     }
                 }
                 a

@@ -2,11 +2,19 @@
 //! from trained weights, and check it structurally and against the training framework's outputs.
 
 #[cfg(feature = "train")]
+mod burn_export;
+#[cfg(feature = "train")]
 mod char_cnn;
 mod check;
 mod graph;
+#[cfg(feature = "train")]
+mod line_ctc;
 
+#[cfg(feature = "train")]
+pub use burn_export::TOLERANCE;
 #[cfg(feature = "train")]
 pub use char_cnn::export_char_cnn;
 pub use check::{StructureError, check_structure, run_tract};
 pub use graph::{GraphBuilder, IR_VERSION, Metadata, OPSET};
+#[cfg(feature = "train")]
+pub use line_ctc::export_line_ctc;

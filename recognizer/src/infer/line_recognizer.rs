@@ -1,0 +1,166 @@
+//! The exported line recognizer run by tract: a plan per batch size with the width left
+//! symbolic (tract's LSTM needs a concrete batch, DESIGN.md 3), lines batched by width, CTC
+//! greedy decoding with per-character and per-line confidence.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tract_onnx::prelude::*;
+
+use super::{InferError, metadata};
+use crate::ctc::{Decoded, greedy_decode};
+use crate::data::Sample;
+use crate::data::batch::collate;
+use crate::vocab::Vocabulary;
+
+type Plan = Arc<TypedSimplePlan>;
+
+/// A loaded line model.
+#[derive(Debug)]
+pub struct LineRecognizer {
+    pub vocabulary: Vocabulary,
+    /// Line height the model reads.
+    pub height: usize,
+    /// Input pixels per output step.
+    pub downsample: usize,
+    /// Lines per tract run.
+    pub batch: usize,
+    path: PathBuf,
+    model: InferenceModel,
+    plans: Mutex<HashMap<usize, Plan>>,
+}
+
+impl LineRecognizer {
+    /// Loads an exported `line_ctc` model; `batch` lines go through tract at once.
+    pub fn load(path: &Path, batch: usize) -> Result<LineRecognizer, InferError> {
+        let bytes = std::fs::read(path).map_err(|source| InferError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        LineRecognizer::from_bytes(&bytes, path, batch)
+    }
+
+    /// Same from the model's bytes (e.g. out of a release bundle); `origin` names it in errors.
+    pub fn from_bytes(
+        bytes: &[u8],
+        origin: &Path,
+        batch: usize,
+    ) -> Result<LineRecognizer, InferError> {
+        let bad = |reason: String| InferError::Model {
+            path: origin.to_owned(),
+            reason,
+        };
+        let architecture = metadata(bytes, "textrec.architecture")
+            .ok_or_else(|| bad("no textrec.architecture metadata: not a textrec model".into()))?;
+        if architecture != "line_ctc" {
+            return Err(bad(format!(
+                "this is a {architecture} model, not a line recognizer"
+            )));
+        }
+        let tokens: Vec<String> = metadata(bytes, "textrec.vocabulary")
+            .and_then(|v| serde_json::from_str(&v).ok())
+            .ok_or_else(|| bad("no textrec.vocabulary metadata".into()))?;
+        let vocabulary = Vocabulary::from_tokens(tokens).map_err(|e| bad(e.to_string()))?;
+        let number = |key: &str| {
+            metadata(bytes, key)
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|&v| v > 0)
+                .ok_or_else(|| bad(format!("no {key} metadata")))
+        };
+        let height = number("textrec.input_height")?;
+        let downsample = number("textrec.downsample")?;
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut std::io::Cursor::new(bytes))
+            .map_err(|e| bad(format!("tract cannot read it: {e:#}")))?;
+        let recognizer = LineRecognizer {
+            vocabulary,
+            height,
+            downsample,
+            batch: batch.max(1),
+            path: origin.to_owned(),
+            model,
+            plans: Mutex::new(HashMap::new()),
+        };
+        recognizer.plan(recognizer.batch)?;
+        Ok(recognizer)
+    }
+
+    /// The optimised plan for `batch` lines of any width, built once.
+    fn plan(&self, batch: usize) -> Result<Plan, InferError> {
+        if let Some(plan) = self.plans.lock().expect("plan cache").get(&batch) {
+            return Ok(plan.clone());
+        }
+        let model = self.model.clone();
+        let width = model.symbols.sym("width");
+        let fact = f32::fact([
+            TDim::from(batch as i64),
+            1.into(),
+            (self.height as i64).into(),
+            width.into(),
+        ]);
+        let plan = model
+            .with_input_fact(0, fact.into())
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| InferError::Model {
+                path: self.path.clone(),
+                reason: format!("tract cannot plan a batch of {batch}: {e:#}"),
+            })?;
+        self.plans
+            .lock()
+            .expect("plan cache")
+            .insert(batch, plan.clone());
+        Ok(plan)
+    }
+
+    /// Per-step log-probabilities `[steps][classes]` of each line, each cut to its own width.
+    pub fn log_probs(&self, lines: &[Sample]) -> Result<Vec<Vec<f32>>, InferError> {
+        if let Some(line) = lines.iter().find(|l| l.height as usize != self.height) {
+            return Err(InferError::Run(format!(
+                "a line is {} px high, the model reads {} px",
+                line.height, self.height
+            )));
+        }
+        // Similar widths together, so little of each batch is padding.
+        let mut order: Vec<usize> = (0..lines.len()).collect();
+        order.sort_by_key(|&i| lines[i].width);
+        let classes = self.vocabulary.len();
+        let mut out = vec![Vec::new(); lines.len()];
+        for chunk in order.chunks(self.batch) {
+            let samples: Vec<Sample> = chunk.iter().map(|&i| lines[i].clone()).collect();
+            let batch = collate(&samples, self.downsample, false);
+            let input = tract_ndarray::Array4::from_shape_vec(
+                (batch.len(), 1, batch.height, batch.width),
+                batch.pixels,
+            )
+            .map_err(|e| InferError::Run(e.to_string()))?;
+            let result = self
+                .plan(chunk.len())?
+                .run(tvec!(Tensor::from(input).into()))
+                .map_err(|e| InferError::Run(format!("{e:#}")))?;
+            let view = result[0]
+                .to_plain_array_view::<f32>()
+                .map_err(|e| InferError::Run(format!("{e:#}")))?;
+            let steps = view.shape()[1];
+            let values: Vec<f32> = view.iter().copied().collect();
+            for (row, (&index, width)) in chunk.iter().zip(&batch.widths).enumerate() {
+                let own = width.div_ceil(self.downsample).min(steps);
+                out[index] = values[row * steps * classes..][..own * classes].to_vec();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Greedy transcriptions of `lines`, in order.
+    pub fn recognize(&self, lines: &[Sample]) -> Result<Vec<Decoded>, InferError> {
+        let classes = self.vocabulary.len();
+        self.log_probs(lines)?
+            .iter()
+            .map(|scores| {
+                greedy_decode(scores, classes, &self.vocabulary)
+                    .map_err(|e| InferError::Run(e.to_string()))
+            })
+            .collect()
+    }
+}

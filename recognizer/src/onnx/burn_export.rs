@@ -1,0 +1,112 @@
+//! What every Burn → ONNX export shares: tensors out of Burn, layer initializers, the metadata
+//! every model carries, and the tract-vs-Burn parity check that decides whether a file is kept.
+
+use burn::module::Param;
+use burn::nn::Linear;
+use burn::nn::conv::Conv2d;
+use burn::prelude::*;
+
+use super::check::run_tract;
+use super::graph::{GraphBuilder, Metadata};
+use crate::models::{ModelError, ModelSpec};
+
+/// Parity tolerance between tract and Burn on the same inputs.
+pub const TOLERANCE: f32 = 1e-4;
+
+/// A tensor's dims and f32 values.
+pub(crate) fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
+    let dims = t.dims().to_vec();
+    let values = t
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("f32 tensor data");
+    (dims, values)
+}
+
+fn bias_of<B: Backend>(
+    name: &str,
+    bias: &Option<Param<Tensor<B, 1>>>,
+) -> Result<(Vec<usize>, Vec<f32>), ModelError> {
+    bias.as_ref()
+        .map(|b| values(b.val()))
+        .ok_or_else(|| ModelError::Invalid {
+            reason: format!("{name} has no bias"),
+        })
+}
+
+/// Adds `NAME.weight` (`[out, in, kh, kw]`, as ONNX wants) and `NAME.bias`.
+pub(crate) fn add_conv<B: Backend>(
+    g: &mut GraphBuilder,
+    name: &str,
+    conv: &Conv2d<B>,
+) -> Result<(), ModelError> {
+    let (dims, weight) = values(conv.weight.val());
+    let (bias_dims, bias) = bias_of(name, &conv.bias)?;
+    g.weight(&format!("{name}.weight"), &dims, &weight);
+    g.weight(&format!("{name}.bias"), &bias_dims, &bias);
+    Ok(())
+}
+
+/// Adds `NAME.weight` (`[in, out]`, Burn's layout: use `Gemm transB=0` or `MatMul`) and `NAME.bias`.
+pub(crate) fn add_linear<B: Backend>(
+    g: &mut GraphBuilder,
+    name: &str,
+    linear: &Linear<B>,
+) -> Result<(), ModelError> {
+    let (dims, weight) = values(linear.weight.val());
+    let (bias_dims, bias) = bias_of(name, &linear.bias)?;
+    g.weight(&format!("{name}.weight"), &dims, &weight);
+    g.weight(&format!("{name}.bias"), &bias_dims, &bias);
+    Ok(())
+}
+
+/// The `textrec.*` metadata every exported model carries.
+pub(crate) fn metadata<N>(spec: &ModelSpec<N>) -> Metadata {
+    let mut metadata = Metadata::default()
+        .with("textrec.architecture", spec.architecture.clone())
+        .with(
+            "textrec.vocabulary",
+            serde_json::to_string(&spec.vocabulary).expect("strings serialise"),
+        )
+        .with("textrec.input_height", spec.input_height.to_string());
+    if let Some(width) = spec.input_width {
+        metadata = metadata.with("textrec.input_width", width.to_string());
+    }
+    metadata
+        .with("textrec.normalisation", spec.normalisation.clone())
+        .with("textrec.model_version", env!("CARGO_PKG_VERSION"))
+        .with(
+            "textrec.training_data_sha256",
+            spec.dataset_manifest_sha256.clone(),
+        )
+}
+
+/// Runs the encoded model in tract on `input` (`shape`) and compares with Burn's `reference`
+/// output: the largest absolute difference, or a parity error when it reaches [`TOLERANCE`].
+pub(crate) fn check_parity(
+    model: &[u8],
+    shape: &[usize],
+    input: Vec<f32>,
+    reference: &[f32],
+) -> Result<f32, ModelError> {
+    let (_, got) = run_tract(model, shape, input).map_err(|e| ModelError::Invalid {
+        reason: format!("tract cannot run the exported model: {e:#}"),
+    })?;
+    let max_diff = got
+        .iter()
+        .zip(reference)
+        .map(|(a, b)| (a - b).abs())
+        // NaN counts as an infinite difference (f32::max would skip it).
+        .fold(
+            0.0f32,
+            |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+        );
+    if got.len() != reference.len() || max_diff >= TOLERANCE {
+        return Err(ModelError::Parity {
+            max_abs_diff: max_diff,
+            tolerance: TOLERANCE,
+        });
+    }
+    Ok(max_diff)
+}

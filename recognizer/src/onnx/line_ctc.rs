@@ -1,0 +1,232 @@
+//! `LineCtc` → ONNX: convolutions, the bidirectional LSTM as ONNX's own `LSTM` operator, and a
+//! log-softmax head; checked against Burn's forward pass on real test lines.
+//!
+//! Input `image` `[batch, 1, height, width]` (both batch and width symbolic; tract wants a
+//! concrete batch, see DESIGN.md 3), output `log_probs` `[batch, width / 4, classes]`.
+
+use burn::prelude::*;
+use prost::Message;
+
+use burn::nn::BatchNorm;
+
+use super::burn_export::{add_conv, add_linear, check_parity, metadata, values};
+use super::check::check_structure;
+use super::graph::{Attr, GraphBuilder};
+use crate::data::Sample;
+use crate::data::batch::collate;
+use crate::models::{LineModelSpec, ModelError};
+use crate::networks::{LINE_DOWNSAMPLE, LineCtc, LstmDirection};
+
+/// One direction's ONNX `LSTM` inputs.
+struct OnnxLstm {
+    w: Vec<f32>,
+    r: Vec<f32>,
+    b: Vec<f32>,
+}
+
+/// ONNX `W`, `R` and `B` of one direction: Burn keeps `[in, 4h]` and `[h, 4h]`, ONNX wants the
+/// transposes, and the recurrent bias (none in Burn) is zero.
+fn lstm_direction<B: Backend>(
+    direction: &LstmDirection<B>,
+    hidden: usize,
+) -> Result<OnnxLstm, ModelError> {
+    let w = values(direction.input.weight.val().transpose()).1;
+    let r = values(direction.recurrent.weight.val().transpose()).1;
+    let mut b = direction
+        .input
+        .bias
+        .as_ref()
+        .map(|b| values(b.val()).1)
+        .ok_or_else(|| ModelError::Invalid {
+            reason: "the LSTM input projection has no bias".into(),
+        })?;
+    b.extend(std::iter::repeat_n(0.0, 4 * hidden));
+    Ok(OnnxLstm { w, r, b })
+}
+
+/// Adds `NAME.scale`, `NAME.bias`, `NAME.mean` and `NAME.var` (inference uses the running stats).
+fn add_batch_norm<B: Backend>(g: &mut GraphBuilder, name: &str, norm: &BatchNorm<B>) {
+    for (param, tensor) in [
+        ("scale", norm.gamma.val()),
+        ("bias", norm.beta.val()),
+        ("mean", norm.running_mean.value()),
+        ("var", norm.running_var.value()),
+    ] {
+        let (dims, v) = values(tensor);
+        g.weight(&format!("{name}.{param}"), &dims, &v);
+    }
+}
+
+fn network_epsilon<B: Backend>(network: &LineCtc<B>, block: usize) -> f32 {
+    [&network.norm1, &network.norm2, &network.norm3][block].epsilon as f32
+}
+
+/// Writes the network as ONNX, validates its structure and checks tract's outputs against
+/// Burn's on `parity_samples` (padded into one batch). Returns the encoded model and the largest
+/// absolute difference seen.
+pub fn export_line_ctc<B: Backend>(
+    network: &LineCtc<B>,
+    spec: &LineModelSpec,
+    parity_samples: &[Sample],
+    device: &B::Device,
+) -> Result<(Vec<u8>, f32), ModelError> {
+    let config = &spec.network;
+    let hidden = config.lstm_hidden;
+    let features = config.step_features();
+    let classes = spec.vocabulary.len();
+    let mut g = GraphBuilder::new();
+    g.input(
+        "image",
+        &[Err("batch"), Ok(1), Ok(config.height as i64), Err("width")],
+    );
+    for (i, (conv, norm)) in [
+        (&network.conv1, &network.norm1),
+        (&network.conv2, &network.norm2),
+        (&network.conv3, &network.norm3),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        add_conv(&mut g, &format!("conv{}", i + 1), conv)?;
+        add_batch_norm(&mut g, &format!("norm{}", i + 1), norm);
+    }
+    add_linear(&mut g, "head", &network.head)?;
+    let forward = lstm_direction(&network.lstm.forward, hidden)?;
+    let backward = lstm_direction(&network.lstm.backward, hidden)?;
+    g.weight(
+        "lstm.W",
+        &[2, 4 * hidden, features],
+        &[forward.w, backward.w].concat(),
+    )
+    .weight(
+        "lstm.R",
+        &[2, 4 * hidden, hidden],
+        &[forward.r, backward.r].concat(),
+    )
+    .weight(
+        "lstm.B",
+        &[2, 8 * hidden],
+        &[forward.b, backward.b].concat(),
+    )
+    .int64s("keep_two_flatten_rest", &[0, 0, -1]);
+
+    let conv_attrs = || {
+        vec![
+            ("kernel_shape", Attr::Ints(vec![3, 3])),
+            ("pads", Attr::Ints(vec![1, 1, 1, 1])),
+        ]
+    };
+    let pool = |kernel: Vec<i64>| {
+        vec![
+            ("kernel_shape", Attr::Ints(kernel.clone())),
+            ("strides", Attr::Ints(kernel)),
+        ]
+    };
+    let mut previous = "image".to_owned();
+    for (i, kernel) in [vec![2, 2], vec![2, 2], vec![2, 1]].into_iter().enumerate() {
+        let name = format!("conv{}", i + 1);
+        let norm = format!("norm{}", i + 1);
+        let inputs = ["scale", "bias", "mean", "var"].map(|p| format!("{norm}.{p}"));
+        g.node(
+            "Conv",
+            &[
+                &previous,
+                &format!("{name}.weight"),
+                &format!("{name}.bias"),
+            ],
+            &[&name],
+            &conv_attrs(),
+        )
+        .node(
+            "BatchNormalization",
+            &[&name, &inputs[0], &inputs[1], &inputs[2], &inputs[3]],
+            &[&norm],
+            &[("epsilon", Attr::Float(network_epsilon(network, i)))],
+        )
+        .node("Relu", &[&norm], &[&format!("relu{}", i + 1)], &[])
+        .node(
+            "MaxPool",
+            &[&format!("relu{}", i + 1)],
+            &[&format!("pool{}", i + 1)],
+            &pool(kernel),
+        );
+        previous = format!("pool{}", i + 1);
+    }
+    // [batch, channels, height, steps] → [steps, batch, channels·height], as Burn reshapes.
+    g.node(
+        "Transpose",
+        &[&previous],
+        &["columns"],
+        &[("perm", Attr::Ints(vec![3, 0, 1, 2]))],
+    )
+    .node(
+        "Reshape",
+        &["columns", "keep_two_flatten_rest"],
+        &["sequence"],
+        &[],
+    )
+    .node(
+        "LSTM",
+        &["sequence", "lstm.W", "lstm.R", "lstm.B"],
+        &["lstm_states"],
+        &[
+            ("hidden_size", Attr::Int(hidden as i64)),
+            ("direction", Attr::String("bidirectional".into())),
+        ],
+    )
+    // Y is [steps, directions, batch, hidden] → [steps, batch, 2·hidden].
+    .node(
+        "Transpose",
+        &["lstm_states"],
+        &["states_by_batch"],
+        &[("perm", Attr::Ints(vec![0, 2, 1, 3]))],
+    )
+    .node(
+        "Reshape",
+        &["states_by_batch", "keep_two_flatten_rest"],
+        &["states"],
+        &[],
+    )
+    .node("MatMul", &["states", "head.weight"], &["head_product"], &[])
+    .node("Add", &["head_product", "head.bias"], &["scores"], &[])
+    .node(
+        "LogSoftmax",
+        &["scores"],
+        &["step_log_probs"],
+        &[("axis", Attr::Int(2))],
+    )
+    .node(
+        "Transpose",
+        &["step_log_probs"],
+        &["log_probs"],
+        &[("perm", Attr::Ints(vec![1, 0, 2]))],
+    )
+    .output(
+        "log_probs",
+        &[Err("batch"), Err("steps"), Ok(classes as i64)],
+    );
+    let model = g.build(
+        "line_ctc",
+        &metadata(spec).with("textrec.downsample", LINE_DOWNSAMPLE.to_string()),
+    );
+    check_structure(&model).map_err(|e| ModelError::Invalid {
+        reason: format!("exported graph: {e}"),
+    })?;
+    let bytes = model.encode_to_vec();
+
+    if parity_samples.is_empty() {
+        return Err(ModelError::Invalid {
+            reason: "the parity check needs at least one sample".into(),
+        });
+    }
+    let batch = collate(parity_samples, LINE_DOWNSAMPLE, false);
+    let shape = [batch.len(), 1, batch.height, batch.width];
+    let reference = network
+        .forward(Tensor::<B, 4>::from_data(
+            TensorData::new(batch.pixels.clone(), shape),
+            device,
+        ))
+        .swap_dims(0, 1);
+    let max_diff = check_parity(&bytes, &shape, batch.pixels, &values(reference).1)?;
+    Ok((bytes, max_diff))
+}
