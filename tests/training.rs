@@ -55,7 +55,7 @@ const CHAR_STAGES: &str = r#"
   - name: evaluate
     kind: evaluate
     deps: [chars.onnx, chars]
-    params: {split: test, min_accuracy: 0.0}
+    params: {split: test, min_accuracy: 0.0, uci_digits: true}
     outs: [report]
     metrics: [evaluate.json]
 "#;
@@ -132,6 +132,10 @@ fn same_seed_same_weights_and_a_killed_run_resumes_to_the_same_result() {
     let evaluation: serde_json::Value = serde_json::from_str(&first.read("evaluate.json")).unwrap();
     let accuracy = evaluation["accuracy"].as_f64().unwrap();
     let baseline = evaluation["baseline_majority_accuracy"].as_f64().unwrap();
+    for key in ["uci_digits_accuracy", "uci_digits_accuracy_digits_only"] {
+        let value = evaluation[key].as_f64().unwrap_or(-1.0);
+        assert!((0.0..=1.0).contains(&value), "{key}: {evaluation}");
+    }
     assert!(
         accuracy > baseline,
         "the model ({accuracy}) must beat the majority baseline ({baseline})"

@@ -14,6 +14,8 @@ pub mod raster;
 pub mod shard;
 pub mod split;
 pub mod synth;
+#[cfg(feature = "uci-digits")]
+pub mod uci_digits;
 
 pub use error::DataError;
 pub use manifest::{Dataset, DatasetKind, Manifest, Polarity, SplitInfo};
