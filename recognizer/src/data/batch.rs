@@ -3,6 +3,8 @@
 //! wastes little compute on padding. Shuffling uses a bounded, seeded buffer over the stream, so
 //! memory stays flat however large the dataset is.
 
+use std::borrow::Borrow;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -31,8 +33,10 @@ impl Batch {
     }
 }
 
-/// Pads `samples` (all of one height) to the widest, rounded up to a multiple of `multiple`.
-pub fn collate(samples: &[Sample], multiple: usize, invert: bool) -> Batch {
+/// Pads `samples` (all of one height; owned or borrowed, so callers need not copy pixels) to the
+/// widest, rounded up to a multiple of `multiple`.
+pub fn collate<S: Borrow<Sample>>(samples: &[S], multiple: usize, invert: bool) -> Batch {
+    let samples: Vec<&Sample> = samples.iter().map(Borrow::borrow).collect();
     let height = samples.first().map_or(0, |s| s.height as usize);
     let widest = samples.iter().map(|s| s.width as usize).max().unwrap_or(0);
     let width = widest.div_ceil(multiple.max(1)) * multiple.max(1);

@@ -128,7 +128,7 @@ impl LineRecognizer {
         let classes = self.vocabulary.len();
         let mut out = vec![Vec::new(); lines.len()];
         for chunk in order.chunks(self.batch) {
-            let samples: Vec<Sample> = chunk.iter().map(|&i| lines[i].clone()).collect();
+            let samples: Vec<&Sample> = chunk.iter().map(|&i| &lines[i]).collect();
             let batch = collate(&samples, self.downsample, false);
             let input = tract_ndarray::Array4::from_shape_vec(
                 (batch.len(), 1, batch.height, batch.width),

@@ -6,8 +6,13 @@ use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 
-use super::check::run_tract;
+use prost::Message;
+use tract_onnx::pb;
+
+use super::check::{check_structure, run_tract};
 use super::graph::{GraphBuilder, Metadata};
+use crate::data::Sample;
+use crate::data::batch::{Batch, collate};
 use crate::models::{ModelError, ModelSpec};
 
 /// Parity tolerance between tract and Burn on the same inputs.
@@ -24,41 +29,59 @@ pub(crate) fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> (Vec<usize>
     (dims, values)
 }
 
-fn bias_of<B: Backend>(
+/// Adds `NAME.weight` and `NAME.bias` as initializers, in Burn's layout.
+fn add_weight_and_bias<B: Backend, const D: usize>(
+    g: &mut GraphBuilder,
     name: &str,
+    weight: Tensor<B, D>,
     bias: &Option<Param<Tensor<B, 1>>>,
-) -> Result<(Vec<usize>, Vec<f32>), ModelError> {
-    bias.as_ref()
-        .map(|b| values(b.val()))
-        .ok_or_else(|| ModelError::Invalid {
-            reason: format!("{name} has no bias"),
-        })
+) -> Result<(), ModelError> {
+    let (bias_dims, bias) =
+        bias.as_ref()
+            .map(|b| values(b.val()))
+            .ok_or_else(|| ModelError::Invalid {
+                reason: format!("{name} has no bias"),
+            })?;
+    let (dims, weight) = values(weight);
+    g.weight(&format!("{name}.weight"), &dims, &weight);
+    g.weight(&format!("{name}.bias"), &bias_dims, &bias);
+    Ok(())
 }
 
-/// Adds `NAME.weight` (`[out, in, kh, kw]`, as ONNX wants) and `NAME.bias`.
+/// Adds a convolution: weight `[out, in, kh, kw]` (as ONNX wants) and bias.
 pub(crate) fn add_conv<B: Backend>(
     g: &mut GraphBuilder,
     name: &str,
     conv: &Conv2d<B>,
 ) -> Result<(), ModelError> {
-    let (dims, weight) = values(conv.weight.val());
-    let (bias_dims, bias) = bias_of(name, &conv.bias)?;
-    g.weight(&format!("{name}.weight"), &dims, &weight);
-    g.weight(&format!("{name}.bias"), &bias_dims, &bias);
-    Ok(())
+    add_weight_and_bias(g, name, conv.weight.val(), &conv.bias)
 }
 
-/// Adds `NAME.weight` (`[in, out]`, Burn's layout: use `Gemm transB=0` or `MatMul`) and `NAME.bias`.
+/// Adds a linear layer: weight `[in, out]` (Burn's layout: use `Gemm transB=0` or `MatMul`) and bias.
 pub(crate) fn add_linear<B: Backend>(
     g: &mut GraphBuilder,
     name: &str,
     linear: &Linear<B>,
 ) -> Result<(), ModelError> {
-    let (dims, weight) = values(linear.weight.val());
-    let (bias_dims, bias) = bias_of(name, &linear.bias)?;
-    g.weight(&format!("{name}.weight"), &dims, &weight);
-    g.weight(&format!("{name}.bias"), &bias_dims, &bias);
-    Ok(())
+    add_weight_and_bias(g, name, linear.weight.val(), &linear.bias)
+}
+
+/// Validates the graph's structure and encodes it.
+pub(crate) fn encode_checked(model: &pb::ModelProto) -> Result<Vec<u8>, ModelError> {
+    check_structure(model).map_err(|e| ModelError::Invalid {
+        reason: format!("exported graph: {e}"),
+    })?;
+    Ok(model.encode_to_vec())
+}
+
+/// The parity check's input: the samples in one batch padded to a multiple of `multiple`.
+pub(crate) fn parity_batch(samples: &[Sample], multiple: usize) -> Result<Batch, ModelError> {
+    if samples.is_empty() {
+        return Err(ModelError::Invalid {
+            reason: "the parity check needs at least one sample".into(),
+        });
+    }
+    Ok(collate(samples, multiple, false))
 }
 
 /// The `textrec.*` metadata every exported model carries.

@@ -1,13 +1,12 @@
 //! `CharCnn` → ONNX, with the parity check against Burn's own forward pass.
 
 use burn::prelude::*;
-use prost::Message;
 
-use super::burn_export::{add_conv, add_linear, check_parity, metadata, values};
-use super::check::check_structure;
+use super::burn_export::{
+    add_conv, add_linear, check_parity, encode_checked, metadata, parity_batch, values,
+};
 use super::graph::{Attr, GraphBuilder};
 use crate::data::Sample;
-use crate::data::batch::collate;
 use crate::models::{CharModelSpec, ModelError};
 use crate::networks::{CHAR_SIDE, CharCnn};
 
@@ -68,17 +67,8 @@ pub fn export_char_cnn<B: Backend>(
     )
     .output("logits", &[Err("N"), Ok(spec.vocabulary.len() as i64)]);
     let model = g.build("char_cnn", &metadata(spec));
-    check_structure(&model).map_err(|e| ModelError::Invalid {
-        reason: format!("exported graph: {e}"),
-    })?;
-    let bytes = model.encode_to_vec();
-
-    if parity_samples.is_empty() {
-        return Err(ModelError::Invalid {
-            reason: "the parity check needs at least one sample".into(),
-        });
-    }
-    let batch = collate(parity_samples, 1, false);
+    let bytes = encode_checked(&model)?;
+    let batch = parity_batch(parity_samples, 1)?;
     let shape = [batch.len(), 1, batch.height, batch.width];
     let reference = network.forward(Tensor::<B, 4>::from_data(
         TensorData::new(batch.pixels.clone(), shape),

@@ -5,15 +5,14 @@
 //! concrete batch, see DESIGN.md 3), output `log_probs` `[batch, width / 4, classes]`.
 
 use burn::prelude::*;
-use prost::Message;
 
 use burn::nn::BatchNorm;
 
-use super::burn_export::{add_conv, add_linear, check_parity, metadata, values};
-use super::check::check_structure;
+use super::burn_export::{
+    add_conv, add_linear, check_parity, encode_checked, metadata, parity_batch, values,
+};
 use super::graph::{Attr, GraphBuilder};
 use crate::data::Sample;
-use crate::data::batch::collate;
 use crate::models::{LineModelSpec, ModelError};
 use crate::networks::{LINE_DOWNSAMPLE, LineCtc, LstmDirection};
 
@@ -209,17 +208,8 @@ pub fn export_line_ctc<B: Backend>(
         "line_ctc",
         &metadata(spec).with("textrec.downsample", LINE_DOWNSAMPLE.to_string()),
     );
-    check_structure(&model).map_err(|e| ModelError::Invalid {
-        reason: format!("exported graph: {e}"),
-    })?;
-    let bytes = model.encode_to_vec();
-
-    if parity_samples.is_empty() {
-        return Err(ModelError::Invalid {
-            reason: "the parity check needs at least one sample".into(),
-        });
-    }
-    let batch = collate(parity_samples, LINE_DOWNSAMPLE, false);
+    let bytes = encode_checked(&model)?;
+    let batch = parity_batch(parity_samples, LINE_DOWNSAMPLE)?;
     let shape = [batch.len(), 1, batch.height, batch.width];
     let reference = network
         .forward(Tensor::<B, 4>::from_data(
