@@ -1,5 +1,5 @@
 //! Training, export and evaluation end to end through the real `xtask` binary: same seed → same
-//! weights bytes, a run killed mid-training resumes from its checkpoint and ends on the very
+//! weights bytes (also with another training running beside it), a run killed mid-training resumes from its checkpoint and ends on the very
 //! same weights, the exported ONNX (char CNN, and the line recognizer with its LSTM) passes the
 //! parity check, and a quality gate fails the run with the measured number.
 
@@ -95,6 +95,18 @@ const LINE_STAGES: &str = r#"
     metrics: [evaluate.json]
 "#;
 
+/// A second, identical training of the char model, to run side by side with `train`.
+const SIDE_BY_SIDE: &str = r#"
+  - name: train-beside
+    kind: train
+    deps: [chars]
+    params:
+      model: char_cnn
+      training: {seed: 5, epochs: 2, batch_size: 32, warmup_steps: 5, checkpoint_every: 5, patience: 0}
+    outs: [model-beside]
+    metrics: [train-beside.json]
+"#;
+
 fn pipeline(stages: &str) -> String {
     format!("{DOWNLOAD}{stages}")
 }
@@ -141,14 +153,31 @@ fn same_seed_same_weights_and_a_killed_run_resumes_to_the_same_result() {
         "the model ({accuracy}) must beat the majority baseline ({baseline})"
     );
 
-    // Same seed in another workspace: the same weights, byte for byte.
+    // Same seed in another workspace: the same weights, byte for byte, even with a second
+    // training running beside it in the same process (Burn's backend RNG is process-wide).
     let twin = workspace();
+    twin.write(
+        "p.yaml",
+        &format!("{}{SIDE_BY_SIDE}", pipeline(CHAR_STAGES)),
+    );
+    twin.run_ok(&["run", "p.yaml", "--only", "download", "--only", "chars"]);
     twin.run_ok(&[
-        "run", "p.yaml", "--only", "download", "--only", "chars", "--only", "train",
+        "run",
+        "p.yaml",
+        "--only",
+        "train",
+        "--only",
+        "train-beside",
+        "-j",
+        "2",
     ]);
     assert!(
         weights(&first) == weights(&twin),
         "same seed, different weights bytes"
+    );
+    assert!(
+        std::fs::read(twin.path("model-beside/weights.mpk")).unwrap() == weights(&first),
+        "a training running beside another must not change its weights"
     );
 
     // Kill a run as soon as it has a checkpoint, run again: it resumes and ends identically.

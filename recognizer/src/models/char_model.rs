@@ -11,7 +11,7 @@ use super::artifacts::{
     ModelSpec, dataset_fingerprint, expect_architecture, load_weights, model_architecture,
     read_spec, save_model,
 };
-use super::fit::{Task, TrainOptions, fit, with_stable_ids};
+use super::fit::{Task, TrainOptions, exclusive_training, fit, with_stable_ids};
 use super::{History, ModelError};
 use crate::data::batch::Batch;
 use crate::data::{Dataset, DatasetKind, Observer};
@@ -129,6 +129,7 @@ pub fn train_char_model<B: AutodiffBackend>(
             ),
         });
     }
+    let _exclusive = exclusive_training(observer);
     B::seed(device, options.seed);
     let network: CharCnn<B> = with_stable_ids(config.init(device));
     let task = CharTask {

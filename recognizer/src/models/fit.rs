@@ -5,9 +5,15 @@
 //! Determinism: the data order of epoch `e` and the backend RNG of step `s` are seeded from
 //! `(seed, e)` and `(seed, s)` alone, so a resumed run continues exactly as an uninterrupted one
 //! would, and the same seed on CPU gives the same weights bytes.
+//!
+//! Burn's backend RNG and autodiff graph registry are process-wide, and two trainings running
+//! at once in one process (pipeline stages side by side) change each other's weights bytes
+//! even with every seed set (seen with `-j 2`: other bytes on every run, also with dropout and
+//! backward serialised). So a training holds [`exclusive_training`] from init to its last step.
 
 use std::cell::RefCell;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module, ModuleMapper, Param, ParamId};
@@ -132,6 +138,23 @@ pub trait Task<B: AutodiffBackend> {
     /// Width bucket for batching (lines); a huge value for fixed-size images.
     fn bucket_width(&self) -> usize {
         usize::MAX
+    }
+}
+
+static TRAINING: Mutex<()> = Mutex::new(());
+
+/// Waits until no other training runs in this process and holds that until dropped; see the
+/// module docs for why.
+pub fn exclusive_training(observer: &dyn Observer) -> MutexGuard<'static, ()> {
+    match TRAINING.try_lock() {
+        Ok(guard) => guard,
+        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(TryLockError::WouldBlock) => {
+            observer.message("waiting for the other training in this process to finish");
+            TRAINING
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use super::artifacts::{
     ModelSpec, dataset_fingerprint, expect_architecture, load_weights, model_architecture,
     read_spec, save_model,
 };
-use super::fit::{Task, TrainOptions, fit, with_stable_ids};
+use super::fit::{Task, TrainOptions, exclusive_training, fit, with_stable_ids};
 use super::{History, ModelError};
 use crate::data::batch::Batch;
 use crate::data::{Dataset, DatasetKind, Observer};
@@ -218,6 +218,7 @@ pub fn train_line_model<B: AutodiffBackend>(
     config
         .validate()
         .map_err(|reason| ModelError::Invalid { reason })?;
+    let _exclusive = exclusive_training(observer);
     B::seed(device, options.seed);
     let network: LineCtc<B> = with_stable_ids(config.init(device));
     let task = LineTask { vocabulary };
