@@ -1,5 +1,7 @@
 //! `textrec`: the user-facing binary. It depends on the recognizer's inference side only.
 
+mod transcribe;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -8,10 +10,13 @@ use serde_json::{Value, json};
 use textrec_recognizer::Vocabulary;
 use textrec_recognizer::bundle::{self, BundleError, TensorSummary, Verification};
 
-/// Exit status when a bundle fails verification (`verify`).
+/// Exit status when a bundle fails verification (`verify`) or some inputs could not be
+/// transcribed (`transcribe`; the others were).
 const FAILED: u8 = 2;
-/// Exit status on bad usage (unknown verb or option, missing argument).
+/// Exit status on bad usage (unknown verb or option, missing argument or input).
 const USAGE: u8 = 1;
+/// Exit status when no model could be loaded (`transcribe`): none found, or a bad bundle.
+const NO_MODEL: u8 = 3;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,6 +35,52 @@ enum Command {
     #[command(after_help = "Example:\n  textrec vocabulary --json | jq length")]
     Vocabulary {
         /// Print a JSON array of tokens instead (index = position).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Transcribe page images (PNG, JPEG, TIFF) to text: each page's lines are found, read by
+    /// the line model, and written as OUTDIR/NAME.txt (and .json, .hocr, .alto.xml on request).
+    #[command(after_help = "\
+Folders are read for *.png, *.jpg, *.jpeg, *.tif, *.tiff (sub-folders with --recursive; the
+outputs mirror them). A bad input (not an image, truncated, empty, too large) is reported with
+its path and reason; the others are still transcribed.
+
+Exit status: 0 every input transcribed, 2 some inputs failed (each named on stderr), 1 bad usage
+(unknown option, missing input), 3 no model could be loaded.
+
+Examples:
+  textrec transcribe scans/ -o text/
+  textrec transcribe 'scans/*.png' -o text/ --format txt,json,hocr,alto --jobs 2
+  textrec transcribe scans/ -o text/ --recursive --resume --model release/textrec-0.1.0.tar.gz
+  textrec transcribe page.png -o out/ --json | jq '.inputs[] | select(.status == \"failed\")'")]
+    Transcribe {
+        /// Image files, folders, or quoted globs ('scans/*.png').
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Folder for the outputs (created if missing).
+        #[arg(short, long = "output", value_name = "OUTDIR")]
+        output: PathBuf,
+        /// A release bundle (NAME-VERSION.tar.gz from the pipeline's package stage), or an
+        /// exported line model (.onnx). Default: the newest bundle in ./release/.
+        #[arg(long, value_name = "BUNDLE")]
+        model: Option<PathBuf>,
+        /// Output formats, comma-separated: txt, json (boxes, words, confidences, timing),
+        /// hocr, alto (ALTO 4 XML).
+        #[arg(long, value_delimiter = ',', default_value = "txt")]
+        format: Vec<transcribe::FormatArg>,
+        /// Walk sub-folders of folder inputs.
+        #[arg(short, long)]
+        recursive: bool,
+        /// Pages transcribed at once (each on one core).
+        #[arg(short, long, default_value_t = default_jobs())]
+        jobs: usize,
+        /// Skip inputs whose outputs all exist and are newer than the input.
+        #[arg(long)]
+        resume: bool,
+        /// Refuse images with more pixels than this (decompression bombs, mistaken inputs).
+        #[arg(long, default_value_t = 40_000_000)]
+        max_pixels: u64,
+        /// Print one JSON summary on stdout: {"ok","failed","inputs":[{"input","status",...}]}.
         #[arg(long)]
         json: bool,
     },
@@ -76,7 +127,46 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Verify { bundle, json } => verify(&bundle, json),
+        Command::Transcribe {
+            inputs,
+            output,
+            model,
+            format,
+            recursive,
+            jobs,
+            resume,
+            max_pixels,
+            json,
+        } => {
+            let options = transcribe::Options {
+                inputs,
+                out_dir: output,
+                model,
+                formats: format.into_iter().map(|f| f.0).collect(),
+                recursive,
+                jobs,
+                resume,
+                max_pixels,
+                json,
+            };
+            match transcribe::run(&options) {
+                Ok(transcribe::Outcome::AllTranscribed) => ExitCode::SUCCESS,
+                Ok(transcribe::Outcome::SomeFailed) => ExitCode::from(FAILED),
+                Err(transcribe::Fatal::Usage(e)) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(USAGE)
+                }
+                Err(transcribe::Fatal::Model(e)) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(NO_MODEL)
+                }
+            }
+        }
     }
+}
+
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn verify(path: &Path, json: bool) -> ExitCode {

@@ -2,7 +2,10 @@
 //! trivial baseline and the previous release's metrics, and enforce the quality gates.
 //!
 //! Character models are scored by accuracy (per class, confusion matrix); line models by CER
-//! and WER (per writer, per length, the worst lines with their images).
+//! and WER (per writer, per length, the worst lines with their images). A line model on a
+//! pages dataset is scored end to end: the line detector's recall, precision and IoU against
+//! the true boxes, page CER with detected lines, and CER with the true boxes (what a perfect
+//! detector would give).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -10,9 +13,10 @@ use std::time::Instant;
 
 use serde::Deserialize;
 use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
-use textrec_recognizer::data::{Dataset, Observer, Sample, Split};
+use textrec_recognizer::data::{Dataset, DatasetKind, Observer, Sample, Split};
 use textrec_recognizer::infer::{
-    CharClassifier, LineRecognizer, TextErrors, metadata, score_chars,
+    CharClassifier, DetectionScore, LineBox, LineRecognizer, PageTranscriber, TextErrors, metadata,
+    score_chars,
 };
 
 use crate::observe::StageObserver;
@@ -43,6 +47,9 @@ struct Params {
     /// Character models: also score the 1,797 real UCI digits (never trained on).
     #[serde(default)]
     uci_digits: bool,
+    /// Pages: fail when the line detector finds fewer of the true lines (IoU ≥ 0.5).
+    #[serde(default)]
+    min_detection_recall: Option<f64>,
 }
 
 fn default_split() -> Split {
@@ -120,14 +127,19 @@ impl StageKind for Evaluate {
                     );
                 }
                 let recognizer = LineRecognizer::from_bytes(&bytes, model, 16)?;
-                evaluate_lines(
-                    &recognizer,
-                    &dataset,
-                    &params,
-                    &previous_metrics,
-                    report,
-                    &observer,
-                )?
+                if dataset.manifest.kind == DatasetKind::Pages {
+                    let transcriber = PageTranscriber::new(recognizer, String::new());
+                    evaluate_pages(&transcriber, &dataset, &params, report, &observer)?
+                } else {
+                    evaluate_lines(
+                        &recognizer,
+                        &dataset,
+                        &params,
+                        &previous_metrics,
+                        report,
+                        &observer,
+                    )?
+                }
             }
             _ => {
                 if params.max_cer.is_some() {
@@ -164,6 +176,15 @@ impl StageKind for Evaluate {
             failures.push(format!(
                 "CER {:.4} is above max_cer {ceiling}",
                 headline.value
+            ));
+        }
+        if let (Some(floor), Some(recall)) = (
+            params.min_detection_recall,
+            metrics.get("detection_recall").and_then(|v| v.as_f64()),
+        ) && recall < floor
+        {
+            failures.push(format!(
+                "line detection recall {recall:.4} is below min_detection_recall {floor}"
             ));
         }
         if let Some(limit) = params.max_seconds
@@ -469,6 +490,132 @@ fn evaluate_lines(
         "baseline_empty_cer": 1.0,
         "baseline_frequent_line_cer": baseline.cer(),
         "previous_cer": previous_cer,
+    });
+    Ok((
+        metrics,
+        Headline {
+            name: "cer",
+            value: cer,
+            higher_is_better: false,
+        },
+    ))
+}
+
+/// Detected lines and page text against the truth, page by page.
+fn evaluate_pages(
+    transcriber: &PageTranscriber,
+    dataset: &Dataset,
+    params: &Params,
+    report: &Path,
+    observer: &dyn Observer,
+) -> Result<(serde_json::Value, Headline), StageFailure> {
+    let split = dataset
+        .split(params.split)
+        .ok_or_else(|| format!("the dataset has no {} split", params.split.name()))?;
+    observer.total(split.count);
+    let mut detection = DetectionScore::default();
+    let mut detected = TextErrors::default();
+    let mut oracle = TextErrors::default();
+    let mut by_writer: BTreeMap<String, (DetectionScore, TextErrors)> = BTreeMap::new();
+    let mut examples = String::new();
+    let images = report.join("lines");
+    std::fs::create_dir_all(&images)?;
+    for (index, sample) in dataset.samples(params.split).enumerate() {
+        let sample = sample?;
+        let page = image::GrayImage::from_raw(
+            u32::from(sample.width),
+            u32::from(sample.height),
+            sample.pixels.clone(),
+        )
+        .ok_or("a page's pixels do not match its size")?;
+        let truth: Vec<LineBox> = sample
+            .boxes
+            .iter()
+            .map(|&b| LineBox::from_array(b))
+            .collect();
+        let transcript = transcriber.transcribe(&page)?;
+        let found: Vec<LineBox> = transcript.lines.iter().map(|l| l.bbox).collect();
+        let score = DetectionScore::of(&truth, &found, 0.5);
+        let text = transcript.text();
+        let errors = TextErrors::of(&sample.label, text.trim_end());
+        let oracle_text = transcriber.read_lines(&page, truth)?.text();
+        detection.add(&score);
+        detected.add(errors);
+        oracle.add(TextErrors::of(&sample.label, oracle_text.trim_end()));
+        if index == 0 {
+            // The first page's lines as the recognizer saw them, with what it read.
+            let truths: Vec<&str> = sample.label.lines().collect();
+            for (i, (cut, line)) in transcriber
+                .line_images(&page, &found)
+                .iter()
+                .zip(&transcript.lines)
+                .enumerate()
+            {
+                let file = format!("{i:02}.png");
+                let paper = cut.pixels.iter().map(|p| 255 - p).collect();
+                image::GrayImage::from_raw(u32::from(cut.width), u32::from(cut.height), paper)
+                    .ok_or("a line's pixels do not match its size")?
+                    .save(images.join(&file))
+                    .map_err(|e| format!("write {}: {e}", images.join(&file).display()))?;
+                examples.push_str(&format!(
+                    "| ![](lines/{file}) | `{}` | `{}` | {:.2} |\n",
+                    truths.get(i).unwrap_or(&"").replace('|', "\\|"),
+                    line.text.replace('|', "\\|"),
+                    line.confidence
+                ));
+            }
+        }
+        let writer = by_writer.entry(sample.style.clone()).or_default();
+        writer.0.add(&score);
+        writer.1.add(errors);
+        observer.advance(1);
+    }
+    let cer = detected.cer();
+    let mut md = format!(
+        "# Page evaluation ({} split, {} pages, {} lines)\n\n\
+         Detector: {:?}\n\n\
+         | line detection | recall | precision | mean IoU |\n|---|---|---|---|\n\
+         | at IoU ≥ 0.5 | {:.4} | {:.4} | {:.4} |\n\n\
+         | transcription | CER | WER |\n|---|---|---|\n\
+         | detected lines | {cer:.4} | {:.4} |\n\
+         | true line boxes | {:.4} | {:.4} |\n\
+         | empty-output baseline | 1.0000 | 1.0000 |\n\n\
+         ## By writer (font)\n\n| writer | pages | recall | precision | CER |\n|---|---|---|---|---|\n",
+        params.split.name(),
+        detection.pages,
+        detection.truth_lines,
+        transcriber.detector,
+        detection.recall(),
+        detection.precision(),
+        detection.mean_iou(),
+        detected.wer(),
+        oracle.cer(),
+        oracle.wer(),
+    );
+    for (writer, (d, e)) in &by_writer {
+        md.push_str(&format!(
+            "| {writer} | {} | {:.4} | {:.4} | {:.4} |\n",
+            d.pages,
+            d.recall(),
+            d.precision(),
+            e.cer()
+        ));
+    }
+    md.push_str(&format!(
+        "\n## The first page's lines as the recognizer read them\n\n\
+         | line | truth (same position) | read | confidence |\n|---|---|---|---|\n{examples}"
+    ));
+    std::fs::write(report.join("report.md"), md)?;
+    let metrics = serde_json::json!({
+        "cer": cer,
+        "wer": detected.wer(),
+        "pages": detection.pages,
+        "lines": detection.truth_lines,
+        "detection_recall": detection.recall(),
+        "detection_precision": detection.precision(),
+        "detection_mean_iou": detection.mean_iou(),
+        "true_boxes_cer": oracle.cer(),
+        "baseline_empty_cer": 1.0,
     });
     Ok((
         metrics,

@@ -2,6 +2,7 @@
 //! symbolic (tract's LSTM needs a concrete batch, DESIGN.md 3), lines batched by width, CTC
 //! greedy decoding with per-character and per-line confidence.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -115,7 +116,8 @@ impl LineRecognizer {
     }
 
     /// Per-step log-probabilities `[steps][classes]` of each line, each cut to its own width.
-    pub fn log_probs(&self, lines: &[Sample]) -> Result<Vec<Vec<f32>>, InferError> {
+    pub fn log_probs<S: Borrow<Sample>>(&self, lines: &[S]) -> Result<Vec<Vec<f32>>, InferError> {
+        let lines: Vec<&Sample> = lines.iter().map(Borrow::borrow).collect();
         if let Some(line) = lines.iter().find(|l| l.height as usize != self.height) {
             return Err(InferError::Run(format!(
                 "a line is {} px high, the model reads {} px",
@@ -128,7 +130,7 @@ impl LineRecognizer {
         let classes = self.vocabulary.len();
         let mut out = vec![Vec::new(); lines.len()];
         for chunk in order.chunks(self.batch) {
-            let samples: Vec<&Sample> = chunk.iter().map(|&i| &lines[i]).collect();
+            let samples: Vec<&Sample> = chunk.iter().map(|&i| lines[i]).collect();
             let batch = collate(&samples, self.downsample, false);
             let input = tract_ndarray::Array4::from_shape_vec(
                 (batch.len(), 1, batch.height, batch.width),
@@ -153,7 +155,7 @@ impl LineRecognizer {
     }
 
     /// Greedy transcriptions of `lines`, in order.
-    pub fn recognize(&self, lines: &[Sample]) -> Result<Vec<Decoded>, InferError> {
+    pub fn recognize<S: Borrow<Sample>>(&self, lines: &[S]) -> Result<Vec<Decoded>, InferError> {
         let classes = self.vocabulary.len();
         self.log_probs(lines)?
             .iter()

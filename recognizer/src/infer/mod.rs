@@ -2,9 +2,17 @@
 //! `textrec serve` run.
 
 mod char_classifier;
+mod formats;
+pub mod line_detector;
 mod line_recognizer;
+mod page;
+mod page_image;
 mod scoring;
 
 pub use char_classifier::{CharClassifier, InferError, metadata};
+pub use formats::{OutputFormat, to_alto, to_hocr, to_json};
+pub use line_detector::{DetectionScore, LineBox, ProjectionDetector};
 pub use line_recognizer::LineRecognizer;
+pub use page::{LineFrame, PageLine, PageTranscriber, PageTranscript, PageWord};
+pub use page_image::{PageImageError, decode_page, read_page};
 pub use scoring::{Confusion, TextErrors, edit_distance, score_chars};

@@ -15,6 +15,6 @@ pub use burn_export::TOLERANCE;
 #[cfg(feature = "train")]
 pub use char_cnn::export_char_cnn;
 pub use check::{StructureError, check_structure, run_tract};
-pub use graph::{GraphBuilder, IR_VERSION, Metadata, OPSET};
+pub use graph::{Attr, GraphBuilder, IR_VERSION, Metadata, OPSET};
 #[cfg(feature = "train")]
 pub use line_ctc::export_line_ctc;

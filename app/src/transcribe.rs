@@ -1,0 +1,463 @@
+//! `textrec transcribe`: a batch of page images to text files, in parallel, going on past bad
+//! inputs and saying which failed and why.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rayon::prelude::*;
+use serde_json::{Value, json};
+use textrec_recognizer::infer::{
+    LineRecognizer, OutputFormat, PageTranscriber, PageTranscript, read_page,
+};
+
+/// Image files a folder walk picks up (explicitly named files are read whatever their name).
+const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "tif", "tiff"];
+
+/// Lines per tract run.
+const LINE_BATCH: usize = 8;
+
+#[derive(Debug)]
+pub struct Options {
+    pub inputs: Vec<PathBuf>,
+    pub out_dir: PathBuf,
+    pub model: Option<PathBuf>,
+    pub formats: Vec<OutputFormat>,
+    pub recursive: bool,
+    pub jobs: usize,
+    pub resume: bool,
+    pub max_pixels: u64,
+    pub json: bool,
+}
+
+/// How a batch ended, for the exit status.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    AllTranscribed,
+    SomeFailed,
+}
+
+/// `--format` values, parsed by [`OutputFormat`]'s names.
+#[derive(Debug, Clone)]
+pub struct FormatArg(pub OutputFormat);
+
+impl std::str::FromStr for FormatArg {
+    type Err = String;
+    fn from_str(name: &str) -> Result<FormatArg, String> {
+        name.parse().map(FormatArg)
+    }
+}
+
+/// One input page and where its outputs go.
+#[derive(Debug)]
+struct Job {
+    input: PathBuf,
+    /// Output path without the format's extension.
+    out_stem: PathBuf,
+}
+
+/// What happened to one input.
+#[derive(Debug)]
+enum Done {
+    Transcribed {
+        transcript: PageTranscript,
+        outputs: Vec<PathBuf>,
+    },
+    Skipped {
+        outputs: Vec<PathBuf>,
+    },
+    Failed {
+        reason: String,
+    },
+}
+
+/// The newest `*.tar.gz` under `release/`, the package stage's output folder.
+pub fn newest_bundle(dir: &Path) -> anyhow::Result<PathBuf> {
+    let entries = std::fs::read_dir(dir).ok().into_iter().flatten().flatten();
+    let newest = entries
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".tar.gz"))
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max();
+    match newest {
+        Some((_, path)) => Ok(path),
+        None => bail!(
+            "no release bundle in {}/: make one with `cargo xtask run pipeline.yaml` (its \
+             package stage writes release/textrec-VERSION.tar.gz), or pass --model BUNDLE",
+            dir.display()
+        ),
+    }
+}
+
+/// Loads the model: a release bundle (verified), or a bare exported line model (`.onnx`).
+pub fn load_transcriber(model: &Path) -> anyhow::Result<PageTranscriber> {
+    if model.extension().is_some_and(|e| e == "onnx") {
+        let recognizer = LineRecognizer::load(model, LINE_BATCH)?;
+        let name = model.file_name().unwrap_or_default().to_string_lossy();
+        return Ok(PageTranscriber::new(recognizer, name.into_owned()));
+    }
+    Ok(PageTranscriber::from_bundle(model, LINE_BATCH)?)
+}
+
+fn is_image_name(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// `*` and `?` in the last component of `pattern` (quoted globs; a shell expands unquoted ones).
+fn glob_matches(pattern: &str, name: &str) -> bool {
+    fn go(p: &[char], n: &[char]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some('*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some('?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    go(&p, &n)
+}
+
+fn walk(dir: &Path, recursive: bool, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            if recursive {
+                walk(&path, recursive, found)?;
+            }
+        } else if is_image_name(&path) {
+            found.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The inputs as jobs: files as given, folders walked (outputs mirror their sub-folders),
+/// quoted globs matched. A missing input is a usage error, found before any work starts.
+fn plan_jobs(options: &Options) -> anyhow::Result<Vec<Job>> {
+    let mut jobs = Vec::new();
+    for input in &options.inputs {
+        let text = input.to_string_lossy();
+        if input.is_dir() {
+            let mut found = Vec::new();
+            walk(input, options.recursive, &mut found)
+                .with_context(|| format!("cannot list {}", input.display()))?;
+            if found.is_empty() {
+                eprintln!(
+                    "warning: {}: no PNG, JPEG or TIFF files{}",
+                    input.display(),
+                    if options.recursive {
+                        ""
+                    } else {
+                        " (sub-folders need --recursive)"
+                    }
+                );
+            }
+            for path in found {
+                let relative = path.strip_prefix(input).unwrap_or(&path).to_owned();
+                jobs.push(Job {
+                    out_stem: options.out_dir.join(relative.with_extension("")),
+                    input: path,
+                });
+            }
+        } else if text.contains('*') || text.contains('?') {
+            let parent = input
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let pattern = input
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut found: Vec<PathBuf> = std::fs::read_dir(parent)
+                .with_context(|| format!("cannot list {}", parent.display()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.is_file()
+                        && glob_matches(
+                            &pattern,
+                            &p.file_name().unwrap_or_default().to_string_lossy(),
+                        )
+                })
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                bail!("{text}: no file matches");
+            }
+            jobs.extend(found.into_iter().map(|path| {
+                Job {
+                    out_stem: options
+                        .out_dir
+                        .join(Path::new(path.file_name().unwrap_or_default()).with_extension("")),
+                    input: path,
+                }
+            }));
+        } else if input.exists() {
+            jobs.push(Job {
+                out_stem: options
+                    .out_dir
+                    .join(Path::new(input.file_name().unwrap_or_default()).with_extension("")),
+                input: input.clone(),
+            });
+        } else {
+            bail!("{}: no such file or folder", input.display());
+        }
+    }
+    // `page.png` and `page.jpg` would both write `page.txt`: keep the extension for those.
+    let mut seen: HashMap<PathBuf, usize> = HashMap::new();
+    for job in &jobs {
+        *seen.entry(job.out_stem.clone()).or_default() += 1;
+    }
+    for job in &mut jobs {
+        if seen[&job.out_stem] > 1 {
+            let name = job.input.file_name().unwrap_or_default();
+            job.out_stem.set_file_name(name);
+        }
+    }
+    Ok(jobs)
+}
+
+fn output_path(stem: &Path, format: OutputFormat) -> PathBuf {
+    let mut name = stem.file_name().unwrap_or_default().to_os_string();
+    name.push(".");
+    name.push(format.extension());
+    stem.with_file_name(name)
+}
+
+/// Outputs exist and are newer than the input: `--resume` leaves the input alone.
+fn up_to_date(input: &Path, outputs: &[PathBuf]) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(input_time) = modified(input) else {
+        return false;
+    };
+    outputs
+        .iter()
+        .all(|o| modified(o).is_some_and(|t: SystemTime| t >= input_time))
+}
+
+/// Writes `contents` next to `path` under a temporary name, then renames: a reader never sees
+/// half a file, and a killed run leaves no truncated output.
+fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    file.write_all(contents.as_bytes())?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+fn transcribe_one(transcriber: &PageTranscriber, job: &Job, options: &Options) -> Done {
+    let outputs: Vec<PathBuf> = options
+        .formats
+        .iter()
+        .map(|&f| output_path(&job.out_stem, f))
+        .collect();
+    if options.resume && up_to_date(&job.input, &outputs) {
+        return Done::Skipped { outputs };
+    }
+    let page = match read_page(&job.input, options.max_pixels) {
+        Ok(page) => page,
+        Err(e) => {
+            return Done::Failed {
+                reason: e.to_string(),
+            };
+        }
+    };
+    // The last guard: a bug on one page must not take the batch down.
+    let transcript =
+        match std::panic::catch_unwind(AssertUnwindSafe(|| transcriber.transcribe(&page))) {
+            Ok(Ok(transcript)) => transcript,
+            Ok(Err(e)) => {
+                return Done::Failed {
+                    reason: e.to_string(),
+                };
+            }
+            Err(_) => {
+                return Done::Failed {
+                    reason: "internal error while transcribing (please report it)".into(),
+                };
+            }
+        };
+    let source = job.input.to_string_lossy();
+    for (&format, path) in options.formats.iter().zip(&outputs) {
+        let text = format.render(&transcript, &source, &transcriber.model_version);
+        if let Err(e) = write_atomically(path, &text) {
+            return Done::Failed {
+                reason: format!("cannot write {}: {e}", path.display()),
+            };
+        }
+    }
+    Done::Transcribed {
+        transcript,
+        outputs,
+    }
+}
+
+fn progress_bar(len: usize, json: bool) -> ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} pages  {per_sec} · ETA {eta}  {wide_msg}",
+        )
+        .expect("a valid template"),
+    );
+    bar
+}
+
+/// Why a batch could not start.
+#[derive(Debug)]
+pub enum Fatal {
+    /// Inputs that do not exist, an unreadable folder.
+    Usage(anyhow::Error),
+    /// No model, or one that does not load.
+    Model(anyhow::Error),
+}
+
+pub fn run(options: &Options) -> Result<Outcome, Fatal> {
+    let jobs = plan_jobs(options).map_err(Fatal::Usage)?;
+    let model = match &options.model {
+        Some(model) => model.clone(),
+        None => newest_bundle(Path::new("release")).map_err(Fatal::Model)?,
+    };
+    let transcriber = load_transcriber(&model)
+        .with_context(|| format!("cannot load the model {}", model.display()))
+        .map_err(Fatal::Model)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(options.jobs.max(1))
+        .build()
+        .context("cannot start the worker threads")
+        .map_err(Fatal::Usage)?;
+    let bar = progress_bar(jobs.len(), options.json);
+    let failed = AtomicUsize::new(0);
+    let started = Instant::now();
+    let results: Vec<Done> = pool.install(|| {
+        jobs.par_iter()
+            .map(|job| {
+                let done = transcribe_one(&transcriber, job, options);
+                if let Done::Failed { reason } = &done {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    bar.suspend(|| eprintln!("error: {}: {reason}", job.input.display()));
+                }
+                bar.inc(1);
+                done
+            })
+            .collect()
+    });
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let failed = failed.into_inner();
+    let transcribed = results
+        .iter()
+        .filter(|d| matches!(d, Done::Transcribed { .. }))
+        .count();
+    let skipped = results
+        .iter()
+        .filter(|d| matches!(d, Done::Skipped { .. }))
+        .count();
+    if options.json {
+        println!("{}", summary_json(&jobs, &results, &model, seconds));
+    } else {
+        let lines: usize = results
+            .iter()
+            .map(|d| match d {
+                Done::Transcribed { transcript, .. } => transcript.lines.len(),
+                _ => 0,
+            })
+            .sum();
+        eprintln!(
+            "transcribed {transcribed} pages ({lines} lines) in {seconds:.1} s{}{}; outputs in {}",
+            if skipped > 0 {
+                format!(", {skipped} up to date")
+            } else {
+                String::new()
+            },
+            if failed > 0 {
+                format!(", {failed} FAILED")
+            } else {
+                String::new()
+            },
+            options.out_dir.display()
+        );
+    }
+    Ok(if failed > 0 {
+        Outcome::SomeFailed
+    } else {
+        Outcome::AllTranscribed
+    })
+}
+
+fn summary_json(jobs: &[Job], results: &[Done], model: &Path, seconds: f64) -> Value {
+    let inputs: Vec<Value> = jobs
+        .iter()
+        .zip(results)
+        .map(|(job, done)| match done {
+            Done::Transcribed {
+                transcript,
+                outputs,
+            } => json!({
+                "input": job.input,
+                "status": "transcribed",
+                "outputs": outputs,
+                "lines": transcript.lines.len(),
+                "ms": transcript.detect_ms + transcript.recognize_ms,
+            }),
+            Done::Skipped { outputs } => json!({
+                "input": job.input,
+                "status": "up_to_date",
+                "outputs": outputs,
+            }),
+            Done::Failed { reason } => json!({
+                "input": job.input,
+                "status": "failed",
+                "error": reason,
+            }),
+        })
+        .collect();
+    let failed = results
+        .iter()
+        .filter(|d| matches!(d, Done::Failed { .. }))
+        .count();
+    json!({
+        "ok": failed == 0,
+        "model": model,
+        "failed": failed,
+        "seconds": seconds,
+        "inputs": inputs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_globs_match_names() {
+        assert!(glob_matches("*.png", "page 1.png"));
+        assert!(glob_matches("p?ge-*.tif", "page-3.tif"));
+        assert!(!glob_matches("*.png", "page.png.txt"));
+        assert!(!glob_matches("p?ge", "pge"));
+    }
+
+    #[test]
+    fn outputs_keep_the_format_extension_after_the_stem() {
+        let stem = Path::new("out/scans/page.1");
+        assert_eq!(
+            output_path(stem, OutputFormat::Alto),
+            Path::new("out/scans/page.1.alto.xml")
+        );
+    }
+}

@@ -1,0 +1,329 @@
+//! What a transcribed page is written as: plain text, JSON (for scripts and the HTTP API),
+//! hOCR 1.2 and ALTO 4 (for document tools: search layers, viewers, archives).
+
+use std::fmt::Write;
+use std::str::FromStr;
+
+use serde_json::{Value, json};
+
+use super::line_detector::LineBox;
+use super::page::PageTranscript;
+
+/// An output format of `textrec transcribe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutputFormat {
+    Txt,
+    Json,
+    Hocr,
+    Alto,
+}
+
+impl OutputFormat {
+    pub const ALL: [OutputFormat; 4] = [
+        OutputFormat::Txt,
+        OutputFormat::Json,
+        OutputFormat::Hocr,
+        OutputFormat::Alto,
+    ];
+
+    /// The output file's extension (`page.png` → `page.hocr`, …).
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Txt => "txt",
+            OutputFormat::Json => "json",
+            OutputFormat::Hocr => "hocr",
+            OutputFormat::Alto => "alto.xml",
+        }
+    }
+
+    /// The page in this format; `source` is the input's name as the user gave it.
+    pub fn render(self, page: &PageTranscript, source: &str, model: &str) -> String {
+        match self {
+            OutputFormat::Txt => page.text(),
+            OutputFormat::Json => {
+                let mut text = serde_json::to_string_pretty(&to_json(page, source, model))
+                    .expect("a transcript serialises");
+                text.push('\n');
+                text
+            }
+            OutputFormat::Hocr => to_hocr(page, source, model),
+            OutputFormat::Alto => to_alto(page, source, model),
+        }
+    }
+}
+
+impl FromStr for OutputFormat {
+    type Err = String;
+    fn from_str(name: &str) -> Result<OutputFormat, String> {
+        match name.trim() {
+            "txt" | "text" => Ok(OutputFormat::Txt),
+            "json" => Ok(OutputFormat::Json),
+            "hocr" => Ok(OutputFormat::Hocr),
+            "alto" => Ok(OutputFormat::Alto),
+            other => Err(format!(
+                "unknown format {other:?}; choose from txt, json, hocr, alto"
+            )),
+        }
+    }
+}
+
+/// The JSON document: the page, its lines with boxes, words and confidences, the text, the
+/// model, and the time spent.
+pub fn to_json(page: &PageTranscript, source: &str, model: &str) -> Value {
+    json!({
+        "source": source,
+        "model": model,
+        "width": page.width,
+        "height": page.height,
+        "text": page.text(),
+        "lines": page.lines,
+        "ms": {"detect": page.detect_ms, "recognize": page.recognize_ms},
+    })
+}
+
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn hocr_bbox(b: &LineBox) -> String {
+    format!("bbox {} {} {} {}", b.x0, b.y0, b.x1, b.y1)
+}
+
+/// The smallest box around `boxes`, or the whole page when there are none.
+fn union(boxes: impl Iterator<Item = LineBox>, page: &PageTranscript) -> LineBox {
+    boxes
+        .reduce(|a, b| LineBox {
+            x0: a.x0.min(b.x0),
+            y0: a.y0.min(b.y0),
+            x1: a.x1.max(b.x1),
+            y1: a.y1.max(b.y1),
+        })
+        .unwrap_or(LineBox {
+            x0: 0,
+            y0: 0,
+            x1: page.width,
+            y1: page.height,
+        })
+}
+
+/// hOCR 1.2: XHTML with `ocr_page` → `ocr_carea` → `ocr_par` → `ocr_line` → `ocrx_word`,
+/// confidences as `x_wconf` (0–100), as Tesseract writes it.
+pub fn to_hocr(page: &PageTranscript, source: &str, model: &str) -> String {
+    let mut out = String::new();
+    let area = union(page.lines.iter().map(|l| l.bbox), page);
+    let _ = write!(
+        out,
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Transitional//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd">
+<html xmlns="http://www.w3.org/1999/xhtml" xml:lang="en" lang="en">
+ <head>
+  <title>{title}</title>
+  <meta http-equiv="Content-Type" content="text/html;charset=utf-8"/>
+  <meta name="ocr-system" content="textrec {version} ({model})"/>
+  <meta name="ocr-capabilities" content="ocr_page ocr_carea ocr_par ocr_line ocrx_word ocrp_wconf"/>
+ </head>
+ <body>
+  <div class="ocr_page" id="page_1" title="image &quot;{title}&quot;; bbox 0 0 {w} {h}; ppageno 0">
+   <div class="ocr_carea" id="block_1_1" title="{area}">
+    <p class="ocr_par" id="par_1_1" title="{area}">
+"#,
+        title = xml_escape(source),
+        version = env!("CARGO_PKG_VERSION"),
+        model = xml_escape(model),
+        w = page.width,
+        h = page.height,
+        area = hocr_bbox(&area),
+    );
+    for (i, line) in page.lines.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            r#"     <span class="ocr_line" id="line_1_{n}" title="{bbox}; x_wconf {conf}">"#,
+            n = i + 1,
+            bbox = hocr_bbox(&line.bbox),
+            conf = (line.confidence * 100.0).round() as u32,
+        );
+        for (j, word) in line.words.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                r#"      <span class="ocrx_word" id="word_1_{n}_{m}" title="{bbox}; x_wconf {conf}">{text}</span>"#,
+                n = i + 1,
+                m = j + 1,
+                bbox = hocr_bbox(&word.bbox),
+                conf = (word.confidence * 100.0).round() as u32,
+                text = xml_escape(&word.text),
+            );
+        }
+        out.push_str("     </span>\n");
+    }
+    out.push_str("    </p>\n   </div>\n  </div>\n </body>\n</html>\n");
+    out
+}
+
+fn alto_position(b: &LineBox) -> String {
+    format!(
+        r#"HPOS="{}" VPOS="{}" WIDTH="{}" HEIGHT="{}""#,
+        b.x0,
+        b.y0,
+        b.width(),
+        b.height()
+    )
+}
+
+/// ALTO 4.2 in pixels: `Page` → `PrintSpace` → `TextBlock` → `TextLine` → `String`/`SP`, word
+/// confidence as `WC` (0–1).
+pub fn to_alto(page: &PageTranscript, source: &str, model: &str) -> String {
+    let mut out = String::new();
+    let all = LineBox {
+        x0: 0,
+        y0: 0,
+        x1: page.width,
+        y1: page.height,
+    };
+    let block = union(page.lines.iter().map(|l| l.bbox), page);
+    let _ = write!(
+        out,
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<alto xmlns="http://www.loc.gov/standards/alto/ns-v4#" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="http://www.loc.gov/standards/alto/ns-v4# http://www.loc.gov/standards/alto/v4/alto-4-2.xsd">
+  <Description>
+    <MeasurementUnit>pixel</MeasurementUnit>
+    <sourceImageInformation>
+      <fileName>{source}</fileName>
+    </sourceImageInformation>
+    <OCRProcessing ID="OCR_0">
+      <ocrProcessingStep>
+        <processingSoftware>
+          <softwareName>textrec</softwareName>
+          <softwareVersion>{version} ({model})</softwareVersion>
+        </processingSoftware>
+      </ocrProcessingStep>
+    </OCRProcessing>
+  </Description>
+  <Layout>
+    <Page ID="page_1" PHYSICAL_IMG_NR="1" WIDTH="{w}" HEIGHT="{h}">
+      <PrintSpace {all}>
+        <TextBlock ID="block_1" {block}>
+"#,
+        source = xml_escape(source),
+        version = env!("CARGO_PKG_VERSION"),
+        model = xml_escape(model),
+        w = page.width,
+        h = page.height,
+        all = alto_position(&all),
+        block = alto_position(&block),
+    );
+    for (i, line) in page.lines.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            r#"          <TextLine ID="line_{n}" {pos}>"#,
+            n = i + 1,
+            pos = alto_position(&line.bbox),
+        );
+        for (j, word) in line.words.iter().enumerate() {
+            if j > 0 {
+                out.push_str("            <SP/>\n");
+            }
+            let _ = writeln!(
+                out,
+                r#"            <String ID="string_{n}_{m}" {pos} WC="{wc:.2}" CONTENT="{text}"/>"#,
+                n = i + 1,
+                m = j + 1,
+                pos = alto_position(&word.bbox),
+                wc = word.confidence,
+                text = xml_escape(&word.text),
+            );
+        }
+        out.push_str("          </TextLine>\n");
+    }
+    out.push_str("        </TextBlock>\n      </PrintSpace>\n    </Page>\n  </Layout>\n</alto>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::infer::page::{PageLine, PageWord};
+
+    fn page() -> PageTranscript {
+        let bbox = LineBox {
+            x0: 10,
+            y0: 20,
+            x1: 110,
+            y1: 40,
+        };
+        PageTranscript {
+            width: 200,
+            height: 100,
+            lines: vec![PageLine {
+                bbox,
+                text: "a<b & \"c\"".into(),
+                confidence: 0.5,
+                words: vec![
+                    PageWord {
+                        bbox: LineBox { x1: 50, ..bbox },
+                        text: "a<b".into(),
+                        confidence: 0.25,
+                    },
+                    PageWord {
+                        bbox: LineBox { x0: 60, ..bbox },
+                        text: "&".into(),
+                        confidence: 1.0,
+                    },
+                ],
+            }],
+            detect_ms: 1.0,
+            recognize_ms: 2.0,
+        }
+    }
+
+    #[test]
+    fn formats_parse_by_name_and_name_their_files() {
+        assert_eq!("hocr".parse(), Ok(OutputFormat::Hocr));
+        assert!(
+            "pdf"
+                .parse::<OutputFormat>()
+                .unwrap_err()
+                .contains("txt, json")
+        );
+        assert_eq!(OutputFormat::Alto.extension(), "alto.xml");
+    }
+
+    #[test]
+    fn text_escapes_in_markup_and_json_carries_boxes() {
+        let page = page();
+        assert_eq!(
+            OutputFormat::Txt.render(&page, "p.png", "m"),
+            "a<b & \"c\"\n"
+        );
+        let hocr = OutputFormat::Hocr.render(&page, "p&q.png", "m");
+        assert!(
+            hocr.contains(r#"title="bbox 10 20 110 40; x_wconf 50""#),
+            "{hocr}"
+        );
+        assert!(hocr.contains(">a&lt;b</span>") && hocr.contains(">&amp;</span>"));
+        assert!(hocr.contains("image &quot;p&amp;q.png&quot;"));
+        let alto = OutputFormat::Alto.render(&page, "p.png", "m");
+        assert!(
+            alto.contains(
+                r#"HPOS="10" VPOS="20" WIDTH="40" HEIGHT="20" WC="0.25" CONTENT="a&lt;b""#
+            ),
+            "{alto}"
+        );
+        assert_eq!(alto.matches("<SP/>").count(), 1);
+        let json: Value =
+            serde_json::from_str(&OutputFormat::Json.render(&page, "p.png", "m")).unwrap();
+        assert_eq!(json["lines"][0]["box"]["x0"], 10);
+        assert_eq!(json["lines"][0]["words"][1]["text"], "&");
+        assert_eq!(json["text"], "a<b & \"c\"\n");
+    }
+}

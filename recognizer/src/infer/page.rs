@@ -1,0 +1,346 @@
+//! Page transcription: detect the lines, cut each out in the frame the recognizer was trained
+//! on, recognise them in width-sorted batches, and put the text back in reading order.
+
+use std::path::Path;
+use std::time::Instant;
+
+use image::GrayImage;
+use image::imageops::{FilterType, resize};
+use serde::Serialize;
+
+use super::line_detector::{LineBox, ProjectionDetector};
+use super::{InferError, LineRecognizer};
+use crate::bundle::Bundle;
+use crate::ctc::Decoded;
+use crate::data::Sample;
+
+/// How a detected line's ink box becomes the recognizer's input frame. Training lines put the
+/// cap height at 40–52% of the frame with the baseline at 66–74%, so a tight ink box is grown
+/// by these fractions of its height.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LineFrame {
+    pub above: f32,
+    pub below: f32,
+    /// Each side, as a fraction of the box height.
+    pub sides: f32,
+}
+
+impl Default for LineFrame {
+    fn default() -> LineFrame {
+        LineFrame {
+            above: 0.35,
+            below: 0.25,
+            sides: 0.3,
+        }
+    }
+}
+
+/// One recognised line of a page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PageLine {
+    #[serde(rename = "box")]
+    pub bbox: LineBox,
+    pub text: String,
+    /// Geometric mean of the winning per-step probabilities.
+    pub confidence: f32,
+    pub words: Vec<PageWord>,
+}
+
+/// A word of a line: its characters' extent from the CTC steps that produced them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PageWord {
+    #[serde(rename = "box")]
+    pub bbox: LineBox,
+    pub text: String,
+    /// The lowest confidence of its characters.
+    pub confidence: f32,
+}
+
+/// A transcribed page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PageTranscript {
+    pub width: u32,
+    pub height: u32,
+    pub lines: Vec<PageLine>,
+    /// Milliseconds spent detecting and recognising (not reading the file).
+    pub detect_ms: f64,
+    pub recognize_ms: f64,
+}
+
+impl PageTranscript {
+    /// The page's text: one line per detected line, in reading order.
+    pub fn text(&self) -> String {
+        let mut text: String = self
+            .lines
+            .iter()
+            .map(|l| l.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        text.push('\n');
+        text
+    }
+}
+
+/// A line detector and a line recognizer working together.
+#[derive(Debug)]
+pub struct PageTranscriber {
+    pub recognizer: LineRecognizer,
+    pub detector: ProjectionDetector,
+    pub frame: LineFrame,
+    /// The model's version, for outputs (`NAME-VERSION` of the bundle, or the file name).
+    pub model_version: String,
+}
+
+impl PageTranscriber {
+    /// The default detector and line frame around `recognizer`.
+    pub fn new(recognizer: LineRecognizer, model_version: String) -> PageTranscriber {
+        PageTranscriber {
+            recognizer,
+            detector: ProjectionDetector::default(),
+            frame: LineFrame::default(),
+            model_version,
+        }
+    }
+
+    /// Takes the line model out of a release bundle (verified against its manifest).
+    pub fn from_bundle(path: &Path, batch: usize) -> Result<PageTranscriber, InferError> {
+        let bad = |reason: String| InferError::Model {
+            path: path.to_owned(),
+            reason,
+        };
+        // Opening checks every file against the manifest's sha256.
+        let bundle = Bundle::open(path).map_err(|e| bad(e.to_string()))?;
+        let models = bundle.models();
+        let line_model = models
+            .iter()
+            .find(|m| m.architecture().as_deref() == Some("line_ctc"))
+            .ok_or_else(|| bad("the bundle has no line_ctc model".into()))?;
+        let origin = path.join(line_model.name);
+        let recognizer = LineRecognizer::from_bytes(line_model.bytes, &origin, batch)?;
+        let manifest = bundle.manifest();
+        let version = format!("{}-{}", manifest.name, manifest.version);
+        Ok(PageTranscriber::new(recognizer, version))
+    }
+
+    /// Detects and reads the lines of `page` (dark ink on light paper).
+    pub fn transcribe(&self, page: &GrayImage) -> Result<PageTranscript, InferError> {
+        let started = Instant::now();
+        let boxes = self.detector.detect(page);
+        let detect_ms = started.elapsed().as_secs_f64() * 1e3;
+        let mut transcript = self.read_lines(page, boxes)?;
+        transcript.detect_ms = detect_ms;
+        Ok(transcript)
+    }
+
+    /// The recognizer's input for each box: what [`PageTranscriber::read_lines`] reads, for
+    /// reports and debugging.
+    pub fn line_images(&self, page: &GrayImage, boxes: &[LineBox]) -> Vec<Sample> {
+        let (paper, ink) = paper_and_ink(page);
+        boxes
+            .iter()
+            .map(|b| line_sample(page, b, &self.frame, self.recognizer.height, paper, ink).sample)
+            .collect()
+    }
+
+    /// Reads the lines in `boxes` (in the order given): for a detector of one's own, or for
+    /// scoring the recognizer on true boxes.
+    pub fn read_lines(
+        &self,
+        page: &GrayImage,
+        boxes: Vec<LineBox>,
+    ) -> Result<PageTranscript, InferError> {
+        let started = Instant::now();
+        let (paper, ink) = paper_and_ink(page);
+        let cuts: Vec<LineCut> = boxes
+            .iter()
+            .map(|b| line_sample(page, b, &self.frame, self.recognizer.height, paper, ink))
+            .collect();
+        let samples: Vec<&Sample> = cuts.iter().map(|c| &c.sample).collect();
+        let decoded = self.recognizer.recognize(&samples)?;
+        let lines = boxes
+            .into_iter()
+            .zip(decoded)
+            .zip(&cuts)
+            .map(|((bbox, d), cut)| PageLine {
+                bbox,
+                words: words(&d, cut, bbox, self.recognizer.downsample),
+                text: d.text,
+                confidence: d.confidence,
+            })
+            .collect();
+        Ok(PageTranscript {
+            width: page.width(),
+            height: page.height(),
+            lines,
+            detect_ms: 0.0,
+            recognize_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+}
+
+/// The page's paper and ink gray levels (high and low percentiles), so a faint pencil page and
+/// a black-marker page both reach the recognizer as full-strength ink on empty paper.
+fn paper_and_ink(page: &GrayImage) -> (u8, u8) {
+    let mut histogram = [0u64; 256];
+    for p in page.pixels() {
+        histogram[p.0[0] as usize] += 1;
+    }
+    let total: u64 = histogram.iter().sum();
+    let percentile = |fraction: f64| {
+        let target = (total as f64 * fraction) as u64;
+        let mut seen = 0;
+        for (level, &count) in histogram.iter().enumerate() {
+            seen += count;
+            if seen > target {
+                return level as u8;
+            }
+        }
+        255
+    };
+    let (paper, ink) = (percentile(0.9), percentile(0.005));
+    // A blank page: no contrast to stretch.
+    (paper, ink.min(paper.saturating_sub(32)))
+}
+
+/// A line as the recognizer reads it, and where its pixels came from on the page.
+struct LineCut {
+    sample: Sample,
+    /// Page x of the sample's column 0, and page pixels per sample pixel.
+    origin_x: f32,
+    scale: f32,
+}
+
+/// Splits a decoded line at spaces into words, each boxed by the page columns its CTC steps
+/// cover, within the line's vertical extent.
+fn words(decoded: &Decoded, cut: &LineCut, line: LineBox, downsample: usize) -> Vec<PageWord> {
+    let to_page = |step: usize| {
+        let x = cut.origin_x + (step * downsample) as f32 * cut.scale;
+        x.round().clamp(line.x0 as f32, line.x1 as f32) as u32
+    };
+    let mut words = Vec::new();
+    for group in decoded
+        .chars
+        .split(|c| c.character == " ")
+        .filter(|g| !g.is_empty())
+    {
+        let (first, last) = (group[0].steps.0, group[group.len() - 1].steps.1);
+        words.push(PageWord {
+            bbox: LineBox {
+                x0: to_page(first),
+                y0: line.y0,
+                x1: to_page(last + 1).max(to_page(first) + 1),
+                y1: line.y1,
+            },
+            text: group.iter().map(|c| c.character.as_str()).collect(),
+            confidence: group.iter().map(|c| c.confidence).fold(1.0, f32::min),
+        });
+    }
+    words
+}
+
+/// Cuts `bbox` out in the recognizer's frame, scaled to `height`, as ink coverage (the lines
+/// datasets' polarity: 255 = full ink).
+fn line_sample(
+    page: &GrayImage,
+    bbox: &LineBox,
+    frame: &LineFrame,
+    height: usize,
+    paper: u8,
+    ink: u8,
+) -> LineCut {
+    let h = bbox.height().max(1) as f32;
+    let x0 = bbox.x0 as f32 - frame.sides * h;
+    let x1 = bbox.x1 as f32 + frame.sides * h;
+    let y0 = bbox.y0 as f32 - frame.above * h;
+    let y1 = bbox.y1 as f32 + frame.below * h;
+    let (w, fh) = (
+        (x1 - x0).round().max(1.0) as u32,
+        (y1 - y0).round().max(1.0) as u32,
+    );
+    let range = f32::from(paper.saturating_sub(ink).max(1));
+    // Outside the page is paper.
+    let crop = GrayImage::from_fn(w, fh, |x, y| {
+        let (px, py) = (
+            x0.round() as i64 + i64::from(x),
+            y0.round() as i64 + i64::from(y),
+        );
+        let inside =
+            px >= 0 && py >= 0 && px < i64::from(page.width()) && py < i64::from(page.height());
+        let value = if inside {
+            page.get_pixel(px as u32, py as u32).0[0]
+        } else {
+            paper
+        };
+        let coverage = (f32::from(paper) - f32::from(value)) / range;
+        image::Luma([(coverage.clamp(0.0, 1.0) * 255.0).round() as u8])
+    });
+    let width = ((w as f32 * height as f32 / fh as f32).round() as u32).clamp(1, u16::MAX as u32);
+    let scaled = resize(&crop, width, height as u32, FilterType::Triangle);
+    LineCut {
+        sample: Sample {
+            label: String::new(),
+            style: String::new(),
+            width: width as u16,
+            height: height as u16,
+            boxes: Vec::new(),
+            pixels: scaled.into_raw(),
+        },
+        origin_x: x0.round(),
+        scale: w as f32 / width as f32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_is_cut_in_the_training_frame_as_full_strength_ink() {
+        // Gray paper (200) with a faint pencil bar (120) where the line's ink is.
+        let mut page = GrayImage::from_pixel(200, 100, image::Luma([200]));
+        for y in 40..60 {
+            for x in 50..150 {
+                page.put_pixel(x, y, image::Luma([120]));
+            }
+        }
+        let (paper, ink) = paper_and_ink(&page);
+        assert_eq!((paper, ink), (200, 120));
+        let bbox = LineBox {
+            x0: 50,
+            y0: 40,
+            x1: 150,
+            y1: 60,
+        };
+        let sample = line_sample(&page, &bbox, &LineFrame::default(), 32, paper, ink).sample;
+        assert_eq!(sample.height, 32);
+        // 100 + 2·0.3·20 = 112 px wide and 20·1.6 = 32 px high at scale 1.
+        assert_eq!(sample.width, 112);
+        let at = |x: usize, y: usize| sample.pixels[y * sample.width as usize + x];
+        assert_eq!(at(56, 16), 255, "the bar is full ink");
+        assert_eq!(at(56, 2), 0, "above the box is paper");
+        assert_eq!(at(2, 16), 0, "beside the box is paper");
+    }
+
+    #[test]
+    fn a_box_at_the_page_edge_is_framed_with_paper() {
+        let page = GrayImage::from_pixel(40, 20, image::Luma([0]));
+        let bbox = LineBox {
+            x0: 0,
+            y0: 0,
+            x1: 40,
+            y1: 20,
+        };
+        let sample = line_sample(&page, &bbox, &LineFrame::default(), 32, 255, 0).sample;
+        assert_eq!(sample.pixels[0], 0, "outside the page is paper");
+        let middle = (16 * sample.width as usize) + sample.width as usize / 2;
+        assert_eq!(sample.pixels[middle], 255);
+    }
+
+    #[test]
+    fn a_blank_page_has_no_contrast_to_stretch() {
+        let page = GrayImage::from_pixel(10, 10, image::Luma([250]));
+        let (paper, ink) = paper_and_ink(&page);
+        assert!(paper - ink >= 32);
+    }
+}

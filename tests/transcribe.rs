@@ -1,0 +1,369 @@
+//! `textrec transcribe` as a user runs it, on pages whose right transcription is known: the line
+//! model in the bundle is a real ONNX graph run by tract that reads any inked column as `a` and
+//! paper as the CTC blank, so a line of three ink blobs must come out as `aaa`. That checks
+//! detection, cropping, batching, decoding and reading order together, without training.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use image::{DynamicImage, GrayImage, ImageFormat, Luma};
+use prost::Message;
+use serde_json::Value;
+use textrec_recognizer::bundle;
+use textrec_recognizer::onnx::{Attr, GraphBuilder, Metadata};
+
+/// `image [N, 1, 32, W]` → max over 32×4 blocks → `[N, W/4, 1]` → per-class affine →
+/// `log_probs [N, W/4, 3]` over `<B>`, `a`, ` `.
+fn ink_reader_model() -> Vec<u8> {
+    let mut g = GraphBuilder::new();
+    g.input("image", &[Err("N"), Ok(1), Ok(32), Err("W")])
+        .weight("w", &[1, 3], &[0.0, 20.0, 0.0])
+        .weight("b", &[3], &[0.0, -6.0, -10.0])
+        .int64s("shape", &[0, 0, -1])
+        .node(
+            "MaxPool",
+            &["image"],
+            &["pooled"],
+            &[
+                ("kernel_shape", Attr::Ints(vec![32, 4])),
+                ("strides", Attr::Ints(vec![32, 4])),
+            ],
+        )
+        .node(
+            "Transpose",
+            &["pooled"],
+            &["columns"],
+            &[("perm", Attr::Ints(vec![0, 3, 1, 2]))],
+        )
+        .node("Reshape", &["columns", "shape"], &["steps"], &[])
+        .node("MatMul", &["steps", "w"], &["scaled"], &[])
+        .node("Add", &["scaled", "b"], &["logits"], &[])
+        .node(
+            "LogSoftmax",
+            &["logits"],
+            &["log_probs"],
+            &[("axis", Attr::Int(-1))],
+        )
+        .output("log_probs", &[Err("N"), Err("T"), Ok(3)]);
+    let metadata = Metadata::default()
+        .with("textrec.architecture", "line_ctc")
+        .with("textrec.vocabulary", r#"["<B>","a"," "]"#)
+        .with("textrec.input_height", "32")
+        .with("textrec.downsample", "4");
+    g.build("ink_reader", &metadata).encode_to_vec()
+}
+
+fn write_bundle(dir: &Path) -> PathBuf {
+    let files = BTreeMap::from([("models/lines.onnx".to_owned(), ink_reader_model())]);
+    let bytes = bundle::write_bundle("textrec", "0.1.0", "tests", &files).unwrap();
+    let path = dir.join("textrec-0.1.0.tar.gz");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// A page of dark blobs ("words") on light, slightly noisy paper: `lines[i]` blobs on line `i`.
+fn page(lines: &[usize]) -> GrayImage {
+    let (pitch, height, blob, gap, left, top) = (64, 24, 40, 32, 40, 40);
+    let widest = lines.iter().max().copied().unwrap_or(1);
+    let width = left * 2 + widest * (blob + gap);
+    let mut page = GrayImage::from_fn(
+        width as u32,
+        (top * 2 + lines.len() * pitch) as u32,
+        |x, y| Luma([235 + ((x * 7 + y * 13) % 11) as u8]),
+    );
+    for (i, &blobs) in lines.iter().enumerate() {
+        let y0 = top + i * pitch;
+        for b in 0..blobs {
+            let x0 = left + (i % 2) * 12 + b * (blob + gap);
+            for y in y0..y0 + height {
+                for x in x0..x0 + blob {
+                    page.put_pixel(x as u32, y as u32, Luma([30]));
+                }
+            }
+        }
+    }
+    page
+}
+
+fn save(image: DynamicImage, path: &Path, format: ImageFormat) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut bytes = Cursor::new(Vec::new());
+    image.write_to(&mut bytes, format).unwrap();
+    std::fs::write(path, bytes.into_inner()).unwrap();
+}
+
+fn textrec(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_textrec"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_folder_is_transcribed_in_reading_order_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = write_bundle(dir.path());
+    save(
+        DynamicImage::ImageLuma8(page(&[3, 1, 2])),
+        &dir.path().join("scans/first.png"),
+        ImageFormat::Png,
+    );
+    // RGB JPEG in a sub-folder, 16-bit PNG with alpha next to it.
+    save(
+        DynamicImage::ImageLuma8(page(&[2, 2])).to_rgb8().into(),
+        &dir.path().join("scans/more/second.jpg"),
+        ImageFormat::Jpeg,
+    );
+    save(
+        DynamicImage::ImageLuma8(page(&[1])).to_rgba16().into(),
+        &dir.path().join("scans/more/third.png"),
+        ImageFormat::Png,
+    );
+    let output = textrec(
+        dir.path(),
+        &[
+            "transcribe",
+            "scans",
+            "-o",
+            "out",
+            "--recursive",
+            "--jobs",
+            "2",
+            "--format",
+            "txt,json,hocr,alto",
+            "--model",
+            bundle.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let read = |name: &str| std::fs::read_to_string(dir.path().join("out").join(name)).unwrap();
+    assert_eq!(read("first.txt"), "aaa\na\naa\n");
+    assert_eq!(read("more/second.txt"), "aa\naa\n");
+    assert_eq!(read("more/third.txt"), "a\n");
+
+    let json: Value = serde_json::from_str(&read("first.json")).unwrap();
+    assert_eq!(json["model"], "textrec-0.1.0");
+    let lines = json["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 3);
+    // The first line's box holds its three blobs (x 40..224, y 40..64), give or take padding.
+    let first = &lines[0]["box"];
+    for (key, expected) in [("x0", 40), ("y0", 40), ("x1", 224), ("y1", 64)] {
+        let found = first[key].as_i64().unwrap();
+        assert!(
+            (found - expected).abs() <= 8,
+            "{key} {found} vs {expected}: {json}"
+        );
+    }
+    assert!(lines[0]["confidence"].as_f64().unwrap() > 0.9, "{json}");
+
+    let hocr = read("first.hocr");
+    let xhtml = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    let doc =
+        roxmltree::Document::parse_with_options(&hocr, xhtml).expect("hOCR is well-formed XML");
+    let class_count = |class: &str| {
+        doc.descendants()
+            .filter(|n| n.attribute("class") == Some(class))
+            .count()
+    };
+    assert_eq!(class_count("ocr_page"), 1);
+    assert_eq!(class_count("ocr_line"), 3);
+    assert_eq!(class_count("ocrx_word"), 3);
+    assert!(
+        doc.descendants()
+            .any(|n| n.attribute("name") == Some("ocr-system"))
+    );
+
+    let alto = read("first.alto.xml");
+    let doc = roxmltree::Document::parse(&alto).expect("ALTO is well-formed XML");
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "alto");
+    assert_eq!(
+        root.tag_name().namespace(),
+        Some("http://www.loc.gov/standards/alto/ns-v4#")
+    );
+    let named = |tag: &str| {
+        doc.descendants()
+            .filter(|n| n.tag_name().name() == tag)
+            .collect::<Vec<_>>()
+    };
+    for tag in [
+        "Description",
+        "MeasurementUnit",
+        "Layout",
+        "Page",
+        "PrintSpace",
+        "TextBlock",
+    ] {
+        assert_eq!(named(tag).len(), 1, "one {tag}");
+    }
+    let strings = named("String");
+    assert_eq!(named("TextLine").len(), 3);
+    assert_eq!(strings[0].attribute("CONTENT"), Some("aaa"));
+    for attribute in ["HPOS", "VPOS", "WIDTH", "HEIGHT", "WC"] {
+        assert!(strings[0].attribute(attribute).is_some(), "{attribute}");
+    }
+}
+
+#[test]
+fn bad_inputs_are_named_with_their_reason_and_the_batch_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = write_bundle(dir.path());
+    let scans = dir.path().join("scans");
+    save(
+        DynamicImage::ImageLuma8(page(&[2])),
+        &scans.join("good.png"),
+        ImageFormat::Png,
+    );
+    let mut png = Cursor::new(Vec::new());
+    DynamicImage::ImageLuma8(page(&[1, 1]))
+        .write_to(&mut png, ImageFormat::Png)
+        .unwrap();
+    let png = png.into_inner();
+    std::fs::write(scans.join("empty.png"), b"").unwrap();
+    std::fs::write(
+        scans.join("notes.png"),
+        b"these are my notes, not a picture",
+    )
+    .unwrap();
+    std::fs::write(scans.join("truncated.png"), &png[..png.len() / 3]).unwrap();
+    save(
+        DynamicImage::ImageLuma8(GrayImage::new(3000, 3000)),
+        &scans.join("huge.tif"),
+        ImageFormat::Tiff,
+    );
+    let output = textrec(
+        dir.path(),
+        &[
+            "transcribe",
+            "scans",
+            "-o",
+            "out",
+            "--max-pixels",
+            "4000000",
+            "--json",
+            "--model",
+            bundle.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let errors = stderr(&output);
+    for (file, reason) in [
+        ("empty.png", "empty"),
+        ("notes.png", "not an image"),
+        ("truncated.png", "truncated"),
+        ("huge.tif", "over the limit"),
+    ] {
+        assert!(
+            errors
+                .lines()
+                .any(|l| l.contains(file) && l.contains(reason)),
+            "{file}: {reason} missing from:\n{errors}"
+        );
+    }
+    assert!(!errors.contains("panicked"), "{errors}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out/good.txt")).unwrap(),
+        "aa\n"
+    );
+    let written: Vec<_> = std::fs::read_dir(dir.path().join("out")).unwrap().collect();
+    assert_eq!(written.len(), 1, "only the good page has an output");
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["ok"], false);
+    assert_eq!(summary["failed"], 4);
+    let statuses: Vec<&str> = summary["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == "transcribed").count(), 1);
+}
+
+#[test]
+fn resume_leaves_pages_whose_outputs_are_newer_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = write_bundle(dir.path());
+    for name in ["a.png", "b.png"] {
+        save(
+            DynamicImage::ImageLuma8(page(&[1])),
+            &dir.path().join("scans").join(name),
+            ImageFormat::Png,
+        );
+    }
+    let run = || {
+        let output = textrec(
+            dir.path(),
+            &[
+                "transcribe",
+                "scans/*.png",
+                "-o",
+                "out",
+                "--resume",
+                "--json",
+                "--model",
+                bundle.to_str().unwrap(),
+            ],
+        );
+        assert!(output.status.success(), "{}", stderr(&output));
+        let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+        summary["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["status"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run(), ["transcribed", "transcribed"]);
+    std::fs::remove_file(dir.path().join("out/b.txt")).unwrap();
+    assert_eq!(run(), ["up_to_date", "transcribed"]);
+}
+
+#[test]
+fn without_a_model_or_an_input_the_error_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    save(
+        DynamicImage::ImageLuma8(page(&[1])),
+        &dir.path().join("page.png"),
+        ImageFormat::Png,
+    );
+    let output = textrec(dir.path(), &["transcribe", "page.png", "-o", "out"]);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(
+        stderr(&output).contains("cargo xtask run pipeline.yaml"),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = textrec(dir.path(), &["transcribe", "missing.png", "-o", "out"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("missing.png: no such file"));
+
+    std::fs::write(dir.path().join("broken.tar.gz"), b"not a bundle").unwrap();
+    let output = textrec(
+        dir.path(),
+        &[
+            "transcribe",
+            "page.png",
+            "-o",
+            "out",
+            "--model",
+            "broken.tar.gz",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(3));
+    assert!(
+        stderr(&output).contains("broken.tar.gz"),
+        "{}",
+        stderr(&output)
+    );
+}
