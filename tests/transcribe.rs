@@ -1,98 +1,15 @@
-//! `textrec transcribe` as a user runs it, on pages whose right transcription is known: the line
-//! model in the bundle is a real ONNX graph run by tract that reads any inked column as `a` and
-//! paper as the CTC blank, so a line of three ink blobs must come out as `aaa`. That checks
-//! detection, cropping, batching, decoding and reading order together, without training.
+//! `textrec transcribe` as a user runs it, on pages whose right transcription is known (see
+//! `pages/mod.rs`): detection, cropping, batching, decoding and reading order together, without
+//! training; every output format; bad inputs; `--resume`.
 
-use std::collections::BTreeMap;
-use std::io::Cursor;
-use std::path::{Path, PathBuf};
+mod pages;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
-use image::{DynamicImage, GrayImage, ImageFormat, Luma};
-use prost::Message;
+use image::{DynamicImage, GrayImage, ImageFormat};
+use pages::{page, save, write_bundle};
 use serde_json::Value;
-use textrec_recognizer::bundle;
-use textrec_recognizer::onnx::{Attr, GraphBuilder, Metadata};
-
-/// `image [N, 1, 32, W]` → max over 32×4 blocks → `[N, W/4, 1]` → per-class affine →
-/// `log_probs [N, W/4, 3]` over `<B>`, `a`, ` `.
-fn ink_reader_model() -> Vec<u8> {
-    let mut g = GraphBuilder::new();
-    g.input("image", &[Err("N"), Ok(1), Ok(32), Err("W")])
-        .weight("w", &[1, 3], &[0.0, 20.0, 0.0])
-        .weight("b", &[3], &[0.0, -6.0, -10.0])
-        .int64s("shape", &[0, 0, -1])
-        .node(
-            "MaxPool",
-            &["image"],
-            &["pooled"],
-            &[
-                ("kernel_shape", Attr::Ints(vec![32, 4])),
-                ("strides", Attr::Ints(vec![32, 4])),
-            ],
-        )
-        .node(
-            "Transpose",
-            &["pooled"],
-            &["columns"],
-            &[("perm", Attr::Ints(vec![0, 3, 1, 2]))],
-        )
-        .node("Reshape", &["columns", "shape"], &["steps"], &[])
-        .node("MatMul", &["steps", "w"], &["scaled"], &[])
-        .node("Add", &["scaled", "b"], &["logits"], &[])
-        .node(
-            "LogSoftmax",
-            &["logits"],
-            &["log_probs"],
-            &[("axis", Attr::Int(-1))],
-        )
-        .output("log_probs", &[Err("N"), Err("T"), Ok(3)]);
-    let metadata = Metadata::default()
-        .with("textrec.architecture", "line_ctc")
-        .with("textrec.vocabulary", r#"["<B>","a"," "]"#)
-        .with("textrec.input_height", "32")
-        .with("textrec.downsample", "4");
-    g.build("ink_reader", &metadata).encode_to_vec()
-}
-
-fn write_bundle(dir: &Path) -> PathBuf {
-    let files = BTreeMap::from([("models/lines.onnx".to_owned(), ink_reader_model())]);
-    let bytes = bundle::write_bundle("textrec", "0.1.0", "tests", &files).unwrap();
-    let path = dir.join("textrec-0.1.0.tar.gz");
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
-
-/// A page of dark blobs ("words") on light, slightly noisy paper: `lines[i]` blobs on line `i`.
-fn page(lines: &[usize]) -> GrayImage {
-    let (pitch, height, blob, gap, left, top) = (64, 24, 40, 32, 40, 40);
-    let widest = lines.iter().max().copied().unwrap_or(1);
-    let width = left * 2 + widest * (blob + gap);
-    let mut page = GrayImage::from_fn(
-        width as u32,
-        (top * 2 + lines.len() * pitch) as u32,
-        |x, y| Luma([235 + ((x * 7 + y * 13) % 11) as u8]),
-    );
-    for (i, &blobs) in lines.iter().enumerate() {
-        let y0 = top + i * pitch;
-        for b in 0..blobs {
-            let x0 = left + (i % 2) * 12 + b * (blob + gap);
-            for y in y0..y0 + height {
-                for x in x0..x0 + blob {
-                    page.put_pixel(x as u32, y as u32, Luma([30]));
-                }
-            }
-        }
-    }
-    page
-}
-
-fn save(image: DynamicImage, path: &Path, format: ImageFormat) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut bytes = Cursor::new(Vec::new());
-    image.write_to(&mut bytes, format).unwrap();
-    std::fs::write(path, bytes.into_inner()).unwrap();
-}
 
 fn textrec(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_textrec"))
@@ -224,11 +141,7 @@ fn bad_inputs_are_named_with_their_reason_and_the_batch_goes_on() {
         &scans.join("good.png"),
         ImageFormat::Png,
     );
-    let mut png = Cursor::new(Vec::new());
-    DynamicImage::ImageLuma8(page(&[1, 1]))
-        .write_to(&mut png, ImageFormat::Png)
-        .unwrap();
-    let png = png.into_inner();
+    let png = pages::png(&page(&[1, 1]));
     std::fs::write(scans.join("empty.png"), b"").unwrap();
     std::fs::write(
         scans.join("notes.png"),

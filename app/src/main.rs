@@ -1,5 +1,6 @@
 //! `textrec`: the user-facing binary. It depends on the recognizer's inference side only.
 
+mod serve;
 mod transcribe;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,8 @@ const FAILED: u8 = 2;
 const USAGE: u8 = 1;
 /// Exit status when no model could be loaded (`transcribe`): none found, or a bad bundle.
 const NO_MODEL: u8 = 3;
+/// Exit status when the server cannot start (address in use) or fails (`serve`).
+const SERVE_FAILED: u8 = 4;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -84,6 +87,48 @@ Examples:
         #[arg(long)]
         json: bool,
     },
+    /// Serve the transcriber over HTTP: POST /v1/transcribe, GET /healthz, GET /metrics, and a
+    /// demo page at / to drop an image on.
+    #[command(after_help = "\
+API:
+  POST /v1/transcribe   body: the image (raw bytes, or multipart/form-data with a file field)
+                        200 → the JSON of `transcribe --format json` plus ms.total
+                        400 not an image · 413 body or pixels over the limit
+                        503 workers busy and queue full (Retry-After: 1) · 504 over --timeout
+  GET  /healthz         {\"status\": \"ok\", \"model\": ...}
+  GET  /metrics         Prometheus text: requests by status, errors, latency, input size and
+                        brightness histograms (drift), lines, queue length
+
+SIGTERM or Ctrl-C stops accepting, finishes the requests in flight, and exits 0.
+
+Examples:
+  textrec serve                                    # http://127.0.0.1:8080/
+  textrec serve --addr 0.0.0.0:8080 --workers 2 --queue 16
+  curl --data-binary @page.png http://127.0.0.1:8080/v1/transcribe | jq -r .text")]
+    Serve {
+        /// Address to listen on (port 0: any free port, printed at start).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// A release bundle or an exported line model (.onnx); default: the newest bundle in
+        /// ./release/.
+        #[arg(long, value_name = "BUNDLE")]
+        model: Option<PathBuf>,
+        /// Pages transcribed at once (each on one core).
+        #[arg(long, default_value_t = default_jobs())]
+        workers: usize,
+        /// Requests that may wait for a worker; past that, 503.
+        #[arg(long, default_value_t = 32)]
+        queue: usize,
+        /// Largest request body, in bytes.
+        #[arg(long, default_value_t = 20 * 1024 * 1024)]
+        max_body_bytes: usize,
+        /// Largest image, in pixels.
+        #[arg(long, default_value_t = 40_000_000)]
+        max_pixels: u64,
+        /// Seconds one transcription may take before the answer is 504.
+        #[arg(long, default_value_t = 30.0)]
+        timeout: f64,
+    },
     /// Check a release bundle: every file against the sha256 in its manifest.json, and every
     /// model loaded and run once with tract.
     #[command(after_help = "\
@@ -127,6 +172,48 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Verify { bundle, json } => verify(&bundle, json),
+        Command::Serve {
+            addr,
+            model,
+            workers,
+            queue,
+            max_body_bytes,
+            max_pixels,
+            timeout,
+        } => {
+            let model = match model {
+                Some(model) => model,
+                None => match transcribe::newest_bundle(Path::new("release")) {
+                    Ok(model) => model,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        return ExitCode::from(NO_MODEL);
+                    }
+                },
+            };
+            let transcriber = match transcribe::load_transcriber(&model) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: cannot load the model {}: {e:#}", model.display());
+                    return ExitCode::from(NO_MODEL);
+                }
+            };
+            let options = serve::Options {
+                addr,
+                max_body_bytes,
+                max_pixels,
+                workers,
+                queue,
+                timeout: std::time::Duration::from_secs_f64(timeout.max(0.001)),
+            };
+            match serve::run(transcriber, options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(SERVE_FAILED)
+                }
+            }
+        }
         Command::Transcribe {
             inputs,
             output,

@@ -49,6 +49,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             ],
         ),
     )?;
+    browser()?;
     let tests = if has_cargo_subcommand("nextest") {
         cargo(&root, &["nextest", "run", "--workspace", "--no-fail-fast"])
     } else {
@@ -95,6 +96,38 @@ fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
         bail!("`cargo {}` {status}", args.join(" "));
     }
     Ok(())
+}
+
+/// The demo page's test drives headless Chromium through chromedriver; Debian packages both.
+fn browser() -> anyhow::Result<()> {
+    let installed = |program: &str| {
+        Command::new(program)
+            .arg("--version")
+            .output()
+            .is_ok_and(|out| out.status.success())
+    };
+    if installed("chromedriver") && installed("chromium") {
+        return Ok(());
+    }
+    eprintln!(
+        "==> chromium/chromedriver not installed; apt-get install chromium chromium-driver (once)"
+    );
+    let apt = |args: &[&str]| -> anyhow::Result<()> {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("cannot run apt-get (the serve tests need chromium and chromium-driver)")?;
+        if !status.success() {
+            bail!(
+                "`apt-get {}` {status}: install chromium and chromium-driver, as root",
+                args.join(" ")
+            );
+        }
+        Ok(())
+    };
+    apt(&["update", "-qq"])?;
+    apt(&["install", "-y", "-qq", "chromium", "chromium-driver"])
 }
 
 fn has_cargo_subcommand(name: &str) -> bool {

@@ -1,0 +1,447 @@
+//! `textrec serve`: the transcriber behind HTTP. `POST /v1/transcribe` (raw image body or
+//! multipart) → JSON; `GET /healthz`; `GET /metrics` (Prometheus text: requests, latency,
+//! errors, and the input images' size and brightness for drift watching); a demo page at `/`.
+//!
+//! Limits protect the host: body bytes (413), image pixels (413), pages transcribed at once plus
+//! a bounded queue (503 with `Retry-After` past it), a per-request timeout (504). SIGTERM or
+//! Ctrl-C stops accepting, lets requests in flight finish, then exits 0.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use textrec_recognizer::infer::{PageImageError, PageTranscriber, decode_page, to_json};
+use tokio::sync::Semaphore;
+
+const DEMO_PAGE: &str = include_str!("demo.html");
+
+/// Upper bounds of the latency histogram, in seconds.
+const LATENCY_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Upper bounds of the input-size histogram, in megapixels.
+const MEGAPIXEL_BUCKETS: [f64; 6] = [0.1, 0.5, 1.0, 2.0, 5.0, 10.0];
+/// Upper bounds of the input mean-brightness histogram (0 black … 255 white).
+const BRIGHTNESS_BUCKETS: [f64; 6] = [64.0, 128.0, 160.0, 192.0, 224.0, 255.0];
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub addr: SocketAddr,
+    pub max_body_bytes: usize,
+    pub max_pixels: u64,
+    /// Pages transcribed at once.
+    pub workers: usize,
+    /// Requests that may wait for a worker; the next gets 503.
+    pub queue: usize,
+    pub timeout: Duration,
+}
+
+/// Who may transcribe now, who may wait, and who is turned away.
+#[derive(Debug)]
+struct Admission {
+    workers: Semaphore,
+    waiting: AtomicUsize,
+    queue: usize,
+}
+
+impl Admission {
+    fn new(workers: usize, queue: usize) -> Admission {
+        Admission {
+            workers: Semaphore::new(workers.max(1)),
+            waiting: AtomicUsize::new(0),
+            queue,
+        }
+    }
+
+    /// A worker slot, after waiting in the queue if there is room in it; `None` when the queue
+    /// is full.
+    async fn enter(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        if let Ok(permit) = self.workers.try_acquire() {
+            return Some(permit);
+        }
+        let reserved = self
+            .waiting
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+                (w < self.queue).then_some(w + 1)
+            });
+        if reserved.is_err() {
+            return None;
+        }
+        let permit = self.workers.acquire().await.ok();
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        permit
+    }
+}
+
+/// A Prometheus histogram: cumulative counts per upper bound, sum and count.
+#[derive(Debug)]
+struct Histogram {
+    bounds: &'static [f64],
+    counts: Mutex<(Vec<u64>, f64, u64)>,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: Mutex::new((vec![0; bounds.len()], 0.0, 0)),
+        }
+    }
+
+    fn observe(&self, value: f64) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        for (bound, count) in self.bounds.iter().zip(counts.0.iter_mut()) {
+            if value <= *bound {
+                *count += 1;
+            }
+        }
+        counts.1 += value;
+        counts.2 += 1;
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
+        for (bound, count) in self.bounds.iter().zip(&counts.0) {
+            out.push_str(&format!("{name}_bucket{{le=\"{bound}\"}} {count}\n"));
+        }
+        out.push_str(&format!(
+            "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}\n",
+            counts.2, counts.1, counts.2
+        ));
+    }
+}
+
+#[derive(Debug)]
+struct Metrics {
+    /// By response status: 200, 400, 413, 503, 504, 500.
+    responses: Mutex<std::collections::BTreeMap<u16, u64>>,
+    latency: Histogram,
+    megapixels: Histogram,
+    brightness: Histogram,
+    lines: AtomicU64,
+}
+
+impl Metrics {
+    fn count(&self, status: StatusCode) {
+        *self
+            .responses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(status.as_u16())
+            .or_default() += 1;
+    }
+
+    fn render(&self, admission: &Admission) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "# HELP textrec_requests_total Transcription requests by response status.\n\
+             # TYPE textrec_requests_total counter\n",
+        );
+        let responses = self.responses.lock().unwrap_or_else(|p| p.into_inner());
+        let mut errors = 0;
+        for (status, count) in responses.iter() {
+            out.push_str(&format!(
+                "textrec_requests_total{{status=\"{status}\"}} {count}\n"
+            ));
+            if *status >= 400 {
+                errors += count;
+            }
+        }
+        out.push_str(&format!(
+            "# HELP textrec_errors_total Transcription requests answered with an error.\n\
+             # TYPE textrec_errors_total counter\ntextrec_errors_total {errors}\n"
+        ));
+        self.latency.render(
+            "textrec_request_duration_seconds",
+            "Time from request to response, transcriptions only.",
+            &mut out,
+        );
+        self.megapixels.render(
+            "textrec_input_megapixels",
+            "Size of the images received (drift: a new scanner, photos instead of scans).",
+            &mut out,
+        );
+        self.brightness.render(
+            "textrec_input_mean_brightness",
+            "Mean gray level of the images received (drift: darker paper, other lighting).",
+            &mut out,
+        );
+        out.push_str(&format!(
+            "# HELP textrec_lines_total Lines transcribed.\n# TYPE textrec_lines_total counter\n\
+             textrec_lines_total {}\n\
+             # HELP textrec_queue_waiting Requests waiting for a worker.\n# TYPE textrec_queue_waiting gauge\n\
+             textrec_queue_waiting {}\n",
+            self.lines.load(Ordering::Relaxed),
+            admission.waiting.load(Ordering::Relaxed)
+        ));
+        out
+    }
+}
+
+struct AppState {
+    transcriber: Arc<PageTranscriber>,
+    admission: Admission,
+    metrics: Metrics,
+    options: Options,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("model", &self.transcriber.model_version)
+            .finish()
+    }
+}
+
+type Shared = Arc<AppState>;
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut response = (
+        status,
+        axum::Json(json!({"error": message.into(), "status": status.as_u16()})),
+    )
+        .into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// The image bytes: the raw body, or the first file part of a multipart form.
+async fn image_bytes(request: Request) -> Result<Bytes, Response> {
+    let is_multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let too_large = |e: &dyn std::fmt::Display| {
+        let text = e.to_string();
+        if text.contains("length limit") || text.contains("too large") {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the body is over the size limit",
+            )
+        } else {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {text}"),
+            )
+        }
+    };
+    if !is_multipart {
+        return Bytes::from_request(request, &())
+            .await
+            .map_err(|e| too_large(&e.body_text()));
+    }
+    let mut form = Multipart::from_request(request, &())
+        .await
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+    while let Some(field) = form.next_field().await.map_err(|e| too_large(&e))? {
+        if field.file_name().is_some() || field.name() == Some("image") {
+            return field.bytes().await.map_err(|e| too_large(&e));
+        }
+    }
+    Err(error(
+        StatusCode::BAD_REQUEST,
+        "the form has no file field (send the image as `image`)",
+    ))
+}
+
+async fn transcribe(State(state): State<Shared>, request: Request) -> Response {
+    let started = Instant::now();
+    let response = transcribe_inner(&state, request, started).await;
+    state.metrics.count(response.status());
+    state
+        .metrics
+        .latency
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn transcribe_inner(state: &Shared, request: Request, started: Instant) -> Response {
+    let bytes = match image_bytes(request).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
+    };
+    let Some(_permit) = state.admission.enter().await else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "every worker is busy and the queue is full; retry shortly",
+        );
+    };
+    let transcriber = state.transcriber.clone();
+    let max_pixels = state.options.max_pixels;
+    let work = tokio::task::spawn_blocking(move || {
+        let page = decode_page(&bytes, max_pixels)?;
+        let pixels = page.as_raw();
+        let brightness =
+            pixels.iter().map(|&p| u64::from(p)).sum::<u64>() as f64 / pixels.len().max(1) as f64;
+        let megapixels = pixels.len() as f64 / 1e6;
+        let transcript = transcriber
+            .transcribe(&page)
+            .map_err(|e| PageImageError::Decode(e.to_string()))?;
+        Ok::<_, PageImageError>((transcript, brightness, megapixels))
+    });
+    let (transcript, brightness, megapixels) =
+        match tokio::time::timeout(state.options.timeout, work).await {
+            Err(_) => {
+                return error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "transcription took longer than {:.1} s",
+                        state.options.timeout.as_secs_f64()
+                    ),
+                );
+            }
+            Ok(Err(_)) => {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+            }
+            Ok(Ok(Err(e @ PageImageError::TooLarge { .. }))) => {
+                return error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
+            }
+            Ok(Ok(Err(e))) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+            Ok(Ok(Ok(done))) => done,
+        };
+    state.metrics.brightness.observe(brightness);
+    state.metrics.megapixels.observe(megapixels);
+    state
+        .metrics
+        .lines
+        .fetch_add(transcript.lines.len() as u64, Ordering::Relaxed);
+    let mut body = to_json(&transcript, "upload", &state.transcriber.model_version);
+    body["ms"]["total"] = json!(started.elapsed().as_secs_f64() * 1e3);
+    axum::Json(body).into_response()
+}
+
+async fn healthz(State(state): State<Shared>) -> Response {
+    axum::Json(json!({"status": "ok", "model": state.transcriber.model_version})).into_response()
+}
+
+async fn metrics(State(state): State<Shared>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&state.admission),
+    )
+        .into_response()
+}
+
+fn router(state: Shared) -> Router {
+    let limit = state.options.max_body_bytes;
+    Router::new()
+        .route("/", get(|| async { Html(DEMO_PAGE) }))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/transcribe", post(transcribe))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    eprintln!("shutting down: finishing the requests in flight");
+}
+
+/// Serves until SIGTERM or Ctrl-C.
+pub fn run(transcriber: PageTranscriber, options: Options) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(options.workers.max(1) + 2)
+        .enable_all()
+        .build()
+        .context("cannot start the server runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(options.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", options.addr))?;
+        let local = listener.local_addr()?;
+        let state = Arc::new(AppState {
+            transcriber: Arc::new(transcriber),
+            admission: Admission::new(options.workers, options.queue),
+            metrics: Metrics {
+                responses: Mutex::default(),
+                latency: Histogram::new(&LATENCY_BUCKETS),
+                megapixels: Histogram::new(&MEGAPIXEL_BUCKETS),
+                brightness: Histogram::new(&BRIGHTNESS_BUCKETS),
+                lines: AtomicU64::new(0),
+            },
+            options,
+        });
+        eprintln!(
+            "textrec serve: model {} listening on http://{local}/ (demo page at /, API at POST /v1/transcribe)",
+            state.transcriber.model_version
+        );
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("the server failed")?;
+        eprintln!("stopped");
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_the_workers_and_the_queue_requests_are_turned_away() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let admission = Arc::new(Admission::new(1, 1));
+            let first = admission.enter().await.expect("a free worker");
+            let waiter = {
+                let admission = admission.clone();
+                tokio::spawn(async move { admission.enter().await.is_some() })
+            };
+            while admission.waiting.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+            assert!(admission.enter().await.is_none(), "queue of 1 is full");
+            drop(first);
+            assert!(waiter.await.unwrap(), "the queued request gets the worker");
+        });
+    }
+
+    #[test]
+    fn histograms_render_cumulative_prometheus_buckets() {
+        let histogram = Histogram::new(&LATENCY_BUCKETS);
+        histogram.observe(0.02);
+        histogram.observe(3.0);
+        let mut out = String::new();
+        histogram.render("t", "help", &mut out);
+        assert!(out.contains("t_bucket{le=\"0.01\"} 0\n"));
+        assert!(out.contains("t_bucket{le=\"0.025\"} 1\n"));
+        assert!(out.contains("t_bucket{le=\"5\"} 2\n"));
+        assert!(out.contains("t_bucket{le=\"+Inf\"} 2\nt_sum 3.02\nt_count 2\n"));
+    }
+}

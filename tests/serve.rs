@@ -1,0 +1,379 @@
+//! `textrec serve` as a client sees it: the JSON API (raw and multipart uploads, limits, errors),
+//! health and Prometheus metrics, a clean exit on SIGTERM, and the demo page driven in headless
+//! Chromium through WebDriver: an upload whose transcription must appear on the page.
+
+mod pages;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pages::{page, png, write_bundle};
+use serde_json::{Value, json};
+
+/// A running `textrec serve`, stopped when dropped; its stderr is collected.
+struct Server {
+    child: Child,
+    url: String,
+    log: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = write_bundle(dir.path());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_textrec"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--model"])
+            .arg(&bundle)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        stderr.read_line(&mut first).unwrap();
+        let url = first
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {first:?}"))
+            .trim_end_matches('/')
+            .to_owned();
+        let log = Arc::new(Mutex::new(first));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stderr.read_to_string(&mut rest);
+            sink.lock().unwrap().push_str(&rest);
+        });
+        Server {
+            child,
+            url,
+            log,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// Status and body text of a POST.
+fn post(url: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    let mut response = agent()
+        .post(url)
+        .header("Content-Type", content_type)
+        .send(body)
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
+}
+
+fn get(url: &str) -> (u16, String) {
+    let mut response = agent().get(url).call().unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
+}
+
+fn multipart(field: &str, file_name: &str, bytes: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "textrec-test-boundary-7d0b";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{file_name}\"\r\n\
+         Content-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[test]
+fn the_api_transcribes_uploads_refuses_bad_ones_and_counts_everything() {
+    let server = Server::start(&["--max-body-bytes", "300000", "--max-pixels", "1000000"]);
+    let endpoint = format!("{}/v1/transcribe", server.url);
+
+    let (status, body) = post(&endpoint, "image/png", &png(&page(&[3, 1, 2])));
+    assert_eq!(status, 200, "{body}");
+    let json: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["text"], "aaa\na\naa\n");
+    assert_eq!(json["model"], "textrec-0.1.0");
+    assert_eq!(json["lines"].as_array().unwrap().len(), 3);
+    assert!(json["lines"][0]["box"]["x1"].as_u64().unwrap() > 0);
+    assert!(json["ms"]["total"].as_f64().unwrap() > 0.0);
+
+    let (content_type, form) = multipart("image", "page.png", &png(&page(&[2])));
+    let (status, body) = post(&endpoint, &content_type, &form);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["text"],
+        "aa\n"
+    );
+
+    let (status, body) = post(&endpoint, "image/png", b"not an image at all");
+    assert_eq!(status, 400);
+    assert!(body.contains("not an image"), "{body}");
+    let (status, body) = post(&endpoint, "image/png", &vec![0u8; 400_000]);
+    assert_eq!(status, 413, "{body}");
+    let big = image::GrayImage::from_pixel(2000, 1000, image::Luma([255]));
+    let (status, body) = post(&endpoint, "image/png", &png(&big));
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("over the limit"), "{body}");
+
+    let (status, body) = get(&format!("{}/healthz", server.url));
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["status"],
+        "ok"
+    );
+    let (status, metrics) = get(&format!("{}/metrics", server.url));
+    assert_eq!(status, 200);
+    for line in [
+        "textrec_requests_total{status=\"200\"} 2",
+        "textrec_requests_total{status=\"400\"} 1",
+        "textrec_requests_total{status=\"413\"} 2",
+        "textrec_errors_total 3",
+        "textrec_request_duration_seconds_count 5",
+        "textrec_input_megapixels_count 2",
+        "textrec_input_mean_brightness_count 2",
+        "textrec_lines_total 4",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    let (status, page_html) = get(&server.url);
+    assert_eq!(status, 200);
+    assert!(page_html.contains("id=\"transcription\""));
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let mut server = Server::start(&[]);
+    assert_eq!(get(&format!("{}/healthz", server.url)).0, 200);
+    let pid = server.child.id() as libc::pid_t;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "still running after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    std::thread::sleep(Duration::from_millis(100));
+    let log = server.log.lock().unwrap().clone();
+    assert!(log.contains("shutting down"), "{log}");
+}
+
+/// A chromedriver on a free port, stopped when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.is_file())
+}
+
+fn webdriver(method: &str, url: &str, body: Option<Value>) -> Value {
+    let agent = agent();
+    let mut response = match (method, body) {
+        ("POST", body) => agent
+            .post(url)
+            .header("Content-Type", "application/json")
+            .send(body.unwrap_or_else(|| json!({})).to_string())
+            .unwrap(),
+        ("DELETE", _) => agent.delete(url).call().unwrap(),
+        _ => agent.get(url).call().unwrap(),
+    };
+    let text = response.body_mut().read_to_string().unwrap();
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    assert!(
+        value["value"].get("error").is_none(),
+        "WebDriver {method} {url}: {text}"
+    );
+    value["value"].clone()
+}
+
+fn start_driver() -> Driver {
+    let program = find_program("chromedriver").expect(
+        "chromedriver is not installed: `apt-get install chromium chromium-driver` \
+         (`cargo xtask ci` installs them)",
+    );
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(program)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let started = Instant::now();
+    while agent()
+        .get(&format!("{}/status", driver.url))
+        .call()
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "chromedriver did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    driver
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let digits: Vec<u8> = text
+        .bytes()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+        .map(value)
+        .collect();
+    digits
+        .chunks(4)
+        .flat_map(|chunk| {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, &d)| n | (u32::from(d) << (18 - 6 * i)));
+            let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+            bytes.into_iter().take(chunk.len().saturating_sub(1))
+        })
+        .collect()
+}
+
+#[test]
+fn the_demo_page_shows_the_transcription_of_an_upload_in_headless_chromium() {
+    let server = Server::start(&[]);
+    let driver = start_driver();
+    let chromium = find_program("chromium").expect("chromium is not installed");
+    let session = webdriver(
+        "POST",
+        &format!("{}/session", driver.url),
+        Some(json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-default-apps", "--disable-extensions", "--disable-sync",
+                    "--no-first-run", "--window-size=1100,900"
+                ]
+            }
+        }}})),
+    );
+    let session_url = format!(
+        "{}/session/{}",
+        driver.url,
+        session["sessionId"].as_str().unwrap()
+    );
+    webdriver(
+        "POST",
+        &format!("{session_url}/url"),
+        Some(json!({"url": format!("{}/", server.url)})),
+    );
+    let element = |css: &str| {
+        let found = webdriver(
+            "POST",
+            &format!("{session_url}/element"),
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        found["element-6066-11e4-a52e-4f735466cecf"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let upload = tempfile::tempdir().unwrap();
+    let file = upload.path().join("page.png");
+    std::fs::write(&file, png(&page(&[3, 1, 2]))).unwrap();
+    let input = element("#file");
+    webdriver(
+        "POST",
+        &format!("{session_url}/element/{input}/value"),
+        Some(json!({"text": file.to_str().unwrap()})),
+    );
+    let output = element("#transcription");
+    let started = Instant::now();
+    let text = loop {
+        let text = webdriver("GET", &format!("{session_url}/element/{output}/text"), None);
+        let text = text.as_str().unwrap_or_default().to_owned();
+        if !text.is_empty() {
+            break text;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no transcription appeared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(text.trim_end(), "aaa\na\naa");
+    let status_line = webdriver(
+        "GET",
+        &format!("{session_url}/element/{}/text", element("#status")),
+        None,
+    );
+    assert!(
+        status_line.as_str().unwrap().starts_with("3 lines"),
+        "{status_line}"
+    );
+    // The image is drawn with its line boxes: a red box edge where the first line starts.
+    std::thread::sleep(Duration::from_millis(300));
+    let screenshot = webdriver("GET", &format!("{session_url}/screenshot"), None);
+    let bytes = base64_decode(screenshot.as_str().unwrap());
+    let shot = image::load_from_memory(&bytes).unwrap().to_rgb8();
+    assert!(
+        shot.pixels()
+            .any(|p| p.0[0] > 180 && p.0[1] < 90 && p.0[2] < 90),
+        "no red line box on the page"
+    );
+    let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join("demo-page.png");
+    std::fs::write(&kept, &bytes).unwrap();
+    webdriver("DELETE", &session_url, None);
+}
