@@ -280,3 +280,84 @@ fn without_a_model_or_an_input_the_error_says_what_to_do() {
         stderr(&output)
     );
 }
+
+/// ONNX Runtime's library: `ORT_DYLIB_PATH`, else the one `pip install onnxruntime` put in
+/// site-packages (`cargo xtask ci` installs it).
+fn onnx_runtime_library() -> String {
+    if let Ok(path) = std::env::var("ORT_DYLIB_PATH") {
+        return path;
+    }
+    let found = Command::new("python3")
+        .args([
+            "-c",
+            "import onnxruntime, os, glob; \
+             print(sorted(glob.glob(os.path.dirname(onnxruntime.__file__) + '/capi/libonnxruntime.so*'))[-1])",
+        ])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    found.expect("ONNX Runtime not found: `pip install onnxruntime`, or set ORT_DYLIB_PATH")
+}
+
+#[test]
+fn onnx_runtime_reads_the_same_text_as_tract_and_auto_falls_back_with_a_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = write_bundle(dir.path());
+    save(
+        DynamicImage::ImageLuma8(page(&[3, 1, 2, 4])),
+        &dir.path().join("scans/page.png"),
+        ImageFormat::Png,
+    );
+    let run = |backend: &str, out: &str, library: &str| {
+        Command::new(env!("CARGO_BIN_EXE_textrec"))
+            .args([
+                "transcribe",
+                "scans",
+                "-o",
+                out,
+                "--format",
+                "txt,json",
+                "--backend",
+                backend,
+            ])
+            .args(["--model", bundle.to_str().unwrap()])
+            .env("ORT_DYLIB_PATH", library)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let library = onnx_runtime_library();
+    let tract = run("tract", "tract", &library);
+    let ort = run("ort", "ort", &library);
+    assert!(
+        tract.status.success() && ort.status.success(),
+        "{}",
+        stderr(&ort)
+    );
+    let read = |path: &str| std::fs::read_to_string(dir.path().join(path)).unwrap();
+    assert_eq!(read("ort/page.txt"), "aaa\na\naa\naaaa\n");
+    assert_eq!(read("ort/page.txt"), read("tract/page.txt"));
+    let boxes = |path: &str| {
+        let json: Value = serde_json::from_str(&read(path)).unwrap();
+        json["lines"].clone()
+    };
+    let (a, b) = (boxes("ort/page.json"), boxes("tract/page.json"));
+    for (x, y) in a.as_array().unwrap().iter().zip(b.as_array().unwrap()) {
+        assert_eq!(x["box"], y["box"]);
+        let gap = (x["confidence"].as_f64().unwrap() - y["confidence"].as_f64().unwrap()).abs();
+        assert!(gap < 1e-4, "confidence differs by {gap}");
+    }
+
+    let fallback = run("auto", "auto", "/nonexistent/libonnxruntime.so");
+    assert!(fallback.status.success(), "{}", stderr(&fallback));
+    assert!(
+        stderr(&fallback).contains("using tract"),
+        "{}",
+        stderr(&fallback)
+    );
+    assert_eq!(read("auto/page.txt"), read("tract/page.txt"));
+    let refused = run("ort", "refused", "/nonexistent/libonnxruntime.so");
+    assert_eq!(refused.status.code(), Some(3), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("/nonexistent/libonnxruntime.so"));
+}

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 use textrec_recognizer::Vocabulary;
 use textrec_recognizer::bundle::{self, BundleError, TensorSummary, Verification};
+use textrec_recognizer::infer::Backend;
 
 /// Exit status when a bundle fails verification (`verify`) or some inputs could not be
 /// transcribed (`transcribe`; the others were).
@@ -86,6 +87,10 @@ Examples:
         /// Print one JSON summary on stdout: {"ok","failed","inputs":[{"input","status",...}]}.
         #[arg(long)]
         json: bool,
+        /// Inference engine: tract (pure Rust), ort (ONNX Runtime from ORT_DYLIB_PATH), or
+        /// auto (ort when it loads, else tract with a notice).
+        #[arg(long, default_value = "tract")]
+        backend: Backend,
     },
     /// Serve the transcriber over HTTP: POST /v1/transcribe, GET /healthz, GET /metrics, and a
     /// demo page at / to drop an image on.
@@ -128,6 +133,9 @@ Examples:
         /// Seconds one transcription may take before the answer is 504.
         #[arg(long, default_value_t = 30.0)]
         timeout: f64,
+        /// Inference engine: tract, ort (ONNX Runtime from ORT_DYLIB_PATH), or auto.
+        #[arg(long, default_value = "tract")]
+        backend: Backend,
     },
     /// Check a release bundle: every file against the sha256 in its manifest.json, and every
     /// model loaded and run once with tract.
@@ -180,6 +188,7 @@ fn main() -> ExitCode {
             max_body_bytes,
             max_pixels,
             timeout,
+            backend,
         } => {
             let model = match model {
                 Some(model) => model,
@@ -191,7 +200,7 @@ fn main() -> ExitCode {
                     }
                 },
             };
-            let transcriber = match transcribe::load_transcriber(&model) {
+            let transcriber = match transcribe::load_transcriber(&model, backend) {
                 Ok(t) => t,
                 Err(e) => {
                     eprintln!("error: cannot load the model {}: {e:#}", model.display());
@@ -224,6 +233,7 @@ fn main() -> ExitCode {
             resume,
             max_pixels,
             json,
+            backend,
         } => {
             let options = transcribe::Options {
                 inputs,
@@ -235,6 +245,7 @@ fn main() -> ExitCode {
                 resume,
                 max_pixels,
                 json,
+                backend,
             };
             match transcribe::run(&options) {
                 Ok(transcribe::Outcome::AllTranscribed) => ExitCode::SUCCESS,

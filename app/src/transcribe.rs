@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::{Value, json};
 use textrec_recognizer::infer::{
-    LineRecognizer, OutputFormat, PageTranscriber, PageTranscript, read_page,
+    Backend, LineRecognizer, OutputFormat, PageTranscriber, PageTranscript, read_page,
 };
 
 /// Image files a folder walk picks up (explicitly named files are read whatever their name).
@@ -33,6 +33,7 @@ pub struct Options {
     pub resume: bool,
     pub max_pixels: u64,
     pub json: bool,
+    pub backend: Backend,
 }
 
 /// How a batch ended, for the exit status.
@@ -94,14 +95,23 @@ pub fn newest_bundle(dir: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// Loads the model: a release bundle (verified), or a bare exported line model (`.onnx`).
-pub fn load_transcriber(model: &Path) -> anyhow::Result<PageTranscriber> {
-    if model.extension().is_some_and(|e| e == "onnx") {
-        let recognizer = LineRecognizer::load(model, LINE_BATCH)?;
+/// Loads the model: a release bundle (verified), or a bare exported line model (`.onnx`), on
+/// `backend`; says so on stderr when `auto` falls back to tract.
+pub fn load_transcriber(model: &Path, backend: Backend) -> anyhow::Result<PageTranscriber> {
+    let (transcriber, notice) = if model.extension().is_some_and(|e| e == "onnx") {
+        let bytes =
+            std::fs::read(model).with_context(|| format!("cannot read {}", model.display()))?;
+        let (recognizer, notice) =
+            LineRecognizer::from_bytes_on(&bytes, model, LINE_BATCH, backend)?;
         let name = model.file_name().unwrap_or_default().to_string_lossy();
-        return Ok(PageTranscriber::new(recognizer, name.into_owned()));
+        (PageTranscriber::new(recognizer, name.into_owned()), notice)
+    } else {
+        PageTranscriber::from_bundle(model, LINE_BATCH, backend)?
+    };
+    if let Some(notice) = notice {
+        eprintln!("note: {notice}");
     }
-    Ok(PageTranscriber::from_bundle(model, LINE_BATCH)?)
+    Ok(transcriber)
 }
 
 fn is_image_name(path: &Path) -> bool {
@@ -333,7 +343,7 @@ pub fn run(options: &Options) -> Result<Outcome, Fatal> {
         Some(model) => model.clone(),
         None => newest_bundle(Path::new("release")).map_err(Fatal::Model)?,
     };
-    let transcriber = load_transcriber(&model)
+    let transcriber = load_transcriber(&model, options.backend)
         .with_context(|| format!("cannot load the model {}", model.display()))
         .map_err(Fatal::Model)?;
     let pool = rayon::ThreadPoolBuilder::new()

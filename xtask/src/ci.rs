@@ -50,6 +50,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         ),
     )?;
     browser()?;
+    onnx_runtime()?;
     let tests = if has_cargo_subcommand("nextest") {
         cargo(&root, &["nextest", "run", "--workspace", "--no-fail-fast"])
     } else {
@@ -128,6 +129,26 @@ fn browser() -> anyhow::Result<()> {
     };
     apt(&["update", "-qq"])?;
     apt(&["install", "-y", "-qq", "chromium", "chromium-driver"])
+}
+
+/// The ort backend's test loads ONNX Runtime from the `onnxruntime` Python package's library.
+fn onnx_runtime() -> anyhow::Result<()> {
+    let importable = Command::new("python3")
+        .args(["-c", "import onnxruntime"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if importable || std::env::var_os("ORT_DYLIB_PATH").is_some() {
+        return Ok(());
+    }
+    eprintln!("==> ONNX Runtime not installed; python3 -m pip install onnxruntime (once)");
+    let status = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "onnxruntime"])
+        .status()
+        .context("cannot run pip (the ort backend's test needs `pip install onnxruntime`)")?;
+    if !status.success() {
+        bail!("`pip install onnxruntime` {status}: install it, or set ORT_DYLIB_PATH");
+    }
+    Ok(())
 }
 
 fn has_cargo_subcommand(name: &str) -> bool {

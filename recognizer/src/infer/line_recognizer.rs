@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use tract_onnx::prelude::*;
 
+use super::onnx_runtime::{Backend, OrtModel};
 use super::{InferError, metadata};
 use crate::ctc::{Decoded, greedy_decode};
 use crate::data::Sample;
@@ -30,6 +31,8 @@ pub struct LineRecognizer {
     path: PathBuf,
     model: InferenceModel,
     plans: Mutex<HashMap<usize, Plan>>,
+    /// Set when ONNX Runtime runs the model instead of tract.
+    ort: Option<OrtModel>,
 }
 
 impl LineRecognizer {
@@ -82,9 +85,64 @@ impl LineRecognizer {
             path: origin.to_owned(),
             model,
             plans: Mutex::new(HashMap::new()),
+            ort: None,
         };
         recognizer.plan(recognizer.batch)?;
         Ok(recognizer)
+    }
+
+    /// Like [`LineRecognizer::from_bytes`] on the chosen backend. With [`Backend::Auto`], a
+    /// runtime that cannot be loaded means tract, and the returned notice says why.
+    pub fn from_bytes_on(
+        bytes: &[u8],
+        origin: &Path,
+        batch: usize,
+        backend: Backend,
+    ) -> Result<(LineRecognizer, Option<String>), InferError> {
+        let mut recognizer = LineRecognizer::from_bytes(bytes, origin, batch)?;
+        if backend == Backend::Tract {
+            return Ok((recognizer, None));
+        }
+        match OrtModel::from_bytes(bytes) {
+            Ok(model) => {
+                recognizer.ort = Some(model);
+                Ok((recognizer, None))
+            }
+            Err(reason) if backend == Backend::Auto => {
+                Ok((recognizer, Some(format!("{reason}; using tract"))))
+            }
+            Err(reason) => Err(InferError::Model {
+                path: origin.to_owned(),
+                reason,
+            }),
+        }
+    }
+
+    /// The engine that runs the model: `tract` or `ort`.
+    pub fn backend_name(&self) -> &'static str {
+        if self.ort.is_some() { "ort" } else { "tract" }
+    }
+
+    /// `[batch, steps, classes]` log-probabilities of a padded batch, from whichever engine.
+    fn run_batch(&self, batch: crate::data::batch::Batch) -> Result<(usize, Vec<f32>), InferError> {
+        let dims = [batch.len(), 1, batch.height, batch.width];
+        if let Some(ort) = &self.ort {
+            let (shape, values) = ort.run(dims, &batch.pixels).map_err(InferError::Run)?;
+            return Ok((shape.get(1).copied().unwrap_or(0), values));
+        }
+        let input = tract_ndarray::Array4::from_shape_vec(
+            (dims[0], dims[1], dims[2], dims[3]),
+            batch.pixels,
+        )
+        .map_err(|e| InferError::Run(e.to_string()))?;
+        let result = self
+            .plan(dims[0])?
+            .run(tvec!(Tensor::from(input).into()))
+            .map_err(|e| InferError::Run(format!("{e:#}")))?;
+        let view = result[0]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| InferError::Run(format!("{e:#}")))?;
+        Ok((view.shape()[1], view.iter().copied().collect()))
     }
 
     /// The optimised plan for `batch` lines of any width, built once.
@@ -132,21 +190,16 @@ impl LineRecognizer {
         for chunk in order.chunks(self.batch) {
             let samples: Vec<&Sample> = chunk.iter().map(|&i| lines[i]).collect();
             let batch = collate(&samples, self.downsample, false);
-            let input = tract_ndarray::Array4::from_shape_vec(
-                (batch.len(), 1, batch.height, batch.width),
-                batch.pixels,
-            )
-            .map_err(|e| InferError::Run(e.to_string()))?;
-            let result = self
-                .plan(chunk.len())?
-                .run(tvec!(Tensor::from(input).into()))
-                .map_err(|e| InferError::Run(format!("{e:#}")))?;
-            let view = result[0]
-                .to_plain_array_view::<f32>()
-                .map_err(|e| InferError::Run(format!("{e:#}")))?;
-            let steps = view.shape()[1];
-            let values: Vec<f32> = view.iter().copied().collect();
-            for (row, (&index, width)) in chunk.iter().zip(&batch.widths).enumerate() {
+            let widths = batch.widths.clone();
+            let (steps, values) = self.run_batch(batch)?;
+            if values.len() < chunk.len() * steps * classes {
+                return Err(InferError::Run(format!(
+                    "the model gave {} values for {} lines of {steps} steps",
+                    values.len(),
+                    chunk.len()
+                )));
+            }
+            for (row, (&index, width)) in chunk.iter().zip(&widths).enumerate() {
                 let own = width.div_ceil(self.downsample).min(steps);
                 out[index] = values[row * steps * classes..][..own * classes].to_vec();
             }

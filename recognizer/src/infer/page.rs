@@ -9,7 +9,7 @@ use image::imageops::{FilterType, resize};
 use serde::Serialize;
 
 use super::line_detector::{LineBox, ProjectionDetector};
-use super::{InferError, LineRecognizer};
+use super::{Backend, InferError, LineRecognizer};
 use crate::bundle::Bundle;
 use crate::ctc::Decoded;
 use crate::data::Sample;
@@ -103,8 +103,13 @@ impl PageTranscriber {
         }
     }
 
-    /// Takes the line model out of a release bundle (verified against its manifest).
-    pub fn from_bundle(path: &Path, batch: usize) -> Result<PageTranscriber, InferError> {
+    /// Takes the line model out of a release bundle (verified against its manifest), on
+    /// `backend`; the notice says when `Backend::Auto` fell back to tract.
+    pub fn from_bundle(
+        path: &Path,
+        batch: usize,
+        backend: Backend,
+    ) -> Result<(PageTranscriber, Option<String>), InferError> {
         let bad = |reason: String| InferError::Model {
             path: path.to_owned(),
             reason,
@@ -117,10 +122,11 @@ impl PageTranscriber {
             .find(|m| m.architecture().as_deref() == Some("line_ctc"))
             .ok_or_else(|| bad("the bundle has no line_ctc model".into()))?;
         let origin = path.join(line_model.name);
-        let recognizer = LineRecognizer::from_bytes(line_model.bytes, &origin, batch)?;
+        let (recognizer, notice) =
+            LineRecognizer::from_bytes_on(line_model.bytes, &origin, batch, backend)?;
         let manifest = bundle.manifest();
         let version = format!("{}-{}", manifest.name, manifest.version);
-        Ok(PageTranscriber::new(recognizer, version))
+        Ok((PageTranscriber::new(recognizer, version), notice))
     }
 
     /// Detects and reads the lines of `page` (dark ink on light paper).
