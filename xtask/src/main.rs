@@ -2,6 +2,7 @@
 //! then calls into `textrec-pipeline` (the engine) and `textrec-stages` (the stage kinds).
 
 mod bench;
+mod bench_infer;
 mod ci;
 mod data;
 
@@ -167,6 +168,14 @@ enum DataCommand {
 enum BenchCommand {
     /// Time a fully cached re-run of a large pipeline (default: 20 stages, 10,000 files, 500 MB).
     Pipeline(bench::PipelineBench),
+    /// Transcribe held-out pages with textrec on tract and on ONNX Runtime (ORT_DYLIB_PATH) and
+    /// with Tesseract (when installed): pages/s, page CER, line latency, peak RSS.
+    #[command(
+        after_help = "Example:\n  ORT_DYLIB_PATH=$(python3 -c 'import onnxruntime,os,glob; \
+        print(glob.glob(os.path.dirname(onnxruntime.__file__)+\"/capi/libonnxruntime.so*\")[0])') \\\n    \
+        cargo xtask bench infer --model build/smoke/release/textrec-0.1.0.tar.gz --pages build/smoke/data/pages"
+    )]
+    Infer(bench_infer::InferBench),
 }
 
 fn main() -> ExitCode {
@@ -260,6 +269,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Data(DataCommand::Inspect(args)) => data::inspect_command(&args),
         Command::Bench(BenchCommand::Pipeline(args)) => bench::pipeline(&args, &registry),
+        Command::Bench(BenchCommand::Infer(args)) => bench_infer::infer(&args),
         Command::Ci => ci::run(),
     }
 }

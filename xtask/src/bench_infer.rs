@@ -1,0 +1,251 @@
+//! `cargo xtask bench infer`: the same held-out pages through textrec on tract, textrec on
+//! ONNX Runtime, and Tesseract (one process per core, `OMP_THREAD_LIMIT=1`): pages/s and page
+//! CER; the line model's single-line latency on tract vs ort; peak RSS.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use rayon::prelude::*;
+use serde_json::{Value, json};
+use textrec_recognizer::bundle::Bundle;
+use textrec_recognizer::data::{Dataset, Sample, Split};
+use textrec_recognizer::infer::{Backend, LineRecognizer, PageTranscriber, TextErrors};
+
+#[derive(Debug, Args)]
+pub struct InferBench {
+    /// A release bundle (its line model is used).
+    #[arg(long)]
+    model: PathBuf,
+    /// A pages dataset (e.g. data/pages, build/smoke/data/pages).
+    #[arg(long)]
+    pages: PathBuf,
+    /// Which split's pages.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// At most this many pages (repeated when the split has fewer).
+    #[arg(long, default_value_t = 100)]
+    count: usize,
+    /// Worker threads (pages at once); Tesseract runs this many processes.
+    #[arg(long, default_value_t = std::thread::available_parallelism().map_or(1, |n| n.get()))]
+    jobs: usize,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn peak_rss_mb() -> f64 {
+    // SAFETY: getrusage writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage.ru_maxrss as f64 / 1024.0
+}
+
+fn to_image(sample: &Sample) -> anyhow::Result<image::GrayImage> {
+    image::GrayImage::from_raw(
+        u32::from(sample.width),
+        u32::from(sample.height),
+        sample.pixels.clone(),
+    )
+    .context("a page's pixels do not match its size")
+}
+
+/// pages/s and CER of `transcribe` over every page, `jobs` at once.
+fn time_pages(
+    transcriber: &PageTranscriber,
+    pages: &[(image::GrayImage, String)],
+    jobs: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build()?;
+    let started = Instant::now();
+    let texts: Vec<String> = pool.install(|| {
+        pages
+            .par_iter()
+            .map(|(page, _)| transcriber.transcribe(page).map(|t| t.text()))
+            .collect::<Result<_, _>>()
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut errors = TextErrors::default();
+    for ((_, truth), text) in pages.iter().zip(&texts) {
+        errors.add(TextErrors::of(truth, text.trim_end()));
+    }
+    Ok((pages.len() as f64 / seconds, errors.cer()))
+}
+
+/// Median seconds of one line of `width` px through the line model.
+fn line_latency(recognizer: &LineRecognizer, width: u16) -> anyhow::Result<f64> {
+    let line = Sample {
+        label: String::new(),
+        style: String::new(),
+        width,
+        height: recognizer.height as u16,
+        boxes: Vec::new(),
+        pixels: (0..usize::from(width) * recognizer.height)
+            .map(|i| if i % 7 < 2 { 255 } else { 0 })
+            .collect(),
+    };
+    recognizer.log_probs(&[&line])?;
+    let mut times: Vec<f64> = (0..30)
+        .map(|_| {
+            let started = Instant::now();
+            recognizer
+                .log_probs(&[&line])
+                .map(|_| started.elapsed().as_secs_f64())
+        })
+        .collect::<Result<_, _>>()?;
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Tesseract 5 on the same pages, one process per page, `jobs` at once.
+fn tesseract(pages: &[(image::GrayImage, String)], jobs: usize) -> anyhow::Result<(f64, f64)> {
+    let dir = tempfile::tempdir()?;
+    let files: Vec<PathBuf> = pages
+        .iter()
+        .enumerate()
+        .map(|(i, (page, _))| {
+            let path = dir.path().join(format!("{i:04}.png"));
+            page.save(&path).map(|()| path)
+        })
+        .collect::<Result<_, _>>()?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build()?;
+    let started = Instant::now();
+    let texts: Vec<String> = pool.install(|| {
+        files
+            .par_iter()
+            .map(|file| -> anyhow::Result<String> {
+                let out = Command::new("tesseract")
+                    .arg(file)
+                    .args(["stdout", "--psm", "6", "-l", "eng"])
+                    .env("OMP_THREAD_LIMIT", "1")
+                    .stderr(Stdio::null())
+                    .output()
+                    .context("cannot run tesseract")?;
+                if !out.status.success() {
+                    bail!("tesseract failed on {}", file.display());
+                }
+                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            })
+            .collect::<Result<_, _>>()
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut errors = TextErrors::default();
+    for ((_, truth), text) in pages.iter().zip(&texts) {
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        errors.add(TextErrors::of(truth, &lines.join("\n")));
+    }
+    Ok((pages.len() as f64 / seconds, errors.cer()))
+}
+
+pub fn infer(args: &InferBench) -> anyhow::Result<ExitCode> {
+    let split: Split = serde_json::from_value(json!(args.split))
+        .with_context(|| format!("unknown split {:?}", args.split))?;
+    let dataset = Dataset::open(&args.pages)?;
+    let mut pages = Vec::new();
+    for sample in dataset.samples(split) {
+        let sample = sample?;
+        pages.push((to_image(&sample)?, sample.label));
+    }
+    if pages.is_empty() {
+        bail!("{} has no {} pages", args.pages.display(), args.split);
+    }
+    let distinct = pages.len();
+    let pages: Vec<_> = pages.iter().cycle().take(args.count).cloned().collect();
+    let bundle = Bundle::open(&args.model)?;
+    let lines = bundle
+        .models()
+        .into_iter()
+        .find(|m| m.architecture().as_deref() == Some("line_ctc"))
+        .context("the bundle has no line model")?
+        .bytes
+        .to_vec();
+
+    let mut results = serde_json::Map::new();
+    let mut latencies = Vec::new();
+    for backend in [Backend::Tract, Backend::Ort] {
+        let recognizer = match LineRecognizer::from_bytes_on(&lines, &args.model, 8, backend) {
+            Ok((recognizer, _)) => recognizer,
+            Err(e) if backend == Backend::Ort => {
+                eprintln!("ort skipped: {e}");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let name = recognizer.backend_name();
+        let single = LineRecognizer::from_bytes_on(&lines, &args.model, 1, backend)?.0;
+        let latency = line_latency(&single, 256)?;
+        latencies.push((name, latency));
+        let transcriber = PageTranscriber::new(recognizer, String::new());
+        let (one, cer) = time_pages(&transcriber, &pages, 1)?;
+        let (all, _) = time_pages(&transcriber, &pages, args.jobs)?;
+        results.insert(
+            format!("textrec/{name}"),
+            json!({"pages_per_second_1_core": one, "pages_per_second": all, "cer": cer,
+                   "line_latency_ms_256px": latency * 1e3}),
+        );
+    }
+    let has_tesseract = Command::new("tesseract")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_tesseract {
+        let (one, cer) = tesseract(&pages, 1)?;
+        let (all, _) = tesseract(&pages, args.jobs)?;
+        results.insert(
+            "tesseract".into(),
+            json!({"pages_per_second_1_core": one, "pages_per_second": all, "cer": cer}),
+        );
+    } else {
+        eprintln!(
+            "tesseract skipped: not installed (apt-get install tesseract-ocr tesseract-ocr-eng)"
+        );
+    }
+    let ratio = match latencies.as_slice() {
+        [(_, tract), (_, ort)] => Some(tract / ort),
+        _ => None,
+    };
+    let report: Value = json!({
+        "pages": pages.len(),
+        "distinct_pages": distinct,
+        "jobs": args.jobs,
+        "results": results,
+        "tract_over_ort_line_latency": ratio,
+        "peak_rss_mb": peak_rss_mb(),
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "{} pages ({distinct} distinct), {} jobs\n\n| engine | pages/s (1 core) | pages/s ({} jobs) | page CER | line latency, 256 px |\n|---|---|---|---|---|",
+            pages.len(),
+            args.jobs,
+            args.jobs
+        )?;
+        for (name, r) in &results {
+            writeln!(
+                out,
+                "| {name} | {:.2} | {:.2} | {:.4} | {} |",
+                r["pages_per_second_1_core"].as_f64().unwrap_or(0.0),
+                r["pages_per_second"].as_f64().unwrap_or(0.0),
+                r["cer"].as_f64().unwrap_or(0.0),
+                r["line_latency_ms_256px"]
+                    .as_f64()
+                    .map_or("-".into(), |ms| format!("{ms:.2} ms")),
+            )?;
+        }
+        if let Some(ratio) = ratio {
+            writeln!(out, "\ntract / ort line latency: {ratio:.2}× (goal ≤ 1.5×)")?;
+        }
+        writeln!(
+            out,
+            "peak RSS: {:.0} MB (goal ≤ 1024 MB for 100 pages)",
+            peak_rss_mb()
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
