@@ -448,12 +448,7 @@ fn evaluate_lines(
     for (i, scored) in worst.iter().enumerate() {
         let file = format!("{i:02}.png");
         let s = &scored.sample;
-        // Stored as network input (white ink); shown as paper.
-        let paper = s.pixels.iter().map(|p| 255 - p).collect();
-        image::GrayImage::from_raw(u32::from(s.width), u32::from(s.height), paper)
-            .ok_or("a line's pixels do not match its size")?
-            .save(images.join(&file))
-            .map_err(|e| format!("write {}: {e}", images.join(&file).display()))?;
+        save_line(s, &images.join(&file))?;
         md.push_str(&format!(
             "| ![](worst/{file}) | `{}` | `{}` | {:.3} | {:.2} |\n",
             s.label.replace('|', "\\|"),
@@ -499,6 +494,16 @@ fn evaluate_lines(
             higher_is_better: false,
         },
     ))
+}
+
+/// Writes a line as the network reads it (white ink), shown as ink on paper.
+fn save_line(line: &Sample, path: &Path) -> Result<(), StageFailure> {
+    let paper = line.pixels.iter().map(|p| 255 - p).collect();
+    image::GrayImage::from_raw(u32::from(line.width), u32::from(line.height), paper)
+        .ok_or("a line's pixels do not match its size")?
+        .save(path)
+        .map_err(|e| format!("write {}: {e}", path.display()))?;
+    Ok(())
 }
 
 /// Detected lines and page text against the truth, page by page.
@@ -552,11 +557,7 @@ fn evaluate_pages(
                 .enumerate()
             {
                 let file = format!("{i:02}.png");
-                let paper = cut.pixels.iter().map(|p| 255 - p).collect();
-                image::GrayImage::from_raw(u32::from(cut.width), u32::from(cut.height), paper)
-                    .ok_or("a line's pixels do not match its size")?
-                    .save(images.join(&file))
-                    .map_err(|e| format!("write {}: {e}", images.join(&file).display()))?;
+                save_line(cut, &images.join(&file))?;
                 examples.push_str(&format!(
                     "| ![](lines/{file}) | `{}` | `{}` | {:.2} |\n",
                     truths.get(i).unwrap_or(&"").replace('|', "\\|"),
