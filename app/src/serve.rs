@@ -281,16 +281,21 @@ async fn transcribe_inner(state: &Shared, request: Request, started: Instant) ->
     };
     let transcriber = state.transcriber.clone();
     let max_pixels = state.options.max_pixels;
+    /// Why a transcription produced no JSON: the client's image, or our side.
+    enum Failure {
+        Image(PageImageError),
+        Inference(String),
+    }
     let work = tokio::task::spawn_blocking(move || {
-        let page = decode_page(&bytes, max_pixels)?;
+        let page = decode_page(&bytes, max_pixels).map_err(Failure::Image)?;
         let pixels = page.as_raw();
         let brightness =
             pixels.iter().map(|&p| u64::from(p)).sum::<u64>() as f64 / pixels.len().max(1) as f64;
         let megapixels = pixels.len() as f64 / 1e6;
         let transcript = transcriber
             .transcribe(&page)
-            .map_err(|e| PageImageError::Decode(e.to_string()))?;
-        Ok::<_, PageImageError>((transcript, brightness, megapixels))
+            .map_err(|e| Failure::Inference(e.to_string()))?;
+        Ok((transcript, brightness, megapixels))
     });
     let (transcript, brightness, megapixels) =
         match tokio::time::timeout(state.options.timeout, work).await {
@@ -303,13 +308,14 @@ async fn transcribe_inner(state: &Shared, request: Request, started: Instant) ->
                     ),
                 );
             }
-            Ok(Err(_)) => {
-                return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+            Ok(Err(_)) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+            Ok(Ok(Err(Failure::Inference(reason)))) => {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, reason);
             }
-            Ok(Ok(Err(e @ PageImageError::TooLarge { .. }))) => {
+            Ok(Ok(Err(Failure::Image(e @ PageImageError::TooLarge { .. })))) => {
                 return error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
             }
-            Ok(Ok(Err(e))) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+            Ok(Ok(Err(Failure::Image(e)))) => return error(StatusCode::BAD_REQUEST, e.to_string()),
             Ok(Ok(Ok(done))) => done,
         };
     state.metrics.brightness.observe(brightness);

@@ -353,10 +353,7 @@ fn evaluate_lines(
     report: &Path,
     observer: &dyn Observer,
 ) -> Result<(serde_json::Value, Headline), StageFailure> {
-    let split = dataset
-        .split(params.split)
-        .ok_or_else(|| format!("the dataset has no {} split", params.split.name()))?;
-    observer.total(split.count);
+    announce_split(dataset, params, observer)?;
 
     // Baseline: the training split's most frequent line, said for every line.
     let mut counts: HashMap<String, u32> = HashMap::new();
@@ -496,6 +493,19 @@ fn evaluate_lines(
     ))
 }
 
+/// Fails unless the dataset has the split to score, and tells the progress bar its size.
+fn announce_split(
+    dataset: &Dataset,
+    params: &Params,
+    observer: &dyn Observer,
+) -> Result<(), StageFailure> {
+    let split = dataset
+        .split(params.split)
+        .ok_or_else(|| format!("the dataset has no {} split", params.split.name()))?;
+    observer.total(split.count);
+    Ok(())
+}
+
 /// Writes a line as the network reads it (white ink), shown as ink on paper.
 fn save_line(line: &Sample, path: &Path) -> Result<(), StageFailure> {
     let paper = line.pixels.iter().map(|p| 255 - p).collect();
@@ -514,10 +524,7 @@ fn evaluate_pages(
     report: &Path,
     observer: &dyn Observer,
 ) -> Result<(serde_json::Value, Headline), StageFailure> {
-    let split = dataset
-        .split(params.split)
-        .ok_or_else(|| format!("the dataset has no {} split", params.split.name()))?;
-    observer.total(split.count);
+    announce_split(dataset, params, observer)?;
     let mut detection = DetectionScore::default();
     let mut detected = TextErrors::default();
     let mut oracle = TextErrors::default();
