@@ -78,6 +78,15 @@ struct Headline {
 }
 
 impl Headline {
+    /// Character error rate, lines and pages alike: lower is better.
+    fn cer(value: f64) -> Headline {
+        Headline {
+            name: "cer",
+            value,
+            higher_is_better: false,
+        }
+    }
+
     /// How much worse `self` is than `before` (positive = regression).
     fn regression_from(&self, before: f64) -> f64 {
         if self.higher_is_better {
@@ -483,14 +492,7 @@ fn evaluate_lines(
         "baseline_frequent_line_cer": baseline.cer(),
         "previous_cer": previous_cer,
     });
-    Ok((
-        metrics,
-        Headline {
-            name: "cer",
-            value: cer,
-            higher_is_better: false,
-        },
-    ))
+    Ok((metrics, Headline::cer(cer)))
 }
 
 /// Fails unless the dataset has the split to score, and tells the progress bar its size.
@@ -625,14 +627,7 @@ fn evaluate_pages(
         "true_boxes_cer": oracle.cer(),
         "baseline_empty_cer": 1.0,
     });
-    Ok((
-        metrics,
-        Headline {
-            name: "cer",
-            value: cer,
-            higher_is_better: false,
-        },
-    ))
+    Ok((metrics, Headline::cer(cer)))
 }
 
 /// Worst first (highest CER, then most edits), cut to [`WORST`].
