@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: every gate, in the order that fails fastest. `.ci/run` and GitHub Actions run
 //! exactly this, so a contributor reproduces CI with one command.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -35,6 +36,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let started = Instant::now();
 
     gate("fmt", cargo(&root, &["fmt", "--all", "--", "--check"]))?;
+    gate("one build", one_dependency_build(&root))?;
     gate(
         "clippy",
         cargo(
@@ -97,6 +99,69 @@ fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
         bail!("`cargo {}` {status}", args.join(" "));
     }
     Ok(())
+}
+
+/// `cargo xtask` resolves features for the xtask package alone, `cargo test --workspace` for every
+/// member with its dev-dependencies. Where a shared dependency gets different features the two
+/// builds compile it (and everything above it: Burn, tract) twice, ~20 CPU-minutes of CI. The
+/// feature pins in xtask/Cargo.toml prevent that; this gate names any pin that is missing.
+fn one_dependency_build(root: &Path) -> anyhow::Result<()> {
+    let xtask = resolved_features(root, &["-p", "xtask", "-e", "normal,build"])?;
+    let workspace = resolved_features(root, &["--workspace", "-e", "normal,build,dev"])?;
+    let diverging: Vec<String> = xtask
+        .iter()
+        .filter_map(|(package, features)| {
+            let theirs = workspace.get(package)?;
+            (theirs != features)
+                .then(|| format!("  {package}: xtask {features:?}, workspace {theirs:?}"))
+        })
+        .collect();
+    if !diverging.is_empty() {
+        bail!(
+            "`cargo xtask` and `cargo test --workspace` resolve different features, so CI would \
+             build these (and their dependents) twice; pin the workspace's features in \
+             xtask/Cargo.toml:\n{}",
+            diverging.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// Package (`name vVERSION`) → the feature sets `cargo tree` resolves for it.
+fn resolved_features(
+    root: &Path,
+    selection: &[&str],
+) -> anyhow::Result<BTreeMap<String, BTreeSet<String>>> {
+    let out = Command::new(env!("CARGO"))
+        .args(["tree", "--quiet", "--prefix", "none", "--format", "{p}|{f}"])
+        .args(selection)
+        .current_dir(root)
+        .output()
+        .context("cannot run cargo tree")?;
+    if !out.status.success() {
+        bail!(
+            "`cargo tree {}` {}: {}",
+            selection.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut packages: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some((package, features)) = line.split_once('|') else {
+            continue;
+        };
+        let name_version = package
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        packages
+            .entry(name_version)
+            .or_default()
+            .insert(features.trim_end_matches(" (*)").to_owned());
+    }
+    Ok(packages)
 }
 
 /// The demo page's test drives headless Chromium through chromedriver; Debian packages both.
