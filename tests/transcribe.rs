@@ -132,6 +132,75 @@ fn a_folder_is_transcribed_in_reading_order_in_every_format() {
 }
 
 #[test]
+fn a_multi_page_tiff_is_one_document_with_every_page() {
+    use tiff::encoder::{TiffEncoder, colortype};
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = write_bundle(dir.path());
+    let mut scan = std::io::Cursor::new(Vec::new());
+    let mut encoder = TiffEncoder::new(&mut scan).unwrap();
+    for blobs in [&[2][..], &[1, 3], &[1]] {
+        let image = page(blobs);
+        encoder
+            .write_image::<colortype::Gray8>(image.width(), image.height(), &image)
+            .unwrap();
+    }
+    std::fs::write(dir.path().join("scan.tif"), scan.into_inner()).unwrap();
+    let output = textrec(
+        dir.path(),
+        &[
+            "transcribe",
+            "scan.tif",
+            "-o",
+            "out",
+            "--format",
+            "txt,json,hocr,alto",
+            "--json",
+            "--model",
+            bundle.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["inputs"][0]["pages"], 3, "{summary}");
+    assert_eq!(summary["inputs"][0]["lines"], 4, "{summary}");
+
+    let read = |name: &str| std::fs::read_to_string(dir.path().join("out").join(name)).unwrap();
+    // Tesseract's convention: each page's text ends with a form feed.
+    assert_eq!(read("scan.txt"), "aa\n\u{c}a\naaa\n\u{c}a\n\u{c}");
+    let json: Value = serde_json::from_str(&read("scan.json")).unwrap();
+    let pages = json["pages"].as_array().unwrap();
+    assert_eq!(pages.len(), 3);
+    assert_eq!(pages[1]["page"], 2);
+    assert_eq!(pages[1]["text"], "a\naaa\n");
+    assert_eq!(pages[1]["lines"].as_array().unwrap().len(), 2);
+    let hocr = read("scan.hocr");
+    let xhtml = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(&hocr, xhtml).expect("well-formed hOCR");
+    let pages = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("ocr_page"))
+        .count();
+    assert_eq!(pages, 3);
+    let alto = read("scan.alto.xml");
+    let doc = roxmltree::Document::parse(&alto).expect("well-formed ALTO");
+    let ids: Vec<_> = doc
+        .descendants()
+        .filter_map(|n| n.attribute("ID"))
+        .collect();
+    let unique: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!(ids.len(), unique.len(), "ALTO IDs are unique: {ids:?}");
+    assert_eq!(
+        doc.descendants()
+            .filter(|n| n.tag_name().name() == "Page")
+            .count(),
+        3
+    );
+}
+
+#[test]
 fn bad_inputs_are_named_with_their_reason_and_the_batch_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = write_bundle(dir.path());

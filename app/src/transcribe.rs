@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::{Value, json};
 use textrec_recognizer::infer::{
-    Backend, LineRecognizer, OutputFormat, PageTranscriber, PageTranscript, read_page,
+    Backend, LineRecognizer, OutputFormat, PageTranscriber, PageTranscript, decode_pages,
 };
 
 /// Image files a folder walk picks up (explicitly named files are read whatever their name).
@@ -66,7 +66,8 @@ struct Job {
 #[derive(Debug)]
 enum Done {
     Transcribed {
-        transcript: PageTranscript,
+        /// One per image page (several for a multi-page TIFF).
+        pages: Vec<PageTranscript>,
         outputs: Vec<PathBuf>,
     },
     Skipped {
@@ -276,42 +277,45 @@ fn transcribe_one(transcriber: &PageTranscriber, job: &Job, options: &Options) -
     if options.resume && up_to_date(&job.input, &outputs) {
         return Done::Skipped { outputs };
     }
-    let page = match read_page(&job.input, options.max_pixels) {
-        Ok(page) => page,
-        Err(e) => {
-            return Done::Failed {
-                reason: e.to_string(),
-            };
-        }
+    let failed = |reason: String| Done::Failed { reason };
+    let bytes = match std::fs::read(&job.input) {
+        Ok(bytes) => bytes,
+        Err(e) => return failed(format!("cannot read it: {e}")),
     };
-    // The last guard: a bug on one page must not take the batch down.
-    let transcript =
-        match std::panic::catch_unwind(AssertUnwindSafe(|| transcriber.transcribe(&page))) {
-            Ok(Ok(transcript)) => transcript,
-            Ok(Err(e)) => {
-                return Done::Failed {
-                    reason: e.to_string(),
-                };
-            }
-            Err(_) => {
-                return Done::Failed {
-                    reason: "internal error while transcribing (please report it)".into(),
-                };
-            }
+    let images = match decode_pages(&bytes, options.max_pixels) {
+        Ok(images) => images,
+        Err(e) => return failed(e.to_string()),
+    };
+    let mut pages = Vec::new();
+    for (index, image) in images.enumerate() {
+        let image = match image {
+            Ok(image) => image,
+            Err(e) => return failed(e.to_string()),
         };
+        let page_prefix = if index > 0 {
+            format!("page {}: ", index + 1)
+        } else {
+            String::new()
+        };
+        // The last guard: a bug on one page must not take the batch down.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| transcriber.transcribe(&image))) {
+            Ok(Ok(transcript)) => pages.push(transcript),
+            Ok(Err(e)) => return failed(format!("{page_prefix}{e}")),
+            Err(_) => {
+                return failed(format!(
+                    "{page_prefix}internal error while transcribing (please report it)"
+                ));
+            }
+        }
+    }
     let source = job.input.to_string_lossy();
     for (&format, path) in options.formats.iter().zip(&outputs) {
-        let text = format.render(&transcript, &source, &transcriber.model_version);
+        let text = format.render(&pages, &source, &transcriber.model_version);
         if let Err(e) = write_atomically(path, &text) {
-            return Done::Failed {
-                reason: format!("cannot write {}: {e}", path.display()),
-            };
+            return failed(format!("cannot write {}: {e}", path.display()));
         }
     }
-    Done::Transcribed {
-        transcript,
-        outputs,
-    }
+    Done::Transcribed { pages, outputs }
 }
 
 fn progress_bar(len: usize, json: bool) -> ProgressBar {
@@ -381,15 +385,23 @@ pub fn run(options: &Options) -> Result<Outcome, Fatal> {
     if options.json {
         println!("{}", summary_json(&jobs, &results, &model, seconds));
     } else {
-        let lines: usize = results
+        let (pages, lines) = results
             .iter()
-            .map(|d| match d {
-                Done::Transcribed { transcript, .. } => transcript.lines.len(),
-                _ => 0,
+            .filter_map(|d| match d {
+                Done::Transcribed { pages, .. } => Some(pages),
+                _ => None,
             })
-            .sum();
+            .flatten()
+            .fold((0, 0), |(pages, lines), page| {
+                (pages + 1, lines + page.lines.len())
+            });
+        let files = if pages == transcribed {
+            String::new()
+        } else {
+            format!(" from {transcribed} files")
+        };
         eprintln!(
-            "transcribed {transcribed} pages ({lines} lines) in {seconds:.1} s{}{}; outputs in {}",
+            "transcribed {pages} pages{files} ({lines} lines) in {seconds:.1} s{}{}; outputs in {}",
             if skipped > 0 {
                 format!(", {skipped} up to date")
             } else {
@@ -415,15 +427,13 @@ fn summary_json(jobs: &[Job], results: &[Done], model: &Path, seconds: f64) -> V
         .iter()
         .zip(results)
         .map(|(job, done)| match done {
-            Done::Transcribed {
-                transcript,
-                outputs,
-            } => json!({
+            Done::Transcribed { pages, outputs } => json!({
                 "input": job.input,
                 "status": "transcribed",
                 "outputs": outputs,
-                "lines": transcript.lines.len(),
-                "ms": transcript.detect_ms + transcript.recognize_ms,
+                "pages": pages.len(),
+                "lines": pages.iter().map(|p| p.lines.len()).sum::<usize>(),
+                "ms": pages.iter().map(|p| p.detect_ms + p.recognize_ms).sum::<f64>(),
             }),
             Done::Skipped { outputs } => json!({
                 "input": job.input,

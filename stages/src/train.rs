@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::data::Observer;
 use textrec_recognizer::models::{
-    CpuTraining, Device, TrainOptions, train_char_model, train_line_model,
+    AutodiffBackend, CpuTraining, Device, TrainOptions, TrainOutcome, train_char_model,
+    train_line_model,
 };
 use textrec_recognizer::networks::LineCtcConfig;
 
@@ -81,6 +82,92 @@ fn validate(stage: &Stage) -> Result<Params, String> {
     Ok(params)
 }
 
+/// The Burn backend a train stage runs on, after `device` has been checked against this build
+/// and machine.
+enum TrainingBackend {
+    Cpu,
+    #[cfg(feature = "cuda")]
+    Cuda,
+}
+
+fn training_backend(
+    device: Device,
+    observer: &StageObserver<'_, '_>,
+) -> Result<TrainingBackend, StageFailure> {
+    #[cfg(feature = "cuda")]
+    {
+        use textrec_recognizer::models::cuda_runtime;
+        match (device, cuda_runtime()) {
+            (Device::Cpu, _) => Ok(TrainingBackend::Cpu),
+            (Device::Cuda | Device::Auto, Ok(())) => Ok(TrainingBackend::Cuda),
+            (Device::Cuda, Err(why)) => Err(format!("device: cuda: {why}").into()),
+            (Device::Auto, Err(why)) => {
+                observer.warn(&format!("device: auto → cpu ({why})"));
+                Ok(TrainingBackend::Cpu)
+            }
+        }
+    }
+    #[cfg(not(feature = "cuda"))]
+    match device {
+        Device::Cpu => Ok(TrainingBackend::Cpu),
+        Device::Auto => {
+            observer.warn("device: auto → cpu (this build has no CUDA backend)");
+            Ok(TrainingBackend::Cpu)
+        }
+        Device::Cuda => Err("device: cuda needs a build with the `cuda` feature \
+             (`cargo run --release -p xtask --features cuda -- run …`); use device: cpu or auto"
+            .into()),
+    }
+}
+
+/// Trains the stage's model on backend `B`; returns the outcome and the validation metric.
+fn train_on<B: AutodiffBackend>(
+    params: &Params,
+    ctx: &StageContext<'_>,
+    observer: &StageObserver<'_, '_>,
+    device: &B::Device,
+) -> Result<(TrainOutcome, (&'static str, f64)), StageFailure> {
+    let out = &ctx.outs[0].1;
+    Ok(match params.model {
+        Architecture::CharCnn => {
+            let (spec, _) = train_char_model::<B>(
+                &ctx.deps[0],
+                &params.training,
+                None,
+                out,
+                &ctx.resume,
+                observer,
+                device,
+            )?;
+            let accuracy = spec.outcome.best_metric;
+            (spec.outcome, ("val_accuracy", accuracy))
+        }
+        Architecture::LineCtc => {
+            let (spec, _) = train_line_model::<B>(
+                &ctx.deps[0],
+                &params.training,
+                params.network.as_ref().map(LineNetwork::config),
+                out,
+                &ctx.resume,
+                observer,
+                device,
+            )?;
+            // The fit maximises character accuracy, 1 − CER.
+            let cer = 1.0 - spec.outcome.best_metric;
+            (spec.outcome, ("val_cer", cer))
+        }
+    })
+}
+
+#[cfg(feature = "cuda")]
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panicked".into())
+}
+
 impl StageKind for Train {
     fn name(&self) -> &'static str {
         "train"
@@ -101,46 +188,20 @@ impl StageKind for Train {
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageFailure> {
         let params = validate(ctx.stage)?;
         let observer = StageObserver { ctx };
-        let out = &ctx.outs[0].1;
-        if params.training.device == Device::Auto {
-            // This build has no GPU backend: `auto` means the CPU, and the user should know.
-            observer.warn("device: auto → cpu (this build has no CUDA backend)");
-        }
-        if params.training.device == Device::Cuda {
-            return Err(
-                "device: cuda is not available in this build (CPU training uses Burn's flex backend); \
-                 use device: cpu or auto"
-                    .into(),
-            );
-        }
-        let device = Default::default();
-        let (outcome, metric) = match params.model {
-            Architecture::CharCnn => {
-                let (spec, _) = train_char_model::<CpuTraining>(
-                    &ctx.deps[0],
-                    &params.training,
-                    None,
-                    out,
-                    &ctx.resume,
-                    &observer,
-                    &device,
-                )?;
-                let accuracy = spec.outcome.best_metric;
-                (spec.outcome, ("val_accuracy", accuracy))
+        let (outcome, metric) = match training_backend(params.training.device, &observer)? {
+            TrainingBackend::Cpu => {
+                train_on::<CpuTraining>(&params, ctx, &observer, &Default::default())?
             }
-            Architecture::LineCtc => {
-                let (spec, _) = train_line_model::<CpuTraining>(
-                    &ctx.deps[0],
-                    &params.training,
-                    params.network.as_ref().map(LineNetwork::config),
-                    out,
-                    &ctx.resume,
-                    &observer,
-                    &device,
-                )?;
-                // The fit maximises character accuracy, 1 − CER.
-                let cer = 1.0 - spec.outcome.best_metric;
-                (spec.outcome, ("val_cer", cer))
+            #[cfg(feature = "cuda")]
+            TrainingBackend::Cuda => {
+                use textrec_recognizer::models::CudaTraining;
+                let device = Default::default();
+                // cudarc panics on driver/NVRTC failures it meets after the probe (a too-new
+                // CUDA version, out of memory): a stage failure, not a crashed pipeline.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    train_on::<CudaTraining>(&params, ctx, &observer, &device)
+                }))
+                .map_err(|panic| format!("CUDA training failed: {}", panic_message(&panic)))??
             }
         };
         if let Some((_, metrics)) = ctx.outs.get(1) {

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_infer;
+mod bench_serve;
 mod ci;
 mod data;
 
@@ -176,6 +177,14 @@ enum BenchCommand {
         cargo xtask bench infer --model build/smoke/release/textrec-0.1.0.tar.gz --pages build/smoke/data/pages"
     )]
     Infer(bench_infer::InferBench),
+    /// Load-test `textrec serve` on loopback: N clients posting a line image, then a page image,
+    /// for a fixed time: requests/s, p50/p99 latency, errors, server memory over the run.
+    #[command(
+        after_help = "Example:\n  cargo xtask bench serve --model build/smoke/release/textrec-0.1.0.tar.gz \
+        --pages build/smoke/data/pages --clients 8 --seconds 20\n\n\
+        Exit status 1 when any request failed."
+    )]
+    Serve(bench_serve::ServeBench),
 }
 
 fn main() -> ExitCode {
@@ -270,6 +279,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Data(DataCommand::Inspect(args)) => data::inspect_command(&args),
         Command::Bench(BenchCommand::Pipeline(args)) => bench::pipeline(&args, &registry),
         Command::Bench(BenchCommand::Infer(args)) => bench_infer::infer(&args),
+        Command::Bench(BenchCommand::Serve(args)) => bench_serve::serve(&args),
         Command::Ci => ci::run(),
     }
 }

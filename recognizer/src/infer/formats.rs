@@ -1,5 +1,7 @@
 //! What a transcribed page is written as: plain text, JSON (for scripts and the HTTP API),
-//! hOCR 1.2 and ALTO 4 (for document tools: search layers, viewers, archives).
+//! hOCR 1.2 and ALTO 4 (for document tools: search layers, viewers, archives). A multi-page input
+//! (a TIFF scan) is one document in one file per format, as Tesseract writes it: text pages end in
+//! a form feed, hOCR has an `ocr_page` and ALTO a `Page` per page, JSON a `pages` array.
 
 use std::fmt::Write;
 use std::str::FromStr;
@@ -36,19 +38,32 @@ impl OutputFormat {
         }
     }
 
-    /// The page in this format; `source` is the input's name as the user gave it.
-    pub fn render(self, page: &PageTranscript, source: &str, model: &str) -> String {
+    /// The document (one page per image page) in this format; `source` is the input's name as
+    /// the user gave it.
+    pub fn render(self, pages: &[PageTranscript], source: &str, model: &str) -> String {
         match self {
-            OutputFormat::Txt => page.text(),
+            OutputFormat::Txt => document_text(pages),
             OutputFormat::Json => {
-                let mut text = serde_json::to_string_pretty(&to_json(page, source, model))
-                    .expect("a transcript serialises");
+                let json = match pages {
+                    [page] => to_json(page, source, model),
+                    pages => document_json(pages, source, model),
+                };
+                let mut text =
+                    serde_json::to_string_pretty(&json).expect("a transcript serialises");
                 text.push('\n');
                 text
             }
-            OutputFormat::Hocr => to_hocr(page, source, model),
-            OutputFormat::Alto => to_alto(page, source, model),
+            OutputFormat::Hocr => to_hocr(pages, source, model),
+            OutputFormat::Alto => to_alto(pages, source, model),
         }
+    }
+}
+
+/// Pages' text; in a multi-page document each page ends with a form feed (as Tesseract's).
+fn document_text(pages: &[PageTranscript]) -> String {
+    match pages {
+        [page] => page.text(),
+        pages => pages.iter().map(|p| p.text() + "\u{c}").collect(),
     }
 }
 
@@ -78,6 +93,29 @@ pub fn to_json(page: &PageTranscript, source: &str, model: &str) -> Value {
         "text": page.text(),
         "lines": page.lines,
         "ms": {"detect": page.detect_ms, "recognize": page.recognize_ms},
+    })
+}
+
+/// A multi-page document: every page as [`to_json`] has it (less source and model), numbered from 1.
+fn document_json(pages: &[PageTranscript], source: &str, model: &str) -> Value {
+    let text = document_text(pages);
+    let pages: Vec<Value> = pages
+        .iter()
+        .enumerate()
+        .map(|(i, page)| {
+            let mut json = to_json(page, source, model);
+            let object = json.as_object_mut().expect("a page is an object");
+            object.remove("source");
+            object.remove("model");
+            object.insert("page".into(), json!(i + 1));
+            json
+        })
+        .collect();
+    json!({
+        "source": source,
+        "model": model,
+        "text": text,
+        "pages": pages,
     })
 }
 
@@ -118,10 +156,10 @@ fn union(boxes: impl Iterator<Item = LineBox>, page: &PageTranscript) -> LineBox
 }
 
 /// hOCR 1.2: XHTML with `ocr_page` → `ocr_carea` → `ocr_par` → `ocr_line` → `ocrx_word`,
-/// confidences as `x_wconf` (0–100), as Tesseract writes it.
-pub fn to_hocr(page: &PageTranscript, source: &str, model: &str) -> String {
+/// confidences as `x_wconf` (0–100), as Tesseract writes it; one `ocr_page` per page.
+pub fn to_hocr(pages: &[PageTranscript], source: &str, model: &str) -> String {
     let mut out = String::new();
-    let area = union(page.lines.iter().map(|l| l.bbox), page);
+    let title = xml_escape(source);
     let _ = write!(
         out,
         r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -134,39 +172,46 @@ pub fn to_hocr(page: &PageTranscript, source: &str, model: &str) -> String {
   <meta name="ocr-capabilities" content="ocr_page ocr_carea ocr_par ocr_line ocrx_word ocrp_wconf"/>
  </head>
  <body>
-  <div class="ocr_page" id="page_1" title="image &quot;{title}&quot;; bbox 0 0 {w} {h}; ppageno 0">
-   <div class="ocr_carea" id="block_1_1" title="{area}">
-    <p class="ocr_par" id="par_1_1" title="{area}">
 "#,
-        title = xml_escape(source),
         version = env!("CARGO_PKG_VERSION"),
         model = xml_escape(model),
-        w = page.width,
-        h = page.height,
-        area = hocr_bbox(&area),
     );
-    for (i, line) in page.lines.iter().enumerate() {
-        let _ = writeln!(
+    for (index, page) in pages.iter().enumerate() {
+        let p = index + 1;
+        let area = hocr_bbox(&union(page.lines.iter().map(|l| l.bbox), page));
+        let _ = write!(
             out,
-            r#"     <span class="ocr_line" id="line_1_{n}" title="{bbox}; x_wconf {conf}">"#,
-            n = i + 1,
-            bbox = hocr_bbox(&line.bbox),
-            conf = (line.confidence * 100.0).round() as u32,
+            r#"  <div class="ocr_page" id="page_{p}" title="image &quot;{title}&quot;; bbox 0 0 {w} {h}; ppageno {index}">
+   <div class="ocr_carea" id="block_{p}_1" title="{area}">
+    <p class="ocr_par" id="par_{p}_1" title="{area}">
+"#,
+            w = page.width,
+            h = page.height,
         );
-        for (j, word) in line.words.iter().enumerate() {
+        for (i, line) in page.lines.iter().enumerate() {
             let _ = writeln!(
                 out,
-                r#"      <span class="ocrx_word" id="word_1_{n}_{m}" title="{bbox}; x_wconf {conf}">{text}</span>"#,
+                r#"     <span class="ocr_line" id="line_{p}_{n}" title="{bbox}; x_wconf {conf}">"#,
                 n = i + 1,
-                m = j + 1,
-                bbox = hocr_bbox(&word.bbox),
-                conf = (word.confidence * 100.0).round() as u32,
-                text = xml_escape(&word.text),
+                bbox = hocr_bbox(&line.bbox),
+                conf = (line.confidence * 100.0).round() as u32,
             );
+            for (j, word) in line.words.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    r#"      <span class="ocrx_word" id="word_{p}_{n}_{m}" title="{bbox}; x_wconf {conf}">{text}</span>"#,
+                    n = i + 1,
+                    m = j + 1,
+                    bbox = hocr_bbox(&word.bbox),
+                    conf = (word.confidence * 100.0).round() as u32,
+                    text = xml_escape(&word.text),
+                );
+            }
+            out.push_str("     </span>\n");
         }
-        out.push_str("     </span>\n");
+        out.push_str("    </p>\n   </div>\n  </div>\n");
     }
-    out.push_str("    </p>\n   </div>\n  </div>\n </body>\n</html>\n");
+    out.push_str(" </body>\n</html>\n");
     out
 }
 
@@ -181,16 +226,9 @@ fn alto_position(b: &LineBox) -> String {
 }
 
 /// ALTO 4.2 in pixels: `Page` → `PrintSpace` → `TextBlock` → `TextLine` → `String`/`SP`, word
-/// confidence as `WC` (0–1).
-pub fn to_alto(page: &PageTranscript, source: &str, model: &str) -> String {
+/// confidence as `WC` (0–1); one `Page` per page.
+pub fn to_alto(pages: &[PageTranscript], source: &str, model: &str) -> String {
     let mut out = String::new();
-    let all = LineBox {
-        x0: 0,
-        y0: 0,
-        x1: page.width,
-        y1: page.height,
-    };
-    let block = union(page.lines.iter().map(|l| l.bbox), page);
     let _ = write!(
         out,
         r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -210,42 +248,57 @@ pub fn to_alto(page: &PageTranscript, source: &str, model: &str) -> String {
     </OCRProcessing>
   </Description>
   <Layout>
-    <Page ID="page_1" PHYSICAL_IMG_NR="1" WIDTH="{w}" HEIGHT="{h}">
-      <PrintSpace {all}>
-        <TextBlock ID="block_1" {block}>
 "#,
         source = xml_escape(source),
         version = env!("CARGO_PKG_VERSION"),
         model = xml_escape(model),
-        w = page.width,
-        h = page.height,
-        all = alto_position(&all),
-        block = alto_position(&block),
     );
-    for (i, line) in page.lines.iter().enumerate() {
-        let _ = writeln!(
+    for (index, page) in pages.iter().enumerate() {
+        let p = index + 1;
+        let all = LineBox {
+            x0: 0,
+            y0: 0,
+            x1: page.width,
+            y1: page.height,
+        };
+        let block = union(page.lines.iter().map(|l| l.bbox), page);
+        let _ = write!(
             out,
-            r#"          <TextLine ID="line_{n}" {pos}>"#,
-            n = i + 1,
-            pos = alto_position(&line.bbox),
+            r#"    <Page ID="page_{p}" PHYSICAL_IMG_NR="{p}" WIDTH="{w}" HEIGHT="{h}">
+      <PrintSpace {all}>
+        <TextBlock ID="block_{p}" {block}>
+"#,
+            w = page.width,
+            h = page.height,
+            all = alto_position(&all),
+            block = alto_position(&block),
         );
-        for (j, word) in line.words.iter().enumerate() {
-            if j > 0 {
-                out.push_str("            <SP/>\n");
-            }
+        for (i, line) in page.lines.iter().enumerate() {
             let _ = writeln!(
                 out,
-                r#"            <String ID="string_{n}_{m}" {pos} WC="{wc:.2}" CONTENT="{text}"/>"#,
+                r#"          <TextLine ID="line_{p}_{n}" {pos}>"#,
                 n = i + 1,
-                m = j + 1,
-                pos = alto_position(&word.bbox),
-                wc = word.confidence,
-                text = xml_escape(&word.text),
+                pos = alto_position(&line.bbox),
             );
+            for (j, word) in line.words.iter().enumerate() {
+                if j > 0 {
+                    out.push_str("            <SP/>\n");
+                }
+                let _ = writeln!(
+                    out,
+                    r#"            <String ID="string_{p}_{n}_{m}" {pos} WC="{wc:.2}" CONTENT="{text}"/>"#,
+                    n = i + 1,
+                    m = j + 1,
+                    pos = alto_position(&word.bbox),
+                    wc = word.confidence,
+                    text = xml_escape(&word.text),
+                );
+            }
+            out.push_str("          </TextLine>\n");
         }
-        out.push_str("          </TextLine>\n");
+        out.push_str("        </TextBlock>\n      </PrintSpace>\n    </Page>\n");
     }
-    out.push_str("        </TextBlock>\n      </PrintSpace>\n    </Page>\n  </Layout>\n</alto>\n");
+    out.push_str("  </Layout>\n</alto>\n");
     out
 }
 
@@ -302,17 +355,17 @@ mod tests {
     fn text_escapes_in_markup_and_json_carries_boxes() {
         let page = page();
         assert_eq!(
-            OutputFormat::Txt.render(&page, "p.png", "m"),
+            OutputFormat::Txt.render(std::slice::from_ref(&page), "p.png", "m"),
             "a<b & \"c\"\n"
         );
-        let hocr = OutputFormat::Hocr.render(&page, "p&q.png", "m");
+        let hocr = OutputFormat::Hocr.render(std::slice::from_ref(&page), "p&q.png", "m");
         assert!(
             hocr.contains(r#"title="bbox 10 20 110 40; x_wconf 50""#),
             "{hocr}"
         );
         assert!(hocr.contains(">a&lt;b</span>") && hocr.contains(">&amp;</span>"));
         assert!(hocr.contains("image &quot;p&amp;q.png&quot;"));
-        let alto = OutputFormat::Alto.render(&page, "p.png", "m");
+        let alto = OutputFormat::Alto.render(std::slice::from_ref(&page), "p.png", "m");
         assert!(
             alto.contains(
                 r#"HPOS="10" VPOS="20" WIDTH="40" HEIGHT="20" WC="0.25" CONTENT="a&lt;b""#
@@ -320,10 +373,46 @@ mod tests {
             "{alto}"
         );
         assert_eq!(alto.matches("<SP/>").count(), 1);
-        let json: Value =
-            serde_json::from_str(&OutputFormat::Json.render(&page, "p.png", "m")).unwrap();
+        let json: Value = serde_json::from_str(&OutputFormat::Json.render(
+            std::slice::from_ref(&page),
+            "p.png",
+            "m",
+        ))
+        .unwrap();
         assert_eq!(json["lines"][0]["box"]["x0"], 10);
         assert_eq!(json["lines"][0]["words"][1]["text"], "&");
         assert_eq!(json["text"], "a<b & \"c\"\n");
+    }
+
+    #[test]
+    fn a_multi_page_document_is_one_file_with_every_page() {
+        let pages = [
+            page(),
+            PageTranscript {
+                width: 300,
+                ..page()
+            },
+        ];
+        let text = OutputFormat::Txt.render(&pages, "scan.tif", "m");
+        assert_eq!(text, "a<b & \"c\"\n\u{c}a<b & \"c\"\n\u{c}");
+        let hocr = OutputFormat::Hocr.render(&pages, "scan.tif", "m");
+        assert_eq!(hocr.matches(r#"class="ocr_page""#).count(), 2);
+        assert!(hocr.contains(
+            r#"id="page_2" title="image &quot;scan.tif&quot;; bbox 0 0 300 100; ppageno 1""#
+        ));
+        assert!(
+            hocr.contains(r#"id="word_2_1_2""#),
+            "ids are unique across pages"
+        );
+        let alto = OutputFormat::Alto.render(&pages, "scan.tif", "m");
+        assert!(alto.contains(r#"<Page ID="page_2" PHYSICAL_IMG_NR="2" WIDTH="300""#));
+        assert!(alto.contains(r#"<String ID="string_2_1_2""#));
+        let json: Value =
+            serde_json::from_str(&OutputFormat::Json.render(&pages, "scan.tif", "m")).unwrap();
+        assert_eq!(json["source"], "scan.tif");
+        assert_eq!(json["pages"][1]["page"], 2);
+        assert_eq!(json["pages"][1]["width"], 300);
+        assert_eq!(json["pages"][0]["lines"][0]["box"]["x0"], 10);
+        assert_eq!(json["text"], text);
     }
 }

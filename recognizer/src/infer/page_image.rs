@@ -1,11 +1,15 @@
 //! Reading a page image the way a user hands it over: PNG, JPEG or TIFF; gray, RGB or RGBA,
 //! 8 or 16 bits; EXIF orientation applied; transparency over white paper. The size is checked
-//! from the header before anything is decoded, so a decompression bomb costs nothing.
+//! from the header before anything is decoded, so a decompression bomb costs nothing. A multi-page
+//! TIFF (a scanned document) is a sequence of pages, decoded one at a time.
 
 use std::io::{BufRead, Cursor, Seek};
 use std::path::Path;
 
-use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, Limits};
+use image::metadata::Orientation;
+use image::{DynamicImage, GrayImage, ImageBuffer, ImageDecoder, ImageReader, Limits};
+use tiff::decoder::{Decoder as TiffDecoder, DecodingResult};
+use tiff::tags::Tag;
 
 /// Why an input is not a page we can read.
 #[derive(Debug, thiserror::Error)]
@@ -27,9 +31,205 @@ pub enum PageImageError {
     NoPixels { width: u32, height: u32 },
     #[error("corrupt or truncated image: {0}")]
     Decode(String),
+    #[error("page {page}: {source}")]
+    Page {
+        /// 1-based, as a viewer numbers them.
+        page: usize,
+        #[source]
+        source: Box<PageImageError>,
+    },
 }
 
-/// Reads the page at `path` as 8-bit gray (0 = black ink, 255 = white paper).
+/// The pages of an image file, in order: one for PNG and JPEG, every page of a TIFF. Pages are
+/// decoded as the iterator is advanced, so a long scan costs one page of memory, and
+/// `--max-pixels` applies to each page.
+#[derive(Debug)]
+pub struct PageImages<'a> {
+    pages: Pages<'a>,
+}
+
+enum Pages<'a> {
+    One(Option<Result<GrayImage, PageImageError>>),
+    Tiff {
+        decoder: Box<TiffDecoder<Cursor<&'a [u8]>>>,
+        next: usize,
+        max_pixels: u64,
+        finished: bool,
+    },
+}
+
+impl std::fmt::Debug for Pages<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pages::One(_) => f.write_str("One"),
+            Pages::Tiff { next, .. } => write!(f, "Tiff {{ next: {next} }}"),
+        }
+    }
+}
+
+impl Iterator for PageImages<'_> {
+    type Item = Result<GrayImage, PageImageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.pages {
+            Pages::One(page) => page.take(),
+            Pages::Tiff {
+                decoder,
+                next,
+                max_pixels,
+                finished,
+            } => {
+                if *finished {
+                    return None;
+                }
+                let page = *next + 1;
+                let advanced = if *next == 0 {
+                    Ok(())
+                } else {
+                    decoder.next_image().map_err(tiff_error)
+                };
+                let result = advanced.and_then(|()| decode_tiff_page(decoder, *max_pixels));
+                *next += 1;
+                *finished = result.is_err() || !decoder.more_images();
+                Some(result.map_err(|source| PageImageError::Page {
+                    page,
+                    source: Box::new(source),
+                }))
+            }
+        }
+    }
+}
+
+/// Every page of the image in `bytes` (see [`PageImages`]).
+pub fn decode_pages(bytes: &[u8], max_pixels: u64) -> Result<PageImages<'_>, PageImageError> {
+    let is_tiff = bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*");
+    if is_tiff
+        && let Ok(decoder) = TiffDecoder::new(Cursor::new(bytes))
+        && decoder.more_images()
+    {
+        return Ok(PageImages {
+            pages: Pages::Tiff {
+                decoder: Box::new(decoder.with_limits(tiff_limits(max_pixels))),
+                next: 0,
+                max_pixels,
+                finished: false,
+            },
+        });
+    }
+    // One page: the image crate's decoders, with all their format coverage.
+    Ok(PageImages {
+        pages: Pages::One(Some(decode_page(bytes, max_pixels))),
+    })
+}
+
+fn tiff_limits(max_pixels: u64) -> tiff::decoder::Limits {
+    let bytes = usize::try_from(max_pixels.saturating_mul(8)).unwrap_or(usize::MAX);
+    let mut limits = tiff::decoder::Limits::default();
+    limits.decoding_buffer_size = bytes;
+    limits.intermediate_buffer_size = bytes;
+    limits.ifd_value_size = bytes;
+    limits
+}
+
+fn tiff_error(e: tiff::TiffError) -> PageImageError {
+    match e {
+        tiff::TiffError::UnsupportedError(what) => {
+            PageImageError::Decode(format!("unsupported TIFF: {what}"))
+        }
+        other => PageImageError::Decode(other.to_string()),
+    }
+}
+
+/// The decoder's current page, as [`decode_page`] would read it.
+fn decode_tiff_page<R: std::io::Read + Seek>(
+    decoder: &mut TiffDecoder<R>,
+    max_pixels: u64,
+) -> Result<GrayImage, PageImageError> {
+    let (width, height) = decoder.dimensions().map_err(tiff_error)?;
+    check_size(width, height, max_pixels)?;
+    let color = decoder.colortype().map_err(tiff_error)?;
+    let orientation = decoder
+        .find_tag(Tag::Orientation)
+        .ok()
+        .flatten()
+        .and_then(|v| v.into_u16().ok())
+        .and_then(|v| Orientation::from_exif(v.min(255) as u8))
+        .unwrap_or(Orientation::NoTransforms);
+    let data = decoder.read_image().map_err(tiff_error)?;
+    use tiff::ColorType as C;
+    let image = match (color, data) {
+        (C::Gray(1), DecodingResult::U8(packed)) => {
+            unpack_bilevel(&packed, width, height).map(DynamicImage::ImageLuma8)
+        }
+        (C::Gray(8), DecodingResult::U8(v)) => {
+            ImageBuffer::from_raw(width, height, v).map(DynamicImage::ImageLuma8)
+        }
+        (C::Gray(16), DecodingResult::U16(v)) => {
+            ImageBuffer::from_raw(width, height, v).map(DynamicImage::ImageLuma16)
+        }
+        (C::GrayA(8), DecodingResult::U8(v)) => {
+            ImageBuffer::from_raw(width, height, v).map(DynamicImage::ImageLumaA8)
+        }
+        (C::GrayA(16), DecodingResult::U16(v)) => {
+            ImageBuffer::from_raw(width, height, v).map(DynamicImage::ImageLumaA16)
+        }
+        (C::RGB(8), DecodingResult::U8(v)) => {
+            ImageBuffer::from_raw(width, height, v).map(DynamicImage::ImageRgb8)
+        }
+        (C::RGB(16), DecodingResult::U16(v)) => {
+            ImageBuffer::from_raw(width, height, v).map(DynamicImage::ImageRgb16)
+        }
+        (C::RGBA(8), DecodingResult::U8(v)) => {
+            ImageBuffer::from_raw(width, height, v).map(DynamicImage::ImageRgba8)
+        }
+        (C::RGBA(16), DecodingResult::U16(v)) => {
+            ImageBuffer::from_raw(width, height, v).map(DynamicImage::ImageRgba16)
+        }
+        (color, _) => {
+            return Err(PageImageError::Decode(format!(
+                "unsupported TIFF colour type {color:?}"
+            )));
+        }
+    };
+    let mut image = image.ok_or_else(|| {
+        PageImageError::Decode("the pixel data does not match the page size".into())
+    })?;
+    image.apply_orientation(orientation);
+    Ok(to_gray_on_white(&image))
+}
+
+/// 1-bit rows, each padded to a whole byte, 1 = white (the decoder has already applied
+/// WhiteIsZero).
+fn unpack_bilevel(packed: &[u8], width: u32, height: u32) -> Option<GrayImage> {
+    let stride = (width as usize).div_ceil(8);
+    if packed.len() < stride * height as usize {
+        return None;
+    }
+    Some(GrayImage::from_fn(width, height, |x, y| {
+        let byte = packed[y as usize * stride + x as usize / 8];
+        let bit = (byte >> (7 - x % 8)) & 1;
+        image::Luma([if bit == 1 { 255 } else { 0 }])
+    }))
+}
+
+fn check_size(width: u32, height: u32, max_pixels: u64) -> Result<(), PageImageError> {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels == 0 {
+        return Err(PageImageError::NoPixels { width, height });
+    }
+    if pixels > max_pixels {
+        return Err(PageImageError::TooLarge {
+            width,
+            height,
+            pixels,
+            limit: max_pixels,
+        });
+    }
+    Ok(())
+}
+
+/// Reads the page at `path` as 8-bit gray (0 = black ink, 255 = white paper); of a multi-page
+/// TIFF, the first page (see [`decode_pages`] for all).
 pub fn read_page(path: &Path, max_pixels: u64) -> Result<GrayImage, PageImageError> {
     let bytes = std::fs::read(path)?;
     decode_page(&bytes, max_pixels)
@@ -62,18 +262,7 @@ fn decode<R: BufRead + Seek>(
     };
     let mut decoder = reader.into_decoder().map_err(decode_error)?;
     let (width, height) = decoder.dimensions();
-    let pixels = u64::from(width) * u64::from(height);
-    if pixels == 0 {
-        return Err(PageImageError::NoPixels { width, height });
-    }
-    if pixels > max_pixels {
-        return Err(PageImageError::TooLarge {
-            width,
-            height,
-            pixels,
-            limit: max_pixels,
-        });
-    }
+    check_size(width, height, max_pixels)?;
     let orientation = decoder.orientation().map_err(decode_error)?;
     let mut image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
     image.apply_orientation(orientation);
@@ -189,6 +378,145 @@ mod tests {
             decode_page(&png, 50_000_000),
             Err(PageImageError::TooLarge { .. })
         ));
+    }
+
+    /// A TIFF with one page per image, each written as the tiff crate's encoder writes it.
+    fn multi_page_tiff(pages: &[DynamicImage]) -> Vec<u8> {
+        use tiff::encoder::{TiffEncoder, colortype};
+        let mut bytes = Cursor::new(Vec::new());
+        let mut encoder = TiffEncoder::new(&mut bytes).unwrap();
+        for page in pages {
+            let (w, h) = (page.width(), page.height());
+            match page {
+                DynamicImage::ImageLuma8(p) => encoder.write_image::<colortype::Gray8>(w, h, p),
+                DynamicImage::ImageLuma16(p) => encoder.write_image::<colortype::Gray16>(w, h, p),
+                DynamicImage::ImageRgb8(p) => encoder.write_image::<colortype::RGB8>(w, h, p),
+                DynamicImage::ImageRgba8(p) => encoder.write_image::<colortype::RGBA8>(w, h, p),
+                other => panic!("no encoder for {:?}", other.color()),
+            }
+            .unwrap();
+        }
+        bytes.into_inner()
+    }
+
+    /// Left half ink, right half paper.
+    fn half_inked(width: u32, height: u32) -> GrayImage {
+        GrayImage::from_fn(width, height, |x, _| {
+            Luma([if x < width / 2 { 0 } else { 255 }])
+        })
+    }
+
+    #[test]
+    fn every_page_of_a_multi_page_tiff_is_read_in_order() {
+        let wide = image::ImageBuffer::<Luma<u16>, _>::from_fn(10, 3, |x, _| {
+            Luma([if x < 5 { 0 } else { 65535 }])
+        });
+        let tiff = multi_page_tiff(&[
+            DynamicImage::ImageLuma8(half_inked(8, 4)),
+            DynamicImage::ImageRgb8(DynamicImage::ImageLuma8(half_inked(6, 5)).to_rgb8()),
+            DynamicImage::ImageLuma16(wide),
+            DynamicImage::ImageRgba8(DynamicImage::ImageLuma8(half_inked(4, 2)).to_rgba8()),
+        ]);
+        let pages: Vec<GrayImage> = decode_pages(&tiff, 1 << 20)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let sizes: Vec<_> = pages.iter().map(|p| p.dimensions()).collect();
+        assert_eq!(sizes, [(8, 4), (6, 5), (10, 3), (4, 2)]);
+        for page in &pages {
+            assert_eq!(page.get_pixel(0, 1).0[0], 0, "ink stays dark");
+            assert_eq!(
+                page.get_pixel(page.width() - 1, 1).0[0],
+                255,
+                "paper stays light"
+            );
+        }
+        // `decode_page` (the HTTP API) takes the first page.
+        assert_eq!(decode_page(&tiff, 1 << 20).unwrap(), pages[0]);
+    }
+
+    #[test]
+    fn one_page_files_are_one_page_and_a_bad_page_is_named() {
+        let png = encode(DynamicImage::ImageLuma8(half_inked(8, 4)), ImageFormat::Png);
+        assert_eq!(decode_pages(&png, 1 << 20).unwrap().count(), 1);
+        let single = multi_page_tiff(&[DynamicImage::ImageLuma8(half_inked(8, 4))]);
+        assert_eq!(decode_pages(&single, 1 << 20).unwrap().count(), 1);
+
+        let tiff = multi_page_tiff(&[
+            DynamicImage::ImageLuma8(half_inked(8, 4)),
+            DynamicImage::ImageLuma8(half_inked(100, 100)),
+            DynamicImage::ImageLuma8(half_inked(8, 4)),
+        ]);
+        let pages: Vec<_> = decode_pages(&tiff, 1000).unwrap().collect();
+        assert!(pages[0].is_ok());
+        match &pages[1] {
+            Err(e @ PageImageError::Page { page: 2, source }) => {
+                assert!(matches!(
+                    **source,
+                    PageImageError::TooLarge { pixels: 10_000, .. }
+                ));
+                assert!(e.to_string().starts_with("page 2: 100×100"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(pages.len(), 2, "reading stops at the bad page");
+
+        let mut truncated = tiff.clone();
+        truncated.truncate(tiff.len() - 40);
+        let read: Vec<_> = decode_pages(&truncated, 1 << 20).unwrap().collect();
+        assert!(read.iter().any(|page| page.is_err()), "{read:?}");
+    }
+
+    #[test]
+    fn bilevel_white_is_zero_pages_read_as_ink_on_paper() {
+        // Two 1-bit pages as a fax scanner writes them (uncompressed here): 0 = white.
+        // Row 0: the first 4 pixels black; row 1: all white. Width 10 pads each row to 2 bytes.
+        let rows: [u8; 4] = [0b1111_0000, 0b0000_0000, 0, 0];
+        let mut tiff = b"II*\0".to_vec();
+        let first_ifd = 8 + 2 * rows.len() as u32;
+        tiff.extend(first_ifd.to_le_bytes());
+        let data_at = [8u32, 8 + rows.len() as u32];
+        tiff.extend(rows);
+        tiff.extend(rows);
+        let entries = 8u16;
+        let ifd_len = 2 + 12 * u32::from(entries) + 4;
+        for (page, data) in data_at.into_iter().enumerate() {
+            let next = if page == 0 { first_ifd + ifd_len } else { 0 };
+            tiff.extend(entries.to_le_bytes());
+            for (tag, kind, value) in [
+                (256u16, 3u16, 10u32),       // ImageWidth
+                (257, 3, 2),                 // ImageLength
+                (258, 3, 1),                 // BitsPerSample
+                (259, 3, 1),                 // Compression: none
+                (262, 3, 0),                 // PhotometricInterpretation: WhiteIsZero
+                (273, 4, data),              // StripOffsets
+                (278, 3, 2),                 // RowsPerStrip
+                (279, 4, rows.len() as u32), // StripByteCounts
+            ] {
+                tiff.extend(tag.to_le_bytes());
+                tiff.extend(kind.to_le_bytes());
+                tiff.extend(1u32.to_le_bytes());
+                let mut value_field = [0u8; 4];
+                if kind == 3 {
+                    value_field[..2].copy_from_slice(&(value as u16).to_le_bytes());
+                } else {
+                    value_field.copy_from_slice(&value.to_le_bytes());
+                }
+                tiff.extend(value_field);
+            }
+            tiff.extend(next.to_le_bytes());
+        }
+        let pages: Vec<GrayImage> = decode_pages(&tiff, 1 << 20)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(pages.len(), 2);
+        for page in pages {
+            assert_eq!(page.dimensions(), (10, 2));
+            let row: Vec<u8> = (0..10).map(|x| page.get_pixel(x, 0).0[0]).collect();
+            assert_eq!(row, [0, 0, 0, 0, 255, 255, 255, 255, 255, 255]);
+            assert!((0..10).all(|x| page.get_pixel(x, 1).0[0] == 255));
+        }
     }
 
     fn crc32(bytes: &[u8]) -> u32 {

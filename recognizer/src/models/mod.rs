@@ -13,12 +13,57 @@ pub use fit::{Device, TrainOptions, TrainOutcome};
 pub use history::{EpochRecord, History};
 pub use line_model::{LineModelSpec, ctc_loss, decode_batch, load_line_model, train_line_model};
 
+/// The bound every trainable backend meets (CPU flex, CUDA), so callers can pick one.
+pub use burn::tensor::backend::AutodiffBackend;
+
 use std::path::PathBuf;
 
 /// Burn's CPU backend (`flex`: SIMD + rayon), for inference-mode work (export, evaluation).
 pub type CpuInference = burn::backend::Flex;
 /// The same with automatic differentiation, for training.
 pub type CpuTraining = burn::backend::Autodiff<CpuInference>;
+/// Burn's CUDA backend (CubeCL kernels compiled through NVRTC at run time) with autodiff.
+#[cfg(feature = "cuda")]
+pub type CudaTraining = burn::backend::Autodiff<burn::backend::Cuda>;
+
+/// Checks that the libraries Burn's CUDA backend loads at run time are present: without them it
+/// panics deep inside cudarc, so training asks first and gives an error that says what to install
+/// (or, with `device: auto`, falls back to the CPU).
+#[cfg(feature = "cuda")]
+pub fn cuda_runtime() -> Result<(), String> {
+    fn loadable(names: &[&str]) -> bool {
+        names.iter().any(|name| {
+            let name = std::ffi::CString::new(*name).expect("library names have no NUL");
+            // SAFETY: dlopen with a valid C string; the handle is only closed again.
+            unsafe {
+                let handle = libc::dlopen(name.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL);
+                if handle.is_null() {
+                    return false;
+                }
+                libc::dlclose(handle);
+            }
+            true
+        })
+    }
+    if !loadable(&["libcuda.so.1", "libcuda.so"]) {
+        return Err(
+            "no CUDA driver: libcuda.so.1 cannot be loaded (is an NVIDIA driver installed?)".into(),
+        );
+    }
+    let nvrtc = [
+        "libnvrtc.so",
+        "libnvrtc.so.13",
+        "libnvrtc.so.12",
+        "libnvrtc.so.11.2",
+    ];
+    if !loadable(&nvrtc) {
+        return Err(format!(
+            "no NVRTC: none of {nvrtc:?} can be loaded; install the CUDA toolkit or \
+             `pip install nvidia-cuda-nvrtc` and add its lib folder to LD_LIBRARY_PATH"
+        ));
+    }
+    Ok(())
+}
 
 use crate::data::DataError;
 
