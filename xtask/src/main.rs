@@ -4,6 +4,7 @@
 mod bench;
 mod bench_infer;
 mod bench_serve;
+mod bench_train;
 mod ci;
 mod data;
 
@@ -185,6 +186,13 @@ enum BenchCommand {
         Exit status 1 when any request failed."
     )]
     Serve(bench_serve::ServeBench),
+    /// Training throughput on the CPU: CharCnn images/s and LineCtc lines/s in textrec (Burn)
+    /// beside the same networks and steps in PyTorch (when `import torch` works).
+    #[command(
+        after_help = "Example:\n  apt-get install python3-torch   # once, optional\n  \
+        cargo xtask bench train --json"
+    )]
+    Train(bench_train::TrainBench),
 }
 
 fn main() -> ExitCode {
@@ -280,6 +288,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Pipeline(args)) => bench::pipeline(&args, &registry),
         Command::Bench(BenchCommand::Infer(args)) => bench_infer::infer(&args),
         Command::Bench(BenchCommand::Serve(args)) => bench_serve::serve(&args),
+        Command::Bench(BenchCommand::Train(args)) => bench_train::train(&args),
         Command::Ci => ci::run(),
     }
 }

@@ -168,3 +168,25 @@ pub fn load_char_model<B: Backend>(
     let network = load_weights(dir, spec.network.init::<B>(device), device)?;
     Ok((spec, network))
 }
+
+/// Training throughput of the default `CharCnn` on the CPU: random 28×28 images, batches of
+/// `batch_size`, `classes` classes (see [`super::throughput`]).
+pub fn char_training_throughput(
+    batch_size: usize,
+    classes: usize,
+    steps: usize,
+) -> super::Throughput {
+    use crate::networks::CHAR_SIDE as SIDE;
+    let device = Default::default();
+    let labels: Vec<String> = (0..classes).map(|i| i.to_string()).collect();
+    let task = CharTask {
+        classes: labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), i))
+            .collect(),
+    };
+    let network: CharCnn<super::CpuTraining> = CharCnnConfig::new(classes).init(&device);
+    let batches = super::throughput::random_batches(4, batch_size, SIDE, SIDE, &labels, 1);
+    super::throughput::time_steps(&task, network, &batches, 3, steps, &device)
+}

@@ -107,6 +107,26 @@ pub fn ctc_loss<B: Backend>(
         / divisors
 }
 
+/// Training throughput of the default `LineCtc` on the CPU: batches of `batch_size` random
+/// `32 × width` lines labelled with `label_len` characters of the default vocabulary (see
+/// [`super::throughput`]).
+pub fn line_training_throughput(
+    batch_size: usize,
+    width: usize,
+    label_len: usize,
+    steps: usize,
+) -> super::Throughput {
+    let device = Default::default();
+    let vocabulary = Vocabulary::default();
+    let config = LineCtcConfig::new(vocabulary.len());
+    let labels: Vec<String> = vocabulary.tokens()[1..].to_vec();
+    let batches =
+        super::throughput::random_batches(4, batch_size, config.height, width, &labels, label_len);
+    let network: LineCtc<super::CpuTraining> = config.init(&device);
+    let task = LineTask { vocabulary };
+    super::throughput::time_steps(&task, network, &batches, 2, steps, &device)
+}
+
 /// Greedy transcriptions of `[steps, batch, classes]` log-probabilities, each line read over its
 /// own `lengths[i]` steps.
 pub fn decode_batch<B: Backend>(

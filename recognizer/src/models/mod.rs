@@ -6,12 +6,17 @@ mod char_model;
 mod fit;
 mod history;
 mod line_model;
+mod throughput;
 
 pub use artifacts::{ModelSpec, SPEC, WEIGHTS, model_architecture};
-pub use char_model::{CharModelSpec, load_char_model, train_char_model};
+pub use char_model::{CharModelSpec, char_training_throughput, load_char_model, train_char_model};
 pub use fit::{Device, TrainOptions, TrainOutcome};
 pub use history::{EpochRecord, History};
-pub use line_model::{LineModelSpec, ctc_loss, decode_batch, load_line_model, train_line_model};
+pub use line_model::{
+    LineModelSpec, ctc_loss, decode_batch, line_training_throughput, load_line_model,
+    train_line_model,
+};
+pub use throughput::Throughput;
 
 /// The bound every trainable backend meets (CPU flex, CUDA), so callers can pick one.
 pub use burn::tensor::backend::AutodiffBackend;

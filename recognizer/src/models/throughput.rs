@@ -1,0 +1,88 @@
+//! Training throughput on synthetic batches of the real shapes: each model's own loss, backward
+//! pass and AdamW step (gradient clipping included) exactly as `fit` runs them, minus data
+//! loading. `cargo xtask bench train` sets these numbers beside the same networks in PyTorch.
+
+use std::time::Instant;
+
+use burn::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::fit::{Task, TrainOptions};
+use crate::data::batch::Batch;
+
+/// Samples (images or lines) per second over the timed steps.
+#[derive(Debug, Clone, Copy)]
+pub struct Throughput {
+    pub samples_per_second: f64,
+    pub steps: usize,
+    pub seconds: f64,
+}
+
+/// `warmup` untimed steps, then `steps` timed ones, cycling over `batches`.
+pub(super) fn time_steps<B: AutodiffBackend, T: Task<B>>(
+    task: &T,
+    mut network: T::Network,
+    batches: &[Batch],
+    warmup: usize,
+    steps: usize,
+    device: &B::Device,
+) -> Throughput {
+    let options = TrainOptions::default();
+    let mut optimizer = AdamWConfig::new()
+        .with_weight_decay(options.weight_decay)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(options.clip_grad_norm)))
+        .init::<B, T::Network>();
+    let mut samples = 0;
+    let mut started = Instant::now();
+    for (step, batch) in batches.iter().cycle().take(warmup + steps).enumerate() {
+        if step == warmup {
+            started = Instant::now();
+            samples = 0;
+        }
+        let loss = task.loss(&network, batch, device);
+        // Reading the loss is what `fit` does each step, and it waits for the computation.
+        let _: f64 = burn::tensor::ElementConversion::elem(loss.clone().into_scalar());
+        let grads = GradientsParams::from_grads(loss.backward(), &network);
+        network = optimizer.step(options.learning_rate, network, grads);
+        samples += batch.len();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Throughput {
+        samples_per_second: samples as f64 / seconds.max(1e-9),
+        steps,
+        seconds,
+    }
+}
+
+/// `count` batches of `size` random images `height × width` with labels drawn from `labels`
+/// (each `label_len` tokens long, joined), seeded.
+pub(super) fn random_batches(
+    count: usize,
+    size: usize,
+    height: usize,
+    width: usize,
+    labels: &[String],
+    label_len: usize,
+) -> Vec<Batch> {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    (0..count)
+        .map(|_| Batch {
+            height,
+            width,
+            pixels: (0..size * height * width)
+                .map(|_| rng.random::<f32>())
+                .collect(),
+            widths: vec![width; size],
+            labels: (0..size)
+                .map(|_| {
+                    (0..label_len)
+                        .map(|_| labels[rng.random_range(0..labels.len())].as_str())
+                        .collect()
+                })
+                .collect(),
+        })
+        .collect()
+}
