@@ -1,6 +1,7 @@
-//! The exported line recognizer run by tract: a plan per batch size with the width left
-//! symbolic (tract's LSTM needs a concrete batch, DESIGN.md 3), lines batched by width, CTC
-//! greedy decoding with per-character and per-line confidence.
+//! The exported line recognizer run by tract: lines batched by width and padded to a width
+//! bucket, one fixed-shape plan per (batch size, bucket) built on first use (tract's LSTM needs a
+//! concrete batch, and concrete widths let it fix every shape ahead; DESIGN.md 3), CTC greedy
+//! decoding with per-character and per-line confidence.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -18,6 +19,12 @@ use crate::vocab::Vocabulary;
 
 type Plan = Arc<TypedSimplePlan>;
 
+/// Batches are padded to a multiple of this width (the training batches' bucket, so the model
+/// sees the padding it was trained with), which bounds the number of plans.
+const WIDTH_BUCKET: usize = 64;
+/// Past this many cached plans (a page set of unusual widths) the cache starts again.
+const MAX_PLANS: usize = 256;
+
 /// A loaded line model.
 #[derive(Debug)]
 pub struct LineRecognizer {
@@ -30,7 +37,7 @@ pub struct LineRecognizer {
     pub batch: usize,
     path: PathBuf,
     model: InferenceModel,
-    plans: Mutex<HashMap<usize, Plan>>,
+    plans: Mutex<HashMap<(usize, usize), Plan>>,
     /// Set when ONNX Runtime runs the model instead of tract.
     ort: Option<OrtModel>,
 }
@@ -87,7 +94,7 @@ impl LineRecognizer {
             plans: Mutex::new(HashMap::new()),
             ort: None,
         };
-        recognizer.plan(recognizer.batch)?;
+        recognizer.plan(recognizer.batch, recognizer.bucket())?;
         Ok(recognizer)
     }
 
@@ -136,7 +143,7 @@ impl LineRecognizer {
         )
         .map_err(|e| InferError::Run(e.to_string()))?;
         let result = self
-            .plan(dims[0])?
+            .plan(dims[0], dims[3])?
             .run(tvec!(Tensor::from(input).into()))
             .map_err(|e| InferError::Run(format!("{e:#}")))?;
         let view = result[0]
@@ -145,31 +152,32 @@ impl LineRecognizer {
         Ok((view.shape()[1], view.iter().copied().collect()))
     }
 
-    /// The optimised plan for `batch` lines of any width, built once.
-    fn plan(&self, batch: usize) -> Result<Plan, InferError> {
-        if let Some(plan) = self.plans.lock().expect("plan cache").get(&batch) {
+    /// The width lines are padded to a multiple of: the bucket, kept a multiple of the model's
+    /// downsampling.
+    fn bucket(&self) -> usize {
+        WIDTH_BUCKET.div_ceil(self.downsample) * self.downsample
+    }
+
+    /// The optimised plan for `batch` lines `width` px wide, built once.
+    fn plan(&self, batch: usize, width: usize) -> Result<Plan, InferError> {
+        if let Some(plan) = self.plans.lock().expect("plan cache").get(&(batch, width)) {
             return Ok(plan.clone());
         }
         let model = self.model.clone();
-        let width = model.symbols.sym("width");
-        let fact = f32::fact([
-            TDim::from(batch as i64),
-            1.into(),
-            (self.height as i64).into(),
-            width.into(),
-        ]);
+        let fact = f32::fact([batch, 1, self.height, width]);
         let plan = model
             .with_input_fact(0, fact.into())
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
             .map_err(|e| InferError::Model {
                 path: self.path.clone(),
-                reason: format!("tract cannot plan a batch of {batch}: {e:#}"),
+                reason: format!("tract cannot plan a batch of {batch} × {width} px: {e:#}"),
             })?;
-        self.plans
-            .lock()
-            .expect("plan cache")
-            .insert(batch, plan.clone());
+        let mut plans = self.plans.lock().expect("plan cache");
+        if plans.len() >= MAX_PLANS {
+            plans.clear();
+        }
+        plans.insert((batch, width), plan.clone());
         Ok(plan)
     }
 
@@ -189,7 +197,7 @@ impl LineRecognizer {
         let mut out = vec![Vec::new(); lines.len()];
         for chunk in order.chunks(self.batch) {
             let samples: Vec<&Sample> = chunk.iter().map(|&i| lines[i]).collect();
-            let batch = collate(&samples, self.downsample, false);
+            let batch = collate(&samples, self.bucket(), false);
             let widths = batch.widths.clone();
             let (steps, values) = self.run_batch(batch)?;
             if values.len() < chunk.len() * steps * classes {
