@@ -13,7 +13,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::{Value, json};
 use textrec_recognizer::infer::{
-    Backend, LineRecognizer, OutputFormat, PageTranscriber, PageTranscript, decode_pages,
+    Backend, LineRecognizer, OutputFormat, PageImageError, PageTranscriber, PageTranscript,
+    decode_pages,
 };
 
 /// Image files a folder walk picks up (explicitly named files are read whatever their name).
@@ -280,19 +281,21 @@ fn transcribe_one(transcriber: &PageTranscriber, job: &Job, options: &Options) -
     let failed = |reason: String| Done::Failed { reason };
     let bytes = match std::fs::read(&job.input) {
         Ok(bytes) => bytes,
-        Err(e) => return failed(format!("cannot read it: {e}")),
+        Err(e) => return failed(PageImageError::Read(e).to_string()),
     };
     let images = match decode_pages(&bytes, options.max_pixels) {
         Ok(images) => images,
         Err(e) => return failed(e.to_string()),
     };
+    let multi_page = images.is_multi_page();
     let mut pages = Vec::new();
     for (index, image) in images.enumerate() {
         let image = match image {
             Ok(image) => image,
             Err(e) => return failed(e.to_string()),
         };
-        let page_prefix = if index > 0 {
+        // Decoding errors name their page already; transcription errors get it here.
+        let page_prefix = if multi_page {
             format!("page {}: ", index + 1)
         } else {
             String::new()

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Value, json};
 use textrec_recognizer::Vocabulary;
-use textrec_recognizer::models::{Throughput, char_training_throughput, line_training_throughput};
+use textrec_recognizer::models::{char_training_throughput, line_training_throughput};
 
 const TORCH_SCRIPT: &str = include_str!("bench_train.py");
 
@@ -42,10 +42,6 @@ pub struct TrainBench {
     json: bool,
 }
 
-fn to_json(t: Throughput) -> Value {
-    json!({"samples_per_second": t.samples_per_second, "steps": t.steps, "seconds": t.seconds})
-}
-
 fn python_with_torch(explicit: Option<&str>) -> Option<String> {
     let candidates: Vec<&str> = match explicit {
         Some(p) => vec![p],
@@ -71,7 +67,7 @@ pub fn train(args: &TrainBench) -> anyhow::Result<ExitCode> {
         "==> textrec (Burn flex): CharCnn, {} steps",
         args.char_steps
     );
-    let char_cnn = char_training_throughput(args.char_batch, classes, args.char_steps);
+    let char_cnn = char_training_throughput(args.char_batch, classes, args.char_steps)?;
     eprintln!(
         "==> textrec (Burn flex): LineCtc, {} steps",
         args.line_steps
@@ -81,8 +77,8 @@ pub fn train(args: &TrainBench) -> anyhow::Result<ExitCode> {
         args.line_width,
         args.label_len,
         args.line_steps,
-    );
-    let textrec = json!({"char_cnn": to_json(char_cnn), "line_ctc": to_json(line_ctc)});
+    )?;
+    let textrec = json!({"char_cnn": char_cnn, "line_ctc": line_ctc});
 
     let torch = match python_with_torch(args.python.as_deref()) {
         None => {

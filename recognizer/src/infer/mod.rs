@@ -16,5 +16,5 @@ pub use line_detector::{DetectionScore, LineBox, ProjectionDetector};
 pub use line_recognizer::LineRecognizer;
 pub use onnx_runtime::Backend;
 pub use page::{LineFrame, PageLine, PageTranscriber, PageTranscript, PageWord};
-pub use page_image::{PageImageError, PageImages, decode_page, decode_pages, read_page};
+pub use page_image::{PageImageError, PageImages, decode_page, decode_pages};
 pub use scoring::{Confusion, TextErrors, edit_distance, score_chars};

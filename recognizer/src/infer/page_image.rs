@@ -4,7 +4,6 @@
 //! TIFF (a scanned document) is a sequence of pages, decoded one at a time.
 
 use std::io::{BufRead, Cursor, Seek};
-use std::path::Path;
 
 use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, ImageBuffer, ImageDecoder, ImageReader, Limits};
@@ -64,6 +63,13 @@ impl std::fmt::Debug for Pages<'_> {
             Pages::One(_) => f.write_str("One"),
             Pages::Tiff { next, .. } => write!(f, "Tiff {{ next: {next} }}"),
         }
+    }
+}
+
+impl PageImages<'_> {
+    /// Whether this is a multi-page document (so a page is named by its number in errors).
+    pub fn is_multi_page(&self) -> bool {
+        matches!(self.pages, Pages::Tiff { .. })
     }
 }
 
@@ -228,14 +234,8 @@ fn check_size(width: u32, height: u32, max_pixels: u64) -> Result<(), PageImageE
     Ok(())
 }
 
-/// Reads the page at `path` as 8-bit gray (0 = black ink, 255 = white paper); of a multi-page
-/// TIFF, the first page (see [`decode_pages`] for all).
-pub fn read_page(path: &Path, max_pixels: u64) -> Result<GrayImage, PageImageError> {
-    let bytes = std::fs::read(path)?;
-    decode_page(&bytes, max_pixels)
-}
-
-/// Decodes a page from its encoded bytes (an upload, a file's contents).
+/// Decodes a page as 8-bit gray (0 = black ink, 255 = white paper) from its encoded bytes (an
+/// upload, a file's contents); of a multi-page TIFF, the first page (see [`decode_pages`]).
 pub fn decode_page(bytes: &[u8], max_pixels: u64) -> Result<GrayImage, PageImageError> {
     if bytes.is_empty() {
         return Err(PageImageError::Empty);

@@ -27,6 +27,17 @@ struct CharTask {
 }
 
 impl CharTask {
+    /// Class `i` is `labels[i]`.
+    fn new(labels: &[String]) -> CharTask {
+        CharTask {
+            classes: labels
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.clone(), i))
+                .collect(),
+        }
+    }
+
     fn tensors<B: Backend>(
         &self,
         batch: &Batch,
@@ -132,13 +143,7 @@ pub fn train_char_model<B: AutodiffBackend>(
     let _exclusive = exclusive_training(observer);
     B::seed(device, options.seed);
     let network: CharCnn<B> = with_stable_ids(config.init(device));
-    let task = CharTask {
-        classes: vocabulary
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.clone(), i))
-            .collect(),
-    };
+    let task = CharTask::new(&vocabulary);
     let (best, history, outcome) = fit(
         &task, network, &dataset, options, resume_dir, observer, device,
     )?;
@@ -175,17 +180,11 @@ pub fn char_training_throughput(
     batch_size: usize,
     classes: usize,
     steps: usize,
-) -> super::Throughput {
+) -> Result<super::Throughput, ModelError> {
     use crate::networks::CHAR_SIDE as SIDE;
     let device = Default::default();
     let labels: Vec<String> = (0..classes).map(|i| i.to_string()).collect();
-    let task = CharTask {
-        classes: labels
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (l.clone(), i))
-            .collect(),
-    };
+    let task = CharTask::new(&labels);
     let network: CharCnn<super::CpuTraining> = CharCnnConfig::new(classes).init(&device);
     let batches = super::throughput::random_batches(4, batch_size, SIDE, SIDE, &labels, 1);
     super::throughput::time_steps(&task, network, &batches, 3, steps, &device)

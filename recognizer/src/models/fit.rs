@@ -280,12 +280,7 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
     let planned = steps_per_epoch * options.epochs as u64;
     let total_steps = options.max_steps.map_or(planned, |m| m.min(planned));
 
-    let mut optimizer_config = AdamWConfig::new().with_weight_decay(options.weight_decay);
-    if options.clip_grad_norm > 0.0 {
-        optimizer_config = optimizer_config
-            .with_grad_clipping(Some(GradientClippingConfig::Norm(options.clip_grad_norm)));
-    }
-    let mut optimizer = optimizer_config.init::<B, T::Network>();
+    let mut optimizer = optimizer::<B, T>(options);
 
     let mut state = Checkpoint {
         epoch: 0,
@@ -338,18 +333,14 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
                 stable_hash(options.seed, format!("step/{}", state.step).as_bytes()),
             );
             let lr = options.learning_rate_at(state.step, total_steps);
-            let loss = task.loss(&network, &batch, device);
-            let loss_value: f64 = loss.clone().into_scalar().elem::<f64>();
-            if !loss_value.is_finite() {
-                return Err(ModelError::Invalid {
-                    reason: format!(
-                        "the loss became {loss_value} at step {}; lower learning_rate",
-                        state.step
-                    ),
-                });
-            }
-            let grads = GradientsParams::from_grads(loss.backward(), &network);
-            network = optimizer.step(lr, network, grads);
+            let (stepped, loss_value) =
+                train_step(task, network, &mut optimizer, &batch, lr, device);
+            network = stepped.ok_or_else(|| ModelError::Invalid {
+                reason: format!(
+                    "the loss became {loss_value} at step {}; lower learning_rate",
+                    state.step
+                ),
+            })?;
             state.step += 1;
             state.batches_done += 1;
             state.train_loss_sum += loss_value;
@@ -506,6 +497,38 @@ fn save_checkpoint<B: AutodiffBackend, T: Task<B>>(
 }
 
 type Adaptor<B, T> = OptimizerAdaptor<AdamW, <T as Task<B>>::Network, B>;
+
+/// AdamW with the options' weight decay and gradient clipping.
+pub(super) fn optimizer<B: AutodiffBackend, T: Task<B>>(options: &TrainOptions) -> Adaptor<B, T> {
+    let mut config = AdamWConfig::new().with_weight_decay(options.weight_decay);
+    if options.clip_grad_norm > 0.0 {
+        config =
+            config.with_grad_clipping(Some(GradientClippingConfig::Norm(options.clip_grad_norm)));
+    }
+    config.init::<B, T::Network>()
+}
+
+/// One optimisation step on `batch`: the loss (read back, which also waits for the backend),
+/// then backward and the AdamW update. A non-finite loss updates nothing: `(None, loss)`.
+pub(super) fn train_step<B: AutodiffBackend, T: Task<B>>(
+    task: &T,
+    network: T::Network,
+    optimizer: &mut Adaptor<B, T>,
+    batch: &Batch,
+    learning_rate: f64,
+    device: &B::Device,
+) -> (Option<T::Network>, f64) {
+    let loss = task.loss(&network, batch, device);
+    let loss_value: f64 = loss.clone().into_scalar().elem::<f64>();
+    if !loss_value.is_finite() {
+        return (None, loss_value);
+    }
+    let grads = GradientsParams::from_grads(loss.backward(), &network);
+    (
+        Some(optimizer.step(learning_rate, network, grads)),
+        loss_value,
+    )
+}
 type OptimizerRecord<B, T> = <Adaptor<B, T> as Optimizer<<T as Task<B>>::Network, B>>::Record;
 type Resumed<B, T> = (
     Checkpoint,

@@ -115,7 +115,7 @@ pub fn line_training_throughput(
     width: usize,
     label_len: usize,
     steps: usize,
-) -> super::Throughput {
+) -> Result<super::Throughput, ModelError> {
     let device = Default::default();
     let vocabulary = Vocabulary::default();
     let config = LineCtcConfig::new(vocabulary.len());

@@ -4,17 +4,17 @@
 
 use std::time::Instant;
 
-use burn::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
 
-use super::fit::{Task, TrainOptions};
+use super::ModelError;
+use super::fit::{Task, TrainOptions, optimizer, train_step};
 use crate::data::batch::Batch;
 
 /// Samples (images or lines) per second over the timed steps.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct Throughput {
     pub samples_per_second: f64,
     pub steps: usize,
@@ -29,12 +29,9 @@ pub(super) fn time_steps<B: AutodiffBackend, T: Task<B>>(
     warmup: usize,
     steps: usize,
     device: &B::Device,
-) -> Throughput {
+) -> Result<Throughput, ModelError> {
     let options = TrainOptions::default();
-    let mut optimizer = AdamWConfig::new()
-        .with_weight_decay(options.weight_decay)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(options.clip_grad_norm)))
-        .init::<B, T::Network>();
+    let mut optimizer = optimizer::<B, T>(&options);
     let mut samples = 0;
     let mut started = Instant::now();
     for (step, batch) in batches.iter().cycle().take(warmup + steps).enumerate() {
@@ -42,19 +39,25 @@ pub(super) fn time_steps<B: AutodiffBackend, T: Task<B>>(
             started = Instant::now();
             samples = 0;
         }
-        let loss = task.loss(&network, batch, device);
-        // Reading the loss is what `fit` does each step, and it waits for the computation.
-        let _: f64 = burn::tensor::ElementConversion::elem(loss.clone().into_scalar());
-        let grads = GradientsParams::from_grads(loss.backward(), &network);
-        network = optimizer.step(options.learning_rate, network, grads);
+        let (stepped, loss) = train_step(
+            task,
+            network,
+            &mut optimizer,
+            batch,
+            options.learning_rate,
+            device,
+        );
+        network = stepped.ok_or_else(|| ModelError::Invalid {
+            reason: format!("the loss became {loss} at step {step} of the throughput run"),
+        })?;
         samples += batch.len();
     }
     let seconds = started.elapsed().as_secs_f64();
-    Throughput {
+    Ok(Throughput {
         samples_per_second: samples as f64 / seconds.max(1e-9),
         steps,
         seconds,
-    }
+    })
 }
 
 /// `count` batches of `size` random images `height × width` with labels drawn from `labels`
