@@ -116,6 +116,12 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
         12,
         "`/../x` climbs above the filesystem root",
     ),
+    (
+        "23-detector-network-shape.yaml",
+        10,
+        7,
+        "stage `train-detector` (train params): network.channels has 3 entries, not 4",
+    ),
 ];
 
 #[test]

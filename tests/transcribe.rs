@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use image::{DynamicImage, GrayImage, ImageFormat};
-use pages::{page, save, write_bundle};
+use pages::{page, save, write_bundle, write_bundle_with_detector};
 use serde_json::Value;
 
 fn textrec(dir: &Path, args: &[&str]) -> Output {
@@ -197,6 +197,78 @@ fn a_multi_page_tiff_is_one_document_with_every_page() {
             .filter(|n| n.tag_name().name() == "Page")
             .count(),
         3
+    );
+}
+
+#[test]
+fn the_bundles_default_line_detector_is_used_unless_one_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = write_bundle_with_detector(dir.path(), "learned");
+    save(
+        DynamicImage::ImageLuma8(page(&[3, 1, 2])),
+        &dir.path().join("scan.png"),
+        ImageFormat::Png,
+    );
+    let first_box = |detector: Option<&str>| -> [i64; 4] {
+        let mut args = vec![
+            "transcribe",
+            "scan.png",
+            "-o",
+            "out",
+            "--format",
+            "txt,json",
+            "--model",
+            bundle.to_str().unwrap(),
+        ];
+        args.extend(detector.map(|d| ["--detector", d]).into_iter().flatten());
+        let output = textrec(dir.path(), &args);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let read = |name: &str| std::fs::read_to_string(dir.path().join("out").join(name)).unwrap();
+        assert_eq!(read("scan.txt"), "aaa\na\naa\n", "{detector:?}");
+        let json: Value = serde_json::from_str(&read("scan.json")).unwrap();
+        let first = &json["lines"][0]["box"];
+        ["x0", "y0", "x1", "y1"].map(|k| first[k].as_i64().unwrap())
+    };
+    // The first line's ink is x 40..224, y 40..64. The bundle's pages.json names the learned
+    // detector: its box reaches 3 rows (12 px) up and down from the marked core, rows 48..56,
+    // and runs past both ends of the line by the reach of its 25-column window (7 columns).
+    let [x0, y0, x1, y1] = first_box(None);
+    assert!(
+        (x0 - 12).abs() <= 4 && (x1 - 256).abs() <= 4,
+        "learned: {x0}..{x1}"
+    );
+    assert_eq!((y0, y1), (40, 64), "learned");
+    assert_eq!(first_box(Some("learned")), [x0, y0, x1, y1]);
+    // --detector projection overrides the bundle: the ink box, give or take padding.
+    let found = first_box(Some("projection"));
+    for (found, expected) in found.into_iter().zip([40, 40, 224, 64]) {
+        assert!(
+            (found - expected).abs() <= 8,
+            "projection: {found} vs {expected}"
+        );
+    }
+
+    // A bundle that names the learned detector but lacks it fails to load, saying so.
+    let files = tempfile::tempdir().unwrap();
+    let broken = pages::write_bundle(files.path());
+    let output = textrec(
+        dir.path(),
+        &[
+            "transcribe",
+            "scan.png",
+            "-o",
+            "out2",
+            "--detector",
+            "learned",
+            "--model",
+            broken.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no learned line detector"),
+        "{}",
+        stderr(&output)
     );
 }
 

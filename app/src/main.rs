@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 use textrec_recognizer::Vocabulary;
 use textrec_recognizer::bundle::{self, BundleError, TensorSummary, Verification};
-use textrec_recognizer::infer::Backend;
+use textrec_recognizer::infer::{Backend, DetectorKind};
 
 /// Exit status when a bundle fails verification (`verify`) or some inputs could not be
 /// transcribed (`transcribe`; the others were).
@@ -91,6 +91,11 @@ Examples:
         /// auto (ort when it loads, else tract with a notice).
         #[arg(long, default_value = "tract")]
         backend: Backend,
+        /// Line detector: projection (binarise + projection profile) or learned (the bundle's
+        /// line_fcn network); default: the one the bundle's pages.json names, which its
+        /// pipeline measured better.
+        #[arg(long)]
+        detector: Option<DetectorKind>,
     },
     /// Serve the transcriber over HTTP: POST /v1/transcribe, GET /healthz, GET /metrics, and a
     /// demo page at / to drop an image on.
@@ -100,7 +105,7 @@ API:
                         200 → the JSON of `transcribe --format json` plus ms.total
                         400 not an image · 413 body or pixels over the limit
                         503 workers busy and queue full (Retry-After: 1) · 504 over --timeout
-  GET  /healthz         {\"status\": \"ok\", \"model\": ...}
+  GET  /healthz         {\"status\": \"ok\", \"model\": ..., \"line_detector\": ...}
   GET  /metrics         Prometheus text: requests by status, errors, latency, input size and
                         brightness histograms (drift), lines, queue length
 
@@ -136,6 +141,9 @@ Examples:
         /// Inference engine: tract, ort (ONNX Runtime from ORT_DYLIB_PATH), or auto.
         #[arg(long, default_value = "tract")]
         backend: Backend,
+        /// Line detector: projection or learned; default: the one the bundle's pages.json names.
+        #[arg(long)]
+        detector: Option<DetectorKind>,
     },
     /// Check a release bundle: every file against the sha256 in its manifest.json, and every
     /// model loaded and run once with tract.
@@ -189,6 +197,7 @@ fn main() -> ExitCode {
             max_pixels,
             timeout,
             backend,
+            detector,
         } => {
             let model = match model {
                 Some(model) => model,
@@ -200,7 +209,7 @@ fn main() -> ExitCode {
                     }
                 },
             };
-            let transcriber = match transcribe::load_transcriber(&model, backend) {
+            let transcriber = match transcribe::load_transcriber(&model, backend, detector) {
                 Ok(t) => t,
                 Err(e) => {
                     eprintln!("error: cannot load the model {}: {e:#}", model.display());
@@ -234,6 +243,7 @@ fn main() -> ExitCode {
             max_pixels,
             json,
             backend,
+            detector,
         } => {
             let options = transcribe::Options {
                 inputs,
@@ -246,6 +256,7 @@ fn main() -> ExitCode {
                 max_pixels,
                 json,
                 backend,
+                detector,
             };
             match transcribe::run(&options) {
                 Ok(transcribe::Outcome::AllTranscribed) => ExitCode::SUCCESS,

@@ -330,7 +330,13 @@ async fn transcribe_inner(state: &Shared, request: Request, started: Instant) ->
 }
 
 async fn healthz(State(state): State<Shared>) -> Response {
-    axum::Json(json!({"status": "ok", "model": state.transcriber.model_version})).into_response()
+    let transcriber = &state.transcriber;
+    axum::Json(json!({
+        "status": "ok",
+        "model": transcriber.model_version,
+        "line_detector": transcriber.detector.kind(),
+    }))
+    .into_response()
 }
 
 async fn metrics(State(state): State<Shared>) -> Response {

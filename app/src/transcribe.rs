@@ -13,8 +13,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::{Value, json};
 use textrec_recognizer::infer::{
-    Backend, LineRecognizer, OutputFormat, PageImageError, PageTranscriber, PageTranscript,
-    decode_pages,
+    Backend, DetectorKind, LineRecognizer, OutputFormat, PageImageError, PageTranscriber,
+    PageTranscript, decode_pages,
 };
 
 /// Image files a folder walk picks up (explicitly named files are read whatever their name).
@@ -35,6 +35,8 @@ pub struct Options {
     pub max_pixels: u64,
     pub json: bool,
     pub backend: Backend,
+    /// None: the bundle's default.
+    pub detector: Option<DetectorKind>,
 }
 
 /// How a batch ended, for the exit status.
@@ -97,10 +99,20 @@ pub fn newest_bundle(dir: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// Loads the model: a release bundle (verified), or a bare exported line model (`.onnx`), on
-/// `backend`; says so on stderr when `auto` falls back to tract.
-pub fn load_transcriber(model: &Path, backend: Backend) -> anyhow::Result<PageTranscriber> {
+/// Loads the model: a release bundle (verified), or a bare exported line model (`.onnx`, read
+/// with the projection detector), on `backend`, with `detector` or the bundle's default; says so
+/// on stderr when `auto` falls back to tract.
+pub fn load_transcriber(
+    model: &Path,
+    backend: Backend,
+    detector: Option<DetectorKind>,
+) -> anyhow::Result<PageTranscriber> {
     let (transcriber, notice) = if model.extension().is_some_and(|e| e == "onnx") {
+        if detector == Some(DetectorKind::Learned) {
+            bail!(
+                "--detector learned needs a release bundle: a bare line model has no line detector"
+            );
+        }
         let bytes =
             std::fs::read(model).with_context(|| format!("cannot read {}", model.display()))?;
         let (recognizer, notice) =
@@ -108,7 +120,7 @@ pub fn load_transcriber(model: &Path, backend: Backend) -> anyhow::Result<PageTr
         let name = model.file_name().unwrap_or_default().to_string_lossy();
         (PageTranscriber::new(recognizer, name.into_owned()), notice)
     } else {
-        PageTranscriber::from_bundle(model, LINE_BATCH, backend)?
+        PageTranscriber::from_bundle(model, LINE_BATCH, backend, detector)?
     };
     if let Some(notice) = notice {
         eprintln!("note: {notice}");
@@ -350,7 +362,7 @@ pub fn run(options: &Options) -> Result<Outcome, Fatal> {
         Some(model) => model.clone(),
         None => newest_bundle(Path::new("release")).map_err(Fatal::Model)?,
     };
-    let transcriber = load_transcriber(&model, options.backend)
+    let transcriber = load_transcriber(&model, options.backend, options.detector)
         .with_context(|| format!("cannot load the model {}", model.display()))
         .map_err(Fatal::Model)?;
     let pool = rayon::ThreadPoolBuilder::new()

@@ -5,7 +5,9 @@
 //! and WER (per writer, per length, the worst lines with their images). A line model on a
 //! pages dataset is scored end to end: the line detector's recall, precision and IoU against
 //! the true boxes, page CER with detected lines, and CER with the true boxes (what a perfect
-//! detector would give).
+//! detector would give). Given a learned line detector as a third dep, both detectors are
+//! scored and the better one is named in the metrics (`line_detector`), which `package` writes
+//! into the bundle as its default.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -15,8 +17,8 @@ use serde::Deserialize;
 use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::data::{Dataset, DatasetKind, Observer, Sample, Split};
 use textrec_recognizer::infer::{
-    CharClassifier, DetectionScore, LineBox, LineRecognizer, PageTranscriber, TextErrors, metadata,
-    score_chars,
+    CharClassifier, DetectionScore, LearnedDetector, LineBox, LineDetector, LineRecognizer,
+    PageTranscriber, TextErrors, metadata, score_chars,
 };
 
 use crate::observe::StageObserver;
@@ -47,7 +49,8 @@ struct Params {
     /// Character models: also score the 1,797 real UCI digits (never trained on).
     #[serde(default)]
     uci_digits: bool,
-    /// Pages: fail when the line detector finds fewer of the true lines (IoU ≥ 0.5).
+    /// Pages: fail when a line detector (each one scored) finds fewer of the true lines
+    /// (IoU ≥ 0.5).
     #[serde(default)]
     min_detection_recall: Option<f64>,
 }
@@ -58,8 +61,8 @@ fn default_split() -> Split {
 
 fn validate(stage: &Stage) -> Result<Params, String> {
     let params: Params = parse_params(&stage.params)?;
-    if stage.deps.len() != 2 || stage.outs.len() != 1 || stage.metrics.len() != 1 {
-        return Err("`evaluate` reads [model.onnx, dataset], writes a report directory (outs) and a metrics file".into());
+    if !(2..=3).contains(&stage.deps.len()) || stage.outs.len() != 1 || stage.metrics.len() != 1 {
+        return Err("`evaluate` reads [model.onnx, dataset] (pages: optionally a learned line detector's .onnx third), writes a report directory (outs) and a metrics file".into());
     }
     if params.max_regression.is_some() && params.previous.is_none() {
         return Err(
@@ -103,7 +106,7 @@ impl StageKind for Evaluate {
     }
 
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn summary(&self) -> &'static str {
@@ -138,8 +141,22 @@ impl StageKind for Evaluate {
                 let recognizer = LineRecognizer::from_bytes(&bytes, model, 16)?;
                 if dataset.manifest.kind == DatasetKind::Pages {
                     let transcriber = PageTranscriber::new(recognizer, String::new());
-                    evaluate_pages(&transcriber, &dataset, &params, report, &observer)?
+                    let mut detectors = vec![LineDetector::default()];
+                    if let Some(path) = ctx.deps.get(2) {
+                        detectors.push(LineDetector::Learned(LearnedDetector::load(path)?));
+                    }
+                    evaluate_pages(
+                        &transcriber,
+                        &detectors,
+                        &dataset,
+                        &params,
+                        report,
+                        &observer,
+                    )?
                 } else {
+                    if ctx.deps.len() > 2 {
+                        return Err("a line detector (third dep) is evaluated on pages only".into());
+                    }
                     evaluate_lines(
                         &recognizer,
                         &dataset,
@@ -151,6 +168,12 @@ impl StageKind for Evaluate {
                 }
             }
             _ => {
+                if ctx.deps.len() > 2 {
+                    return Err(
+                        "a line detector (third dep) is evaluated with a line model on pages"
+                            .into(),
+                    );
+                }
                 if params.max_cer.is_some() {
                     return Err("max_cer applies to line models; use min_accuracy".into());
                 }
@@ -187,14 +210,19 @@ impl StageKind for Evaluate {
                 headline.value
             ));
         }
-        if let (Some(floor), Some(recall)) = (
+        if let (Some(floor), Some(detectors)) = (
             params.min_detection_recall,
-            metrics.get("detection_recall").and_then(|v| v.as_f64()),
-        ) && recall < floor
-        {
-            failures.push(format!(
-                "line detection recall {recall:.4} is below min_detection_recall {floor}"
-            ));
+            metrics.get("detectors").and_then(|v| v.as_object()),
+        ) {
+            for (name, scores) in detectors {
+                if let Some(recall) = scores["detection_recall"].as_f64()
+                    && recall < floor
+                {
+                    failures.push(format!(
+                        "{name} line detection recall {recall:.4} is below min_detection_recall {floor}"
+                    ));
+                }
+            }
         }
         if let Some(limit) = params.max_seconds
             && seconds > limit
@@ -518,22 +546,49 @@ fn save_line(line: &Sample, path: &Path) -> Result<(), StageFailure> {
     Ok(())
 }
 
-/// Detected lines and page text against the truth, page by page.
+/// One line detector's results over the split.
+#[derive(Default)]
+struct PageScores {
+    detection: DetectionScore,
+    errors: TextErrors,
+    by_writer: BTreeMap<String, (DetectionScore, TextErrors)>,
+    /// Markdown rows: the first page's lines as the recognizer read them.
+    examples: String,
+}
+
+impl PageScores {
+    /// Detection F1 × mean IoU: the tie-breaker when two detectors read equally well.
+    fn detection_quality(&self) -> f64 {
+        self.detection.f1() * self.detection.mean_iou()
+    }
+
+    fn metrics(&self) -> serde_json::Value {
+        serde_json::json!({
+            "cer": self.errors.cer(),
+            "wer": self.errors.wer(),
+            "detection_recall": self.detection.recall(),
+            "detection_precision": self.detection.precision(),
+            "detection_mean_iou": self.detection.mean_iou(),
+        })
+    }
+}
+
+/// Page CERs closer than this are a tie, broken by detection quality.
+const CER_TIE: f64 = 0.005;
+
+/// Detected lines and page text against the truth, page by page, for every detector in
+/// `detectors`; the one with the lowest page CER (ties: better detection) is named the default.
 fn evaluate_pages(
     transcriber: &PageTranscriber,
+    detectors: &[LineDetector],
     dataset: &Dataset,
     params: &Params,
     report: &Path,
     observer: &dyn Observer,
 ) -> Result<(serde_json::Value, Headline), StageFailure> {
     announce_split(dataset, params, observer)?;
-    let mut detection = DetectionScore::default();
-    let mut detected = TextErrors::default();
+    let mut scores: Vec<PageScores> = detectors.iter().map(|_| PageScores::default()).collect();
     let mut oracle = TextErrors::default();
-    let mut by_writer: BTreeMap<String, (DetectionScore, TextErrors)> = BTreeMap::new();
-    let mut examples = String::new();
-    let images = report.join("lines");
-    std::fs::create_dir_all(&images)?;
     for (index, sample) in dataset.samples(params.split).enumerate() {
         let sample = sample?;
         let page = image::GrayImage::from_raw(
@@ -547,62 +602,86 @@ fn evaluate_pages(
             .iter()
             .map(|&b| LineBox::from_array(b))
             .collect();
-        let transcript = transcriber.transcribe(&page)?;
-        let found: Vec<LineBox> = transcript.lines.iter().map(|l| l.bbox).collect();
-        let score = DetectionScore::of(&truth, &found, 0.5);
-        let text = transcript.text();
-        let errors = TextErrors::of(&sample.label, text.trim_end());
-        let oracle_text = transcriber.read_lines(&page, truth)?.text();
-        detection.add(&score);
-        detected.add(errors);
-        oracle.add(TextErrors::of(&sample.label, oracle_text.trim_end()));
-        if index == 0 {
-            // The first page's lines as the recognizer saw them, with what it read.
-            let truths: Vec<&str> = sample.label.lines().collect();
-            for (i, (cut, line)) in transcriber
-                .line_images(&page, &found)
-                .iter()
-                .zip(&transcript.lines)
-                .enumerate()
-            {
-                let file = format!("{i:02}.png");
-                save_line(cut, &images.join(&file))?;
-                examples.push_str(&format!(
-                    "| ![](lines/{file}) | `{}` | `{}` | {:.2} |\n",
-                    truths.get(i).unwrap_or(&"").replace('|', "\\|"),
-                    line.text.replace('|', "\\|"),
-                    line.confidence
-                ));
+        for (detector, scores) in detectors.iter().zip(&mut scores) {
+            let found = detector.detect(&page)?;
+            let transcript = transcriber.read_lines(&page, found.clone())?;
+            let score = DetectionScore::of(&truth, &found, 0.5);
+            let errors = TextErrors::of(&sample.label, transcript.text().trim_end());
+            scores.detection.add(&score);
+            scores.errors.add(errors);
+            let writer = scores.by_writer.entry(sample.style.clone()).or_default();
+            writer.0.add(&score);
+            writer.1.add(errors);
+            if index == 0 {
+                let dir = format!("lines-{}", detector.kind());
+                std::fs::create_dir_all(report.join(&dir))?;
+                let truths: Vec<&str> = sample.label.lines().collect();
+                for (i, (cut, line)) in transcriber
+                    .line_images(&page, &found)
+                    .iter()
+                    .zip(&transcript.lines)
+                    .enumerate()
+                {
+                    let file = format!("{dir}/{i:02}.png");
+                    save_line(cut, &report.join(&file))?;
+                    scores.examples.push_str(&format!(
+                        "| ![]({file}) | `{}` | `{}` | {:.2} |\n",
+                        truths.get(i).unwrap_or(&"").replace('|', "\\|"),
+                        line.text.replace('|', "\\|"),
+                        line.confidence
+                    ));
+                }
             }
         }
-        let writer = by_writer.entry(sample.style.clone()).or_default();
-        writer.0.add(&score);
-        writer.1.add(errors);
+        let oracle_text = transcriber.read_lines(&page, truth)?.text();
+        oracle.add(TextErrors::of(&sample.label, oracle_text.trim_end()));
         observer.advance(1);
     }
-    let cer = detected.cer();
+    let best = (0..detectors.len())
+        .min_by(|&a, &b| {
+            let (a, b) = (&scores[a], &scores[b]);
+            let (cer_a, cer_b) = (a.errors.cer(), b.errors.cer());
+            if (cer_a - cer_b).abs() < CER_TIE {
+                b.detection_quality().total_cmp(&a.detection_quality())
+            } else {
+                cer_a.total_cmp(&cer_b)
+            }
+        })
+        .ok_or("no line detector to evaluate")?;
+    let chosen = &scores[best];
+    let first = &scores[0].detection;
     let mut md = format!(
         "# Page evaluation ({} split, {} pages, {} lines)\n\n\
-         Detector: {:?}\n\n\
-         | line detection | recall | precision | mean IoU |\n|---|---|---|---|\n\
-         | at IoU ≥ 0.5 | {:.4} | {:.4} | {:.4} |\n\n\
-         | transcription | CER | WER |\n|---|---|---|\n\
-         | detected lines | {cer:.4} | {:.4} |\n\
-         | true line boxes | {:.4} | {:.4} |\n\
-         | empty-output baseline | 1.0000 | 1.0000 |\n\n\
-         ## By writer (font)\n\n| writer | pages | recall | precision | CER |\n|---|---|---|---|---|\n",
+         Default line detector: **{}** (lowest page CER; within {CER_TIE} the better detection \
+         F1 × IoU)\n\n\
+         | line detector | recall (IoU ≥ 0.5) | precision | mean IoU | page CER | page WER |\n\
+         |---|---|---|---|---|---|\n",
         params.split.name(),
-        detection.pages,
-        detection.truth_lines,
-        transcriber.detector,
-        detection.recall(),
-        detection.precision(),
-        detection.mean_iou(),
-        detected.wer(),
+        first.pages,
+        first.truth_lines,
+        detectors[best].kind(),
+    );
+    for (detector, s) in detectors.iter().zip(&scores) {
+        md.push_str(&format!(
+            "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} |\n",
+            detector.kind(),
+            s.detection.recall(),
+            s.detection.precision(),
+            s.detection.mean_iou(),
+            s.errors.cer(),
+            s.errors.wer()
+        ));
+    }
+    md.push_str(&format!(
+        "| true line boxes | 1.0000 | 1.0000 | 1.0000 | {:.4} | {:.4} |\n\
+         | empty-output baseline | | | | 1.0000 | 1.0000 |\n\n\
+         ## By writer (font), {} detector\n\n\
+         | writer | pages | recall | precision | CER |\n|---|---|---|---|---|\n",
         oracle.cer(),
         oracle.wer(),
-    );
-    for (writer, (d, e)) in &by_writer {
+        detectors[best].kind(),
+    ));
+    for (writer, (d, e)) in &chosen.by_writer {
         md.push_str(&format!(
             "| {writer} | {} | {:.4} | {:.4} | {:.4} |\n",
             d.pages,
@@ -611,22 +690,28 @@ fn evaluate_pages(
             e.cer()
         ));
     }
-    md.push_str(&format!(
-        "\n## The first page's lines as the recognizer read them\n\n\
-         | line | truth (same position) | read | confidence |\n|---|---|---|---|\n{examples}"
-    ));
+    for (detector, s) in detectors.iter().zip(&scores) {
+        md.push_str(&format!(
+            "\n## The first page's lines as the recognizer read them ({} detector)\n\n\
+             | line | truth (same position) | read | confidence |\n|---|---|---|---|\n{}",
+            detector.kind(),
+            s.examples
+        ));
+    }
     std::fs::write(report.join("report.md"), md)?;
-    let metrics = serde_json::json!({
-        "cer": cer,
-        "wer": detected.wer(),
-        "pages": detection.pages,
-        "lines": detection.truth_lines,
-        "detection_recall": detection.recall(),
-        "detection_precision": detection.precision(),
-        "detection_mean_iou": detection.mean_iou(),
-        "true_boxes_cer": oracle.cer(),
-        "baseline_empty_cer": 1.0,
-    });
+    let mut metrics = chosen.metrics();
+    metrics["pages"] = first.pages.into();
+    metrics["lines"] = first.truth_lines.into();
+    metrics["true_boxes_cer"] = oracle.cer().into();
+    metrics["baseline_empty_cer"] = 1.0.into();
+    metrics["line_detector"] = detectors[best].kind().name().into();
+    metrics["detectors"] = detectors
+        .iter()
+        .zip(&scores)
+        .map(|(d, s)| (d.kind().name().to_owned(), s.metrics()))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let cer = chosen.errors.cer();
     Ok((metrics, Headline::cer(cer)))
 }
 

@@ -5,9 +5,9 @@ use serde::Deserialize;
 use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::data::{Dataset, Split};
 use textrec_recognizer::models::{
-    CpuInference, load_char_model, load_line_model, model_architecture,
+    CpuInference, load_char_model, load_detector_model, load_line_model, model_architecture,
 };
-use textrec_recognizer::onnx::{export_char_cnn, export_line_ctc};
+use textrec_recognizer::onnx::{export_char_cnn, export_line_ctc, export_line_fcn};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Export;
@@ -69,6 +69,10 @@ impl StageKind for Export {
             "line_ctc" => {
                 let (spec, network) = load_line_model::<CpuInference>(model, &device)?;
                 export_line_ctc(&network, &spec, &samples, &device)?
+            }
+            "line_fcn" => {
+                let (spec, network) = load_detector_model::<CpuInference>(model, &device)?;
+                export_line_fcn(&network, &spec, &samples, &device)?
             }
             other => {
                 return Err(format!("{}: no exporter for a {other} model", model.display()).into());

@@ -1,7 +1,8 @@
 //! `package`: the release bundle `NAME-VERSION.tar.gz`: the ONNX models with their vocabulary
 //! and preprocessing, a model card, the lock records of the stages that built them, and a
-//! manifest of sha256s. The same inputs give the same bytes, and a bundle that would fail
-//! `textrec verify` is never written.
+//! manifest of sha256s. With a line model, `pages.json` names the line detector pages are read
+//! with: the one the page evaluation among the deps found better. The same inputs give the same
+//! bytes, and a bundle that would fail `textrec verify` is never written.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use textrec_pipeline::{LockFile, LockedStage, Stage, StageContext, StageFailure, StageKind};
 use textrec_recognizer::bundle::{self, check_name, check_version, write_bundle};
-use textrec_recognizer::infer::metadata;
+use textrec_recognizer::infer::{DetectorKind, PAGES, PagesConfig, metadata};
 
 use crate::error::StageError;
 
@@ -113,7 +114,7 @@ impl StageKind for Package {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn summary(&self) -> &'static str {
@@ -159,6 +160,9 @@ impl StageKind for Package {
             .map(|m| (m.stem.as_str(), m.preprocessing()))
             .collect();
         files.insert("preprocessing.json".into(), pretty(&preprocessing));
+        if models.iter().any(|m| m.architecture == "line_ctc") {
+            files.insert(PAGES.into(), pretty(&pages_config(&models, &metrics)?));
+        }
         files.insert(
             "pipeline.lock".into(),
             release_lock(&ctx.upstream).into_bytes(),
@@ -184,6 +188,32 @@ impl StageKind for Package {
         })?;
         Ok(())
     }
+}
+
+/// How the bundle reads pages: the line detector a page evaluation among the deps found better,
+/// else the projection detector (it needs no model).
+fn pages_config(models: &[Model], metrics: &[Measured]) -> Result<PagesConfig, StageFailure> {
+    let Some((dep, name)) = metrics
+        .iter()
+        .find_map(|m| Some((&m.dep, m.line_detector.as_deref()?)))
+    else {
+        return Ok(PagesConfig {
+            line_detector: DetectorKind::Projection,
+        });
+    };
+    let line_detector: DetectorKind = name
+        .parse()
+        .map_err(|e| format!("metrics file `{dep}`: line_detector: {e}"))?;
+    if line_detector == DetectorKind::Learned
+        && !models.iter().any(|m| m.architecture == "line_fcn")
+    {
+        return Err(format!(
+            "metrics file `{dep}` found the learned line detector better, but no line_fcn model \
+             is among the deps: add its .onnx"
+        )
+        .into());
+    }
+    Ok(PagesConfig { line_detector })
 }
 
 fn pretty(value: &impl Serialize) -> Vec<u8> {
@@ -306,6 +336,8 @@ struct Measured {
     dataset: Option<String>,
     /// The model it scored, as the producing stage's dep.
     model: Option<String>,
+    /// The line detector a page evaluation found better.
+    line_detector: Option<String>,
 }
 
 impl Measured {
@@ -347,6 +379,7 @@ impl Measured {
                     .find(|d| input(d) == Some(Input::Model))
                     .cloned()
             }),
+            line_detector: text("line_detector"),
         })
     }
 }
@@ -582,6 +615,70 @@ mod tests {
             line: 1,
             column: 1,
         }
+    }
+
+    fn model(architecture: &str) -> Model {
+        Model {
+            dep: format!("onnx/{architecture}.onnx"),
+            stem: architecture.into(),
+            architecture: architecture.into(),
+            vocabulary: Vec::new(),
+            input_height: 32,
+            input_width: None,
+            normalisation: String::new(),
+            polarity: None,
+            model_version: None,
+            training_data_sha256: None,
+            bytes: Vec::new(),
+        }
+    }
+
+    fn page_metrics(line_detector: Option<&str>) -> Measured {
+        Measured {
+            dep: "metrics/evaluate-pages.json".into(),
+            numbers: BTreeMap::new(),
+            split: None,
+            dataset: None,
+            model: None,
+            line_detector: line_detector.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn pages_json_names_the_detector_the_page_evaluation_found_better() {
+        let with_detector = [model("line_ctc"), model("line_fcn")];
+        let pick = |models: &[Model], metrics: &[Measured]| pages_config(models, metrics);
+        assert_eq!(
+            pick(&with_detector, &[page_metrics(Some("learned"))])
+                .unwrap()
+                .line_detector,
+            DetectorKind::Learned
+        );
+        assert_eq!(
+            pick(&with_detector, &[page_metrics(Some("projection"))])
+                .unwrap()
+                .line_detector,
+            DetectorKind::Projection
+        );
+        // No page evaluation among the deps: the detector that needs no model.
+        assert_eq!(
+            pick(&with_detector, &[page_metrics(None)])
+                .unwrap()
+                .line_detector,
+            DetectorKind::Projection
+        );
+        let missing = pick(&[model("line_ctc")], &[page_metrics(Some("learned"))]).unwrap_err();
+        assert!(
+            missing.to_string().contains("no line_fcn model"),
+            "{missing}"
+        );
+        let unknown = pick(&with_detector, &[page_metrics(Some("hough"))]).unwrap_err();
+        assert!(
+            unknown
+                .to_string()
+                .contains("unknown line detector `hough`"),
+            "{unknown}"
+        );
     }
 
     #[test]

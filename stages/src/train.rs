@@ -1,5 +1,5 @@
-//! `train`: fit a model (`char_cnn`, the character classifier, or `line_ctc`, the line
-//! recognizer) on a dataset, with checkpoints that let a killed run resume, and write the
+//! `train`: fit a model (`char_cnn`, the character classifier, `line_ctc`, the line recognizer,
+//! or `line_fcn`, the learned line detector) on a dataset, with checkpoints that let a killed run resume, and write the
 //! weights, spec, history and curves.
 
 use serde::{Deserialize, Serialize};
@@ -7,9 +7,9 @@ use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_param
 use textrec_recognizer::data::Observer;
 use textrec_recognizer::models::{
     AutodiffBackend, CpuTraining, Device, TrainOptions, TrainOutcome, train_char_model,
-    train_line_model,
+    train_detector_model, train_line_model,
 };
-use textrec_recognizer::networks::LineCtcConfig;
+use textrec_recognizer::networks::{LineCtcConfig, LineFcnConfig};
 
 use crate::observe::StageObserver;
 
@@ -21,6 +21,7 @@ pub struct Train;
 enum Architecture {
     CharCnn,
     LineCtc,
+    LineFcn,
 }
 
 #[derive(Debug, Deserialize)]
@@ -29,26 +30,43 @@ struct Params {
     model: Architecture,
     #[serde(default)]
     training: TrainOptions,
-    /// Size of the `line_ctc` network; unset fields keep the defaults.
+    /// Size of the `line_ctc` or `line_fcn` network; unset fields keep the defaults.
     #[serde(default)]
-    network: Option<LineNetwork>,
+    network: Option<Network>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LineNetwork {
-    /// Output channels of the three convolution blocks (default [32, 64, 96]).
-    channels: Option<[usize; 3]>,
-    /// Hidden units per LSTM direction (default 128).
+struct Network {
+    /// Output channels of the convolutions: three blocks for line_ctc (default [32, 64, 96]),
+    /// four dilated convolutions for line_fcn (default [16, 16, 32, 32]).
+    channels: Option<Vec<usize>>,
+    /// line_ctc: hidden units per LSTM direction (default 128).
     lstm_hidden: Option<usize>,
+    /// line_ctc: dropout before the head (default 0.2).
     dropout: Option<f64>,
+    /// line_fcn: page pixels per network pixel (default 4).
+    scale: Option<usize>,
 }
 
-impl LineNetwork {
-    fn config(&self) -> LineCtcConfig {
+impl Network {
+    fn channels<const N: usize>(&self) -> Result<Option<[usize; N]>, String> {
+        self.channels
+            .as_ref()
+            .map(|c| {
+                <[usize; N]>::try_from(c.as_slice())
+                    .map_err(|_| format!("network.channels has {} entries, not {N}", c.len()))
+            })
+            .transpose()
+    }
+
+    fn line_config(&self) -> Result<LineCtcConfig, String> {
+        if self.scale.is_some() {
+            return Err("network.scale sizes line_fcn only".into());
+        }
         // Classes and height come from the dataset when training starts.
         let mut config = LineCtcConfig::new(2);
-        if let Some(channels) = self.channels {
+        if let Some(channels) = self.channels()? {
             config.channels = channels;
         }
         if let Some(hidden) = self.lstm_hidden {
@@ -57,7 +75,21 @@ impl LineNetwork {
         if let Some(dropout) = self.dropout {
             config.dropout = dropout;
         }
-        config
+        config.validate().map(|()| config)
+    }
+
+    fn detector_config(&self) -> Result<LineFcnConfig, String> {
+        if self.lstm_hidden.is_some() || self.dropout.is_some() {
+            return Err("network.lstm_hidden and network.dropout size line_ctc only".into());
+        }
+        let mut config = LineFcnConfig::new();
+        if let Some(channels) = self.channels()? {
+            config.channels = channels;
+        }
+        if let Some(scale) = self.scale {
+            config.scale = scale;
+        }
+        config.validate().map(|()| config)
     }
 }
 
@@ -71,13 +103,17 @@ fn validate(stage: &Stage) -> Result<Params, String> {
         .validate()
         .map_err(|e| format!("training: {e}"))?;
     if let Some(network) = &params.network {
-        if !matches!(params.model, Architecture::LineCtc) {
-            return Err("`network` sizes the line_ctc model only".into());
+        match params.model {
+            Architecture::CharCnn => {
+                return Err("`network` sizes the line_ctc and line_fcn models only".into());
+            }
+            Architecture::LineCtc => {
+                network.line_config()?;
+            }
+            Architecture::LineFcn => {
+                network.detector_config()?;
+            }
         }
-        network
-            .config()
-            .validate()
-            .map_err(|e| format!("network: {e}"))?;
     }
     Ok(params)
 }
@@ -146,7 +182,11 @@ fn train_on<B: AutodiffBackend>(
             let (spec, _) = train_line_model::<B>(
                 &ctx.deps[0],
                 &params.training,
-                params.network.as_ref().map(LineNetwork::config),
+                params
+                    .network
+                    .as_ref()
+                    .map(Network::line_config)
+                    .transpose()?,
                 out,
                 &ctx.resume,
                 observer,
@@ -155,6 +195,23 @@ fn train_on<B: AutodiffBackend>(
             // The fit maximises character accuracy, 1 − CER.
             let cer = 1.0 - spec.outcome.best_metric;
             (spec.outcome, ("val_cer", cer))
+        }
+        Architecture::LineFcn => {
+            let (spec, _) = train_detector_model::<B>(
+                &ctx.deps[0],
+                &params.training,
+                params
+                    .network
+                    .as_ref()
+                    .map(Network::detector_config)
+                    .transpose()?,
+                out,
+                &ctx.resume,
+                observer,
+                device,
+            )?;
+            let quality = spec.outcome.best_metric;
+            (spec.outcome, ("val_detection_f1_x_iou", quality))
         }
     })
 }
@@ -178,7 +235,7 @@ impl StageKind for Train {
     }
 
     fn summary(&self) -> &'static str {
-        "train a model (char_cnn, line_ctc) with AdamW, cosine LR, clipping, early stopping; resumes after a kill"
+        "train a model (char_cnn, line_ctc, line_fcn) with AdamW, cosine LR, clipping, early stopping; resumes after a kill"
     }
 
     fn check(&self, stage: &Stage) -> Result<(), String> {

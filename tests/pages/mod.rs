@@ -55,9 +55,79 @@ pub fn ink_reader_model() -> Vec<u8> {
     g.build("ink_reader", &metadata).encode_to_vec()
 }
 
+/// A `line_fcn` line detector for [`page`]s (scale 4): a pixel is a line's core when the rows
+/// 2 above and 2 below both have ink within 12 columns, which on a page's 6-row lines marks the
+/// middle 2 rows and bridges the gaps between a line's blobs; from there the line reaches 3 rows
+/// up and down (0.375 distance units of 8).
+/// `image [1, 1, H, W]` → conv 5×25 (4 channels: ink counts above and below, each against two
+/// thresholds) → ReLU → 1×1 conv → `maps`: 20 · (clip(above) + clip(below)) − 30, 0.375, 0.375.
+pub fn blob_line_detector_model() -> Vec<u8> {
+    let (rows, columns) = (5, 25);
+    let mut weights = vec![0.0f32; 4 * rows * columns];
+    for channel in 0..4 {
+        let row = if channel < 2 { 0 } else { rows - 1 };
+        weights[(channel * rows + row) * columns..][..columns].fill(1.0);
+    }
+    let mut g = GraphBuilder::new();
+    g.input("image", &[Err("N"), Ok(1), Err("H"), Err("W")])
+        .weight("count.weight", &[4, 1, rows, columns], &weights)
+        .weight("count.bias", &[4], &[-4.5, -5.5, -4.5, -5.5])
+        .weight(
+            "maps.weight",
+            &[3, 4, 1, 1],
+            &[
+                20.0, -20.0, 20.0, -20.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+            ],
+        )
+        .weight("maps.bias", &[3], &[-30.0, 0.375, 0.375])
+        .node(
+            "Conv",
+            &["image", "count.weight", "count.bias"],
+            &["counts"],
+            &[
+                ("kernel_shape", Attr::Ints(vec![5, 25])),
+                ("pads", Attr::Ints(vec![2, 12, 2, 12])),
+            ],
+        )
+        .node("Relu", &["counts"], &["ramps"], &[])
+        .node(
+            "Conv",
+            &["ramps", "maps.weight", "maps.bias"],
+            &["maps"],
+            &[("kernel_shape", Attr::Ints(vec![1, 1]))],
+        )
+        .output("maps", &[Err("N"), Ok(3), Err("H"), Err("W")]);
+    let metadata = Metadata::default()
+        .with("textrec.architecture", "line_fcn")
+        .with("textrec.vocabulary", "[]")
+        .with("textrec.input_height", "32")
+        .with("textrec.scale", "4");
+    g.build("blob_line_detector", &metadata).encode_to_vec()
+}
+
+/// A bundle with the line model, the learned detector and a `pages.json` naming `detector`.
+pub fn write_bundle_with_detector(dir: &Path, detector: &str) -> PathBuf {
+    let files = BTreeMap::from([
+        ("models/lines.onnx".to_owned(), ink_reader_model()),
+        (
+            "models/detector.onnx".to_owned(),
+            blob_line_detector_model(),
+        ),
+        (
+            "pages.json".to_owned(),
+            format!("{{\"line_detector\": \"{detector}\"}}\n").into_bytes(),
+        ),
+    ]);
+    bundle_file(dir, &files)
+}
+
 pub fn write_bundle(dir: &Path) -> PathBuf {
     let files = BTreeMap::from([("models/lines.onnx".to_owned(), ink_reader_model())]);
-    let bytes = bundle::write_bundle("textrec", "0.1.0", "tests", &files).unwrap();
+    bundle_file(dir, &files)
+}
+
+fn bundle_file(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> PathBuf {
+    let bytes = bundle::write_bundle("textrec", "0.1.0", "tests", files).unwrap();
     let path = dir.join("textrec-0.1.0.tar.gz");
     std::fs::write(&path, bytes).unwrap();
     path

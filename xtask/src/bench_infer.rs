@@ -13,7 +13,9 @@ use rayon::prelude::*;
 use serde_json::{Value, json};
 use textrec_recognizer::bundle::Bundle;
 use textrec_recognizer::data::{Dataset, Sample, Split};
-use textrec_recognizer::infer::{Backend, LineRecognizer, PageTranscriber, TextErrors};
+use textrec_recognizer::infer::{
+    Backend, LearnedDetector, LineDetector, LineRecognizer, PageTranscriber, TextErrors,
+};
 
 #[derive(Debug, Args)]
 pub struct InferBench {
@@ -178,7 +180,9 @@ pub fn infer(args: &InferBench) -> anyhow::Result<ExitCode> {
         let single = LineRecognizer::from_bytes_on(&lines, &args.model, 1, backend)?.0;
         let latency = line_latency(&single, 256)?;
         latencies.push((name, latency));
-        let transcriber = PageTranscriber::new(recognizer, String::new());
+        // The bundle's own line detector, as `textrec transcribe` reads pages.
+        let (mut transcriber, _) = PageTranscriber::from_bundle(&args.model, 8, backend, None)?;
+        transcriber.recognizer = recognizer;
         let (one, cer) = time_pages(&transcriber, &pages, 1)?;
         let (all, _) = time_pages(&transcriber, &pages, args.jobs)?;
         results.insert(
@@ -186,6 +190,26 @@ pub fn infer(args: &InferBench) -> anyhow::Result<ExitCode> {
             json!({"pages_per_second_1_core": one, "pages_per_second": all, "cer": cer,
                    "line_latency_ms_256px": latency * 1e3}),
         );
+    }
+    let mut detectors = vec![LineDetector::default()];
+    if let Some(model) = bundle
+        .models()
+        .into_iter()
+        .find(|m| m.architecture().as_deref() == Some("line_fcn"))
+    {
+        detectors.push(LineDetector::Learned(LearnedDetector::from_bytes(
+            model.bytes,
+            &args.model,
+        )?));
+    }
+    let mut detection_ms = serde_json::Map::new();
+    for detector in &detectors {
+        let started = Instant::now();
+        for (page, _) in &pages {
+            detector.detect(page)?;
+        }
+        let ms = started.elapsed().as_secs_f64() * 1e3 / pages.len() as f64;
+        detection_ms.insert(detector.kind().name().into(), ms.into());
     }
     let has_tesseract = Command::new("tesseract")
         .arg("--version")
@@ -212,6 +236,7 @@ pub fn infer(args: &InferBench) -> anyhow::Result<ExitCode> {
         "distinct_pages": distinct,
         "jobs": args.jobs,
         "results": results,
+        "line_detection_ms_per_page": detection_ms,
         "tract_over_ort_line_latency": ratio,
         "peak_rss_mb": peak_rss_mb(),
     });
@@ -240,6 +265,13 @@ pub fn infer(args: &InferBench) -> anyhow::Result<ExitCode> {
         }
         if let Some(ratio) = ratio {
             writeln!(out, "\ntract / ort line latency: {ratio:.2}× (goal ≤ 1.5×)")?;
+        }
+        for (name, ms) in &detection_ms {
+            writeln!(
+                out,
+                "line detection, {name}: {:.2} ms/page (1 core)",
+                ms.as_f64().unwrap_or(0.0)
+            )?;
         }
         writeln!(
             out,

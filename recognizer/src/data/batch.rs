@@ -13,14 +13,19 @@ use super::shard::Sample;
 /// A batch in NCHW layout (`C = 1`), ready to become a tensor.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
+    /// Padded height shared by every image of the batch (lines and characters all have one).
     pub height: usize,
     /// Padded width shared by every image of the batch.
     pub width: usize,
-    /// `len × height × width` floats in `[0, 1]`, ink = 1.
+    /// `len × height × width` floats in `[0, 1]` (the samples' own polarity), padding 0.
     pub pixels: Vec<f32>,
     /// Each image's width before padding.
     pub widths: Vec<usize>,
+    /// Each image's height before padding.
+    pub heights: Vec<usize>,
     pub labels: Vec<String>,
+    /// Each image's line boxes (pages), `[x0, y0, x1, y1)`.
+    pub boxes: Vec<Vec<[u16; 4]>>,
 }
 
 impl Batch {
@@ -33,18 +38,17 @@ impl Batch {
     }
 }
 
-/// Pads `samples` (all of one height; owned or borrowed, so callers need not copy pixels) to the
-/// widest, rounded up to a multiple of `multiple`.
+/// Pads `samples` (owned or borrowed, so callers need not copy pixels) to the widest, rounded up
+/// to a multiple of `multiple`, and to the tallest (pages differ in height; lines do not).
 pub fn collate<S: Borrow<Sample>>(samples: &[S], multiple: usize, invert: bool) -> Batch {
     let samples: Vec<&Sample> = samples.iter().map(Borrow::borrow).collect();
-    let height = samples.first().map_or(0, |s| s.height as usize);
+    let height = samples.iter().map(|s| s.height as usize).max().unwrap_or(0);
     let widest = samples.iter().map(|s| s.width as usize).max().unwrap_or(0);
     let width = widest.div_ceil(multiple.max(1)) * multiple.max(1);
     let mut pixels = vec![0.0f32; samples.len() * height * width];
     for (i, s) in samples.iter().enumerate() {
-        assert_eq!(s.height as usize, height, "a batch has one image height");
         let w = s.width as usize;
-        for y in 0..height {
+        for y in 0..s.height as usize {
             let row = &s.pixels[y * w..(y + 1) * w];
             let out = &mut pixels[(i * height + y) * width..][..w];
             for (o, &p) in out.iter_mut().zip(row) {
@@ -58,7 +62,9 @@ pub fn collate<S: Borrow<Sample>>(samples: &[S], multiple: usize, invert: bool) 
         width,
         pixels,
         widths: samples.iter().map(|s| s.width as usize).collect(),
+        heights: samples.iter().map(|s| s.height as usize).collect(),
         labels: samples.iter().map(|s| s.label.clone()).collect(),
+        boxes: samples.iter().map(|s| s.boxes.clone()).collect(),
     }
 }
 

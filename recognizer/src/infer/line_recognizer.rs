@@ -4,26 +4,19 @@
 //! decoding with per-character and per-line confidence.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-
-use tract_onnx::prelude::*;
+use std::path::Path;
 
 use super::onnx_runtime::{Backend, OrtModel};
+use super::plans::Plans;
 use super::{InferError, metadata};
 use crate::ctc::{Decoded, greedy_decode};
 use crate::data::Sample;
 use crate::data::batch::collate;
 use crate::vocab::Vocabulary;
 
-type Plan = Arc<TypedSimplePlan>;
-
 /// Batches are padded to a multiple of this width (the training batches' bucket, so the model
 /// sees the padding it was trained with), which bounds the number of plans.
 const WIDTH_BUCKET: usize = 64;
-/// Past this many cached plans (a page set of unusual widths) the cache starts again.
-const MAX_PLANS: usize = 256;
 
 /// A loaded line model.
 #[derive(Debug)]
@@ -35,9 +28,7 @@ pub struct LineRecognizer {
     pub downsample: usize,
     /// Lines per tract run.
     pub batch: usize,
-    path: PathBuf,
-    model: InferenceModel,
-    plans: Mutex<HashMap<(usize, usize), Plan>>,
+    plans: Plans,
     /// Set when ONNX Runtime runs the model instead of tract.
     ort: Option<OrtModel>,
 }
@@ -81,20 +72,17 @@ impl LineRecognizer {
         };
         let height = number("textrec.input_height")?;
         let downsample = number("textrec.downsample")?;
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut std::io::Cursor::new(bytes))
-            .map_err(|e| bad(format!("tract cannot read it: {e:#}")))?;
         let recognizer = LineRecognizer {
             vocabulary,
             height,
             downsample,
             batch: batch.max(1),
-            path: origin.to_owned(),
-            model,
-            plans: Mutex::new(HashMap::new()),
+            plans: Plans::read(bytes, origin)?,
             ort: None,
         };
-        recognizer.plan(recognizer.batch, recognizer.bucket())?;
+        recognizer
+            .plans
+            .get([recognizer.batch, 1, height, recognizer.bucket()])?;
         Ok(recognizer)
     }
 
@@ -137,48 +125,14 @@ impl LineRecognizer {
             let (shape, values) = ort.run(dims, &batch.pixels).map_err(InferError::Run)?;
             return Ok((shape.get(1).copied().unwrap_or(0), values));
         }
-        let input = tract_ndarray::Array4::from_shape_vec(
-            (dims[0], dims[1], dims[2], dims[3]),
-            batch.pixels,
-        )
-        .map_err(|e| InferError::Run(e.to_string()))?;
-        let result = self
-            .plan(dims[0], dims[3])?
-            .run(tvec!(Tensor::from(input).into()))
-            .map_err(|e| InferError::Run(format!("{e:#}")))?;
-        let view = result[0]
-            .to_plain_array_view::<f32>()
-            .map_err(|e| InferError::Run(format!("{e:#}")))?;
-        Ok((view.shape()[1], view.iter().copied().collect()))
+        let (shape, values) = self.plans.run(dims, batch.pixels)?;
+        Ok((shape.get(1).copied().unwrap_or(0), values))
     }
 
     /// The width lines are padded to a multiple of: the bucket, kept a multiple of the model's
     /// downsampling.
     fn bucket(&self) -> usize {
         WIDTH_BUCKET.div_ceil(self.downsample) * self.downsample
-    }
-
-    /// The optimised plan for `batch` lines `width` px wide, built once.
-    fn plan(&self, batch: usize, width: usize) -> Result<Plan, InferError> {
-        if let Some(plan) = self.plans.lock().expect("plan cache").get(&(batch, width)) {
-            return Ok(plan.clone());
-        }
-        let model = self.model.clone();
-        let fact = f32::fact([batch, 1, self.height, width]);
-        let plan = model
-            .with_input_fact(0, fact.into())
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| InferError::Model {
-                path: self.path.clone(),
-                reason: format!("tract cannot plan a batch of {batch} × {width} px: {e:#}"),
-            })?;
-        let mut plans = self.plans.lock().expect("plan cache");
-        if plans.len() >= MAX_PLANS {
-            plans.clear();
-        }
-        plans.insert((batch, width), plan.clone());
-        Ok(plan)
     }
 
     /// Per-step log-probabilities `[steps][classes]` of each line, each cut to its own width.

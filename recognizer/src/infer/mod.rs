@@ -3,18 +3,26 @@
 
 mod char_classifier;
 mod formats;
+mod learned_detector;
 pub mod line_detector;
 mod line_recognizer;
 mod onnx_runtime;
 mod page;
 mod page_image;
+mod plans;
 mod scoring;
 
 pub use char_classifier::{CharClassifier, InferError, metadata};
 pub use formats::{OutputFormat, to_alto, to_hocr, to_json};
+pub use learned_detector::{
+    CORE as DETECTOR_CORE, DetectorInput, DetectorKind, DetectorMaps, LearnedDetector,
+    LineDetector, detector_input,
+};
 pub use line_detector::{DetectionScore, LineBox, ProjectionDetector};
 pub use line_recognizer::LineRecognizer;
 pub use onnx_runtime::Backend;
-pub use page::{LineFrame, PageLine, PageTranscriber, PageTranscript, PageWord};
+pub use page::{
+    LineFrame, PAGES, PageLine, PageTranscriber, PageTranscript, PageWord, PagesConfig,
+};
 pub use page_image::{PageImageError, PageImages, decode_page, decode_pages};
 pub use scoring::{Confusion, TextErrors, edit_distance, score_chars};

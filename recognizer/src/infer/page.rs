@@ -8,7 +8,8 @@ use image::GrayImage;
 use image::imageops::{FilterType, resize};
 use serde::Serialize;
 
-use super::line_detector::{LineBox, ProjectionDetector};
+use super::learned_detector::{DetectorKind, LearnedDetector, LineDetector};
+use super::line_detector::LineBox;
 use super::{Backend, InferError, LineRecognizer};
 use crate::bundle::Bundle;
 use crate::ctc::Decoded;
@@ -82,11 +83,20 @@ impl PageTranscript {
     }
 }
 
+/// The bundle file that says how pages are read.
+pub const PAGES: &str = "pages.json";
+
+/// `pages.json`: which line detector a bundle uses unless told otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct PagesConfig {
+    pub line_detector: DetectorKind,
+}
+
 /// A line detector and a line recognizer working together.
 #[derive(Debug)]
 pub struct PageTranscriber {
     pub recognizer: LineRecognizer,
-    pub detector: ProjectionDetector,
+    pub detector: LineDetector,
     pub frame: LineFrame,
     /// The model's version, for outputs (`NAME-VERSION` of the bundle, or the file name).
     pub model_version: String,
@@ -97,18 +107,21 @@ impl PageTranscriber {
     pub fn new(recognizer: LineRecognizer, model_version: String) -> PageTranscriber {
         PageTranscriber {
             recognizer,
-            detector: ProjectionDetector::default(),
+            detector: LineDetector::default(),
             frame: LineFrame::default(),
             model_version,
         }
     }
 
     /// Takes the line model out of a release bundle (verified against its manifest), on
-    /// `backend`; the notice says when `Backend::Auto` fell back to tract.
+    /// `backend`, with the line detector `detector` names or, if none, the one the bundle's
+    /// `pages.json` names (the one its pipeline measured better); the notice says when
+    /// `Backend::Auto` fell back to tract.
     pub fn from_bundle(
         path: &Path,
         batch: usize,
         backend: Backend,
+        detector: Option<DetectorKind>,
     ) -> Result<(PageTranscriber, Option<String>), InferError> {
         let bad = |reason: String| InferError::Model {
             path: path.to_owned(),
@@ -126,13 +139,32 @@ impl PageTranscriber {
             LineRecognizer::from_bytes_on(line_model.bytes, &origin, batch, backend)?;
         let manifest = bundle.manifest();
         let version = format!("{}-{}", manifest.name, manifest.version);
-        Ok((PageTranscriber::new(recognizer, version), notice))
+        let mut transcriber = PageTranscriber::new(recognizer, version);
+        let declared = match bundle.file(PAGES) {
+            Some(bytes) => {
+                serde_json::from_slice::<PagesConfig>(bytes)
+                    .map_err(|e| bad(format!("{PAGES}: {e}")))?
+                    .line_detector
+            }
+            None => DetectorKind::Projection,
+        };
+        if detector.unwrap_or(declared) == DetectorKind::Learned {
+            let model = models
+                .iter()
+                .find(|m| m.architecture().as_deref() == Some("line_fcn"))
+                .ok_or_else(|| bad("the bundle has no learned line detector (line_fcn)".into()))?;
+            transcriber.detector = LineDetector::Learned(LearnedDetector::from_bytes(
+                model.bytes,
+                &path.join(model.name),
+            )?);
+        }
+        Ok((transcriber, notice))
     }
 
     /// Detects and reads the lines of `page` (dark ink on light paper).
     pub fn transcribe(&self, page: &GrayImage) -> Result<PageTranscript, InferError> {
         let started = Instant::now();
-        let boxes = self.detector.detect(page);
+        let boxes = self.detector.detect(page)?;
         let detect_ms = started.elapsed().as_secs_f64() * 1e3;
         let mut transcript = self.read_lines(page, boxes)?;
         transcript.detect_ms = detect_ms;
@@ -187,7 +219,7 @@ impl PageTranscriber {
 
 /// The page's paper and ink gray levels (high and low percentiles), so a faint pencil page and
 /// a black-marker page both reach the recognizer as full-strength ink on empty paper.
-fn paper_and_ink(page: &GrayImage) -> (u8, u8) {
+pub(super) fn paper_and_ink(page: &GrayImage) -> (u8, u8) {
     let mut histogram = [0u64; 256];
     for p in page.pixels() {
         histogram[p.0[0] as usize] += 1;

@@ -3,6 +3,7 @@
 
 mod artifacts;
 mod char_model;
+mod detector_model;
 mod fit;
 mod history;
 mod line_model;
@@ -10,6 +11,7 @@ mod throughput;
 
 pub use artifacts::{ModelSpec, SPEC, WEIGHTS, model_architecture};
 pub use char_model::{CharModelSpec, char_training_throughput, load_char_model, train_char_model};
+pub use detector_model::{DetectorModelSpec, load_detector_model, train_detector_model};
 pub use fit::{Device, TrainOptions, TrainOutcome};
 pub use history::{EpochRecord, History};
 pub use line_model::{

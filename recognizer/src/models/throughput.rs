@@ -79,6 +79,7 @@ pub(super) fn random_batches(
                 .map(|_| rng.random::<f32>())
                 .collect(),
             widths: vec![width; size],
+            heights: vec![height; size],
             labels: (0..size)
                 .map(|_| {
                     (0..label_len)
@@ -86,6 +87,7 @@ pub(super) fn random_batches(
                         .collect()
                 })
                 .collect(),
+            boxes: vec![Vec::new(); size],
         })
         .collect()
 }

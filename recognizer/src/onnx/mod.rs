@@ -9,6 +9,8 @@ mod check;
 mod graph;
 #[cfg(feature = "train")]
 mod line_ctc;
+#[cfg(feature = "train")]
+mod line_fcn;
 
 #[cfg(feature = "train")]
 pub use burn_export::TOLERANCE;
@@ -18,3 +20,5 @@ pub use check::{StructureError, check_structure, run_tract};
 pub use graph::{Attr, GraphBuilder, IR_VERSION, Metadata, OPSET};
 #[cfg(feature = "train")]
 pub use line_ctc::export_line_ctc;
+#[cfg(feature = "train")]
+pub use line_fcn::export_line_fcn;
