@@ -120,7 +120,7 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
         "23-detector-network-shape.yaml",
         10,
         7,
-        "stage `train-detector` (train params): network.channels has 3 entries, not 4",
+        "stage `train-detector` (train params): network: channels has 3 entries, not 4",
     ),
 ];
 

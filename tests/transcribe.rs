@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use image::{DynamicImage, GrayImage, ImageFormat};
-use pages::{page, save, write_bundle, write_bundle_with_detector};
+use pages::{page, save, write_bundle, write_bundle_naming};
 use serde_json::Value;
 
 fn textrec(dir: &Path, args: &[&str]) -> Output {
@@ -203,7 +203,7 @@ fn a_multi_page_tiff_is_one_document_with_every_page() {
 #[test]
 fn the_bundles_default_line_detector_is_used_unless_one_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let bundle = write_bundle_with_detector(dir.path(), "learned");
+    let bundle = write_bundle_naming(dir.path(), "learned", true);
     save(
         DynamicImage::ImageLuma8(page(&[3, 1, 2])),
         &dir.path().join("scan.png"),
@@ -248,28 +248,30 @@ fn the_bundles_default_line_detector_is_used_unless_one_is_named() {
         );
     }
 
-    // A bundle that names the learned detector but lacks it fails to load, saying so.
-    let files = tempfile::tempdir().unwrap();
-    let broken = pages::write_bundle(files.path());
-    let output = textrec(
-        dir.path(),
-        &[
+    // The learned detector asked for, by the flag or by pages.json, in a bundle without it: the
+    // model fails to load (exit 3), saying so.
+    let elsewhere = tempfile::tempdir().unwrap();
+    for (bundle, flag) in [
+        (write_bundle(elsewhere.path()), Some("learned")),
+        (write_bundle_naming(dir.path(), "learned", false), None),
+    ] {
+        let mut args = vec![
             "transcribe",
             "scan.png",
             "-o",
             "out2",
-            "--detector",
-            "learned",
             "--model",
-            broken.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("no learned line detector"),
-        "{}",
-        stderr(&output)
-    );
+            bundle.to_str().unwrap(),
+        ];
+        args.extend(flag.map(|d| ["--detector", d]).into_iter().flatten());
+        let output = textrec(dir.path(), &args);
+        assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("no learned line detector"),
+            "{}",
+            stderr(&output)
+        );
+    }
 }
 
 #[test]

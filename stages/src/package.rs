@@ -245,8 +245,9 @@ struct Model {
     bytes: Vec<u8>,
     architecture: String,
     vocabulary: Vec<String>,
-    input_height: usize,
-    /// `None`: any width (line models).
+    /// `None`: any height (page models, which carry `textrec.scale` instead).
+    input_height: Option<usize>,
+    /// `None`: any width (line and page models).
     input_width: Option<usize>,
     normalisation: String,
     polarity: Option<String>,
@@ -268,9 +269,13 @@ impl Model {
             format!("`{dep}`: textrec.vocabulary is not a JSON array of strings: {e}")
         })?;
         let input_height = required("textrec.input_height")?;
-        let input_height = input_height
+        let input_height: usize = input_height
             .parse()
             .map_err(|_| format!("`{dep}`: textrec.input_height `{input_height}` is not a size"))?;
+        // A page model reads any size; its textrec.input_height only sizes `verify`'s test run.
+        let input_height = metadata(&bytes, "textrec.scale")
+            .is_none()
+            .then_some(input_height);
         let input_width = metadata(&bytes, "textrec.input_width")
             .map(|w| {
                 w.parse()
@@ -308,19 +313,20 @@ impl Model {
     }
 
     fn input_shape(&self) -> String {
-        match self.input_width {
-            Some(w) => format!("1×{}×{w}", self.input_height),
-            None => format!("1×{}×any width", self.input_height),
+        match (self.input_height, self.input_width) {
+            (None, _) => "1×any height×any width".to_owned(),
+            (Some(h), Some(w)) => format!("1×{h}×{w}"),
+            (Some(h), None) => format!("1×{h}×any width"),
         }
     }
 }
 
 /// One model's entry in `preprocessing.json`: what an image must be turned into before the model
-/// reads it. `null` width: any; `null` polarity: the model does not say.
+/// reads it. `null` height or width: any; `null` polarity: the model does not say.
 #[derive(Debug, Serialize)]
 struct Preprocessing<'a> {
     architecture: &'a str,
-    input_height: usize,
+    input_height: Option<usize>,
     input_width: Option<usize>,
     normalisation: &'a str,
     polarity: Option<&'a str>,
@@ -334,8 +340,9 @@ struct Measured {
     numbers: BTreeMap<String, f64>,
     split: Option<String>,
     dataset: Option<String>,
-    /// The model it scored, as the producing stage's dep.
-    model: Option<String>,
+    /// The models it scored (a line model, and for pages perhaps a line detector), as the
+    /// producing stage's deps.
+    models: Vec<String>,
     /// The line detector a page evaluation found better.
     line_detector: Option<String>,
 }
@@ -373,11 +380,12 @@ impl Measured {
                         .cloned()
                 })
             }),
-            model: producer.and_then(|r| {
+            models: producer.map_or_else(Vec::new, |r| {
                 r.deps
                     .keys()
-                    .find(|d| input(d) == Some(Input::Model))
+                    .filter(|d| input(d) == Some(Input::Model))
                     .cloned()
+                    .collect()
             }),
             line_detector: text("line_detector"),
         })
@@ -545,12 +553,16 @@ fn model_card(
         md.push_str("\nNo metrics files were packaged with this release.\n");
     }
     for m in metrics {
-        let model = m.model.as_deref().map(|dep| {
-            models
-                .iter()
-                .find(|x| x.dep == dep)
-                .map_or_else(|| format!("`{dep}`"), |x| format!("`{}`", x.entry()))
-        });
+        let scored: Vec<String> = m
+            .models
+            .iter()
+            .map(|dep| {
+                models
+                    .iter()
+                    .find(|x| &x.dep == dep)
+                    .map_or_else(|| format!("`{dep}`"), |x| format!("`{}`", x.entry()))
+            })
+            .collect();
         let on = match (&m.split, &m.dataset) {
             (Some(split), Some(dataset)) => format!("{split} split of `{dataset}`"),
             (Some(split), None) => format!("{split} split"),
@@ -558,8 +570,10 @@ fn model_card(
             (None, None) => "split not recorded".to_owned(),
         };
         md.push_str(&format!("\n### `{}`: {on}", m.dep));
-        if let Some(model) = model {
-            md.push_str(&format!(", model {model}"));
+        match scored.as_slice() {
+            [] => {}
+            [model] => md.push_str(&format!(", model {model}")),
+            several => md.push_str(&format!(", models {}", several.join(" and "))),
         }
         md.push_str("\n\n| metric | value |\n|---|---|\n");
         for (key, value) in &m.numbers {
@@ -623,7 +637,7 @@ mod tests {
             stem: architecture.into(),
             architecture: architecture.into(),
             vocabulary: Vec::new(),
-            input_height: 32,
+            input_height: Some(32),
             input_width: None,
             normalisation: String::new(),
             polarity: None,
@@ -639,7 +653,7 @@ mod tests {
             numbers: BTreeMap::new(),
             split: None,
             dataset: None,
-            model: None,
+            models: Vec::new(),
             line_detector: line_detector.map(str::to_owned),
         }
     }
@@ -798,7 +812,7 @@ mod tests {
         let m = Measured::read("metrics/evaluate-chars.json", bytes, &upstream()).unwrap();
         assert_eq!(m.split.as_deref(), Some("val"));
         assert_eq!(m.dataset.as_deref(), Some("data/chars"));
-        assert_eq!(m.model.as_deref(), Some("onnx/chars.onnx"));
+        assert_eq!(m.models, ["onnx/chars.onnx"]);
         assert_eq!(
             m.numbers,
             BTreeMap::from([
@@ -814,7 +828,8 @@ mod tests {
             (Some("test"), Some("data/lines"))
         );
         let m = Measured::read("copied.json", b"{\"accuracy\": 1}", &upstream()).unwrap();
-        assert_eq!((m.split, m.dataset, m.model), (None, None, None));
+        assert_eq!((m.split, m.dataset), (None, None));
+        assert!(m.models.is_empty());
         assert!(Measured::read("bad.json", b"[1]", &upstream()).is_err());
     }
 

@@ -55,14 +55,14 @@ impl Network {
             .as_ref()
             .map(|c| {
                 <[usize; N]>::try_from(c.as_slice())
-                    .map_err(|_| format!("network.channels has {} entries, not {N}", c.len()))
+                    .map_err(|_| format!("channels has {} entries, not {N}", c.len()))
             })
             .transpose()
     }
 
     fn line_config(&self) -> Result<LineCtcConfig, String> {
         if self.scale.is_some() {
-            return Err("network.scale sizes line_fcn only".into());
+            return Err("scale sizes line_fcn only".into());
         }
         // Classes and height come from the dataset when training starts.
         let mut config = LineCtcConfig::new(2);
@@ -80,7 +80,7 @@ impl Network {
 
     fn detector_config(&self) -> Result<LineFcnConfig, String> {
         if self.lstm_hidden.is_some() || self.dropout.is_some() {
-            return Err("network.lstm_hidden and network.dropout size line_ctc only".into());
+            return Err("lstm_hidden and dropout size line_ctc only".into());
         }
         let mut config = LineFcnConfig::new();
         if let Some(channels) = self.channels()? {
@@ -108,10 +108,12 @@ fn validate(stage: &Stage) -> Result<Params, String> {
                 return Err("`network` sizes the line_ctc and line_fcn models only".into());
             }
             Architecture::LineCtc => {
-                network.line_config()?;
+                network.line_config().map_err(|e| format!("network: {e}"))?;
             }
             Architecture::LineFcn => {
-                network.detector_config()?;
+                network
+                    .detector_config()
+                    .map_err(|e| format!("network: {e}"))?;
             }
         }
     }

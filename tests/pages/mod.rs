@@ -105,19 +105,22 @@ pub fn blob_line_detector_model() -> Vec<u8> {
     g.build("blob_line_detector", &metadata).encode_to_vec()
 }
 
-/// A bundle with the line model, the learned detector and a `pages.json` naming `detector`.
-pub fn write_bundle_with_detector(dir: &Path, detector: &str) -> PathBuf {
-    let files = BTreeMap::from([
+/// A bundle with the line model, a `pages.json` naming `detector`, and the learned detector
+/// when `with_detector`.
+pub fn write_bundle_naming(dir: &Path, detector: &str, with_detector: bool) -> PathBuf {
+    let mut files = BTreeMap::from([
         ("models/lines.onnx".to_owned(), ink_reader_model()),
-        (
-            "models/detector.onnx".to_owned(),
-            blob_line_detector_model(),
-        ),
         (
             "pages.json".to_owned(),
             format!("{{\"line_detector\": \"{detector}\"}}\n").into_bytes(),
         ),
     ]);
+    if with_detector {
+        files.insert(
+            "models/detector.onnx".to_owned(),
+            blob_line_detector_model(),
+        );
+    }
     bundle_file(dir, &files)
 }
 

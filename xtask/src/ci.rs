@@ -20,11 +20,16 @@ const CARGO_DENY: &str = "cargo-deny@0.20.2";
 pub fn run() -> anyhow::Result<ExitCode> {
     let root = workspace_root()?;
     let mut passed = 0;
+    // Gates run one after another, and a gate's work is done just before its result arrives
+    // here, so the time since the previous result is the gate's own.
+    let mut since = Instant::now();
     let mut gate = |name: &str, result: anyhow::Result<()>| -> anyhow::Result<()> {
+        let seconds = since.elapsed().as_secs_f64();
+        since = Instant::now();
         match result {
             Ok(()) => {
                 passed += 1;
-                eprintln!("==> gate `{name}` passed");
+                eprintln!("==> gate `{name}` passed in {seconds:.0}s");
                 Ok(())
             }
             Err(e) => {

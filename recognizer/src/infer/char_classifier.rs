@@ -83,13 +83,16 @@ impl CharClassifier {
     pub fn logits(&self, samples: &[Sample]) -> Result<Vec<Vec<f32>>, InferError> {
         let mut out = Vec::with_capacity(samples.len());
         for chunk in samples.chunks(self.batch) {
-            let batch = collate(chunk, 1, false);
-            if batch.height != self.side || batch.width != self.side {
+            if let Some(odd) = chunk
+                .iter()
+                .find(|s| s.width as usize != self.side || s.height as usize != self.side)
+            {
                 return Err(InferError::Run(format!(
-                    "images are {}×{}, the model reads {}×{}",
-                    batch.width, batch.height, self.side, self.side
+                    "an image is {}×{}, the model reads {}×{}",
+                    odd.width, odd.height, self.side, self.side
                 )));
             }
+            let batch = collate(chunk, 1, false);
             // The plan has a fixed batch size: pad the last chunk with blank images.
             let mut pixels = batch.pixels;
             pixels.resize(self.batch * self.side * self.side, 0.0);

@@ -61,7 +61,7 @@ pub fn detector_input(page: &GrayImage, scale: usize) -> DetectorInput {
     }
 }
 
-/// Page rows per unit of the predicted distances (in scaled pixels), so targets are about 1.
+/// Scaled (network-input) rows per unit of the predicted distances, so targets are about 1.
 pub const DISTANCE_UNIT: f32 = 8.0;
 
 /// What the network predicts per pixel of its input, row-major planes: whether it is on a line's
@@ -102,7 +102,8 @@ impl DetectorMaps {
             top: vec![0.0; width * height],
             bottom: vec![0.0; width * height],
         };
-        for b in boxes {
+        // An empty or inverted box (a corrupt dataset) marks nothing.
+        for b in boxes.iter().filter(|b| b.width() > 0 && b.height() > 0) {
             let (y0, y1) = (b.y0 as f32 / scale, b.y1 as f32 / scale);
             let centre = (y0 + y1) / 2.0;
             let half = (y1 - y0) * CORE / 2.0;
@@ -128,9 +129,10 @@ impl DetectorMaps {
         maps
     }
 
-    /// Line boxes on a `page_width × page_height` page: the 4-connected components of positive
-    /// core logits, each spanning its columns and, in height, the mean of its pixels' predicted
-    /// top and bottom edges.
+    /// Line boxes on a `page_width × page_height` page, in reading order: the 4-connected
+    /// components of positive core logits, each spanning its columns and, in height, the mean of
+    /// its pixels' predicted top and bottom edges; pieces of one line (a gap in its core) are
+    /// joined back into one box.
     pub fn boxes(&self, scale: usize, page_width: u32, page_height: u32) -> Vec<LineBox> {
         let (width, height) = (self.width, self.height);
         let scale = scale.max(1) as f32;
@@ -178,9 +180,35 @@ impl DetectorMaps {
                 y1: clamp(y1.max(y0), page_height),
             });
         }
-        boxes.sort_by_key(|b| (b.y0 + b.y1, b.x0));
-        boxes
+        join_pieces(boxes)
     }
+}
+
+/// Joins boxes that share most of their height (more than half of the lower one's) into one,
+/// then sorts top to bottom: a line whose core the network broke in two is read as one line,
+/// in order, never as two lines whose right half might sort first.
+fn join_pieces(mut boxes: Vec<LineBox>) -> Vec<LineBox> {
+    boxes.sort_by_key(|b| (b.y0 + b.y1, b.x0));
+    let mut joined: Vec<LineBox> = Vec::with_capacity(boxes.len());
+    for b in boxes {
+        let same_line = joined.iter_mut().find(|j| {
+            let overlap = j.y1.min(b.y1).saturating_sub(j.y0.max(b.y0));
+            2 * overlap > j.height().min(b.height())
+        });
+        match same_line {
+            Some(j) => {
+                *j = LineBox {
+                    x0: j.x0.min(b.x0),
+                    y0: j.y0.min(b.y0),
+                    x1: j.x1.max(b.x1),
+                    y1: j.y1.max(b.y1),
+                }
+            }
+            None => joined.push(b),
+        }
+    }
+    joined.sort_by_key(|b| (b.y0 + b.y1, b.x0));
+    joined
 }
 
 /// An exported `line_fcn` model run by tract, one fixed-shape plan per padded page size.
@@ -212,11 +240,14 @@ impl LearnedDetector {
         let scale = metadata(bytes, "textrec.scale")
             .and_then(|v| v.parse::<usize>().ok())
             .filter(|&v| v > 0)
-            .ok_or_else(|| bad("no textrec.scale metadata".into()))?;
-        Ok(LearnedDetector {
+            .ok_or_else(|| bad("no textrec.scale metadata (a positive whole number)".into()))?;
+        let detector = LearnedDetector {
             scale,
             plans: Plans::read(bytes, origin)?,
-        })
+        };
+        // Plan the smallest input now: a model tract cannot run fails here, not on every page.
+        detector.plans.get([1, 1, SIZE_BUCKET, SIZE_BUCKET])?;
+        Ok(detector)
     }
 
     /// Loads an exported `line_fcn` model file.
@@ -241,10 +272,14 @@ impl LearnedDetector {
             .plans
             .run([1, 1, padded_height, padded_width], pixels)?;
         if values.len() != 3 * padded_width * padded_height {
-            return Err(InferError::Run(format!(
-                "the detector gave {} values for a {padded_width}×{padded_height} input, not 3 maps",
-                values.len()
-            )));
+            return Err(InferError::Model {
+                path: self.plans.path().to_owned(),
+                reason: format!(
+                    "the detector gave {} values for a {padded_width}×{padded_height} input, not \
+                     3 maps",
+                    values.len()
+                ),
+            });
         }
         let own: Vec<f32> = (0..3 * input.height)
             .flat_map(|row| {
@@ -395,6 +430,21 @@ mod tests {
         let truth = [line(0, 0, 200, 40), line(0, 36, 200, 76)];
         let found = perfect(DetectorMaps::target(&truth, 50, 20, 4)).boxes(4, 200, 80);
         assert_eq!(found, truth.to_vec());
+    }
+
+    #[test]
+    fn pieces_of_one_line_are_joined_and_lines_stay_apart() {
+        // A line broken in two (the right piece a little higher, so it would sort first), and
+        // the next line just below.
+        let pieces = vec![
+            line(10, 20, 100, 50),
+            line(120, 18, 300, 48),
+            line(10, 56, 200, 86),
+        ];
+        assert_eq!(
+            join_pieces(pieces),
+            vec![line(10, 18, 300, 50), line(10, 56, 200, 86)]
+        );
     }
 
     #[test]

@@ -140,15 +140,17 @@ impl PageTranscriber {
         let manifest = bundle.manifest();
         let version = format!("{}-{}", manifest.name, manifest.version);
         let mut transcriber = PageTranscriber::new(recognizer, version);
-        let declared = match bundle.file(PAGES) {
-            Some(bytes) => {
+        // pages.json is read only when no detector is named, so a flag gets past a bad one.
+        let detector = match (detector, bundle.file(PAGES)) {
+            (Some(named), _) => named,
+            (None, Some(bytes)) => {
                 serde_json::from_slice::<PagesConfig>(bytes)
                     .map_err(|e| bad(format!("{PAGES}: {e}")))?
                     .line_detector
             }
-            None => DetectorKind::Projection,
+            (None, None) => DetectorKind::Projection,
         };
-        if detector.unwrap_or(declared) == DetectorKind::Learned {
+        if detector == DetectorKind::Learned {
             let model = models
                 .iter()
                 .find(|m| m.architecture().as_deref() == Some("line_fcn"))

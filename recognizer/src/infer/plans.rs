@@ -62,21 +62,31 @@ impl Plans {
         Ok(plan)
     }
 
-    /// Runs the plan for `shape` on `pixels`: the first output's shape and values.
+    /// Runs the plan for `shape` on `pixels`: the first output's shape and values. Failures name
+    /// the model, since a page runs two.
     pub(crate) fn run(
         &self,
         shape: [usize; 4],
         pixels: Vec<f32>,
     ) -> Result<(Vec<usize>, Vec<f32>), InferError> {
+        let failed = |reason: String| InferError::Model {
+            path: self.path.clone(),
+            reason: format!("inference failed: {reason}"),
+        };
         let input = tract_ndarray::Array4::from_shape_vec(shape, pixels)
-            .map_err(|e| InferError::Run(e.to_string()))?;
+            .map_err(|e| failed(e.to_string()))?;
         let result = self
             .get(shape)?
             .run(tvec!(Tensor::from(input).into()))
-            .map_err(|e| InferError::Run(format!("{e:#}")))?;
+            .map_err(|e| failed(format!("{e:#}")))?;
         let view = result[0]
             .to_plain_array_view::<f32>()
-            .map_err(|e| InferError::Run(format!("{e:#}")))?;
+            .map_err(|e| failed(format!("{e:#}")))?;
         Ok((view.shape().to_vec(), view.iter().copied().collect()))
+    }
+
+    /// The model's origin, for errors.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 }

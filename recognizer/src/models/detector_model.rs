@@ -1,7 +1,8 @@
 //! The learned line detector: `LineFcn` trained on a `pages` dataset to mark each line's core
 //! (per-pixel binary cross-entropy on the downscaled page) and to predict, on the core, the
 //! distances to the line's top and bottom (L1), validated by detecting lines on the val pages
-//! exactly as inference does and scoring them against the true boxes.
+//! as inference does and scoring them against the true boxes. (Pages in a batch are padded to
+//! the largest, inference pads to a 32-pixel multiple; both pad with blank paper.)
 
 use std::path::Path;
 
@@ -47,8 +48,8 @@ struct DetectorTask {
 }
 
 impl DetectorTask {
-    /// Turns a batch of page samples (dark ink on light paper) into network inputs and core
-    /// masks through the same [`detector_input`] inference uses.
+    /// Turns a batch of page samples (dark ink on light paper) into network inputs and targets
+    /// (cores and distances) through the same [`detector_input`] inference uses.
     fn prepare(&self, batch: &Batch) -> PageBatch {
         let mut inputs = Vec::with_capacity(batch.len());
         let mut targets = Vec::with_capacity(batch.len());
@@ -252,7 +253,7 @@ pub fn train_detector_model<B: AutodiffBackend>(
         input_width: None,
         normalisation: format!(
             "page contrast-stretched from its paper and ink levels to ink = 1, area-averaged \
-             down {scale}×; any size (plans are built per 32-px multiple)"
+             down {scale}×; any size (tract plans per 32-pixel multiple of the shrunk page)"
         ),
         train: options.clone(),
         outcome,
@@ -289,7 +290,7 @@ mod tests {
         )
         .into_scalar()
         .elem();
-        // ln(1 + e^-2) for a confident hit, ln(1 + e^-1) for a mild miss; the padded pixel's
+        // ln(1 + e^-2) for a confident hit, ln(1 + e^-1) for a hesitant right call; the padded pixel's
         // huge loss does not count.
         let expected = ((1.0f32 + (-2.0f32).exp()).ln() + (1.0f32 + (-1.0f32).exp()).ln()) / 2.0;
         assert!((loss - expected).abs() < 1e-6, "{loss} vs {expected}");
