@@ -11,6 +11,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Re
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
+use super::batch_norm::batch_norm;
 use super::lstm::{BiLstm, BiLstmConfig};
 
 /// Input pixels per output step along the width.
@@ -97,7 +98,7 @@ impl<B: Backend> LineCtc<B> {
     /// `[width / 4, batch, classes]` log-probabilities (time first, as CTC wants).
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
         let block = |conv: &Conv2d<B>, norm: &BatchNorm<B>, x| {
-            self.activation.forward(norm.forward(conv.forward(x)))
+            self.activation.forward(batch_norm(norm, conv.forward(x)))
         };
         let x = self.pool.forward(block(&self.conv1, &self.norm1, images));
         let x = self.pool.forward(block(&self.conv2, &self.norm2, x));

@@ -1,6 +1,7 @@
 //! Network architectures, and nothing else: no loss, no optimiser, no data (FSDL's split).
 //! Generic over the Burn backend so one definition trains on CPU or CUDA.
 
+mod batch_norm;
 mod char_cnn;
 mod line_ctc;
 mod line_fcn;
