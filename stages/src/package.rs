@@ -458,7 +458,7 @@ fn provenance(origin: &str, spec: &str) -> (String, &'static str) {
         "npm" => (format!("npm package `{spec}`"), "see the package's licence"),
         "apt" if spec.starts_with("fonts-") => (
             format!("handwriting font, Debian package `{spec}`"),
-            "OFL or GPL with font exception (the package's copyright file says which)",
+            "OFL, GPL with font exception or CC BY-SA 3.0 (the package's copyright file says which)",
         ),
         "apt" if spec == "wordnet-base" => (
             format!("example sentences, Debian package `{spec}`"),
