@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::data::Observer;
 use textrec_recognizer::models::{
-    AutodiffBackend, CpuTraining, Device, TrainOptions, TrainOutcome, train_char_model,
+    CpuTraining, Device, TrainOptions, TrainOutcome, TrainingBackend, train_char_model,
     train_detector_model, train_line_model,
 };
 use textrec_recognizer::networks::{LineCtcConfig, LineFcnConfig};
@@ -122,7 +122,7 @@ fn validate(stage: &Stage) -> Result<Params, String> {
 
 /// The Burn backend a train stage runs on, after `device` has been checked against this build
 /// and machine.
-enum TrainingBackend {
+enum SelectedBackend {
     Cpu,
     #[cfg(feature = "cuda")]
     Cuda,
@@ -131,26 +131,26 @@ enum TrainingBackend {
 fn training_backend(
     device: Device,
     observer: &StageObserver<'_, '_>,
-) -> Result<TrainingBackend, StageFailure> {
+) -> Result<SelectedBackend, StageFailure> {
     #[cfg(feature = "cuda")]
     {
         use textrec_recognizer::models::cuda_runtime;
         match (device, cuda_runtime()) {
-            (Device::Cpu, _) => Ok(TrainingBackend::Cpu),
-            (Device::Cuda | Device::Auto, Ok(())) => Ok(TrainingBackend::Cuda),
+            (Device::Cpu, _) => Ok(SelectedBackend::Cpu),
+            (Device::Cuda | Device::Auto, Ok(())) => Ok(SelectedBackend::Cuda),
             (Device::Cuda, Err(why)) => Err(format!("device: cuda: {why}").into()),
             (Device::Auto, Err(why)) => {
                 observer.warn(&format!("device: auto → cpu ({why})"));
-                Ok(TrainingBackend::Cpu)
+                Ok(SelectedBackend::Cpu)
             }
         }
     }
     #[cfg(not(feature = "cuda"))]
     match device {
-        Device::Cpu => Ok(TrainingBackend::Cpu),
+        Device::Cpu => Ok(SelectedBackend::Cpu),
         Device::Auto => {
             observer.warn("device: auto → cpu (this build has no CUDA backend)");
-            Ok(TrainingBackend::Cpu)
+            Ok(SelectedBackend::Cpu)
         }
         Device::Cuda => Err("device: cuda needs a build with the `cuda` feature \
              (`cargo run --release -p xtask --features cuda -- run …`); use device: cpu or auto"
@@ -159,7 +159,7 @@ fn training_backend(
 }
 
 /// Trains the stage's model on backend `B`; returns the outcome and the validation metric.
-fn train_on<B: AutodiffBackend>(
+fn train_on<B: TrainingBackend>(
     params: &Params,
     ctx: &StageContext<'_>,
     observer: &StageObserver<'_, '_>,
@@ -248,11 +248,11 @@ impl StageKind for Train {
         let params = validate(ctx.stage)?;
         let observer = StageObserver { ctx };
         let (outcome, metric) = match training_backend(params.training.device, &observer)? {
-            TrainingBackend::Cpu => {
+            SelectedBackend::Cpu => {
                 train_on::<CpuTraining>(&params, ctx, &observer, &Default::default())?
             }
             #[cfg(feature = "cuda")]
-            TrainingBackend::Cuda => {
+            SelectedBackend::Cuda => {
                 use textrec_recognizer::models::CudaTraining;
                 let device = Default::default();
                 // cudarc panics on driver/NVRTC failures it meets after the probe (a too-new

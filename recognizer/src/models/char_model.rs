@@ -5,8 +5,8 @@ use std::path::Path;
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 
+use super::TrainingBackend;
 use super::artifacts::{
     ModelSpec, dataset_fingerprint, expect_architecture, load_weights, model_architecture,
     read_spec, save_model,
@@ -60,7 +60,7 @@ impl CharTask {
     }
 }
 
-impl<B: AutodiffBackend> Task<B> for CharTask {
+impl<B: TrainingBackend> Task<B> for CharTask {
     type Network = CharCnn<B>;
 
     fn metric_name(&self) -> &'static str {
@@ -110,7 +110,7 @@ impl<B: AutodiffBackend> Task<B> for CharTask {
 
 /// Trains a character model on `dataset_dir` and writes `weights.mpk`, `model.json`,
 /// `history.json`, `history.csv` and `curves.png` into `out`.
-pub fn train_char_model<B: AutodiffBackend>(
+pub fn train_char_model<B: TrainingBackend>(
     dataset_dir: &Path,
     options: &TrainOptions,
     network_config: Option<CharCnnConfig>,

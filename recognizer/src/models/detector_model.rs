@@ -7,9 +7,9 @@
 use std::path::Path;
 
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use image::{GrayImage, Luma};
 
+use super::TrainingBackend;
 use super::artifacts::{
     ModelSpec, dataset_fingerprint, expect_architecture, load_weights, model_architecture,
     read_spec, save_model,
@@ -145,7 +145,7 @@ fn detector_loss<B: Backend>(
     core_loss + misses.sum() * DISTANCE_WEIGHT / (cores.sum() * 2.0).clamp_min(1.0)
 }
 
-impl<B: AutodiffBackend> Task<B> for DetectorTask {
+impl<B: TrainingBackend> Task<B> for DetectorTask {
     type Network = LineFcn<B>;
 
     /// Detection F1 at IoU ≥ 0.5 times the matched boxes' mean IoU: finding every line counts
@@ -214,7 +214,7 @@ impl<B: AutodiffBackend> Task<B> for DetectorTask {
 
 /// Trains a line detector on the pages dataset in `dataset_dir` and writes `weights.mpk`,
 /// `model.json`, `history.json`, `history.csv` and `curves.png` into `out`.
-pub fn train_detector_model<B: AutodiffBackend>(
+pub fn train_detector_model<B: TrainingBackend>(
     dataset_dir: &Path,
     options: &TrainOptions,
     network_config: Option<LineFcnConfig>,

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use burn::nn::loss::CTCLossConfig;
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 
+use super::TrainingBackend;
 use super::artifacts::{
     ModelSpec, dataset_fingerprint, expect_architecture, load_weights, model_architecture,
     read_spec, save_model,
@@ -151,7 +151,7 @@ pub fn decode_batch<B: Backend>(
         .collect()
 }
 
-impl<B: AutodiffBackend> Task<B> for LineTask {
+impl<B: TrainingBackend> Task<B> for LineTask {
     type Network = LineCtc<B>;
 
     fn metric_name(&self) -> &'static str {
@@ -207,7 +207,7 @@ impl<B: AutodiffBackend> Task<B> for LineTask {
 /// Trains a line model on `dataset_dir` and writes the model directory `out` (see
 /// [`super::artifacts`]). `network_config` sizes the network; its classes and height are taken
 /// from the dataset.
-pub fn train_line_model<B: AutodiffBackend>(
+pub fn train_line_model<B: TrainingBackend>(
     dataset_dir: &Path,
     options: &TrainOptions,
     network_config: Option<LineCtcConfig>,

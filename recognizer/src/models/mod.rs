@@ -20,8 +20,19 @@ pub use line_model::{
 };
 pub use throughput::Throughput;
 
-/// The bound every trainable backend meets (CPU flex, CUDA), so callers can pick one.
-pub use burn::tensor::backend::AutodiffBackend;
+/// The bound every trainable backend meets (CPU flex, CUDA), so callers can pick one: autodiff
+/// over a backend the networks run on, itself one they run on.
+pub trait TrainingBackend:
+    burn::tensor::backend::AutodiffBackend<InnerBackend: ConvBackend> + ConvBackend
+{
+}
+
+impl<B> TrainingBackend for B where
+    B: burn::tensor::backend::AutodiffBackend<InnerBackend: ConvBackend> + ConvBackend
+{
+}
+
+use crate::networks::ConvBackend;
 
 use std::path::PathBuf;
 

@@ -5,6 +5,8 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, Relu};
 use burn::prelude::*;
 
+use super::conv::{ConvBackend, conv2d};
+
 /// Input side: the EMNIST-like 28×28 character images.
 pub const SIDE: usize = 28;
 
@@ -52,11 +54,11 @@ impl CharCnnConfig {
     }
 }
 
-impl<B: Backend> CharCnn<B> {
+impl<B: ConvBackend> CharCnn<B> {
     /// `[batch, 1, 28, 28]` ink in `[0, 1]` → `[batch, classes]` logits.
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = self.activation.forward(self.conv1.forward(images));
-        let x = self.activation.forward(self.conv2.forward(x));
+        let x = self.activation.forward(conv2d(&self.conv1, images));
+        let x = self.activation.forward(conv2d(&self.conv2, x));
         let x = self.dropout.forward(self.pool.forward(x));
         let [batch, channels, height, width] = x.dims();
         let x = x.reshape([batch, channels * height * width]);

@@ -9,6 +9,8 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
+
+use super::conv::{ConvBackend, conv2d};
 use burn::tensor::activation::log_softmax;
 
 use super::batch_norm::batch_norm;
@@ -93,12 +95,12 @@ impl LineCtcConfig {
     }
 }
 
-impl<B: Backend> LineCtc<B> {
+impl<B: ConvBackend> LineCtc<B> {
     /// `[batch, 1, height, width]` ink in `[0, 1]` (width a multiple of 4) →
     /// `[width / 4, batch, classes]` log-probabilities (time first, as CTC wants).
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
         let block = |conv: &Conv2d<B>, norm: &BatchNorm<B>, x| {
-            self.activation.forward(batch_norm(norm, conv.forward(x)))
+            self.activation.forward(batch_norm(norm, conv2d(conv, x)))
         };
         let x = self.pool.forward(block(&self.conv1, &self.norm1, images));
         let x = self.pool.forward(block(&self.conv2, &self.norm2, x));

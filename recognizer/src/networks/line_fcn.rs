@@ -9,6 +9,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{PaddingConfig2d, Relu};
 use burn::prelude::*;
 
+use super::conv::{ConvBackend, conv2d};
+
 /// Dilation of each 3×3 convolution, in order.
 pub const DILATIONS: [usize; 4] = [1, 2, 4, 8];
 /// Output channels: the core logit, then the distances to the line's top and bottom.
@@ -67,14 +69,14 @@ impl LineFcnConfig {
     }
 }
 
-impl<B: Backend> LineFcn<B> {
+impl<B: ConvBackend> LineFcn<B> {
     /// `[batch, 1, height, width]` ink in `[0, 1]` → `[batch, 3, height, width]` maps (see
     /// `infer::DetectorMaps`).
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
         let x = self
             .convs
             .iter()
-            .fold(images, |x, conv| self.activation.forward(conv.forward(x)));
+            .fold(images, |x, conv| self.activation.forward(conv2d(conv, x)));
         self.head.forward(x)
     }
 }

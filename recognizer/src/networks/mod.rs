@@ -3,11 +3,13 @@
 
 mod batch_norm;
 mod char_cnn;
+mod conv;
 mod line_ctc;
 mod line_fcn;
 mod lstm;
 
 pub use char_cnn::{CharCnn, CharCnnConfig, SIDE as CHAR_SIDE};
+pub use conv::{ConvBackend, conv2d};
 pub use line_ctc::{DOWNSAMPLE as LINE_DOWNSAMPLE, LineCtc, LineCtcConfig};
 pub use line_fcn::{DILATIONS as LINE_FCN_DILATIONS, LineFcn, LineFcnConfig};
 pub use lstm::{BiLstm, BiLstmConfig, LstmDirection};

@@ -8,12 +8,12 @@ use super::burn_export::{
 use super::graph::{Attr, GraphBuilder};
 use crate::data::Sample;
 use crate::models::{CharModelSpec, ModelError};
-use crate::networks::{CHAR_SIDE, CharCnn};
+use crate::networks::{CHAR_SIDE, CharCnn, ConvBackend};
 
 /// Writes the network as ONNX (input `image` `[N, 1, 28, 28]`, output `logits` `[N, classes]`),
 /// validates its structure and checks tract's outputs against Burn's on `parity_samples`.
 /// Returns the encoded model and the largest absolute difference seen.
-pub fn export_char_cnn<B: Backend>(
+pub fn export_char_cnn<B: ConvBackend>(
     network: &CharCnn<B>,
     spec: &CharModelSpec,
     parity_samples: &[Sample],

@@ -9,13 +9,13 @@ use super::graph::{Attr, GraphBuilder};
 use crate::data::Sample;
 use crate::infer::detector_input;
 use crate::models::{DetectorModelSpec, ModelError};
-use crate::networks::{LINE_FCN_DILATIONS, LineFcn};
+use crate::networks::{ConvBackend, LINE_FCN_DILATIONS, LineFcn};
 
 /// Writes the network as ONNX (input `image` `[N, 1, H, W]`, output `maps` `[N, 3, H, W]`: core
 /// logit, distances up and down;
 /// `textrec.scale` metadata says how much pages are shrunk first), validates its structure and
 /// checks tract's outputs against Burn's on the first of `parity_samples` pages.
-pub fn export_line_fcn<B: Backend>(
+pub fn export_line_fcn<B: ConvBackend>(
     network: &LineFcn<B>,
     spec: &DetectorModelSpec,
     parity_samples: &[Sample],
