@@ -127,6 +127,23 @@ fn datasets_have_disjoint_splits_balanced_classes_and_reproducible_bytes() {
                 .insert(writer_group(&s.style).to_owned());
         }
     }
+    // Fonts are scaled by their measured capital height, so an `H` is 16–20.5 px tall in every
+    // font (a little more or less after stroke, elastic and pose jitter), as in EMNIST.
+    for s in samples(&chars, Split::Train)
+        .iter()
+        .filter(|s| s.label == "H" && s.style != "mnist")
+    {
+        let inked = |row: &[u8]| row.iter().any(|&p| p > 96);
+        let rows: Vec<usize> = (0..28)
+            .filter(|&y| inked(&s.pixels[y * 28..(y + 1) * 28]))
+            .collect();
+        let height = rows.last().unwrap() - rows.first().unwrap() + 1;
+        assert!(
+            (13..=24).contains(&height),
+            "an `H` of {} is {height} px tall",
+            s.style
+        );
+    }
     assert_eq!(
         groups_by_split[&Split::Test],
         BTreeSet::from(["fonts-kristi".to_owned()])
@@ -272,8 +289,9 @@ fn bad_sources_fail_with_a_message_that_names_them() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("no usable sentence"), "{stderr}");
 
-    // A capitals-only font (small capitals for lower case): its lower case is skipped with a
-    // warning that lists it, never drawn under a lower-case label.
+    // A capitals-only font (small capitals for lower case), found without being named in
+    // `capitals_only`: its lower case is skipped with a warning, never drawn under a lower-case
+    // label, and the lines it writes are labelled upper-case, as it draws them.
     let pipeline = PIPELINE
         .replace(
             "- {name: fonts-kristi,",
@@ -281,12 +299,12 @@ fn bad_sources_fail_with_a_message_that_names_them() {
         )
         .replace(
             "fonts: &fonts [fonts-dancingscript, fonts-comic-neue, fonts-lobster, fonts-kristi]",
-            "fonts: &fonts [fonts-dancingscript, fonts-bwht, fonts-lobster, fonts-kristi]\n      capitals_only: [fonts-bwht]",
+            "fonts: &fonts [fonts-dancingscript, fonts-bwht, fonts-lobster, fonts-kristi]",
         );
     let (ws, code, stderr) = attempt(&pipeline, None, "chars");
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
-        stderr.contains("warning: font fonts-bwht/") && stderr.contains("lacks"),
+        stderr.contains("warning: font fonts-bwht/") && stderr.contains("writes small capitals"),
         "{stderr}"
     );
     let chars = Dataset::open(&ws.path("chars")).unwrap();
@@ -304,4 +322,18 @@ fn bad_sources_fail_with_a_message_that_names_them() {
         })
         .count();
     assert_eq!(bwht_lowercase, 0);
+    let (ws, code, stderr) = attempt(&pipeline, None, "lines");
+    assert_eq!(code, Some(0), "{stderr}");
+    let lines = Dataset::open(&ws.path("lines")).unwrap();
+    let bwht_lines: Vec<Sample> = samples(&lines, Split::Train)
+        .into_iter()
+        .filter(|s| s.style.starts_with("fonts-bwht/"))
+        .collect();
+    assert!(
+        !bwht_lines.is_empty(),
+        "the capitals-only font writes no line"
+    );
+    for s in &bwht_lines {
+        assert_eq!(s.label, s.label.to_ascii_uppercase(), "{}", s.style);
+    }
 }

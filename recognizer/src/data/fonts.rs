@@ -1,5 +1,6 @@
 //! Handwriting fonts: loading, vocabulary coverage, and the ink metric used to normalise sizes.
 
+use std::borrow::Cow;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,8 @@ pub struct HandFont {
     /// Vocabulary characters this font cannot draw (no glyph, or a capitals-only font that maps
     /// a lower-case letter onto its capital).
     pub missing: Vec<char>,
+    /// Its lower case is small capitals: it writes text upper-cased.
+    pub capitals_only: bool,
 }
 
 impl HandFont {
@@ -34,6 +37,16 @@ impl HandFont {
 
     pub fn covers_text(&self, text: &str) -> bool {
         text.chars().all(|c| self.covers(c))
+    }
+
+    /// `text` as this font writes it: unchanged when it has every character, upper-cased by a
+    /// capitals-only font (the label says what the image shows), `None` when it cannot.
+    pub fn spell<'t>(&self, text: &'t str) -> Option<Cow<'t, str>> {
+        if self.covers_text(text) {
+            return Some(Cow::Borrowed(text));
+        }
+        let upper = text.to_ascii_uppercase();
+        (self.capitals_only && self.covers_text(&upper)).then_some(Cow::Owned(upper))
     }
 
     pub fn glyph(&self, c: char) -> GlyphId {
@@ -92,17 +105,25 @@ pub fn load_fonts(
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let mut missing = missing_characters(&font, characters);
-            if capitals_only.contains(group) {
+            let name = format!("{group}/{stem}");
+            let small_capitals = writes_small_capitals(&font);
+            if small_capitals && !capitals_only.contains(group) {
+                warnings.push(format!(
+                    "font {name} writes small capitals for lower case (its ascenders barely top \
+                     its `x`): it writes upper-cased text only"
+                ));
+            }
+            let capitals_only = small_capitals || capitals_only.contains(group);
+            if capitals_only {
                 missing.extend(characters.iter().filter(|c| c.is_ascii_lowercase()));
                 missing.sort_unstable();
                 missing.dedup();
             }
             let cap_height = font
                 .outline(font.glyph_id('H'))
-                .map(|o| o.bounds.max.y - o.bounds.min.y.max(0.0))
+                .map(|o| top(&o) - bottom(&o).max(0.0))
                 .filter(|h| *h > 0.0)
                 .unwrap_or_else(|| font.ascent_unscaled() * 0.7);
-            let name = format!("{group}/{stem}");
             if !missing.is_empty() {
                 let list: String = missing.iter().collect();
                 warnings.push(format!(
@@ -116,10 +137,43 @@ pub fn load_fonts(
                 font,
                 cap_height,
                 missing,
+                capitals_only,
             });
         }
     }
     Ok((fonts, warnings))
+}
+
+/// Highest point of a glyph in font units (y up). ab_glyph's bounds are a screen-style rect:
+/// `min.y` holds the top, `max.y` the bottom.
+fn top(outline: &Outline) -> f32 {
+    outline.bounds.min.y
+}
+
+/// Lowest point of a glyph in font units (below 0 for descenders).
+fn bottom(outline: &Outline) -> f32 {
+    outline.bounds.max.y
+}
+
+/// Whether the lower case is capitals: letters with ascenders (`b d h k l`) reaching no higher
+/// than 1.2 × the top of `x`. Drawing such a font under lower-case labels would teach that
+/// capitals are lower case. Measured on Debian's fonts: small-capital and capitals-only faces
+/// 0.93–1.14, ordinary and script faces 1.24 (Lobster) and up.
+fn writes_small_capitals(font: &FontVec) -> bool {
+    let top_of = |c: char| {
+        font.outline(font.glyph_id(c))
+            .map(|o| top(&o))
+            .filter(|t| *t > 0.0)
+    };
+    let Some(x_top) = top_of('x') else {
+        return false;
+    };
+    let mut ascenders: Vec<f32> = "bdhkl".chars().filter_map(top_of).collect();
+    if ascenders.is_empty() {
+        return false;
+    }
+    ascenders.sort_by(f32::total_cmp);
+    ascenders[ascenders.len() / 2] < 1.2 * x_top
 }
 
 fn missing_characters(font: &FontVec, characters: &[char]) -> Vec<char> {

@@ -5,6 +5,7 @@
 //! Every sample is a pure function of `(seed, kind, split, index)`: its random generator is
 //! seeded from those alone, so generation is parallel and still byte-for-byte reproducible.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -26,7 +27,7 @@ use super::{DataError, Observer};
 use crate::Vocabulary;
 
 /// Bump when generation changes in a way that changes the bytes.
-pub const GENERATOR_VERSION: u32 = 1;
+pub const GENERATOR_VERSION: u32 = 2;
 
 /// Side of a character image (EMNIST's).
 pub const CHAR_SIDE: usize = 28;
@@ -140,6 +141,19 @@ struct SplitPool<'a> {
     fonts: Vec<&'a HandFont>,
     digits: [Vec<&'a Digit>; 10],
     texts: Vec<String>,
+}
+
+impl<'a> SplitPool<'a> {
+    /// One of the split's fonts that can draw what `covers` asks for.
+    fn pick_font(
+        &self,
+        rng: &mut impl Rng,
+        covers: impl Fn(&HandFont) -> bool,
+    ) -> Option<&'a HandFont> {
+        let candidates: Vec<&'a HandFont> =
+            self.fonts.iter().copied().filter(|f| covers(f)).collect();
+        candidates.choose(rng).copied()
+    }
 }
 
 /// Generates the dataset into `out` (an empty or missing directory) and returns its manifest,
@@ -401,13 +415,7 @@ fn char_sample(
             pixels: digit.pixels.clone(),
         });
     }
-    let candidates: Vec<&HandFont> = pool
-        .fonts
-        .iter()
-        .copied()
-        .filter(|f| f.covers(class))
-        .collect();
-    let font = candidates.choose(rng)?;
+    let font = pool.pick_font(rng, |f| f.covers(class))?;
     let ink = render_char(font, class, rng);
     Some(Sample {
         label: class.to_string(),
@@ -574,13 +582,8 @@ fn line_sample(
     rng: &mut ChaCha8Rng,
 ) -> Option<Sample> {
     let height = options.height as usize;
-    let candidates: Vec<&HandFont> = pool
-        .fonts
-        .iter()
-        .copied()
-        .filter(|f| f.covers_text(text))
-        .collect();
-    let font = candidates.choose(rng)?;
+    let font = pool.pick_font(rng, |f| f.spell(text).is_some())?;
+    let text = &*font.spell(text)?;
     let (ink, style) = if rng.random_bool(options.pasted_fraction.clamp(0.0, 1.0)) {
         (
             pasted_line(pool, font, text, height, rng),
@@ -644,13 +647,8 @@ fn page_sample(
     for _ in 0..lines {
         texts.push(pool.texts.choose(rng)?);
     }
-    let candidates: Vec<&HandFont> = pool
-        .fonts
-        .iter()
-        .copied()
-        .filter(|f| texts.iter().all(|t| f.covers_text(t)))
-        .collect();
-    let font = candidates.choose(rng)?;
+    let font = pool.pick_font(rng, |f| texts.iter().all(|t| f.spell(t).is_some()))?;
+    let texts: Vec<Cow<'_, str>> = texts.iter().map(|t| font.spell(t)).collect::<Option<_>>()?;
     let line_height = rng.random_range(
         options.min_line_height..=options.max_line_height.max(options.min_line_height),
     ) as usize;
@@ -732,11 +730,7 @@ fn page_sample(
     };
     finish_page(&mut page, &paper_style, rng);
     Some(Sample {
-        label: texts
-            .iter()
-            .map(|t| t.as_str())
-            .collect::<Vec<_>>()
-            .join("\n"),
+        label: texts.join("\n"),
         style: font.name.clone(),
         width: width as u16,
         height: height as u16,
