@@ -106,16 +106,14 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
         bias: Option<FloatTensor<Self>>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        /// Saved for the backward pass: the input, the weights and the options.
-        type State = (NodeId, NodeId, ConvOptions<2>);
-
+        // One backward step per parent count (`Backward` is generic over it); both run `step`.
         #[derive(Debug)]
         struct WithBias;
         #[derive(Debug)]
         struct WithoutBias;
 
         fn step<B: ConvBackend, const N: usize>(
-            ops: Ops<State, N>,
+            ops: Ops<ConvState, N>,
             grads: &mut Gradients,
             checkpointer: &mut Checkpointer,
         ) {
@@ -143,62 +141,76 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
         }
 
         impl<B: ConvBackend> Backward<B, 3> for WithBias {
-            type State = State;
-            fn backward(self, ops: Ops<State, 3>, grads: &mut Gradients, ck: &mut Checkpointer) {
+            type State = ConvState;
+            fn backward(
+                self,
+                ops: Ops<ConvState, 3>,
+                grads: &mut Gradients,
+                ck: &mut Checkpointer,
+            ) {
                 step::<B, 3>(ops, grads, ck)
             }
         }
 
         impl<B: ConvBackend> Backward<B, 2> for WithoutBias {
-            type State = State;
-            fn backward(self, ops: Ops<State, 2>, grads: &mut Gradients, ck: &mut Checkpointer) {
+            type State = ConvState;
+            fn backward(
+                self,
+                ops: Ops<ConvState, 2>,
+                grads: &mut Gradients,
+                ck: &mut Checkpointer,
+            ) {
                 step::<B, 2>(ops, grads, ck)
             }
         }
 
-        let forward =
-            |x: FloatTensor<B>, weight, bias, options| B::conv2d_forward(x, weight, bias, options);
         match bias {
-            Some(bias) => match WithBias
-                .prepare::<C>([x.node.clone(), weight.node.clone(), bias.node.clone()])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(mut prep) => {
-                    let state = (
-                        prep.checkpoint(&x),
-                        prep.checkpoint(&weight),
-                        options.clone(),
-                    );
-                    let output =
-                        forward(x.primitive, weight.primitive, Some(bias.primitive), options);
-                    prep.finish(state, output)
-                }
-                OpsKind::UnTracked(prep) => prep.finish(forward(
-                    x.primitive,
-                    weight.primitive,
-                    Some(bias.primitive),
-                    options,
-                )),
-            },
-            None => match WithoutBias
-                .prepare::<C>([x.node.clone(), weight.node.clone()])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(mut prep) => {
-                    let state = (
-                        prep.checkpoint(&x),
-                        prep.checkpoint(&weight),
-                        options.clone(),
-                    );
-                    prep.finish(state, forward(x.primitive, weight.primitive, None, options))
-                }
-                OpsKind::UnTracked(prep) => {
-                    prep.finish(forward(x.primitive, weight.primitive, None, options))
-                }
-            },
+            Some(bias) => {
+                let nodes = [x.node.clone(), weight.node.clone(), bias.node.clone()];
+                let kind = WithBias.prepare::<C>(nodes).compute_bound().stateful();
+                record(kind, x, weight, Some(bias.primitive), options)
+            }
+            None => {
+                let nodes = [x.node.clone(), weight.node.clone()];
+                let kind = WithoutBias.prepare::<C>(nodes).compute_bound().stateful();
+                record(kind, x, weight, None, options)
+            }
         }
+    }
+}
+
+/// Saved for the backward pass: the input, the weights and the options.
+type ConvState = (NodeId, NodeId, ConvOptions<2>);
+
+/// Runs the forward convolution and, when it is tracked, records what its backward step needs.
+fn record<B, C, Step, const N: usize>(
+    kind: OpsKind<Step, B, ConvState, C, N>,
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    bias: Option<FloatTensor<B>>,
+    options: ConvOptions<2>,
+) -> FloatTensor<Autodiff<B, C>>
+where
+    B: ConvBackend,
+    C: CheckpointStrategy,
+    Step: Backward<B, N, State = ConvState>,
+{
+    match kind {
+        OpsKind::Tracked(mut prep) => {
+            let state = (
+                prep.checkpoint(&x),
+                prep.checkpoint(&weight),
+                options.clone(),
+            );
+            let output = B::conv2d_forward(x.primitive, weight.primitive, bias, options);
+            prep.finish(state, output)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(B::conv2d_forward(
+            x.primitive,
+            weight.primitive,
+            bias,
+            options,
+        )),
     }
 }
 
@@ -225,7 +237,7 @@ impl ConvBackend for Flex {
         options: ConvOptions<2>,
         wanted: Wanted,
     ) -> ConvGradients<Flex> {
-        let Some(geometry) = Geometry::of(&x, &weight, None, &options) else {
+        let Some(geometry) = Geometry::of(&x, &weight, Some(&output_grad), &options) else {
             return burn_conv2d_backward::<Flex>(x, weight, output_grad, options, wanted);
         };
         let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
@@ -297,14 +309,15 @@ struct Geometry {
 }
 
 impl Geometry {
-    /// `None` for what the kernels here do not handle (grouped convolutions, other dtypes).
+    /// `None` for what the kernels here do not handle (grouped convolutions, other dtypes than
+    /// f32 in `x`, `weight` and `other`: the bias, or the output gradient).
     fn of(
         x: &FlexTensor,
         weight: &FlexTensor,
-        bias: Option<&FlexTensor>,
+        other: Option<&FlexTensor>,
         options: &ConvOptions<2>,
     ) -> Option<Geometry> {
-        let f32_only = [Some(x), Some(weight), bias]
+        let f32_only = [Some(x), Some(weight), other]
             .into_iter()
             .flatten()
             .all(|t| t.dtype() == burn::tensor::DType::F32);
