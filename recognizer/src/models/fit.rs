@@ -312,7 +312,11 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
     let mut images = 0u64;
     let error = RefCell::new(None);
     let mut stopped_early = false;
-    'epochs: while state.epoch < options.epochs && state.step < total_steps {
+    // An epoch whose batches are all done but which a kill stopped before its validation
+    // (`batches_done > 0` at the step budget) still needs that validation.
+    'epochs: while state.epoch < options.epochs
+        && (state.step < total_steps || state.batches_done > 0)
+    {
         let epoch_seed = stable_hash(options.seed, format!("epoch/{}", state.epoch).as_bytes());
         let mut train = batches(
             dataset,
@@ -327,7 +331,8 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
         for _ in 0..state.batches_done {
             train.next();
         }
-        for batch in train.by_ref() {
+        while state.step < total_steps {
+            let Some(batch) = train.next() else { break };
             B::seed(
                 device,
                 stable_hash(options.seed, format!("step/{}", state.step).as_bytes()),
@@ -356,9 +361,6 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
             ));
             if state.step.is_multiple_of(options.checkpoint_every) {
                 save_checkpoint::<B, T>(resume_dir, &state, &network, &optimizer, best.as_deref())?;
-            }
-            if state.step >= total_steps {
-                break;
             }
         }
         if let Some(e) = error.borrow_mut().take() {
@@ -569,4 +571,171 @@ fn load_checkpoint<B: AutodiffBackend, T: Task<B>>(
         })?;
     let best = read(format!("{tag}.{BEST}")).ok();
     Ok(Some((state, network, optimizer, best)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use burn::nn::{Linear, LinearConfig};
+
+    use super::*;
+    use crate::data::{DatasetKind, Manifest, Polarity, ShardWriter, SplitInfo, Unobserved};
+    use crate::models::CpuTraining as B;
+
+    /// Maps a 2×2 image's mean ink to one number pulled towards 1: the smallest task `fit` can train.
+    struct Toy;
+
+    fn toy_loss<K: Backend>(
+        network: &Linear<K>,
+        batch: &Batch,
+        device: &K::Device,
+    ) -> Tensor<K, 1> {
+        let per_image = batch.pixels.len() / batch.len();
+        let pixels = TensorData::new(batch.pixels.clone(), [batch.len(), per_image]);
+        let ink = Tensor::<K, 2>::from_data(pixels, device).mean_dim(1);
+        let out = network.forward(ink);
+        out.sub_scalar(1.0).powi_scalar(2).mean()
+    }
+
+    impl<K: AutodiffBackend> Task<K> for Toy {
+        type Network = Linear<K>;
+
+        fn metric_name(&self) -> &'static str {
+            "negative_loss"
+        }
+
+        fn loss(&self, network: &Linear<K>, batch: &Batch, device: &K::Device) -> Tensor<K, 1> {
+            toy_loss(network, batch, device)
+        }
+
+        fn validate(
+            &self,
+            network: &Linear<K::InnerBackend>,
+            batches: &mut dyn Iterator<Item = Batch>,
+            device: &K::Device,
+        ) -> (f64, f64) {
+            let losses: Vec<f64> = batches
+                .map(|b| toy_loss(network, &b, device).into_scalar().elem::<f64>())
+                .collect();
+            let mean = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
+            (mean, -mean)
+        }
+    }
+
+    fn toy_dataset(dir: &Path) -> Dataset {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut splits = BTreeMap::new();
+        for (split, count) in [(Split::Train, 8u8), (Split::Val, 4)] {
+            let mut writer = ShardWriter::new(dir, split, 1 << 20);
+            for i in 0..count {
+                writer
+                    .push(&Sample {
+                        label: i.to_string(),
+                        style: "toy".into(),
+                        width: 2,
+                        height: 2,
+                        boxes: Vec::new(),
+                        pixels: vec![i * 30, 255 - i * 30, i, 7],
+                    })
+                    .unwrap();
+            }
+            let info = SplitInfo {
+                count: u64::from(count),
+                fonts: vec!["toy".into()],
+                class_counts: BTreeMap::new(),
+                shards: writer.finish().unwrap(),
+            };
+            splits.insert(split, info);
+        }
+        Manifest {
+            kind: DatasetKind::Chars,
+            vocabulary: Vec::new(),
+            seed: 0,
+            generator_version: 0,
+            polarity: Polarity::InkWhite,
+            height: Some(2),
+            width: Some(2),
+            sources: BTreeMap::new(),
+            splits,
+            params: serde_json::Value::Null,
+            skipped: Vec::new(),
+        }
+        .write(dir)
+        .unwrap();
+        Dataset::open(dir).unwrap()
+    }
+
+    #[test]
+    fn a_run_killed_after_its_last_step_but_before_validation_resumes_into_that_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = toy_dataset(&dir.path().join("data"));
+        let resume = dir.path().join("resume");
+        std::fs::create_dir_all(&resume).unwrap();
+        let options = TrainOptions {
+            epochs: 1,
+            batch_size: 2,
+            warmup_steps: 1,
+            checkpoint_every: 4,
+            patience: 0,
+            shuffle_buffer: 8,
+            ..TrainOptions::default()
+        };
+        let device = Default::default();
+        let network = || LinearConfig::new(1, 1).init::<B>(&device);
+        let (trained, history, outcome) = fit(
+            &Toy,
+            network(),
+            &dataset,
+            &options,
+            &resume,
+            &Unobserved,
+            &device,
+        )
+        .unwrap();
+        assert_eq!(outcome.steps, 4);
+
+        // The epoch-end checkpoint, rewound to the one saved after the last step: same weights,
+        // all four batches done, not yet validated.
+        let state_path = resume.join(STATE);
+        let done: Checkpoint =
+            serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+        let last = &history.epochs[0];
+        let killed = Checkpoint {
+            epoch: 0,
+            batches_done: done.step,
+            best_metric: None,
+            best_epoch: 0,
+            epochs_without_improvement: 0,
+            history: History {
+                metric_name: history.metric_name.clone(),
+                epochs: Vec::new(),
+            },
+            train_loss_sum: last.train_loss * done.step as f64,
+            train_batches: done.step,
+            ..done
+        };
+        std::fs::remove_file(resume.join(format!("{}.{BEST}", killed.step))).unwrap();
+        std::fs::write(&state_path, serde_json::to_vec(&killed).unwrap()).unwrap();
+
+        let (resumed, resumed_history, resumed_outcome) = fit(
+            &Toy,
+            network(),
+            &dataset,
+            &options,
+            &resume,
+            &Unobserved,
+            &device,
+        )
+        .unwrap();
+        assert_eq!(resumed_outcome.resumed_from, Some(4));
+        assert_eq!(resumed_outcome.steps, 4, "no batch is trained twice");
+        assert_eq!(resumed_history.epochs.len(), 1);
+        assert_eq!(resumed_history.epochs[0].val_metric, last.val_metric);
+        assert_eq!(resumed_history.epochs[0].train_loss, last.train_loss);
+        assert_eq!(
+            resumed.weight.val().into_data(),
+            trained.weight.val().into_data()
+        );
+    }
 }
