@@ -106,9 +106,15 @@ pub enum ModelError {
     Invalid { reason: String },
 
     #[error(
-        "ONNX parity check failed: tract and Burn differ by {max_abs_diff:e} (tolerance {tolerance:e})"
+        "ONNX parity check failed: tract and Burn differ by {abs_diff:e} where Burn gives {value} \
+         (allowed: {tolerance:e} + {relative_tolerance:e} × |value|)"
     )]
-    Parity { max_abs_diff: f32, tolerance: f32 },
+    Parity {
+        abs_diff: f32,
+        value: f32,
+        tolerance: f32,
+        relative_tolerance: f32,
+    },
 }
 
 impl ModelError {

@@ -13,7 +13,7 @@ mod line_ctc;
 mod line_fcn;
 
 #[cfg(feature = "train")]
-pub use burn_export::TOLERANCE;
+pub use burn_export::{RELATIVE_TOLERANCE, TOLERANCE};
 #[cfg(feature = "train")]
 pub use char_cnn::export_char_cnn;
 pub use check::{StructureError, check_structure, run_tract};
