@@ -682,17 +682,20 @@ mod tests {
             ..TrainOptions::default()
         };
         let device = Default::default();
-        let network = || LinearConfig::new(1, 1).init::<B>(&device);
-        let (trained, history, outcome) = fit(
-            &Toy,
-            network(),
-            &dataset,
-            &options,
-            &resume,
-            &Unobserved,
-            &device,
-        )
-        .unwrap();
+        let train = || {
+            let network = LinearConfig::new(1, 1).init::<B>(&device);
+            fit(
+                &Toy,
+                network,
+                &dataset,
+                &options,
+                &resume,
+                &Unobserved,
+                &device,
+            )
+            .unwrap()
+        };
+        let (trained, history, outcome) = train();
         assert_eq!(outcome.steps, 4);
 
         // The epoch-end checkpoint, rewound to the one saved after the last step: same weights,
@@ -718,16 +721,7 @@ mod tests {
         std::fs::remove_file(resume.join(format!("{}.{BEST}", killed.step))).unwrap();
         std::fs::write(&state_path, serde_json::to_vec(&killed).unwrap()).unwrap();
 
-        let (resumed, resumed_history, resumed_outcome) = fit(
-            &Toy,
-            network(),
-            &dataset,
-            &options,
-            &resume,
-            &Unobserved,
-            &device,
-        )
-        .unwrap();
+        let (resumed, resumed_history, resumed_outcome) = train();
         assert_eq!(resumed_outcome.resumed_from, Some(4));
         assert_eq!(resumed_outcome.steps, 4, "no batch is trained twice");
         assert_eq!(resumed_history.epochs.len(), 1);

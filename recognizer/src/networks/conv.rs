@@ -106,73 +106,51 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
         bias: Option<FloatTensor<Self>>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        // One backward step per parent count (`Backward` is generic over it); both run `step`.
+        /// The backward step; `N` is the parent count (input, weights, and the bias if any).
         #[derive(Debug)]
-        struct WithBias;
-        #[derive(Debug)]
-        struct WithoutBias;
+        struct ConvStep<const N: usize>;
 
-        fn step<B: ConvBackend, const N: usize>(
-            ops: Ops<ConvState, N>,
-            grads: &mut Gradients,
-            checkpointer: &mut Checkpointer,
-        ) {
-            let output_grad = grads.consume::<B>(&ops.node);
-            let (x_state, weight_state, options) = ops.state;
-            let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
-            let weight = checkpointer.retrieve_node_output::<FloatTensor<B>>(weight_state);
-            let parent = |i: usize| ops.parents.get(i).cloned().flatten();
-            let (node_x, node_weight, node_bias) = (parent(0), parent(1), parent(2));
-            let wanted = Wanted {
-                x: node_x.is_some(),
-                weight: node_weight.is_some(),
-                bias: node_bias.is_some(),
-            };
-            let gradients = B::conv2d_backward(x, weight, output_grad, options, wanted);
-            for (node, grad) in [
-                (node_x, gradients.x),
-                (node_weight, gradients.weight),
-                (node_bias, gradients.bias),
-            ] {
-                if let (Some(node), Some(grad)) = (node, grad) {
-                    grads.register::<B>(node.id, grad);
+        impl<B: ConvBackend, const N: usize> Backward<B, N> for ConvStep<N> {
+            type State = ConvState;
+            fn backward(
+                self,
+                ops: Ops<ConvState, N>,
+                grads: &mut Gradients,
+                checkpointer: &mut Checkpointer,
+            ) {
+                let output_grad = grads.consume::<B>(&ops.node);
+                let (x_state, weight_state, options) = ops.state;
+                let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+                let weight = checkpointer.retrieve_node_output::<FloatTensor<B>>(weight_state);
+                let parent = |i: usize| ops.parents.get(i).cloned().flatten();
+                let (node_x, node_weight, node_bias) = (parent(0), parent(1), parent(2));
+                let wanted = Wanted {
+                    x: node_x.is_some(),
+                    weight: node_weight.is_some(),
+                    bias: node_bias.is_some(),
+                };
+                let gradients = B::conv2d_backward(x, weight, output_grad, options, wanted);
+                for (node, grad) in [
+                    (node_x, gradients.x),
+                    (node_weight, gradients.weight),
+                    (node_bias, gradients.bias),
+                ] {
+                    if let (Some(node), Some(grad)) = (node, grad) {
+                        grads.register::<B>(node.id, grad);
+                    }
                 }
-            }
-        }
-
-        impl<B: ConvBackend> Backward<B, 3> for WithBias {
-            type State = ConvState;
-            fn backward(
-                self,
-                ops: Ops<ConvState, 3>,
-                grads: &mut Gradients,
-                ck: &mut Checkpointer,
-            ) {
-                step::<B, 3>(ops, grads, ck)
-            }
-        }
-
-        impl<B: ConvBackend> Backward<B, 2> for WithoutBias {
-            type State = ConvState;
-            fn backward(
-                self,
-                ops: Ops<ConvState, 2>,
-                grads: &mut Gradients,
-                ck: &mut Checkpointer,
-            ) {
-                step::<B, 2>(ops, grads, ck)
             }
         }
 
         match bias {
             Some(bias) => {
                 let nodes = [x.node.clone(), weight.node.clone(), bias.node.clone()];
-                let kind = WithBias.prepare::<C>(nodes).compute_bound().stateful();
+                let kind = ConvStep::<3>.prepare::<C>(nodes).compute_bound().stateful();
                 record(kind, x, weight, Some(bias.primitive), options)
             }
             None => {
                 let nodes = [x.node.clone(), weight.node.clone()];
-                let kind = WithoutBias.prepare::<C>(nodes).compute_bound().stateful();
+                let kind = ConvStep::<2>.prepare::<C>(nodes).compute_bound().stateful();
                 record(kind, x, weight, None, options)
             }
         }
