@@ -144,9 +144,13 @@ fn parity(got: &[f32], reference: &[f32]) -> Result<f32, ModelError> {
         let diff = if diff.is_nan() { f32::INFINITY } else { diff };
         max_diff = max_diff.max(diff);
         let allowed = TOLERANCE + RELATIVE_TOLERANCE * b.abs();
-        let used = diff / allowed;
-        if used > 1.0 && worst.is_none_or(|(w, _, _)| used > w) {
-            worst = Some((used, diff, b));
+        // `diff` is never NaN; a NaN reference makes `allowed` NaN: both breach.
+        if allowed.is_nan() || diff > allowed {
+            let used = diff / allowed;
+            let used = if used.is_nan() { f32::INFINITY } else { used };
+            if worst.is_none_or(|(w, _, _)| used > w) {
+                worst = Some((used, diff, b));
+            }
         }
     }
     match worst {
@@ -176,5 +180,9 @@ mod tests {
         assert!(parity(&[-40.001], &[-40.0]).is_err());
         let nan = parity(&[f32::NAN], &[1.0]).unwrap_err().to_string();
         assert!(nan.contains("inf"), "{nan}");
+        assert!(
+            parity(&[1.0], &[f32::NAN]).is_err(),
+            "NaN in Burn's output too"
+        );
     }
 }
