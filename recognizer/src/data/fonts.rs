@@ -39,14 +39,20 @@ impl HandFont {
         text.chars().all(|c| self.covers(c))
     }
 
+    /// Whether this font can write `text`, upper-cased if it is capitals-only ([`Self::spell`]).
+    pub fn can_spell(&self, text: &str) -> bool {
+        self.covers_text(text)
+            || (self.capitals_only && text.chars().all(|c| self.covers(c.to_ascii_uppercase())))
+    }
+
     /// `text` as this font writes it: unchanged when it has every character, upper-cased by a
     /// capitals-only font (the label says what the image shows), `None` when it cannot.
     pub fn spell<'t>(&self, text: &'t str) -> Option<Cow<'t, str>> {
         if self.covers_text(text) {
             return Some(Cow::Borrowed(text));
         }
-        let upper = text.to_ascii_uppercase();
-        (self.capitals_only && self.covers_text(&upper)).then_some(Cow::Owned(upper))
+        self.can_spell(text)
+            .then(|| Cow::Owned(text.to_ascii_uppercase()))
     }
 
     pub fn glyph(&self, c: char) -> GlyphId {
@@ -107,14 +113,15 @@ pub fn load_fonts(
             let mut missing = missing_characters(&font, characters);
             let name = format!("{group}/{stem}");
             let small_capitals = writes_small_capitals(&font);
-            if small_capitals && !capitals_only.contains(group) {
+            let named_capitals_only = capitals_only.contains(group);
+            if small_capitals && !named_capitals_only {
                 warnings.push(format!(
                     "font {name} writes small capitals for lower case (its ascenders barely top \
                      its `x`): it writes upper-cased text only"
                 ));
             }
-            let capitals_only = small_capitals || capitals_only.contains(group);
-            if capitals_only {
+            let writes_capitals = small_capitals || named_capitals_only;
+            if writes_capitals {
                 missing.extend(characters.iter().filter(|c| c.is_ascii_lowercase()));
                 missing.sort_unstable();
                 missing.dedup();
@@ -137,7 +144,7 @@ pub fn load_fonts(
                 font,
                 cap_height,
                 missing,
-                capitals_only,
+                capitals_only: writes_capitals,
             });
         }
     }

@@ -582,7 +582,7 @@ fn line_sample(
     rng: &mut ChaCha8Rng,
 ) -> Option<Sample> {
     let height = options.height as usize;
-    let font = pool.pick_font(rng, |f| f.spell(text).is_some())?;
+    let font = pool.pick_font(rng, |f| f.can_spell(text))?;
     let text = &*font.spell(text)?;
     let (ink, style) = if rng.random_bool(options.pasted_fraction.clamp(0.0, 1.0)) {
         (
@@ -647,7 +647,7 @@ fn page_sample(
     for _ in 0..lines {
         texts.push(pool.texts.choose(rng)?);
     }
-    let font = pool.pick_font(rng, |f| texts.iter().all(|t| f.spell(t).is_some()))?;
+    let font = pool.pick_font(rng, |f| texts.iter().all(|t| f.can_spell(t)))?;
     let texts: Vec<Cow<'_, str>> = texts.iter().map(|t| font.spell(t)).collect::<Option<_>>()?;
     let line_height = rng.random_range(
         options.min_line_height..=options.max_line_height.max(options.min_line_height),
