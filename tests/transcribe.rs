@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use image::{DynamicImage, GrayImage, ImageFormat};
-use pages::{page, save, write_bundle, write_bundle_naming};
+use pages::{page, save, write_bundle, write_bundle_naming, write_bundle_with_language_model};
 use serde_json::Value;
 
 fn textrec(dir: &Path, args: &[&str]) -> Output {
@@ -272,6 +272,62 @@ fn the_bundles_default_line_detector_is_used_unless_one_is_named() {
             stderr(&output)
         );
     }
+}
+
+#[test]
+fn a_bundle_with_a_language_model_beam_decodes_unless_told_greedy() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_lm = write_bundle_with_language_model(dir.path());
+    save(
+        DynamicImage::ImageLuma8(page(&[3, 1, 2])),
+        &dir.path().join("scan.png"),
+        ImageFormat::Png,
+    );
+    let run = |bundle: &Path, decoder: Option<&str>, out: &str| {
+        let mut args = vec![
+            "transcribe",
+            "scan.png",
+            "-o",
+            out,
+            "--format",
+            "txt,json",
+            "--model",
+            bundle.to_str().unwrap(),
+        ];
+        args.extend(decoder.map(|d| ["--decoder", d]).into_iter().flatten());
+        textrec(dir.path(), &args)
+    };
+    for (decoder, expected) in [
+        (None, "beam"),
+        (Some("beam"), "beam"),
+        (Some("greedy"), "greedy"),
+    ] {
+        let out = format!("out-{expected}-{}", decoder.is_some());
+        let output = run(&with_lm, decoder, &out);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(&out).join(name)).unwrap();
+        // The ink reader leaves no doubt, so the language model changes no character.
+        assert_eq!(read("scan.txt"), "aaa\na\naa\n", "{decoder:?}");
+        let json: Value = serde_json::from_str(&read("scan.json")).unwrap();
+        assert_eq!(json["decoder"], expected, "{decoder:?}");
+    }
+    // Beam decoding asked of a bundle without a language model: the model fails to load (exit 3).
+    let elsewhere = tempfile::tempdir().unwrap();
+    let output = run(&write_bundle(elsewhere.path()), Some("beam"), "out-none");
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("with a language model"),
+        "{}",
+        stderr(&output)
+    );
+    // `verify` reads the language model too.
+    let output = textrec(dir.path(), &["verify", with_lm.to_str().unwrap(), "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        report.contains("models/lines.lm") && report.contains("char_ngram"),
+        "{report}"
+    );
 }
 
 #[test]

@@ -96,6 +96,11 @@ Examples:
         /// pipeline measured better.
         #[arg(long)]
         detector: Option<DetectorKind>,
+        /// Line decoding: beam (a beam search weighed by the bundle's character language model)
+        /// or greedy (the network's best path alone, faster); default: beam when the bundle has
+        /// a language model.
+        #[arg(long)]
+        decoder: Option<transcribe::Decoder>,
     },
     /// Serve the transcriber over HTTP: POST /v1/transcribe, GET /healthz, GET /metrics, and a
     /// demo page at / to drop an image on.
@@ -105,7 +110,7 @@ API:
                         200 → the JSON of `transcribe --format json` plus ms.total
                         400 not an image · 413 body or pixels over the limit
                         503 workers busy and queue full (Retry-After: 1) · 504 over --timeout
-  GET  /healthz         {\"status\": \"ok\", \"model\": ..., \"line_detector\": ...}
+  GET  /healthz         {\"status\": \"ok\", \"model\": ..., \"line_detector\": ..., \"decoder\": ...}
   GET  /metrics         Prometheus text: requests by status, errors, latency, input size and
                         brightness histograms (drift), lines, queue length
 
@@ -144,6 +149,10 @@ Examples:
         /// Line detector: projection or learned; default: the one the bundle's pages.json names.
         #[arg(long)]
         detector: Option<DetectorKind>,
+        /// Line decoding: beam (with the bundle's language model) or greedy; default: beam when
+        /// the bundle has a language model.
+        #[arg(long)]
+        decoder: Option<transcribe::Decoder>,
     },
     /// Check a release bundle: every file against the sha256 in its manifest.json, and every
     /// model loaded and run once with tract.
@@ -198,6 +207,7 @@ fn main() -> ExitCode {
             timeout,
             backend,
             detector,
+            decoder,
         } => {
             let model = match model {
                 Some(model) => model,
@@ -209,7 +219,8 @@ fn main() -> ExitCode {
                     }
                 },
             };
-            let transcriber = match transcribe::load_transcriber(&model, backend, detector) {
+            let transcriber = match transcribe::load_transcriber(&model, backend, detector, decoder)
+            {
                 Ok(t) => t,
                 Err(e) => {
                     eprintln!("error: cannot load the model {}: {e:#}", model.display());
@@ -244,6 +255,7 @@ fn main() -> ExitCode {
             json,
             backend,
             detector,
+            decoder,
         } => {
             let options = transcribe::Options {
                 inputs,
@@ -257,6 +269,7 @@ fn main() -> ExitCode {
                 json,
                 backend,
                 detector,
+                decoder,
             };
             match transcribe::run(&options) {
                 Ok(transcribe::Outcome::AllTranscribed) => ExitCode::SUCCESS,

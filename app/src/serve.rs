@@ -335,6 +335,7 @@ async fn healthz(State(state): State<Shared>) -> Response {
         "status": "ok",
         "model": transcriber.model_version,
         "line_detector": transcriber.detector.kind(),
+        "decoder": transcriber.recognizer.decoder_name(),
     }))
     .into_response()
 }

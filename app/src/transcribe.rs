@@ -37,6 +37,7 @@ pub struct Options {
     pub backend: Backend,
     /// None: the bundle's default.
     pub detector: Option<DetectorKind>,
+    pub decoder: Option<Decoder>,
 }
 
 /// How a batch ended, for the exit status.
@@ -99,13 +100,32 @@ pub fn newest_bundle(dir: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// How lines are decoded: `beam` with the bundle's language model, `greedy` without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoder {
+    Greedy,
+    Beam,
+}
+
+impl std::str::FromStr for Decoder {
+    type Err = String;
+    fn from_str(name: &str) -> Result<Decoder, String> {
+        match name {
+            "greedy" => Ok(Decoder::Greedy),
+            "beam" => Ok(Decoder::Beam),
+            other => Err(format!("unknown decoder `{other}`: use greedy or beam")),
+        }
+    }
+}
+
 /// Loads the model: a release bundle (verified), or a bare exported line model (`.onnx`, read
-/// with the projection detector), on `backend`, with `detector` or the bundle's default; says so
-/// on stderr when `auto` falls back to tract.
+/// with the projection detector and greedy decoding), on `backend`, with `detector` and
+/// `decoder` or the bundle's defaults; says so on stderr when `auto` falls back to tract.
 pub fn load_transcriber(
     model: &Path,
     backend: Backend,
     detector: Option<DetectorKind>,
+    decoder: Option<Decoder>,
 ) -> anyhow::Result<PageTranscriber> {
     let (transcriber, notice) = if model.extension().is_some_and(|e| e == "onnx") {
         if detector == Some(DetectorKind::Learned) {
@@ -122,6 +142,15 @@ pub fn load_transcriber(
     } else {
         PageTranscriber::from_bundle(model, LINE_BATCH, backend, detector)?
     };
+    let mut transcriber = transcriber;
+    match decoder {
+        Some(Decoder::Greedy) => transcriber.recognizer.set_language_model(None)?,
+        Some(Decoder::Beam) if transcriber.recognizer.language_model().is_none() => bail!(
+            "--decoder beam needs a release bundle with a language model; {} has none",
+            model.display()
+        ),
+        Some(Decoder::Beam) | None => {}
+    }
     if let Some(notice) = notice {
         eprintln!("note: {notice}");
     }
@@ -362,7 +391,7 @@ pub fn run(options: &Options) -> Result<Outcome, Fatal> {
         Some(model) => model.clone(),
         None => newest_bundle(Path::new("release")).map_err(Fatal::Model)?,
     };
-    let transcriber = load_transcriber(&model, options.backend, options.detector)
+    let transcriber = load_transcriber(&model, options.backend, options.detector, options.decoder)
         .with_context(|| format!("cannot load the model {}", model.display()))
         .map_err(Fatal::Model)?;
     let pool = rayon::ThreadPoolBuilder::new()

@@ -579,7 +579,7 @@ fn verify_contents(contents: Contents) -> Verification {
         .filter(|f| f.problem.is_none())
         .map(|f| f.name.as_str())
         .collect();
-    let models = models(&contents.files)
+    let mut models: Vec<ModelCheck> = models(&contents.files)
         .into_iter()
         .filter(|model| intact.contains(model.name))
         .map(|model| ModelCheck {
@@ -587,6 +587,30 @@ fn verify_contents(contents: Contents) -> Verification {
             outcome: model.check(),
         })
         .collect();
+    // Language models are read whole: every n-gram entry is checked.
+    models.extend(
+        contents
+            .files
+            .iter()
+            .filter(|(name, _)| {
+                name.starts_with("models/")
+                    && name.ends_with(".lm")
+                    && intact.contains(name.as_str())
+            })
+            .map(|(name, bytes)| ModelCheck {
+                name: name.clone(),
+                outcome: crate::lm::CharLm::from_bytes(bytes)
+                    .map(|lm| ModelSummary {
+                        architecture: format!("char_ngram (order {})", lm.order()),
+                        inputs: Vec::new(),
+                        outputs: Vec::new(),
+                    })
+                    .map_err(|e| BundleError::Model {
+                        entry: name.clone(),
+                        reason: e.to_string(),
+                    }),
+            }),
+    );
     Verification {
         name: contents.manifest.name.clone(),
         version: contents.manifest.version.clone(),

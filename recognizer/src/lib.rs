@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod ctc;
 pub mod data;
 pub mod infer;
+pub mod lm;
 #[cfg(feature = "train")]
 pub mod models;
 #[cfg(feature = "train")]

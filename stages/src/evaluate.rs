@@ -7,7 +7,8 @@
 //! the true boxes, page CER with detected lines, and CER with the true boxes (what a perfect
 //! detector would give). Given a learned line detector as a third dep, both detectors are
 //! scored and the better one is named in the metrics (`line_detector`), which `package` writes
-//! into the bundle as its default.
+//! into the bundle as its default. Given a character language model (`.lm`, any dep after the
+//! dataset), lines are beam-decoded with it, and greedy decoding is reported beside it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -16,10 +17,12 @@ use std::time::Instant;
 use serde::Deserialize;
 use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::data::{Dataset, DatasetKind, Observer, Sample, Split};
+use textrec_recognizer::greedy_decode;
 use textrec_recognizer::infer::{
     CharClassifier, DetectionScore, LearnedDetector, LineBox, LineDetector, LineRecognizer,
     PageTranscriber, TextErrors, metadata, score_chars,
 };
+use textrec_recognizer::lm::CharLm;
 
 use crate::observe::StageObserver;
 
@@ -61,8 +64,8 @@ fn default_split() -> Split {
 
 fn validate(stage: &Stage) -> Result<Params, String> {
     let params: Params = parse_params(&stage.params)?;
-    if !(2..=3).contains(&stage.deps.len()) || stage.outs.len() != 1 || stage.metrics.len() != 1 {
-        return Err("`evaluate` reads [model.onnx, dataset] (pages: optionally a learned line detector's .onnx third), writes a report directory (outs) and a metrics file".into());
+    if !(2..=4).contains(&stage.deps.len()) || stage.outs.len() != 1 || stage.metrics.len() != 1 {
+        return Err("`evaluate` reads [model.onnx, dataset], then for line models optionally a language model (.lm) and, on pages, a learned line detector's .onnx; it writes a report directory (outs) and a metrics file".into());
     }
     if params.max_regression.is_some() && params.previous.is_none() {
         return Err(
@@ -131,6 +134,7 @@ impl StageKind for Evaluate {
         let bytes = std::fs::read(model).map_err(|e| format!("{}: {e}", model.display()))?;
         let architecture = metadata(&bytes, "textrec.architecture").unwrap_or_default();
         let observer = StageObserver { ctx };
+        let (language_model, detector) = extra_deps(&ctx.deps[2..])?;
         let (metrics, headline) = match architecture.as_str() {
             "line_ctc" => {
                 if params.min_accuracy.is_some() || params.uci_digits {
@@ -138,11 +142,12 @@ impl StageKind for Evaluate {
                         "min_accuracy and uci_digits apply to character models; use max_cer".into(),
                     );
                 }
-                let recognizer = LineRecognizer::from_bytes(&bytes, model, 16)?;
+                let mut recognizer = LineRecognizer::from_bytes(&bytes, model, 16)?;
+                recognizer.set_language_model(language_model)?;
                 if dataset.manifest.kind == DatasetKind::Pages {
                     let transcriber = PageTranscriber::new(recognizer, String::new());
                     let mut detectors = vec![LineDetector::default()];
-                    if let Some(path) = ctx.deps.get(2) {
+                    if let Some(path) = detector {
                         detectors.push(LineDetector::Learned(LearnedDetector::load(path)?));
                     }
                     evaluate_pages(
@@ -154,8 +159,8 @@ impl StageKind for Evaluate {
                         &observer,
                     )?
                 } else {
-                    if ctx.deps.len() > 2 {
-                        return Err("a line detector (third dep) is evaluated on pages only".into());
+                    if detector.is_some() {
+                        return Err("a line detector is evaluated on pages only".into());
                     }
                     evaluate_lines(
                         &recognizer,
@@ -170,8 +175,7 @@ impl StageKind for Evaluate {
             _ => {
                 if ctx.deps.len() > 2 {
                     return Err(
-                        "a line detector (third dep) is evaluated with a line model on pages"
-                            .into(),
+                        "a language model or line detector is evaluated with a line model".into(),
                     );
                 }
                 if params.max_cer.is_some() {
@@ -249,6 +253,26 @@ impl StageKind for Evaluate {
             Err(format!("quality gate failed: {}", failures.join("; ")).into())
         }
     }
+}
+
+/// The deps after the dataset: a language model (told by its magic) and a line detector.
+fn extra_deps(
+    deps: &[std::path::PathBuf],
+) -> Result<(Option<std::sync::Arc<CharLm>>, Option<&Path>), StageFailure> {
+    let (mut language_model, mut detector) = (None, None);
+    for path in deps {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if CharLm::sniff(&bytes) {
+            if language_model.is_some() {
+                return Err("`evaluate` takes one language model".into());
+            }
+            let lm = CharLm::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            language_model = Some(std::sync::Arc::new(lm));
+        } else if detector.replace(path.as_path()).is_some() {
+            return Err("`evaluate` takes one learned line detector".into());
+        }
+    }
+    Ok((language_model, detector))
 }
 
 fn read_previous(path: &Path) -> Result<Option<serde_json::Value>, StageFailure> {
@@ -404,6 +428,7 @@ fn evaluate_lines(
         .unwrap_or_default();
 
     let mut total = TextErrors::default();
+    let mut greedy = TextErrors::default();
     let mut baseline = TextErrors::default();
     let mut by_writer: BTreeMap<String, TextErrors> = BTreeMap::new();
     let mut by_length: BTreeMap<&'static str, TextErrors> = BTreeMap::new();
@@ -414,9 +439,13 @@ fn evaluate_lines(
             .by_ref()
             .take(CHUNK)
             .collect::<Result<Vec<_>, _>>()?;
-        let decoded = recognizer.recognize(&chunk)?;
+        let scores = recognizer.log_probs(&chunk)?;
         observer.advance(chunk.len() as u64);
-        for (sample, line) in chunk.into_iter().zip(decoded) {
+        for (sample, scores) in chunk.into_iter().zip(scores) {
+            let line = recognizer.decode(&scores)?;
+            let best_path =
+                greedy_decode(&scores, recognizer.vocabulary.len(), &recognizer.vocabulary)?;
+            greedy.add(TextErrors::of(&sample.label, &best_path.text));
             let errors = TextErrors::of(&sample.label, &line.text);
             total.add(errors);
             baseline.add(TextErrors::of(&sample.label, &frequent_line));
@@ -460,6 +489,13 @@ fn evaluate_lines(
         baseline.cer(),
         baseline.wer(),
     );
+    if recognizer.language_model().is_some() {
+        md.push_str(&format!(
+            "| this model, greedy decoding (no language model) | {:.4} | {:.4} |\n",
+            greedy.cer(),
+            greedy.wer()
+        ));
+    }
     if let Some(p) = previous_cer {
         md.push_str(&format!("| previous release | {p:.4} | |\n"));
     }
@@ -516,6 +552,9 @@ fn evaluate_lines(
         "wer": total.wer(),
         "lines": total.lines,
         "characters": total.chars,
+        "decoder": recognizer.decoder_name(),
+        "greedy_cer": greedy.cer(),
+        "greedy_wer": greedy.wer(),
         "baseline_empty_cer": 1.0,
         "baseline_frequent_line_cer": baseline.cer(),
         "previous_cer": previous_cer,
@@ -653,13 +692,14 @@ fn evaluate_pages(
     let mut md = format!(
         "# Page evaluation ({} split, {} pages, {} lines)\n\n\
          Default line detector: **{}** (lowest page CER; within {CER_TIE} the better detection \
-         F1 × IoU)\n\n\
+         F1 × IoU); decoding: **{}**\n\n\
          | line detector | recall (IoU ≥ 0.5) | precision | mean IoU | page CER | page WER |\n\
          |---|---|---|---|---|---|\n",
         params.split.name(),
         first.pages,
         first.truth_lines,
         detectors[best].kind(),
+        transcriber.recognizer.decoder_name(),
     );
     for (detector, s) in detectors.iter().zip(&scores) {
         md.push_str(&format!(
@@ -705,6 +745,7 @@ fn evaluate_pages(
     metrics["true_boxes_cer"] = oracle.cer().into();
     metrics["baseline_empty_cer"] = 1.0.into();
     metrics["line_detector"] = detectors[best].kind().name().into();
+    metrics["decoder"] = transcriber.recognizer.decoder_name().into();
     metrics["detectors"] = detectors
         .iter()
         .zip(&scores)

@@ -7,6 +7,7 @@ mod download;
 mod error;
 mod evaluate;
 mod export;
+mod language_model;
 mod observe;
 mod package;
 mod shell;
@@ -19,6 +20,7 @@ pub use download::Download;
 pub use error::StageError;
 pub use evaluate::Evaluate;
 pub use export::Export;
+pub use language_model::LanguageModel;
 pub use package::Package;
 pub use shell::Shell;
 pub use synthesize::Synthesize;
@@ -36,6 +38,7 @@ pub fn registry() -> Registry {
     registry.register(Augment);
     registry.register(Train);
     registry.register(Export);
+    registry.register(LanguageModel);
     registry.register(Evaluate);
     registry.register(Package);
     registry

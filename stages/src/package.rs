@@ -1,8 +1,9 @@
 //! `package`: the release bundle `NAME-VERSION.tar.gz`: the ONNX models with their vocabulary
 //! and preprocessing, a model card, the lock records of the stages that built them, and a
 //! manifest of sha256s. With a line model, `pages.json` names the line detector pages are read
-//! with: the one the page evaluation among the deps found better. The same inputs give the same
-//! bytes, and a bundle that would fail `textrec verify` is never written.
+//! with: the one the page evaluation among the deps found better, and the character language
+//! model (`.lm`) lines are beam-decoded with, when one is among the deps. The same inputs give
+//! the same bytes, and a bundle that would fail `textrec verify` is never written.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,6 +13,7 @@ use serde_json::Value;
 use textrec_pipeline::{LockFile, LockedStage, Stage, StageContext, StageFailure, StageKind};
 use textrec_recognizer::bundle::{self, check_name, check_version, write_bundle};
 use textrec_recognizer::infer::{DetectorKind, PAGES, PagesConfig, metadata};
+use textrec_recognizer::lm::CharLm;
 
 use crate::error::StageError;
 
@@ -41,6 +43,7 @@ fn default_name() -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Input {
     Model,
+    LanguageModel,
     Metrics,
     Pipeline,
 }
@@ -48,6 +51,7 @@ enum Input {
 fn input(dep: &str) -> Option<Input> {
     match Path::new(dep).extension()?.to_str()? {
         "onnx" => Some(Input::Model),
+        "lm" => Some(Input::LanguageModel),
         "json" => Some(Input::Metrics),
         "yaml" | "yml" => Some(Input::Pipeline),
         _ => None,
@@ -78,7 +82,7 @@ fn validate(stage: &Stage) -> Result<Params, String> {
         ));
     }
     let mut stems = BTreeMap::new();
-    let mut pipelines = 0;
+    let (mut pipelines, mut language_models) = (0, 0);
     for dep in &stage.deps {
         match input(dep) {
             Some(Input::Model) => {
@@ -90,11 +94,12 @@ fn validate(stage: &Stage) -> Result<Params, String> {
                 }
             }
             Some(Input::Pipeline) => pipelines += 1,
+            Some(Input::LanguageModel) => language_models += 1,
             Some(Input::Metrics) => {}
             None => {
                 return Err(format!(
-                    "dep `{dep}`: `package` reads .onnx models, .json metrics files and the \
-                     pipeline's .yaml"
+                    "dep `{dep}`: `package` reads .onnx models, a .lm language model, .json \
+                     metrics files and the pipeline's .yaml"
                 ));
             }
         }
@@ -102,8 +107,8 @@ fn validate(stage: &Stage) -> Result<Params, String> {
     if stems.is_empty() {
         return Err("`package` needs at least one .onnx model in its deps".into());
     }
-    if pipelines > 1 {
-        return Err("`package` takes at most one pipeline .yaml".into());
+    if pipelines > 1 || language_models > 1 {
+        return Err("`package` takes at most one pipeline .yaml and one .lm".into());
     }
     Ok(params)
 }
@@ -130,6 +135,7 @@ impl StageKind for Package {
         let mut models = Vec::new();
         let mut metrics = Vec::new();
         let mut files = BTreeMap::new();
+        let mut language_model = None;
         for (declared, path) in ctx.stage.deps.iter().zip(&ctx.deps) {
             let bytes = std::fs::read(path).map_err(|source| StageError::Io {
                 action: "read",
@@ -143,6 +149,11 @@ impl StageKind for Package {
                 }
                 Some(Input::Pipeline) => {
                     files.insert("pipeline.yaml".to_owned(), bytes);
+                }
+                Some(Input::LanguageModel) => {
+                    let lm =
+                        CharLm::from_bytes(&bytes).map_err(|e| format!("`{declared}`: {e}"))?;
+                    language_model = Some((format!("models/{}.lm", stem(declared)), lm, bytes));
                 }
                 None => unreachable!("validate accepts only known inputs"),
             }
@@ -160,14 +171,41 @@ impl StageKind for Package {
             .map(|m| (m.stem.as_str(), m.preprocessing()))
             .collect();
         files.insert("preprocessing.json".into(), pretty(&preprocessing));
-        if models.iter().any(|m| m.architecture == "line_ctc") {
-            files.insert(PAGES.into(), pretty(&pages_config(&models, &metrics)?));
+        let line_model = models.iter().find(|m| m.architecture == "line_ctc");
+        let mut lm_entry = None;
+        if let Some((entry, lm, bytes)) = language_model {
+            let line_model =
+                line_model.ok_or("a language model needs a line_ctc model beside it")?;
+            let vocabulary =
+                textrec_recognizer::Vocabulary::from_tokens(line_model.vocabulary.clone())?;
+            lm.check_vocabulary(&vocabulary)
+                .map_err(|e| format!("`{}` and its language model: {e}", line_model.dep))?;
+            files.insert(entry.clone(), bytes);
+            lm_entry = Some((entry, lm));
+        }
+        if line_model.is_some() {
+            let mut pages = pages_config(&models, &metrics)?;
+            pages.language_model = lm_entry.as_ref().map(|(entry, _)| entry.clone());
+            files.insert(PAGES.into(), pretty(&pages));
         }
         files.insert(
             "pipeline.lock".into(),
             release_lock(&ctx.upstream).into_bytes(),
         );
-        let card = model_card(&params, &models, &metrics, &ctx.upstream, &ctx.stage.deps);
+        let mut card = model_card(&params, &models, &metrics, &ctx.upstream, &ctx.stage.deps);
+        if let Some((entry, lm)) = &lm_entry {
+            card.push_str(&format!(
+                "\n## Language model\n\n`{entry}`: characters in context, an order-{} n-gram model \
+                 ({} n-grams) counted from the training lines' transcriptions. Lines are decoded by \
+                 a CTC beam search ({} prefixes) scoring log P(ink | text) + {} · log P(text) + {} \
+                 per character; `--decoder greedy` reads without it.\n",
+                lm.order(),
+                lm.ngrams(),
+                lm.search.beam_width,
+                lm.search.lm_weight,
+                lm.search.length_bonus
+            ));
+        }
         files.insert("MODEL_CARD.md".into(), card.into_bytes());
 
         let created_by = format!(
@@ -199,6 +237,7 @@ fn pages_config(models: &[Model], metrics: &[Measured]) -> Result<PagesConfig, S
     else {
         return Ok(PagesConfig {
             line_detector: DetectorKind::Projection,
+            language_model: None,
         });
     };
     let line_detector: DetectorKind = name
@@ -213,7 +252,10 @@ fn pages_config(models: &[Model], metrics: &[Measured]) -> Result<PagesConfig, S
         )
         .into());
     }
-    Ok(PagesConfig { line_detector })
+    Ok(PagesConfig {
+        line_detector,
+        language_model: None,
+    })
 }
 
 fn pretty(value: &impl Serialize) -> Vec<u8> {
@@ -736,6 +778,20 @@ mod tests {
         );
         assert!(
             err(v.clone(), &["m.json"], &["textrec-0.1.0.tar.gz"]).contains("at least one .onnx")
+        );
+        ok(
+            v.clone(),
+            &["onnx/lines.onnx", "models/lines.lm"],
+            &["textrec-0.1.0.tar.gz"],
+        )
+        .unwrap();
+        assert!(
+            err(
+                v.clone(),
+                &["onnx/lines.onnx", "a/lines.lm", "b/other.lm"],
+                &["textrec-0.1.0.tar.gz"]
+            )
+            .contains("one .lm")
         );
         assert!(
             err(

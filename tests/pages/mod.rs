@@ -124,6 +124,29 @@ pub fn write_bundle_naming(dir: &Path, detector: &str, with_detector: bool) -> P
     bundle_file(dir, &files)
 }
 
+/// The bundle of [`write_bundle`] plus a character language model (counted over lines of `a`s)
+/// that `pages.json` names, so lines are beam-decoded by default.
+pub fn write_bundle_with_language_model(dir: &Path) -> PathBuf {
+    let vocabulary = textrec_recognizer::Vocabulary::from_chars("a ".chars()).unwrap();
+    let lm = textrec_recognizer::lm::CharLm::count(
+        &vocabulary,
+        3,
+        ["aaa", "a", "aa"],
+        Default::default(),
+    )
+    .unwrap();
+    let files = BTreeMap::from([
+        ("models/lines.onnx".to_owned(), ink_reader_model()),
+        ("models/lines.lm".to_owned(), lm.to_bytes()),
+        (
+            "pages.json".to_owned(),
+            b"{\"line_detector\": \"projection\", \"language_model\": \"models/lines.lm\"}\n"
+                .to_vec(),
+        ),
+    ]);
+    bundle_file(dir, &files)
+}
+
 pub fn write_bundle(dir: &Path) -> PathBuf {
     let files = BTreeMap::from([("models/lines.onnx".to_owned(), ink_reader_model())]);
     bundle_file(dir, &files)

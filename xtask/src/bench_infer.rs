@@ -182,14 +182,29 @@ pub fn infer(args: &InferBench) -> anyhow::Result<ExitCode> {
         latencies.push((name, latency));
         // The bundle's own line detector, as `textrec transcribe` reads pages.
         let (mut transcriber, _) = PageTranscriber::from_bundle(&args.model, 8, backend, None)?;
+        let language_model = transcriber.recognizer.language_model().cloned();
         transcriber.recognizer = recognizer;
+        // The bundle's decoding first, then (with a language model) greedy on tract for contrast.
+        let greedy_too = language_model.is_some() && backend == Backend::Tract;
+        transcriber.recognizer.set_language_model(language_model)?;
         let (one, cer) = time_pages(&transcriber, &pages, 1)?;
         let (all, _) = time_pages(&transcriber, &pages, args.jobs)?;
+        let decoder = transcriber.recognizer.decoder_name();
         results.insert(
             format!("textrec/{name}"),
             json!({"pages_per_second_1_core": one, "pages_per_second": all, "cer": cer,
-                   "line_latency_ms_256px": latency * 1e3}),
+                   "decoder": decoder, "line_latency_ms_256px": latency * 1e3}),
         );
+        if greedy_too {
+            transcriber.recognizer.set_language_model(None)?;
+            let (one, cer) = time_pages(&transcriber, &pages, 1)?;
+            let (all, _) = time_pages(&transcriber, &pages, args.jobs)?;
+            results.insert(
+                format!("textrec/{name}, greedy"),
+                json!({"pages_per_second_1_core": one, "pages_per_second": all, "cer": cer,
+                       "decoder": "greedy", "line_latency_ms_256px": latency * 1e3}),
+            );
+        }
     }
     let mut detectors = vec![LineDetector::default()];
     if let Some(model) = bundle

@@ -92,6 +92,7 @@ pub fn to_json(page: &PageTranscript, source: &str, model: &str) -> Value {
         "height": page.height,
         "text": page.text(),
         "lines": page.lines,
+        "decoder": page.decoder,
         "ms": {"detect": page.detect_ms, "recognize": page.recognize_ms},
     })
 }
@@ -334,6 +335,7 @@ mod tests {
                     },
                 ],
             }],
+            decoder: "greedy",
             detect_ms: 1.0,
             recognize_ms: 2.0,
         }

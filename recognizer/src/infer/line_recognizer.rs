@@ -1,17 +1,20 @@
 //! The exported line recognizer run by tract: lines batched by width and padded to a width
 //! bucket, one fixed-shape plan per (batch size, bucket) built on first use (tract's LSTM needs a
-//! concrete batch, and concrete widths let it fix every shape ahead; DESIGN.md 3), CTC greedy
-//! decoding with per-character and per-line confidence.
+//! concrete batch, and concrete widths let it fix every shape ahead; DESIGN.md 3), CTC decoding
+//! (greedy, or a beam search weighed by a character language model when one is attached) with
+//! per-character and per-line confidence.
 
 use std::borrow::Borrow;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::onnx_runtime::{Backend, OrtModel};
 use super::plans::Plans;
 use super::{InferError, metadata};
-use crate::ctc::{Decoded, greedy_decode};
+use crate::ctc::{Decoded, beam_decode, greedy_decode};
 use crate::data::Sample;
 use crate::data::batch::collate;
+use crate::lm::CharLm;
 use crate::vocab::Vocabulary;
 
 /// Batches are padded to a multiple of this width (the training batches' bucket, so the model
@@ -31,6 +34,8 @@ pub struct LineRecognizer {
     plans: Plans,
     /// Set when ONNX Runtime runs the model instead of tract.
     ort: Option<OrtModel>,
+    /// With one, lines are beam-decoded; without, greedily.
+    language_model: Option<Arc<CharLm>>,
 }
 
 impl LineRecognizer {
@@ -79,6 +84,7 @@ impl LineRecognizer {
             batch: batch.max(1),
             plans: Plans::read(bytes, origin)?,
             ort: None,
+            language_model: None,
         };
         recognizer
             .plans
@@ -110,6 +116,31 @@ impl LineRecognizer {
                 path: origin.to_owned(),
                 reason,
             }),
+        }
+    }
+
+    /// Beam-decodes with `lm` (or greedily again with `None`); fails unless `lm` was counted over
+    /// this model's vocabulary.
+    pub fn set_language_model(&mut self, lm: Option<Arc<CharLm>>) -> Result<(), InferError> {
+        if let Some(lm) = &lm {
+            lm.check_vocabulary(&self.vocabulary)
+                .map_err(|e| InferError::Run(e.to_string()))?;
+        }
+        self.language_model = lm;
+        Ok(())
+    }
+
+    /// The attached language model, if lines are beam-decoded.
+    pub fn language_model(&self) -> Option<&Arc<CharLm>> {
+        self.language_model.as_ref()
+    }
+
+    /// How lines are decoded: `beam` (with the language model) or `greedy`.
+    pub fn decoder_name(&self) -> &'static str {
+        if self.language_model.is_some() {
+            "beam"
+        } else {
+            "greedy"
         }
     }
 
@@ -169,15 +200,21 @@ impl LineRecognizer {
         Ok(out)
     }
 
-    /// Greedy transcriptions of `lines`, in order.
+    /// Transcriptions of `lines`, in order.
     pub fn recognize<S: Borrow<Sample>>(&self, lines: &[S]) -> Result<Vec<Decoded>, InferError> {
-        let classes = self.vocabulary.len();
         self.log_probs(lines)?
             .iter()
-            .map(|scores| {
-                greedy_decode(scores, classes, &self.vocabulary)
-                    .map_err(|e| InferError::Run(e.to_string()))
-            })
+            .map(|scores| self.decode(scores))
             .collect()
+    }
+
+    /// One line's `[steps][classes]` log-probabilities decoded the way this recognizer decodes.
+    pub fn decode(&self, log_probs: &[f32]) -> Result<Decoded, InferError> {
+        let classes = self.vocabulary.len();
+        match &self.language_model {
+            Some(lm) => beam_decode(log_probs, classes, &self.vocabulary, lm),
+            None => greedy_decode(log_probs, classes, &self.vocabulary),
+        }
+        .map_err(|e| InferError::Run(e.to_string()))
     }
 }

@@ -2,6 +2,7 @@
 //! on, recognise them in width-sorted batches, and put the text back in reading order.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use image::GrayImage;
@@ -14,6 +15,7 @@ use super::{Backend, InferError, LineRecognizer};
 use crate::bundle::Bundle;
 use crate::ctc::Decoded;
 use crate::data::Sample;
+use crate::lm::CharLm;
 
 /// How a detected line's ink box becomes the recognizer's input frame. Training lines put the
 /// cap height at 40–52% of the frame with the baseline at 66–74%, so a tight ink box is grown
@@ -64,6 +66,8 @@ pub struct PageTranscript {
     pub width: u32,
     pub height: u32,
     pub lines: Vec<PageLine>,
+    /// How the lines were decoded: `beam` (with a language model) or `greedy`.
+    pub decoder: &'static str,
     /// Milliseconds spent detecting and recognising (not reading the file).
     pub detect_ms: f64,
     pub recognize_ms: f64,
@@ -86,10 +90,13 @@ impl PageTranscript {
 /// The bundle file that says how pages are read.
 pub const PAGES: &str = "pages.json";
 
-/// `pages.json`: which line detector a bundle uses unless told otherwise.
+/// `pages.json`: which line detector a bundle uses unless told otherwise, and the language
+/// model (a bundle entry) its lines are beam-decoded with, if any.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct PagesConfig {
     pub line_detector: DetectorKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language_model: Option<String>,
 }
 
 /// A line detector and a line recognizer working together.
@@ -115,7 +122,8 @@ impl PageTranscriber {
 
     /// Takes the line model out of a release bundle (verified against its manifest), on
     /// `backend`, with the line detector `detector` names or, if none, the one the bundle's
-    /// `pages.json` names (the one its pipeline measured better); the notice says when
+    /// `pages.json` names (the one its pipeline measured better), beam-decoding with the
+    /// language model `pages.json` names, if any; the notice says when
     /// `Backend::Auto` fell back to tract.
     pub fn from_bundle(
         path: &Path,
@@ -140,16 +148,28 @@ impl PageTranscriber {
         let manifest = bundle.manifest();
         let version = format!("{}-{}", manifest.name, manifest.version);
         let mut transcriber = PageTranscriber::new(recognizer, version);
-        // pages.json is read only when no detector is named, so a flag gets past a bad one.
-        let detector = match (detector, bundle.file(PAGES)) {
-            (Some(named), _) => named,
-            (None, Some(bytes)) => {
-                serde_json::from_slice::<PagesConfig>(bytes)
-                    .map_err(|e| bad(format!("{PAGES}: {e}")))?
-                    .line_detector
-            }
-            (None, None) => DetectorKind::Projection,
+        let config = bundle
+            .file(PAGES)
+            .map(serde_json::from_slice::<PagesConfig>);
+        // A bad pages.json matters only when it is needed, so a flag gets past it.
+        let config = match (config, detector) {
+            (Some(Ok(config)), _) => Some(config),
+            (Some(Err(e)), None) => return Err(bad(format!("{PAGES}: {e}"))),
+            (Some(Err(_)), Some(_)) | (None, _) => None,
         };
+        if let Some(entry) = config.as_ref().and_then(|c| c.language_model.as_deref()) {
+            let bytes = bundle
+                .file(entry)
+                .ok_or_else(|| bad(format!("{PAGES} names {entry}, which the bundle lacks")))?;
+            let lm = CharLm::from_bytes(bytes).map_err(|e| bad(format!("{entry}: {e}")))?;
+            transcriber
+                .recognizer
+                .set_language_model(Some(Arc::new(lm)))
+                .map_err(|e| bad(format!("{entry}: {e}")))?;
+        }
+        let detector = detector
+            .or(config.map(|c| c.line_detector))
+            .unwrap_or(DetectorKind::Projection);
         if detector == DetectorKind::Learned {
             let model = models
                 .iter()
@@ -213,6 +233,7 @@ impl PageTranscriber {
             width: page.width(),
             height: page.height(),
             lines,
+            decoder: self.recognizer.decoder_name(),
             detect_ms: 0.0,
             recognize_ms: started.elapsed().as_secs_f64() * 1e3,
         })
