@@ -26,7 +26,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
-use super::history::{EpochRecord, History};
+use super::history::{EpochRecord, History, StepRecord};
 use crate::data::batch::{Batch, Batcher};
 use crate::data::split::stable_hash;
 use crate::data::{DataError, Dataset, Observer, Sample, Split};
@@ -205,6 +205,11 @@ struct Checkpoint {
     history: History,
     train_loss_sum: f64,
     train_batches: u64,
+    /// The loss since the last step record, for the history's per-checkpoint curve.
+    #[serde(default)]
+    window_loss_sum: f64,
+    #[serde(default)]
+    window_batches: u64,
 }
 
 type Record<B, T> = <<T as Task<B>>::Network as burn::module::Module<B>>::Record;
@@ -292,9 +297,12 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
         history: History {
             metric_name: task.metric_name().to_owned(),
             epochs: Vec::new(),
+            steps: Vec::new(),
         },
         train_loss_sum: 0.0,
         train_batches: 0,
+        window_loss_sum: 0.0,
+        window_batches: 0,
     };
     let mut best: Option<Vec<u8>> = None;
     let mut resumed_from = None;
@@ -350,6 +358,8 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
             state.batches_done += 1;
             state.train_loss_sum += loss_value;
             state.train_batches += 1;
+            state.window_loss_sum += loss_value;
+            state.window_batches += 1;
             images += batch.len() as u64;
             observer.advance(1);
             observer.message(&format!(
@@ -360,6 +370,12 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
                 images as f64 / started.elapsed().as_secs_f64().max(1e-9)
             ));
             if state.step.is_multiple_of(options.checkpoint_every) {
+                state.history.steps.push(StepRecord {
+                    step: state.step,
+                    train_loss: state.window_loss_sum / state.window_batches.max(1) as f64,
+                });
+                state.window_loss_sum = 0.0;
+                state.window_batches = 0;
                 save_checkpoint::<B, T>(resume_dir, &state, &network, &optimizer, best.as_deref())?;
             }
         }
@@ -711,8 +727,8 @@ mod tests {
             best_epoch: 0,
             epochs_without_improvement: 0,
             history: History {
-                metric_name: history.metric_name.clone(),
                 epochs: Vec::new(),
+                ..history.clone()
             },
             train_loss_sum: last.train_loss * done.step as f64,
             train_batches: done.step,

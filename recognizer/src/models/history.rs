@@ -22,10 +22,20 @@ pub struct EpochRecord {
     pub images_per_second: f64,
 }
 
+/// The mean training loss over the steps since the previous record (one per checkpoint), so a
+/// run of one long epoch still has a curve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub step: u64,
+    pub train_loss: f64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct History {
     pub metric_name: String,
     pub epochs: Vec<EpochRecord>,
+    #[serde(default)]
+    pub steps: Vec<StepRecord>,
 }
 
 impl History {
@@ -43,27 +53,38 @@ impl History {
         csv
     }
 
-    /// Two panels side by side: losses (train blue, val orange) and the validation metric (green).
+    /// Two panels side by side, over training steps: losses (train blue: per checkpoint where
+    /// recorded, else per epoch; val orange, per epoch) and the validation metric (green). Epoch
+    /// points are marked, so a one-epoch run shows its validation too.
     pub fn plot(&self, path: &Path) -> Result<(), ModelError> {
         let (w, h) = (640u32, 260u32);
         let mut img = RgbImage::from_pixel(2 * w, h, Rgb([255, 255, 255]));
-        let losses: Vec<(f64, f64)> = self
-            .epochs
+        let train: Vec<(u64, f64)> = if self.steps.is_empty() {
+            self.epochs.iter().map(|e| (e.step, e.train_loss)).collect()
+        } else {
+            self.steps.iter().map(|s| (s.step, s.train_loss)).collect()
+        };
+        let val: Vec<(u64, f64)> = self.epochs.iter().map(|e| (e.step, e.val_loss)).collect();
+        let max_loss = train
             .iter()
-            .map(|e| (e.train_loss, e.val_loss))
-            .collect();
-        let max_loss = losses
-            .iter()
-            .flat_map(|(a, b)| [*a, *b])
+            .chain(&val)
+            .map(|&(_, loss)| loss)
+            .filter(|l| l.is_finite())
             .fold(1e-9, f64::max);
-        let n = self.epochs.len();
-        let series = |values: Vec<f64>, max: f64| -> Vec<(f64, f64)> {
-            values
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| (i as f64 / (n.max(2) - 1) as f64, v / max))
+        let last_step = train
+            .iter()
+            .chain(&val)
+            .map(|&(s, _)| s)
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let series = |points: &[(u64, f64)], max: f64| -> Vec<(f64, f64)> {
+            points
+                .iter()
+                .map(|&(step, v)| (step as f64 / last_step as f64, v / max))
                 .collect()
         };
+        let metric: Vec<(u64, f64)> = self.epochs.iter().map(|e| (e.step, e.val_metric)).collect();
         draw_axes(&mut img, 0, w, h);
         draw_axes(&mut img, w, w, h);
         draw_series(
@@ -71,24 +92,27 @@ impl History {
             0,
             w,
             h,
-            &series(losses.iter().map(|l| l.0).collect(), max_loss),
+            &series(&train, max_loss),
             Rgb([31, 119, 180]),
+            false,
         );
         draw_series(
             &mut img,
             0,
             w,
             h,
-            &series(losses.iter().map(|l| l.1).collect(), max_loss),
+            &series(&val, max_loss),
             Rgb([255, 127, 14]),
+            true,
         );
         draw_series(
             &mut img,
             w,
             w,
             h,
-            &series(self.epochs.iter().map(|e| e.val_metric).collect(), 1.0),
+            &series(&metric, 1.0),
             Rgb([44, 160, 44]),
+            true,
         );
         let mut png = Vec::new();
         image::DynamicImage::ImageRgb8(img)
@@ -111,7 +135,7 @@ fn draw_axes(img: &mut RgbImage, x0: u32, w: u32, h: u32) {
     }
 }
 
-/// Points are `(x, y)` in `[0, 1]²`; drawn as a polyline.
+/// Points are `(x, y)` in `[0, 1]²`; drawn as a polyline, each point a 5×5 square if `marked`.
 fn draw_series(
     img: &mut RgbImage,
     x0: u32,
@@ -119,6 +143,7 @@ fn draw_series(
     h: u32,
     points: &[(f64, f64)],
     colour: Rgb<u8>,
+    marked: bool,
 ) {
     let to_px = |(x, y): (f64, f64)| {
         (
@@ -140,8 +165,64 @@ fn draw_series(
             }
         }
     }
-    if let [only] = points {
-        let (x, y) = to_px(*only);
-        img.put_pixel(x as u32, y as u32, colour);
+    for &point in points {
+        let (x, y) = to_px(point);
+        let reach: i64 = if marked { 2 } else { 0 };
+        for dy in -reach..=reach {
+            for dx in -reach..=reach {
+                let (px, py) = (x as i64 + dx, y as i64 + dy);
+                if (0..img.width() as i64).contains(&px) && (0..img.height() as i64).contains(&py) {
+                    img.put_pixel(px as u32, py as u32, colour);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_one_epoch_run_still_draws_its_loss_curve_and_marks_its_validation() {
+        let history = History {
+            metric_name: "char_accuracy".into(),
+            epochs: vec![EpochRecord {
+                epoch: 1,
+                step: 40,
+                learning_rate: 1e-3,
+                train_loss: 1.0,
+                val_loss: 1.5,
+                val_metric: 0.6,
+                images_per_second: 0.0,
+            }],
+            steps: (1..=4)
+                .map(|i| StepRecord {
+                    step: 10 * i,
+                    train_loss: 4.0 / i as f64,
+                })
+                .collect(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("curves.png");
+        history.plot(&path).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        let columns_with = |colour: Rgb<u8>| {
+            (0..img.width())
+                .filter(|&x| (0..img.height()).any(|y| *img.get_pixel(x, y) == colour))
+                .count()
+        };
+        // The train loss runs from step 10 to 40: three quarters of the panel's width.
+        assert!(columns_with(Rgb([31, 119, 180])) > 300);
+        assert!(columns_with(Rgb([255, 127, 14])) >= 5, "val loss marker");
+        assert!(columns_with(Rgb([44, 160, 44])) >= 5, "val metric marker");
+        let json: History =
+            serde_json::from_str(&serde_json::to_string(&history).unwrap()).unwrap();
+        assert_eq!(json, history);
+        let old: History = serde_json::from_str(r#"{"metric_name": "m", "epochs": []}"#).unwrap();
+        assert!(
+            old.steps.is_empty(),
+            "histories from before step records still load"
+        );
     }
 }
