@@ -48,6 +48,21 @@ fn check_scores(
     Ok(())
 }
 
+/// The line of `chars`, its confidence the geometric mean of the `scored_steps` probabilities
+/// whose logs sum to `log_confidence` (1.0 for an empty line).
+fn decoded(chars: Vec<DecodedChar>, log_confidence: f64, scored_steps: usize) -> Decoded {
+    let confidence = if scored_steps == 0 {
+        1.0
+    } else {
+        (log_confidence / scored_steps as f64).exp() as f32
+    };
+    Decoded {
+        text: chars.iter().map(|c| c.character.as_str()).collect(),
+        chars,
+        confidence,
+    }
+}
+
 /// Decodes `[steps][classes]` log-probabilities (log-softmax output, row-major).
 pub fn greedy_decode(
     log_probs: &[f32],
@@ -85,17 +100,7 @@ pub fn greedy_decode(
         }
         previous = best;
     }
-    let text = chars.iter().map(|c| c.character.as_str()).collect();
-    let confidence = if scored_steps == 0 {
-        1.0
-    } else {
-        (log_confidence / scored_steps as f64).exp() as f32
-    };
-    Ok(Decoded {
-        text,
-        chars,
-        confidence,
-    })
+    Ok(decoded(chars, log_confidence, scored_steps))
 }
 
 /// `ln(e^a + e^b)`, exact when either is `-∞`.
@@ -374,17 +379,7 @@ fn decoded_from_alignment(
             });
         }
     }
-    let text = chars.iter().map(|c| c.character.as_str()).collect();
-    let confidence = if scored_steps == 0 {
-        1.0
-    } else {
-        (log_confidence / scored_steps as f64).exp() as f32
-    };
-    Ok(Decoded {
-        text,
-        chars,
-        confidence,
-    })
+    Ok(decoded(chars, log_confidence, scored_steps))
 }
 
 #[cfg(test)]

@@ -87,8 +87,8 @@ fn low_bits(symbols: usize) -> u64 {
     (1u64 << (7 * symbols)) - 1
 }
 
-/// Keys are already well-mixed bit patterns of symbols; a multiply spreads them over the table
-/// at a fraction of SipHash's cost, which dominated beam decoding.
+/// SplitMix64's finaliser: keys are packed symbols, so their low bits alone (what picks a
+/// bucket) say little; this mixes every bit into every bit at a fraction of SipHash's cost.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct KeyHasher(u64);
 
@@ -102,7 +102,10 @@ impl std::hash::Hasher for KeyHasher {
         }
     }
     fn write_u64(&mut self, value: u64) {
-        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut z = (self.0 ^ value).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        self.0 = z ^ (z >> 31);
     }
     fn write_u32(&mut self, value: u32) {
         self.write_u64(u64::from(value));
