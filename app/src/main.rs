@@ -356,6 +356,10 @@ fn print_report(path: &Path, v: &Verification) {
     }
     for model in &v.models {
         match &model.outcome {
+            // A language model has no tensors: it is read, not run.
+            Ok(summary) if summary.inputs.is_empty() => {
+                println!("  read      {}: {}", model.name, summary.architecture)
+            }
             Ok(summary) => println!(
                 "  loaded    {}: {}, input {}, output {}",
                 model.name,

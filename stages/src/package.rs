@@ -119,7 +119,7 @@ impl StageKind for Package {
     }
 
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn summary(&self) -> &'static str {
@@ -198,7 +198,10 @@ impl StageKind for Package {
                 "\n## Language model\n\n`{entry}`: characters in context, an order-{} n-gram model \
                  ({} n-grams) counted from the training lines' transcriptions. Lines are decoded by \
                  a CTC beam search ({} prefixes) scoring log P(ink | text) + {} · log P(text) + {} \
-                 per character; `--decoder greedy` reads without it.\n",
+                 per character; `--decoder greedy` reads without it. It knows the training \
+                 text only (English sentences of the kind the corpus holds): on other text — \
+                 codes, numbers, other languages — it can pull readings toward English words, \
+                 and greedy may read better.\n",
                 lm.order(),
                 lm.ngrams(),
                 lm.search.beam_width,
