@@ -140,16 +140,14 @@ pub fn load_transcriber(
         let name = model.file_name().unwrap_or_default().to_string_lossy();
         (PageTranscriber::new(recognizer, name.into_owned()), notice)
     } else {
-        PageTranscriber::from_bundle(model, LINE_BATCH, backend, detector)?
+        let language_model = decoder != Some(Decoder::Greedy);
+        PageTranscriber::from_bundle(model, LINE_BATCH, backend, detector, language_model)?
     };
-    let mut transcriber = transcriber;
-    match decoder {
-        Some(Decoder::Greedy) => transcriber.recognizer.set_language_model(None)?,
-        Some(Decoder::Beam) if transcriber.recognizer.language_model().is_none() => bail!(
+    if decoder == Some(Decoder::Beam) && transcriber.recognizer.language_model().is_none() {
+        bail!(
             "--decoder beam needs a release bundle with a language model; {} has none",
             model.display()
-        ),
-        Some(Decoder::Beam) | None => {}
+        );
     }
     if let Some(notice) = notice {
         eprintln!("note: {notice}");

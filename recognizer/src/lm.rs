@@ -264,18 +264,16 @@ impl CharLm {
     ) -> Result<f64, LmError> {
         let (mut bits, mut symbols) = (0.0f64, 0usize);
         for (index, line) in lines.into_iter().enumerate() {
-            let encoded: Vec<u8> = vocabulary
+            let encoded = vocabulary
                 .encode(line.as_ref())
                 .map_err(|source| LmError::Text {
                     line: index + 1,
                     source,
-                })?
-                .into_iter()
-                .map(|i| i as u8)
-                .collect();
-            for end in 0..=encoded.len() {
-                let next = encoded.get(end).copied().unwrap_or(BOUNDARY);
-                bits -= f64::from(self.log_prob(&encoded[..end], next)) / std::f64::consts::LN_2;
+                })?;
+            let mut history = History::default();
+            for next in encoded.iter().map(|&i| i as u8).chain([BOUNDARY]) {
+                bits -= f64::from(self.log_prob_after(history, next)) / std::f64::consts::LN_2;
+                history = self.push(history, next);
                 symbols += 1;
             }
         }

@@ -143,7 +143,11 @@ impl StageKind for Evaluate {
                     );
                 }
                 let mut recognizer = LineRecognizer::from_bytes(&bytes, model, 16)?;
-                recognizer.set_language_model(language_model)?;
+                if let Some((lm, path)) = language_model {
+                    recognizer
+                        .set_language_model(Some(lm))
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                }
                 if dataset.manifest.kind == DatasetKind::Pages {
                     let transcriber = PageTranscriber::new(recognizer, String::new());
                     let mut detectors = vec![LineDetector::default()];
@@ -255,10 +259,13 @@ impl StageKind for Evaluate {
     }
 }
 
+/// A language model read from a dep, with its path for errors.
+type NamedLm<'a> = (std::sync::Arc<CharLm>, &'a Path);
+
 /// The deps after the dataset: a language model (told by its magic) and a line detector.
 fn extra_deps(
     deps: &[std::path::PathBuf],
-) -> Result<(Option<std::sync::Arc<CharLm>>, Option<&Path>), StageFailure> {
+) -> Result<(Option<NamedLm<'_>>, Option<&Path>), StageFailure> {
     let (mut language_model, mut detector) = (None, None);
     for path in deps {
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -267,7 +274,7 @@ fn extra_deps(
                 return Err("`evaluate` takes one language model".into());
             }
             let lm = CharLm::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-            language_model = Some(std::sync::Arc::new(lm));
+            language_model = Some((std::sync::Arc::new(lm), path.as_path()));
         } else if detector.replace(path.as_path()).is_some() {
             return Err("`evaluate` takes one learned line detector".into());
         }
@@ -443,10 +450,15 @@ fn evaluate_lines(
         observer.advance(chunk.len() as u64);
         for (sample, scores) in chunk.into_iter().zip(scores) {
             let line = recognizer.decode(&scores)?;
-            let best_path =
-                greedy_decode(&scores, recognizer.vocabulary.len(), &recognizer.vocabulary)?;
-            greedy.add(TextErrors::of(&sample.label, &best_path.text));
             let errors = TextErrors::of(&sample.label, &line.text);
+            // Without a language model the recognizer's own decoding is the greedy one.
+            greedy.add(if recognizer.language_model().is_some() {
+                let best_path =
+                    greedy_decode(&scores, recognizer.vocabulary.len(), &recognizer.vocabulary)?;
+                TextErrors::of(&sample.label, &best_path.text)
+            } else {
+                errors
+            });
             total.add(errors);
             baseline.add(TextErrors::of(&sample.label, &frequent_line));
             by_writer

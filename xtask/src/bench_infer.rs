@@ -181,7 +181,8 @@ pub fn infer(args: &InferBench) -> anyhow::Result<ExitCode> {
         let latency = line_latency(&single, 256)?;
         latencies.push((name, latency));
         // The bundle's own line detector, as `textrec transcribe` reads pages.
-        let (mut transcriber, _) = PageTranscriber::from_bundle(&args.model, 8, backend, None)?;
+        let (mut transcriber, _) =
+            PageTranscriber::from_bundle(&args.model, 8, backend, None, true)?;
         let language_model = transcriber.recognizer.language_model().cloned();
         transcriber.recognizer = recognizer;
         // The bundle's decoding first, then (with a language model) greedy on tract for contrast.

@@ -123,13 +123,15 @@ impl PageTranscriber {
     /// Takes the line model out of a release bundle (verified against its manifest), on
     /// `backend`, with the line detector `detector` names or, if none, the one the bundle's
     /// `pages.json` names (the one its pipeline measured better), beam-decoding with the
-    /// language model `pages.json` names, if any; the notice says when
+    /// language model `pages.json` names, if any and if `language_model` (greedy callers skip
+    /// reading it); the notice says when
     /// `Backend::Auto` fell back to tract.
     pub fn from_bundle(
         path: &Path,
         batch: usize,
         backend: Backend,
         detector: Option<DetectorKind>,
+        language_model: bool,
     ) -> Result<(PageTranscriber, Option<String>), InferError> {
         let bad = |reason: String| InferError::Model {
             path: path.to_owned(),
@@ -157,7 +159,8 @@ impl PageTranscriber {
             (Some(Err(e)), None) => return Err(bad(format!("{PAGES}: {e}"))),
             (Some(Err(_)), Some(_)) | (None, _) => None,
         };
-        if let Some(entry) = config.as_ref().and_then(|c| c.language_model.as_deref()) {
+        let named = config.as_ref().and_then(|c| c.language_model.as_deref());
+        if let Some(entry) = named.filter(|_| language_model) {
             let bytes = bundle
                 .file(entry)
                 .ok_or_else(|| bad(format!("{PAGES} names {entry}, which the bundle lacks")))?;
