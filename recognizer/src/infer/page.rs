@@ -303,8 +303,68 @@ fn words(decoded: &Decoded, cut: &LineCut, line: LineBox, downsample: usize) -> 
     words
 }
 
+/// Steepest tilt straightened, in rows per column (tan 3°): pages are scanned about level, and a
+/// steeper estimate more likely comes from a neighbouring line's ink than from skew.
+const MAX_SLOPE: f32 = 0.0524;
+
+/// The tilt of the line of ink in `bbox`, in rows per column (positive: falling to the right),
+/// from an ink-weighted straight-line fit of the ink's centre row in strips half the box high.
+/// Zero when the box is too short to tell, or the tilt moves the line by under two pixels end
+/// to end: such a line is read exactly as a level one.
+fn ink_slope(page: &GrayImage, bbox: &LineBox, paper: u8, range: f32) -> f32 {
+    let (x_end, y_end) = (bbox.x1.min(page.width()), bbox.y1.min(page.height()));
+    let (h, w) = (
+        y_end.saturating_sub(bbox.y0) as usize,
+        x_end.saturating_sub(bbox.x0) as usize,
+    );
+    let strip = (h / 2).max(4);
+    if h == 0 || w < 3 * h {
+        return 0.0;
+    }
+    let coverage = |x: u32, y: u32| {
+        ((f32::from(paper) - f32::from(page.get_pixel(x, y).0[0])) / range).clamp(0.0, 1.0)
+    };
+    // (centre column, centre row, ink mass) of each strip with ink.
+    let strips: Vec<(f32, f32, f32)> = (bbox.x0..x_end)
+        .step_by(strip)
+        .filter_map(|sx| {
+            let (mut mass, mut moment) = (0.0f32, 0.0f32);
+            for x in sx..(sx + strip as u32).min(x_end) {
+                for y in bbox.y0..y_end {
+                    let c = coverage(x, y);
+                    mass += c;
+                    moment += c * y as f32;
+                }
+            }
+            let centre = sx as f32 + (strip as u32).min(x_end - sx) as f32 / 2.0;
+            (mass > 0.0).then(|| (centre, moment / mass, mass))
+        })
+        .collect();
+    let total: f32 = strips.iter().map(|s| s.2).sum();
+    if strips.len() < 3 || total <= 0.0 {
+        return 0.0;
+    }
+    let mean_x = strips.iter().map(|s| s.0 * s.2).sum::<f32>() / total;
+    let mean_y = strips.iter().map(|s| s.1 * s.2).sum::<f32>() / total;
+    let (mut covariance, mut variance) = (0.0f32, 0.0f32);
+    for &(x, y, m) in &strips {
+        covariance += m * (x - mean_x) * (y - mean_y);
+        variance += m * (x - mean_x) * (x - mean_x);
+    }
+    if variance <= 0.0 {
+        return 0.0;
+    }
+    let slope = (covariance / variance).clamp(-MAX_SLOPE, MAX_SLOPE);
+    if slope.abs() * (w as f32) < 2.0 {
+        return 0.0;
+    }
+    slope
+}
+
 /// Cuts `bbox` out in the recognizer's frame, scaled to `height`, as ink coverage (the lines
-/// datasets' polarity: 255 = full ink).
+/// datasets' polarity: 255 = full ink). A tilted line (a skewed scan) is sheared level first:
+/// the recognizer was trained on level lines, and a tilted line's box is taller than its text by
+/// the rise across it, which would shrink the text in the frame.
 fn line_sample(
     page: &GrayImage,
     bbox: &LineBox,
@@ -313,30 +373,38 @@ fn line_sample(
     paper: u8,
     ink: u8,
 ) -> LineCut {
-    let h = bbox.height().max(1) as f32;
+    let range = f32::from(paper.saturating_sub(ink).max(1));
+    let slope = ink_slope(page, bbox, paper, range);
+    // The box bounds the tilted band; the level band is the box less half the rise at each end.
+    let rise = (slope.abs() * bbox.width() as f32 / 2.0).min(bbox.height() as f32 / 4.0);
+    let (top, bottom) = (bbox.y0 as f32 + rise, bbox.y1 as f32 - rise);
+    let h = (bottom - top).max(1.0);
     let x0 = bbox.x0 as f32 - frame.sides * h;
     let x1 = bbox.x1 as f32 + frame.sides * h;
-    let y0 = bbox.y0 as f32 - frame.above * h;
-    let y1 = bbox.y1 as f32 + frame.below * h;
+    let y0 = top - frame.above * h;
+    let y1 = bottom + frame.below * h;
     let (w, fh) = (
         (x1 - x0).round().max(1.0) as u32,
         (y1 - y0).round().max(1.0) as u32,
     );
-    let range = f32::from(paper.saturating_sub(ink).max(1));
+    let centre_x = (bbox.x0 + bbox.x1) as f32 / 2.0;
     // Outside the page is paper.
-    let crop = GrayImage::from_fn(w, fh, |x, y| {
-        let (px, py) = (
-            x0.round() as i64 + i64::from(x),
-            y0.round() as i64 + i64::from(y),
-        );
+    let level = |px: i64, py: i64| {
         let inside =
             px >= 0 && py >= 0 && px < i64::from(page.width()) && py < i64::from(page.height());
-        let value = if inside {
-            page.get_pixel(px as u32, py as u32).0[0]
+        if inside {
+            f32::from(page.get_pixel(px as u32, py as u32).0[0])
         } else {
-            paper
-        };
-        let coverage = (f32::from(paper) - f32::from(value)) / range;
+            f32::from(paper)
+        }
+    };
+    let crop = GrayImage::from_fn(w, fh, |x, y| {
+        let px = x0.round() as i64 + i64::from(x);
+        let row = y0.round() + y as f32 + slope * (px as f32 - centre_x);
+        let (above, below) = (row.floor(), row.floor() + 1.0);
+        let t = row - above;
+        let value = level(px, above as i64) * (1.0 - t) + level(px, below as i64) * t;
+        let coverage = (f32::from(paper) - value) / range;
         image::Luma([(coverage.clamp(0.0, 1.0) * 255.0).round() as u8])
     });
     let width = ((w as f32 * height as f32 / fh as f32).round() as u32).clamp(1, u16::MAX as u32);
@@ -399,6 +467,94 @@ mod tests {
         assert_eq!(sample.pixels[0], 0, "outside the page is paper");
         let middle = (16 * sample.width as usize) + sample.width as usize / 2;
         assert_eq!(sample.pixels[middle], 255);
+    }
+
+    /// A 600×120 paper page with a line of 12×20 ink blocks (a 40% gap between them) whose
+    /// baseline falls `slope` rows per column, and the line's box as a detector gives it.
+    fn tilted_line(slope: f32) -> (GrayImage, LineBox) {
+        let mut page = GrayImage::from_pixel(600, 120, image::Luma([255]));
+        let (x0, x1, top) = (50u32, 550u32, 40.0f32);
+        let (mut y_min, mut y_max) = (u32::MAX, 0);
+        for x in x0..x1 {
+            if (x - x0) % 20 >= 12 {
+                continue;
+            }
+            let shift = slope * (x as f32 - 300.0);
+            for y in 0..20 {
+                let row = (top + shift + y as f32).round() as u32;
+                page.put_pixel(x, row, image::Luma([0]));
+                (y_min, y_max) = (y_min.min(row), y_max.max(row + 1));
+            }
+        }
+        let bbox = LineBox {
+            x0,
+            y0: y_min,
+            x1,
+            y1: y_max,
+        };
+        (page, bbox)
+    }
+
+    #[test]
+    fn a_level_line_is_not_sheared() {
+        let (page, bbox) = tilted_line(0.0);
+        assert_eq!(ink_slope(&page, &bbox, 255, 255.0), 0.0);
+        // Under a pixel of rise end to end is read as level too.
+        let (page, bbox) = tilted_line(0.0015);
+        assert_eq!(ink_slope(&page, &bbox, 255, 255.0), 0.0);
+    }
+
+    #[test]
+    fn a_skewed_line_is_cut_as_the_level_line_would_be() {
+        let frame = LineFrame::default();
+        let (level_page, level_box) = tilted_line(0.0);
+        let level = line_sample(&level_page, &level_box, &frame, 32, 255, 0).sample;
+        for slope in [0.026f32, -0.026] {
+            let (page, bbox) = tilted_line(slope);
+            assert!(bbox.height() >= 32, "1.5° adds 13 px to a 20 px line");
+            let found = ink_slope(&page, &bbox, 255, 255.0);
+            assert!((found - slope).abs() < 0.003, "{found} for {slope}");
+            let cut = line_sample(&page, &bbox, &frame, 32, 255, 0).sample;
+            // The text is as large as on the level line (a few % of rounding) …
+            let ratio = f32::from(cut.width) / f32::from(level.width);
+            assert!(
+                (0.95..1.05).contains(&ratio),
+                "{} vs {}",
+                cut.width,
+                level.width
+            );
+            assert!(ink_rows(&cut).abs_diff(ink_rows(&level)) <= 2);
+            // … and level: its ink centre is the same row at both ends.
+            let quarter = cut.width as usize / 4;
+            let (left, right) = (
+                ink_centre(&cut, quarter / 2..quarter),
+                ink_centre(&cut, 3 * quarter..7 * quarter / 2),
+            );
+            assert!((left - right).abs() < 1.5, "{left} vs {right} for {slope}");
+        }
+    }
+
+    /// Rows of `sample` where ink covers more than a quarter of the columns.
+    fn ink_rows(sample: &Sample) -> usize {
+        let width = sample.width as usize;
+        sample
+            .pixels
+            .chunks(width)
+            .filter(|row| row.iter().filter(|&&p| p > 128).count() * 4 > width)
+            .count()
+    }
+
+    /// The ink-weighted mean row of `columns` of `sample`.
+    fn ink_centre(sample: &Sample, columns: std::ops::Range<usize>) -> f32 {
+        let width = sample.width as usize;
+        let (mut mass, mut moment) = (0.0f32, 0.0f32);
+        for (y, row) in sample.pixels.chunks(width).enumerate() {
+            for &p in &row[columns.clone()] {
+                mass += f32::from(p);
+                moment += f32::from(p) * y as f32;
+            }
+        }
+        moment / mass
     }
 
     #[test]
