@@ -30,7 +30,7 @@ pub enum LmError {
     Order { order: usize },
     #[error("a vocabulary of {len} tokens is more than a language model's {MAX_SYMBOLS}")]
     Vocabulary { len: usize },
-    #[error("training line {line}: {source}")]
+    #[error("line {line}: {source}")]
     Text {
         line: usize,
         #[source]

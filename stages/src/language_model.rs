@@ -92,9 +92,11 @@ impl StageKind for LanguageModel {
             labels(Split::Train)?,
             params.search,
         )
-        .map_err(|e| format!("{}: {e}", ctx.deps[0].display()))?;
+        .map_err(|e| format!("{} (train split): {e}", ctx.deps[0].display()))?;
         let val = labels(Split::Val)?;
-        let bits = lm.bits_per_char(&vocabulary, &val)?;
+        let bits = lm
+            .bits_per_char(&vocabulary, &val)
+            .map_err(|e| format!("{} (val split): {e}", ctx.deps[0].display()))?;
         std::fs::write(&ctx.outs[0].1, lm.to_bytes())?;
         if let Some((_, path)) = ctx.outs.get(1) {
             let metrics = serde_json::json!({
