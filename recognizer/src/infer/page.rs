@@ -303,6 +303,11 @@ fn words(decoded: &Decoded, cut: &LineCut, line: LineBox, downsample: usize) -> 
     words
 }
 
+/// How much of full ink a gray `value` is, between the page's `paper` level and `range` below it.
+fn coverage(value: f32, paper: u8, range: f32) -> f32 {
+    ((f32::from(paper) - value) / range).clamp(0.0, 1.0)
+}
+
 /// Steepest tilt straightened, in rows per column (tan 3°): pages are scanned about level, and a
 /// steeper estimate more likely comes from a neighbouring line's ink than from skew.
 const MAX_SLOPE: f32 = 0.0524;
@@ -321,9 +326,7 @@ fn ink_slope(page: &GrayImage, bbox: &LineBox, paper: u8, range: f32) -> f32 {
     if h == 0 || w < 3 * h {
         return 0.0;
     }
-    let coverage = |x: u32, y: u32| {
-        ((f32::from(paper) - f32::from(page.get_pixel(x, y).0[0])) / range).clamp(0.0, 1.0)
-    };
+    let ink_at = |x: u32, y: u32| coverage(f32::from(page.get_pixel(x, y).0[0]), paper, range);
     // (centre column, centre row, ink mass) of each strip with ink.
     let strips: Vec<(f32, f32, f32)> = (bbox.x0..x_end)
         .step_by(strip)
@@ -331,7 +334,7 @@ fn ink_slope(page: &GrayImage, bbox: &LineBox, paper: u8, range: f32) -> f32 {
             let (mut mass, mut moment) = (0.0f32, 0.0f32);
             for x in sx..(sx + strip as u32).min(x_end) {
                 for y in bbox.y0..y_end {
-                    let c = coverage(x, y);
+                    let c = ink_at(x, y);
                     mass += c;
                     moment += c * y as f32;
                 }
@@ -401,11 +404,15 @@ fn line_sample(
     let crop = GrayImage::from_fn(w, fh, |x, y| {
         let px = x0.round() as i64 + i64::from(x);
         let row = y0.round() + y as f32 + slope * (px as f32 - centre_x);
-        let (above, below) = (row.floor(), row.floor() + 1.0);
+        let above = row.floor();
         let t = row - above;
-        let value = level(px, above as i64) * (1.0 - t) + level(px, below as i64) * t;
-        let coverage = (f32::from(paper) - value) / range;
-        image::Luma([(coverage.clamp(0.0, 1.0) * 255.0).round() as u8])
+        // A level line (and every column's whole rows) reads one pixel, as before the shear.
+        let value = if t == 0.0 {
+            level(px, above as i64)
+        } else {
+            level(px, above as i64) * (1.0 - t) + level(px, above as i64 + 1) * t
+        };
+        image::Luma([(coverage(value, paper, range) * 255.0).round() as u8])
     });
     let width = ((w as f32 * height as f32 / fh as f32).round() as u32).clamp(1, u16::MAX as u32);
     let scaled = resize(&crop, width, height as u32, FilterType::Triangle);
