@@ -428,16 +428,16 @@ fn interval(ws: &Workspace, file: &str) -> (f64, f64) {
 fn independent_stages_run_in_parallel_up_to_jobs() {
     let ws = Workspace::new();
     ws.write("p.yaml", PARALLEL);
-    let started = Instant::now();
     let run = ws.run(&["--jobs", "2"]);
-    let wall = started.elapsed();
     assert_eq!(run.with_status("ran"), ["left", "right"]);
     let (l0, l1) = interval(&ws, "left.txt");
     let (r0, r1) = interval(&ws, "right.txt");
     assert!(l0 < r1 && r0 < l1, "the two 2 s stages overlapped in time");
+    // Timed by the stages' own clocks, so a loaded machine's process start-up does not count.
+    let span = l1.max(r1) - l0.min(r0);
     assert!(
-        wall < Duration::from_millis(3500),
-        "two 2 s stages with --jobs 2 took {wall:?}"
+        span < 3.5,
+        "two 2 s stages with --jobs 2 spanned {span:.2} s"
     );
 
     let serial = ws.run(&["--jobs", "1", "--force"]);
