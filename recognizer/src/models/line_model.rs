@@ -3,14 +3,15 @@
 
 use std::path::Path;
 
-use burn::nn::loss::CTCLossConfig;
 use burn::prelude::*;
+use burn::tensor::TensorPrimitive;
 
 use super::TrainingBackend;
 use super::artifacts::{
     ModelSpec, dataset_fingerprint, expect_architecture, load_weights, model_architecture,
     read_spec, save_model,
 };
+use super::ctc_loss::CtcBackend;
 use super::fit::{Task, TrainOptions, exclusive_training, fit, with_stable_ids};
 use super::{History, ModelError};
 use crate::data::batch::Batch;
@@ -78,33 +79,24 @@ impl LineTask {
 
 /// Per-line CTC loss divided by the label length (PyTorch's `mean` reduction), as a `[batch]`
 /// tensor. Alignments that cannot exist (a label too long for its line) count as zero.
-pub fn ctc_loss<B: Backend>(
+pub fn ctc_loss<B: CtcBackend>(
     log_probs: Tensor<B, 3>,
     targets: Tensor<B, 2, Int>,
     input_lengths: &[usize],
     target_lengths: &[usize],
 ) -> Tensor<B, 1> {
     let device = log_probs.device();
-    let ints = |v: &[usize]| {
-        Tensor::<B, 1, Int>::from_data(
-            TensorData::new(v.iter().map(|&x| x as i64).collect(), [v.len()]),
-            &device,
-        )
-    };
     let divisors: Vec<f32> = target_lengths.iter().map(|&l| l.max(1) as f32).collect();
     let divisors =
         Tensor::<B, 1>::from_data(TensorData::new(divisors, [target_lengths.len()]), &device);
-    CTCLossConfig::new()
-        .with_blank(BLANK_INDEX)
-        .with_zero_infinity(true)
-        .init()
-        .forward(
-            log_probs,
-            targets,
-            ints(input_lengths),
-            ints(target_lengths),
-        )
-        / divisors
+    let nll = B::ctc_nll(
+        log_probs.into_primitive().tensor(),
+        targets.into_primitive(),
+        input_lengths,
+        target_lengths,
+        BLANK_INDEX,
+    );
+    Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(nll)) / divisors
 }
 
 /// Training throughput of the default `LineCtc` on the CPU: batches of `batch_size` random

@@ -3,6 +3,7 @@
 
 mod artifacts;
 mod char_model;
+mod ctc_loss;
 mod detector_model;
 mod fit;
 mod history;
@@ -11,6 +12,7 @@ mod throughput;
 
 pub use artifacts::{ModelSpec, SPEC, WEIGHTS, model_architecture};
 pub use char_model::{CharModelSpec, char_training_throughput, load_char_model, train_char_model};
+pub use ctc_loss::CtcBackend;
 pub use detector_model::{DetectorModelSpec, load_detector_model, train_detector_model};
 pub use fit::{Device, TrainOptions, TrainOutcome};
 pub use history::{EpochRecord, History};
@@ -23,16 +25,20 @@ pub use throughput::Throughput;
 /// The bound every trainable backend meets (CPU flex, CUDA), so callers can pick one: autodiff
 /// over a backend the networks run on, itself one they run on.
 pub trait TrainingBackend:
-    burn::tensor::backend::AutodiffBackend<InnerBackend: ConvBackend> + ConvBackend
+    burn::tensor::backend::AutodiffBackend<InnerBackend: NetworkBackend + CtcBackend>
+    + NetworkBackend
+    + CtcBackend
 {
 }
 
 impl<B> TrainingBackend for B where
-    B: burn::tensor::backend::AutodiffBackend<InnerBackend: ConvBackend> + ConvBackend
+    B: burn::tensor::backend::AutodiffBackend<InnerBackend: NetworkBackend + CtcBackend>
+        + NetworkBackend
+        + CtcBackend
 {
 }
 
-use crate::networks::ConvBackend;
+use crate::networks::NetworkBackend;
 
 use std::path::PathBuf;
 

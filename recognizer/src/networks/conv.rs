@@ -25,6 +25,8 @@ use burn::tensor::{TensorMetadata, TensorPrimitive};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
+use super::gemm::matmul;
+
 /// Images whose weight gradients one GEMM chain accumulates before the chunks are summed.
 const GRADIENT_CHUNK: usize = 4;
 
@@ -260,13 +262,12 @@ pub fn conv2d<B: ConvBackend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4>
     Tensor::from_primitive(TensorPrimitive::Float(output))
 }
 
-fn f32s(tensor: &FlexTensor) -> &[f32] {
-    tensor
-        .as_slice()
-        .expect("a contiguous f32 tensor (checked by Geometry::of)")
+/// The values of a contiguous f32 tensor (callers check both).
+pub(super) fn f32s(tensor: &FlexTensor) -> &[f32] {
+    tensor.as_slice().expect("a contiguous f32 tensor")
 }
 
-fn tensor(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
+pub(super) fn tensor(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape.into()))
 }
 
@@ -551,54 +552,6 @@ struct Run {
     image: usize,
     len: usize,
     step: usize,
-}
-
-/// `dst[m×n] = (dst +) lhs[m×k] · rhs[k×n]`; each operand is `(data, row stride, column stride)`,
-/// so a transposed operand is just swapped strides. Single-threaded: callers split over images.
-fn matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    accumulate: bool,
-    lhs: (&[f32], usize, usize),
-    rhs: (&[f32], usize, usize),
-) {
-    let extent = |rows: usize, cols: usize, (data, rs, cs): (&[f32], usize, usize)| {
-        let last = (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs;
-        assert!(
-            rows == 0 || cols == 0 || last < data.len(),
-            "matmul operand out of range"
-        );
-    };
-    extent(m, k, lhs);
-    extent(k, n, rhs);
-    assert_eq!(dst.len(), m * n, "matmul destination size");
-    // SAFETY: every index gemm reads or writes is inside the slices, checked above; the
-    // destination is exclusively borrowed.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.0.as_ptr(),
-            lhs.2 as isize,
-            lhs.1 as isize,
-            rhs.0.as_ptr(),
-            rhs.2 as isize,
-            rhs.1 as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
 }
 
 #[cfg(test)]

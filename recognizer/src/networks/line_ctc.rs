@@ -10,7 +10,8 @@ use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 
-use super::conv::{ConvBackend, conv2d};
+use super::NetworkBackend;
+use super::conv::conv2d;
 use burn::tensor::activation::log_softmax;
 
 use super::batch_norm::batch_norm;
@@ -95,7 +96,7 @@ impl LineCtcConfig {
     }
 }
 
-impl<B: ConvBackend> LineCtc<B> {
+impl<B: NetworkBackend> LineCtc<B> {
     /// `[batch, 1, height, width]` ink in `[0, 1]` (width a multiple of 4) →
     /// `[width / 4, batch, classes]` log-probabilities (time first, as CTC wants).
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {

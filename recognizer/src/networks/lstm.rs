@@ -3,13 +3,16 @@
 //! recurrent projection, in ONNX gate order (input, output, forget, cell).
 //!
 //! Why not `burn::nn::BiLstm`: it runs eight small matmuls per time step; here the input
-//! projection of every step is one matmul over the whole sequence and each step costs one
-//! recurrent matmul, and the export is a transpose per weight instead of a re-shuffle.
+//! projection of every step is one matmul over the whole sequence, the recurrence is one
+//! operation (a CPU kernel, see `recurrence.rs`), and the export is a transpose per weight
+//! instead of a re-shuffle.
 
 use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{sigmoid, tanh};
+use burn::tensor::TensorPrimitive;
+
+use super::recurrence::LstmBackend;
 
 #[derive(Config, Debug)]
 pub struct BiLstmConfig {
@@ -66,63 +69,19 @@ impl BiLstmConfig {
     }
 }
 
-impl<B: Backend> LstmDirection<B> {
-    /// `[steps, batch, 4·hidden]` input projections → `[steps, batch, hidden]` hidden states.
-    fn run(&self, projected: Tensor<B, 3>, hidden: usize, reverse: bool) -> Tensor<B, 3> {
-        let [steps, batch, _] = projected.dims();
-        let device = projected.device();
-        let mut h = Tensor::<B, 2>::zeros([batch, hidden], &device);
-        let mut c = Tensor::<B, 2>::zeros([batch, hidden], &device);
-        let mut outputs: Vec<Option<Tensor<B, 2>>> = vec![None; steps];
-        let mut inputs = Vec::with_capacity(steps);
-        unstack(projected, &mut inputs);
-        let order: Box<dyn Iterator<Item = usize>> = if reverse {
-            Box::new((0..steps).rev())
-        } else {
-            Box::new(0..steps)
-        };
-        for step in order {
-            let gates =
-                inputs[step].clone().reshape([batch, 4 * hidden]) + self.recurrent.forward(h);
-            let sigmoids = sigmoid(gates.clone().slice([0..batch, 0..3 * hidden]));
-            let candidate = tanh(gates.slice([0..batch, 3 * hidden..4 * hidden]));
-            let input_gate = sigmoids.clone().slice([0..batch, 0..hidden]);
-            let output_gate = sigmoids.clone().slice([0..batch, hidden..2 * hidden]);
-            let forget_gate = sigmoids.slice([0..batch, 2 * hidden..3 * hidden]);
-            c = forget_gate * c + input_gate * candidate;
-            h = output_gate * tanh(c.clone());
-            outputs[step] = Some(h.clone());
-        }
-        Tensor::stack(outputs.into_iter().flatten().collect(), 0)
-    }
-}
-
-/// Splits `[steps, …]` into its steps by halving: the gradient of a slice is a zero tensor the
-/// size of what was sliced, so slicing step by step costs O(steps²) in the backward pass and
-/// halving costs O(steps · log steps).
-fn unstack<B: Backend>(sequence: Tensor<B, 3>, out: &mut Vec<Tensor<B, 3>>) {
-    let [steps, batch, width] = sequence.dims();
-    if steps <= 1 {
-        out.push(sequence);
-        return;
-    }
-    let middle = steps / 2;
-    unstack(sequence.clone().slice([0..middle, 0..batch, 0..width]), out);
-    unstack(sequence.slice([middle..steps, 0..batch, 0..width]), out);
-}
-
-impl<B: Backend> BiLstm<B> {
+impl<B: LstmBackend> BiLstm<B> {
     /// `[steps, batch, input]` → `[steps, batch, 2·hidden]` (forward states, then backward).
     pub fn forward(&self, sequence: Tensor<B, 3>) -> Tensor<B, 3> {
-        let forward = self.forward.run(
-            self.forward.input.forward(sequence.clone()),
-            self.hidden,
-            false,
-        );
-        let backward = self
-            .backward
-            .run(self.backward.input.forward(sequence), self.hidden, true);
-        Tensor::cat(vec![forward, backward], 2)
+        let forward = self.forward.input.forward(sequence.clone());
+        let backward = self.backward.input.forward(sequence);
+        let primitive = |t: Tensor<B, 3>| t.into_primitive().tensor();
+        let weight = |d: &LstmDirection<B>| d.recurrent.weight.val().into_primitive().tensor();
+        Tensor::from_primitive(TensorPrimitive::Float(B::bilstm_recurrence(
+            primitive(forward),
+            primitive(backward),
+            weight(&self.forward),
+            weight(&self.backward),
+        )))
     }
 }
 

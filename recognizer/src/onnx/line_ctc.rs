@@ -14,7 +14,7 @@ use super::burn_export::{
 use super::graph::{Attr, GraphBuilder};
 use crate::data::Sample;
 use crate::models::{LineModelSpec, ModelError};
-use crate::networks::{ConvBackend, LINE_DOWNSAMPLE, LineCtc, LstmDirection};
+use crate::networks::{LINE_DOWNSAMPLE, LineCtc, LstmDirection, NetworkBackend};
 
 /// One direction's ONNX `LSTM` inputs.
 struct OnnxLstm {
@@ -63,7 +63,7 @@ fn network_epsilon<B: Backend>(network: &LineCtc<B>, block: usize) -> f32 {
 /// Writes the network as ONNX, validates its structure and checks tract's outputs against
 /// Burn's on `parity_samples` (padded into one batch). Returns the encoded model and the largest
 /// absolute difference seen.
-pub fn export_line_ctc<B: ConvBackend>(
+pub fn export_line_ctc<B: NetworkBackend>(
     network: &LineCtc<B>,
     spec: &LineModelSpec,
     parity_samples: &[Sample],
