@@ -173,6 +173,7 @@ Examples:
 }
 
 fn main() -> ExitCode {
+    textrec_recognizer::memory::retain_freed_memory();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

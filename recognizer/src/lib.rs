@@ -9,6 +9,7 @@ pub mod ctc;
 pub mod data;
 pub mod infer;
 pub mod lm;
+pub mod memory;
 #[cfg(feature = "train")]
 pub mod models;
 #[cfg(feature = "train")]

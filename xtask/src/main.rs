@@ -196,6 +196,7 @@ enum BenchCommand {
 }
 
 fn main() -> ExitCode {
+    textrec_recognizer::memory::retain_freed_memory();
     let cli = Cli::parse();
     match dispatch(cli.command) {
         Ok(code) => code,
