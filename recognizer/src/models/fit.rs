@@ -16,7 +16,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
 
-use burn::module::{AutodiffModule, Module, ModuleMapper, Param, ParamId};
+use burn::module::{AutodiffModule, Module, ModuleMapper, Param, ParamId, RunningState};
+use burn::nn::BatchNorm;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
@@ -171,6 +172,19 @@ pub fn with_stable_ids<B: Backend, M: Module<B>>(network: M) -> M {
         }
     }
     network.map(&mut StableIds(0))
+}
+
+/// Renumbers the running statistics of batch norms, which Burn's module mapping passes through
+/// with the random ids it drew (they are written into weights files too): from the top of the
+/// id range down, clear of [`with_stable_ids`]' 1, 2, 3, ….
+pub fn with_stable_running_ids<B: Backend>(norms: &mut [&mut BatchNorm<B>]) {
+    let mut next = u64::MAX;
+    for norm in norms {
+        for running in [&mut norm.running_mean, &mut norm.running_var] {
+            *running = RunningState::with_id(ParamId::from(next), running.value());
+            next -= 1;
+        }
+    }
 }
 
 /// How a fit ended.
