@@ -81,11 +81,7 @@ impl CtcBackend for Flex {
         blank: usize,
     ) -> FlexTensor {
         match Problem::of(&log_probs, &targets, input_lengths, target_lengths, blank) {
-            Some(problem) => {
-                let log_probs = log_probs.to_contiguous();
-                let nll = problem.nll(f32s(&log_probs));
-                FlexTensor::from_data(TensorData::new(nll, [problem.batch]))
-            }
+            Some(problem) => problem.nll_tensor(&log_probs),
             None => burn_ctc_nll::<Flex>(log_probs, targets, input_lengths, target_lengths, blank),
         }
     }
@@ -142,23 +138,11 @@ impl<C: CheckpointStrategy> CtcBackend for Autodiff<Flex, C> {
             .stateful()
         {
             OpsKind::Tracked(mut prep) => {
+                let output = problem.nll_tensor(&log_probs.primitive);
                 let state = (prep.checkpoint(&log_probs), problem);
-                let output = Flex::ctc_nll(
-                    log_probs.primitive,
-                    targets,
-                    input_lengths,
-                    target_lengths,
-                    blank,
-                );
                 prep.finish(state, output)
             }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::ctc_nll(
-                log_probs.primitive,
-                targets,
-                input_lengths,
-                target_lengths,
-                blank,
-            )),
+            OpsKind::UnTracked(prep) => prep.finish(problem.nll_tensor(&log_probs.primitive)),
         }
     }
 }
@@ -232,6 +216,13 @@ impl Problem {
             extended,
             input_lengths: input_lengths.to_vec(),
         })
+    }
+
+    /// [`Problem::nll`] as a `[batch]` tensor.
+    fn nll_tensor(&self, log_probs: &FlexTensor) -> FlexTensor {
+        let log_probs = log_probs.to_contiguous();
+        let nll = self.nll(f32s(&log_probs));
+        FlexTensor::from_data(TensorData::new(nll, [self.batch]))
     }
 
     /// Each line's negative log-likelihood, zero where it is infinite.
