@@ -20,6 +20,8 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, TensorMetadata, TensorPrimitive};
 use rayon::prelude::*;
 
+use crate::networks::cpu::{f32s, tensor};
+
 /// Where the loss runs: Burn's `CTCLoss` unless the backend brings a kernel.
 pub trait CtcBackend: Backend {
     /// Per-line negative log-likelihood `[batch]` of `[batch, longest]` targets (padding past
@@ -115,10 +117,7 @@ impl<C: CheckpointStrategy> CtcBackend for Autodiff<Flex, C> {
                 if let [Some(parent)] = ops.parents {
                     let grad = problem.gradient(f32s(&log_probs), f32s(&output_grad));
                     let shape = [problem.steps, problem.batch, problem.classes];
-                    grads.register::<Flex>(
-                        parent.id,
-                        FlexTensor::from_data(TensorData::new(grad, shape)),
-                    );
+                    grads.register::<Flex>(parent.id, tensor(grad, shape));
                 }
             }
         }
@@ -145,11 +144,6 @@ impl<C: CheckpointStrategy> CtcBackend for Autodiff<Flex, C> {
             OpsKind::UnTracked(prep) => prep.finish(problem.nll_tensor(&log_probs.primitive)),
         }
     }
-}
-
-/// The values of a contiguous f32 tensor.
-fn f32s(tensor: &FlexTensor) -> &[f32] {
-    tensor.as_slice().expect("a contiguous f32 tensor")
 }
 
 /// One batch's sizes and labels, read off the tensors once.
@@ -222,7 +216,7 @@ impl Problem {
     fn nll_tensor(&self, log_probs: &FlexTensor) -> FlexTensor {
         let log_probs = log_probs.to_contiguous();
         let nll = self.nll(f32s(&log_probs));
-        FlexTensor::from_data(TensorData::new(nll, [self.batch]))
+        tensor(nll, [self.batch])
     }
 
     /// Each line's negative log-likelihood, zero where it is infinite.

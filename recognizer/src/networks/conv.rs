@@ -25,7 +25,7 @@ use burn::tensor::{TensorMetadata, TensorPrimitive};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-use super::gemm::matmul;
+use super::cpu::{f32s, matmul, tensor};
 
 /// Images whose weight gradients one GEMM chain accumulates before the chunks are summed.
 const GRADIENT_CHUNK: usize = 4;
@@ -260,15 +260,6 @@ pub fn conv2d<B: ConvBackend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4>
         options,
     );
     Tensor::from_primitive(TensorPrimitive::Float(output))
-}
-
-/// The values of a contiguous f32 tensor (callers check both).
-pub(super) fn f32s(tensor: &FlexTensor) -> &[f32] {
-    tensor.as_slice().expect("a contiguous f32 tensor")
-}
-
-pub(super) fn tensor(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape.into()))
 }
 
 /// One convolution's sizes: f32 NCHW maps, one group, any kernel, stride, padding, dilation.

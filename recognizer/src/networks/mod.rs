@@ -4,7 +4,7 @@
 mod batch_norm;
 mod char_cnn;
 mod conv;
-mod gemm;
+pub(crate) mod cpu;
 mod line_ctc;
 mod line_fcn;
 mod lstm;

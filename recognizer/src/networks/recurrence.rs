@@ -23,8 +23,7 @@ use burn::tensor::activation::{sigmoid, tanh};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, TensorMetadata, TensorPrimitive};
 
-use super::conv::{f32s, tensor};
-use super::gemm::matmul;
+use super::cpu::{f32s, matmul, tensor};
 
 /// A backend the BiLSTM runs on: Burn's tensor ops unless the backend brings a kernel.
 pub trait LstmBackend: Backend {

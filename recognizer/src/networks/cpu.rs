@@ -1,9 +1,23 @@
-//! The one GEMM the CPU kernels share (convolution, LSTM recurrence): single-threaded, because
-//! every caller already splits its work over images or directions.
+//! What the CPU kernels (convolution, LSTM recurrence, CTC loss) share: f32 slices of Burn's CPU
+//! tensors and one GEMM, single-threaded because every caller already splits its work over
+//! images, directions or lines.
+
+use burn::backend::flex::FlexTensor;
+use burn::prelude::*;
+
+/// The values of a contiguous f32 tensor (callers check both).
+pub(crate) fn f32s(tensor: &FlexTensor) -> &[f32] {
+    tensor.as_slice().expect("a contiguous f32 tensor")
+}
+
+/// A tensor of `values` in `shape`.
+pub(crate) fn tensor(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.into()))
+}
 
 /// `dst[m×n] = (dst +) lhs[m×k] · rhs[k×n]`; each operand is `(data, row stride, column stride)`,
 /// so a transposed operand is just swapped strides.
-pub(super) fn matmul(
+pub(crate) fn matmul(
     m: usize,
     n: usize,
     k: usize,
