@@ -729,7 +729,7 @@ pub fn check_model(entry: &str, bytes: &[u8]) -> Result<ModelSummary, BundleErro
     }
 
     let tract_error = |e: TractError| bad(format!("tract cannot load it: {e:#}"));
-    let mut model = tract_onnx::onnx()
+    let mut model = crate::infer::onnx()
         .model_for_read(&mut Cursor::new(bytes))
         .map_err(tract_error)?;
     for (i, input) in inputs.iter().enumerate() {

@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod ctc;
 pub mod data;
 pub mod infer;
+mod kernels;
 pub mod lm;
 pub mod memory;
 #[cfg(feature = "train")]

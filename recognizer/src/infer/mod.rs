@@ -11,6 +11,7 @@ mod page;
 mod page_image;
 mod plans;
 mod scoring;
+mod sequence_lstm;
 
 pub use char_classifier::{CharClassifier, InferError, metadata};
 pub use formats::{OutputFormat, to_alto, to_hocr, to_json};
@@ -26,3 +27,4 @@ pub use page::{
 };
 pub use page_image::{PageImageError, PageImages, decode_page, decode_pages};
 pub use scoring::{Confusion, TextErrors, edit_distance, score_chars};
+pub use sequence_lstm::onnx;

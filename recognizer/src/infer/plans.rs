@@ -26,7 +26,7 @@ pub(crate) struct Plans {
 impl Plans {
     /// Reads the model; `origin` names it in errors.
     pub(crate) fn read(bytes: &[u8], origin: &Path) -> Result<Plans, InferError> {
-        let model = tract_onnx::onnx()
+        let model = super::onnx()
             .model_for_read(&mut std::io::Cursor::new(bytes))
             .map_err(|e| InferError::Model {
                 path: origin.to_owned(),

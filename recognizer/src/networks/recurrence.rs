@@ -24,6 +24,7 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, TensorMetadata, TensorPrimitive};
 
 use super::cpu::{f32s, matmul, tensor};
+use crate::kernels::{self, LstmShape, lstm_direction};
 
 /// A backend the BiLSTM runs on: Burn's tensor ops unless the backend brings a kernel.
 pub trait LstmBackend: Backend {
@@ -95,7 +96,7 @@ fn tensor_op_direction<B: Backend>(
     let mut outputs: Vec<Option<Tensor<B, 2>>> = vec![None; steps];
     let mut inputs = Vec::with_capacity(steps);
     unstack(projected, &mut inputs);
-    for step in Dims::order_of(steps, reverse) {
+    for step in (0..steps).map(|i| if reverse { steps - 1 - i } else { i }) {
         let gates = inputs[step].clone().reshape([batch, 4 * hidden]) + h.matmul(weight.clone());
         let sigmoids = sigmoid(gates.clone().slice([0..batch, 0..3 * hidden]));
         let candidate = tanh(gates.slice([0..batch, 3 * hidden..4 * hidden]));
@@ -241,14 +242,6 @@ fn recurrence_gradients(inputs: &[FlexTensor; 4], output_grad: &FlexTensor) -> [
     ]
 }
 
-/// The recurrence's sizes.
-#[derive(Debug, Clone, Copy)]
-struct Dims {
-    steps: usize,
-    batch: usize,
-    hidden: usize,
-}
-
 /// What one direction's forward pass computed, in time order: hidden states and cells
 /// `[steps, batch, hidden]`, activated gates `[steps, batch, 4·hidden]`.
 #[derive(Debug)]
@@ -258,9 +251,8 @@ struct Trace {
     gates: Vec<f32>,
 }
 
-fn logistic(v: f32) -> f32 {
-    1.0 / (1.0 + (-v).exp())
-}
+/// The recurrence's sizes (the shared kernel's, with what training adds).
+type Dims = LstmShape;
 
 impl Dims {
     /// `None` unless all four are f32 with the shapes of one recurrence.
@@ -284,48 +276,12 @@ impl Dims {
             })
     }
 
-    /// The time steps in the order a direction visits them.
-    fn order_of(steps: usize, reverse: bool) -> impl DoubleEndedIterator<Item = usize> + Clone {
-        (0..steps).map(move |i| if reverse { steps - 1 - i } else { i })
-    }
-
-    fn state_len(self) -> usize {
-        self.batch * self.hidden
-    }
-
-    fn gates_len(self) -> usize {
-        4 * self.state_len()
-    }
-
     /// One direction over `x` (`[steps, batch, 4·hidden]`) with recurrent weights `r`.
     fn run(self, x: &[f32], r: &[f32], reverse: bool) -> Trace {
-        let (b, h) = (self.batch, self.hidden);
-        let (sl, gl) = (self.state_len(), self.gates_len());
         let mut gates = x.to_vec();
-        let mut hidden = vec![0.0; self.steps * sl];
-        let mut cells = vec![0.0; self.steps * sl];
-        let mut previous: Option<usize> = None;
-        for t in Dims::order_of(self.steps, reverse) {
-            let step_gates = &mut gates[t * gl..(t + 1) * gl];
-            if let Some(p) = previous {
-                // gates[b×4h] += h_prev[b×h] · r[h×4h]
-                let h_prev = &hidden[p * sl..(p + 1) * sl];
-                matmul(b, 4 * h, h, step_gates, true, (h_prev, h, 1), (r, 4 * h, 1));
-            }
-            for row in 0..b {
-                let g = &mut step_gates[row * 4 * h..(row + 1) * 4 * h];
-                g[..3 * h].iter_mut().for_each(|v| *v = logistic(*v));
-                g[3 * h..].iter_mut().for_each(|v| *v = v.tanh());
-                for j in 0..h {
-                    let at = row * h + j;
-                    let c_prev = previous.map_or(0.0, |p| cells[p * sl + at]);
-                    let c = g[2 * h + j] * c_prev + g[j] * g[3 * h + j];
-                    cells[t * sl + at] = c;
-                    hidden[t * sl + at] = g[h + j] * c.tanh();
-                }
-            }
-            previous = Some(t);
-        }
+        let mut hidden = vec![0.0; self.steps * self.state_len()];
+        let mut cells = vec![0.0; self.steps * self.state_len()];
+        lstm_direction(self, &mut gates, r, reverse, &mut hidden, &mut cells);
         Trace {
             hidden,
             cells,
@@ -347,7 +303,7 @@ impl Dims {
         let (b, h) = (self.batch, self.hidden);
         let (sl, gl) = (self.state_len(), self.gates_len());
         let column = if reverse { h } else { 0 };
-        let order: Vec<usize> = Dims::order_of(self.steps, reverse).collect();
+        let order: Vec<usize> = self.order(reverse).collect();
         let mut gate_grads = vec![0.0; self.steps * gl];
         // Gradients reaching h and c of the step just processed from the step after it.
         let mut h_grad = vec![0.0; sl];
@@ -362,7 +318,7 @@ impl Dims {
                     let at = row * h + j;
                     let (i, o, f, cand) = (g[j], g[h + j], g[2 * h + j], g[3 * h + j]);
                     let dh = output_grad[(t * b + row) * 2 * h + column + j] + h_grad[at];
-                    let tc = trace.cells[t * sl + at].tanh();
+                    let tc = kernels::tanh(trace.cells[t * sl + at]);
                     let c_prev = previous.map_or(0.0, |p| trace.cells[p * sl + at]);
                     let dc = c_grad[at] + dh * o * (1.0 - tc * tc);
                     dg[j] = dc * cand * i * (1.0 - i);

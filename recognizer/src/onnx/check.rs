@@ -77,7 +77,7 @@ pub fn run_tract(
     shape: &[usize],
     input: Vec<f32>,
 ) -> TractResult<(Vec<usize>, Vec<f32>)> {
-    let model = tract_onnx::onnx()
+    let model = crate::infer::onnx()
         .model_for_read(&mut std::io::Cursor::new(model_bytes))?
         .with_input_fact(0, f32::fact(shape).into())?
         .into_optimized()?
