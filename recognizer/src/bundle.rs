@@ -737,8 +737,7 @@ pub fn check_model(entry: &str, bytes: &[u8]) -> Result<ModelSummary, BundleErro
             .with_input_fact(i, f32::fact(input.shape.as_slice()).into())
             .map_err(tract_error)?;
     }
-    let plan = model
-        .into_optimized()
+    let plan = crate::infer::optimized(model)
         .and_then(|m| m.into_runnable())
         .map_err(tract_error)?;
     let zeros = inputs

@@ -68,7 +68,7 @@ impl CharClassifier {
         let plan = super::onnx()
             .model_for_read(&mut std::io::Cursor::new(&bytes))
             .and_then(|m| m.with_input_fact(0, f32::fact([batch, 1, side, side]).into()))
-            .and_then(|m| m.into_optimized())
+            .and_then(super::optimized)
             .and_then(|m| m.into_runnable())
             .map_err(|e| bad(format!("tract cannot load it: {e:#}")))?;
         Ok(CharClassifier {

@@ -12,6 +12,8 @@ mod page_image;
 mod plans;
 mod scoring;
 mod sequence_lstm;
+mod tiling_max_pool;
+mod tract_model;
 
 pub use char_classifier::{CharClassifier, InferError, metadata};
 pub use formats::{OutputFormat, to_alto, to_hocr, to_json};
@@ -27,4 +29,4 @@ pub use page::{
 };
 pub use page_image::{PageImageError, PageImages, decode_page, decode_pages};
 pub use scoring::{Confusion, TextErrors, edit_distance, score_chars};
-pub use sequence_lstm::onnx;
+pub use tract_model::{onnx, optimized};

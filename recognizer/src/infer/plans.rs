@@ -48,7 +48,7 @@ impl Plans {
             .model
             .clone()
             .with_input_fact(0, f32::fact(shape).into())
-            .and_then(|m| m.into_optimized())
+            .and_then(super::optimized)
             .and_then(|m| m.into_runnable())
             .map_err(|e| InferError::Model {
                 path: self.path.clone(),

@@ -1,4 +1,4 @@
-//! tract's ONNX loader with the `LSTM` operator run as one whole-sequence op.
+//! The ONNX `LSTM` operator run as one whole-sequence op in tract.
 //!
 //! Why: tract lowers an ONNX `LSTM` to a `Scan` whose body (two matmuls, four slices, the
 //! activations and the products) it dispatches once per time step and direction, so at the line
@@ -22,15 +22,8 @@ use tract_onnx::tract_hir::ops;
 
 use crate::kernels::{LstmShape, lstm_direction, matmul};
 
-/// tract's ONNX framework with `LSTM` replaced; every textrec model is read through it.
-pub fn onnx() -> tract_onnx::Onnx {
-    let mut onnx = tract_onnx::onnx();
-    onnx.op_register.insert("LSTM", load_lstm);
-    onnx
-}
-
 /// Parses an ONNX `LSTM` node as tract does, noting whether it fits the whole-sequence op.
-fn load_lstm(
+pub(super) fn load_lstm(
     _ctx: &ParsingContext,
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
@@ -378,11 +371,12 @@ mod tests {
 
     /// The output and the names of the optimised plan's ops.
     fn run(framework: tract_onnx::Onnx, bytes: &[u8]) -> (Vec<f32>, Vec<String>) {
-        let plan = framework
-            .model_for_read(&mut std::io::Cursor::new(bytes))
-            .unwrap()
-            .into_optimized()
-            .unwrap();
+        let plan = super::super::optimized(
+            framework
+                .model_for_read(&mut std::io::Cursor::new(bytes))
+                .unwrap(),
+        )
+        .unwrap();
         let ops = plan
             .nodes()
             .iter()
@@ -416,7 +410,7 @@ mod tests {
     fn the_whole_sequence_op_matches_tracts_own_lstm_both_ways() {
         for (directions, direction) in [(2, "bidirectional"), (1, "forward")] {
             let bytes = lstm_model(directions, &[("direction", Attr::String(direction.into()))]);
-            let (fused, fused_ops) = run(onnx(), &bytes);
+            let (fused, fused_ops) = run(super::super::onnx(), &bytes);
             let (standard, standard_ops) = run(tract_onnx::onnx(), &bytes);
             assert!(
                 fused_ops.iter().any(|op| op == "SequenceLstm"),
@@ -435,7 +429,7 @@ mod tests {
     fn an_lstm_the_op_does_not_cover_keeps_tracts_lowering() {
         // A clip too wide to bind: same numbers, but not the plain LSTM the op implements.
         let bytes = lstm_model(2, &[("clip", Attr::Float(100.0))]);
-        let (fused, ops) = run(onnx(), &bytes);
+        let (fused, ops) = run(super::super::onnx(), &bytes);
         assert!(!ops.iter().any(|op| op == "SequenceLstm"), "{ops:?}");
         let (standard, _) = run(tract_onnx::onnx(), &bytes);
         assert_eq!(fused, standard);
