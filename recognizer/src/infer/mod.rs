@@ -3,6 +3,7 @@
 
 mod char_classifier;
 mod formats;
+mod im2col_conv;
 mod learned_detector;
 pub mod line_detector;
 mod line_recognizer;
