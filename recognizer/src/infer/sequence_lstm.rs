@@ -216,9 +216,7 @@ impl Op for SequenceLstm {
         Validation::Rounding
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
+    tract_onnx::tract_core::op_as_typed_op!();
 }
 
 impl EvalOp for SequenceLstm {
@@ -296,13 +294,7 @@ impl EvalOp for SequenceLstm {
 }
 
 impl TypedOp for SequenceLstm {
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
+    tract_onnx::tract_core::as_op!();
 
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let x = &inputs[0].shape;

@@ -78,9 +78,7 @@ impl Op for TilingMaxPool {
         Ok(vec![format!("kernel={}x{}", self.kernel.0, self.kernel.1)])
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
+    tract_onnx::tract_core::op_as_typed_op!();
 }
 
 impl EvalOp for TilingMaxPool {
@@ -112,13 +110,7 @@ impl EvalOp for TilingMaxPool {
 }
 
 impl TypedOp for TilingMaxPool {
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
+    tract_onnx::tract_core::as_op!();
 
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let shape = inputs[0]
