@@ -14,6 +14,7 @@ use tract_onnx::tract_core::ops::cnn::conv::KernelFormat;
 use tract_onnx::tract_core::ops::cnn::{Conv, PaddingSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
+use super::tract_model::f32_input;
 use crate::kernels::matmul;
 
 /// Below this many inputs per output point (channels × kernel taps) tract's own kernels win.
@@ -174,28 +175,16 @@ impl Op for Im2colConv {
 }
 
 impl EvalOp for Im2colConv {
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(EvalOp::eval(
-            self,
-            &EvalContext::out_of_plan(),
-            inputs,
-        )?))
-    }
+    tract_onnx::tract_core::op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let x = inputs[0].to_plain_array_view::<f32>()?;
-        let &[n, c, h, w] = x.shape() else {
-            bail!("Im2colConv expects [N, C, H, W], got {:?}", x.shape());
-        };
+        let ([n, c, h, w], x) = f32_input(&inputs[0], "Im2colConv")?;
+        let x = &*x;
         ensure!(
             c == self.channels,
             "Im2colConv: {c} channels, expected {}",
             self.channels
         );
-        let x = x.as_standard_layout();
-        let x = x
-            .as_slice()
-            .context("a standard-layout view is contiguous")?;
         let [oh, ow] = self.output_size(h, w);
         let outputs = self.bias.len();
         let per_output = self.kernel.shape()[1];

@@ -20,6 +20,7 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops;
 
+use super::tract_model::f32_input;
 use crate::kernels::{LstmShape, lstm_direction, matmul};
 
 /// Parses an ONNX `LSTM` node as tract does, noting whether it fits the whole-sequence op.
@@ -220,31 +221,16 @@ impl Op for SequenceLstm {
 }
 
 impl EvalOp for SequenceLstm {
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(EvalOp::eval(
-            self,
-            &EvalContext::out_of_plan(),
-            inputs,
-        )?))
-    }
+    tract_onnx::tract_core::op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let x = inputs[0].to_plain_array_view::<f32>()?;
-        let &[steps, batch, input] = x.shape() else {
-            bail!(
-                "SequenceLstm expects [steps, batch, input], got {:?}",
-                x.shape()
-            );
-        };
+        let ([steps, batch, input], x) = f32_input(&inputs[0], "SequenceLstm")?;
+        let x = &*x;
         ensure!(
             input == self.input,
             "SequenceLstm: input size {input} is not {}",
             self.input
         );
-        let x = x.as_standard_layout();
-        let x = x
-            .as_slice()
-            .context("a standard-layout view is contiguous")?;
         let h = self.hidden;
         let shape = LstmShape {
             steps,

@@ -10,6 +10,8 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{MaxPool, PaddingSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
+use super::tract_model::f32_input;
+
 /// Replaces every tract `MaxPool` of `model` that tiles its NCHW f32 input of concrete shape by
 /// a [`TilingMaxPool`]; others are left alone.
 pub(crate) fn tile_max_pools(model: &mut TypedModel) -> TractResult<()> {
@@ -82,23 +84,11 @@ impl Op for TilingMaxPool {
 }
 
 impl EvalOp for TilingMaxPool {
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(EvalOp::eval(
-            self,
-            &EvalContext::out_of_plan(),
-            inputs,
-        )?))
-    }
+    tract_onnx::tract_core::op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let x = inputs[0].to_plain_array_view::<f32>()?;
-        let &[n, c, h, w] = x.shape() else {
-            bail!("TilingMaxPool expects [N, C, H, W], got {:?}", x.shape());
-        };
-        let x = x.as_standard_layout();
-        let x = x
-            .as_slice()
-            .context("a standard-layout view is contiguous")?;
+        let ([n, c, h, w], x) = f32_input(&inputs[0], "TilingMaxPool")?;
+        let x = &*x;
         let (kh, kw) = self.kernel;
         let (oh, ow) = (h / kh, w / kw);
         let mut y = vec![0.0; n * c * oh * ow];

@@ -3,7 +3,10 @@
 //! networks (a whole-sequence LSTM, a tiling max-pool, im2col convolutions). The ONNX files stay standard: ONNX
 //! Runtime and tract without these ops read them as well.
 
+use std::borrow::Cow;
+
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::bail;
 
 use super::{im2col_conv, sequence_lstm, tiling_max_pool};
 
@@ -22,4 +25,21 @@ pub fn optimized(model: InferenceModel) -> TractResult<TypedModel> {
     tiling_max_pool::tile_max_pools(&mut model)?;
     im2col_conv::im2col_convs(&mut model)?;
     model.into_optimized()
+}
+
+/// An f32 input of textrec's ops: its shape, checked to be of rank `R`, and its values in
+/// row-major order (borrowed when they already are).
+pub(super) fn f32_input<'a, const R: usize>(
+    value: &'a TValue,
+    op: &str,
+) -> TractResult<([usize; R], Cow<'a, [f32]>)> {
+    let view = value.to_plain_array_view::<f32>()?;
+    let Ok(shape) = <[usize; R]>::try_from(view.shape()) else {
+        bail!("{op} expects a rank-{R} input, got {:?}", view.shape());
+    };
+    let values = match view.to_slice() {
+        Some(values) => Cow::Borrowed(values),
+        None => Cow::Owned(view.iter().copied().collect()),
+    };
+    Ok((shape, values))
 }
