@@ -14,7 +14,7 @@ use tract_onnx::tract_core::ops::cnn::conv::KernelFormat;
 use tract_onnx::tract_core::ops::cnn::{Conv, PaddingSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use super::tract_model::f32_input;
+use super::tract_model::{concrete_nchw, f32_input, f32_output};
 use crate::kernels::matmul;
 
 /// Below this many inputs per output point (channels × kernel taps) tract's own kernels win.
@@ -211,9 +211,7 @@ impl EvalOp for Im2colConv {
                 (&columns, oh * ow, 1),
             );
         }
-        Ok(tvec!(
-            Tensor::from_shape(&[n, outputs, oh, ow], &y)?.into_tvalue()
-        ))
+        f32_output([n, outputs, oh, ow], y)
     }
 }
 
@@ -221,13 +219,7 @@ impl TypedOp for Im2colConv {
     tract_onnx::tract_core::as_op!();
 
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let shape = inputs[0]
-            .shape
-            .as_concrete()
-            .context("Im2colConv needs a concrete input shape")?;
-        let &[n, _, h, w] = shape else {
-            bail!("Im2colConv expects [N, C, H, W], got {shape:?}");
-        };
+        let [n, _, h, w] = concrete_nchw(inputs[0], "Im2colConv")?;
         let [oh, ow] = self.output_size(h, w);
         Ok(tvec!(f32::fact([n, self.bias.len(), oh, ow])))
     }
@@ -235,9 +227,9 @@ impl TypedOp for Im2colConv {
 
 #[cfg(test)]
 mod tests {
+    use crate::infer::tract_model::run_model;
     use crate::onnx::{Attr, GraphBuilder, Metadata};
     use prost::Message;
-    use tract_onnx::prelude::*;
 
     /// One ONNX `Conv` over a fixed `[2, channels, 7, 10]` input: the output, and whether the
     /// plan uses [`super::Im2colConv`].
@@ -263,25 +255,10 @@ mod tests {
             )
             .output("y", &[Err("n"), Err("c"), Err("h"), Err("w")]);
         let bytes = g.build("conv", &Metadata::default()).encode_to_vec();
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut std::io::Cursor::new(bytes))
-            .unwrap();
-        let plan = if textrec {
-            super::super::optimized(model).unwrap()
-        } else {
-            model.into_optimized().unwrap()
-        };
-        let ours = plan.nodes().iter().any(|n| n.op.name() == "Im2colConv");
         let n: usize = shape.iter().product();
         let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
-        let x = tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), x).unwrap();
-        let y = plan
-            .into_runnable()
-            .unwrap()
-            .run(tvec!(Tensor::from(x).into()))
-            .unwrap();
-        let y = y[0].to_plain_array_view::<f32>().unwrap();
-        (y.shape().to_vec(), y.iter().copied().collect(), ours)
+        let (shape, y, ops) = run_model(&bytes, (&shape, x), textrec);
+        (shape, y, ops.iter().any(|op| op == "Im2colConv"))
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops;
 
-use super::tract_model::f32_input;
+use super::tract_model::{f32_input, f32_output};
 use crate::kernels::{LstmShape, lstm_direction, matmul};
 
 /// Parses an ONNX `LSTM` node as tract does, noting whether it fits the whole-sequence op.
@@ -273,9 +273,7 @@ impl EvalOp for SequenceLstm {
                 y[at..at + batch * h].copy_from_slice(from);
             }
         }
-        Ok(tvec!(
-            Tensor::from_shape(&[steps, dirs, batch, h], &y)?.into_tvalue()
-        ))
+        f32_output([steps, dirs, batch, h], y)
     }
 }
 
@@ -296,7 +294,7 @@ impl TypedOp for SequenceLstm {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::infer::tract_model::run_model;
     use crate::onnx::{Attr, GraphBuilder, Metadata};
     use prost::Message;
 
@@ -348,32 +346,11 @@ mod tests {
     }
 
     /// The output and the names of the optimised plan's ops.
-    fn run(framework: tract_onnx::Onnx, bytes: &[u8]) -> (Vec<f32>, Vec<String>) {
-        let plan = super::super::optimized(
-            framework
-                .model_for_read(&mut std::io::Cursor::new(bytes))
-                .unwrap(),
-        )
-        .unwrap();
-        let ops = plan
-            .nodes()
-            .iter()
-            .map(|n| n.op.name().to_string())
-            .collect();
-        let x = tract_ndarray::ArrayD::from_shape_vec(
-            vec![STEPS, BATCH, INPUT],
-            values(STEPS * BATCH * INPUT, 0.4),
-        )
-        .unwrap();
-        let y = plan
-            .into_runnable()
-            .unwrap()
-            .run(tvec!(Tensor::from(x).into()))
-            .unwrap();
-        let y = y[0].to_plain_array_view::<f32>().unwrap();
-        let shape = y.shape();
+    fn run(textrec: bool, bytes: &[u8]) -> (Vec<f32>, Vec<String>) {
+        let x = values(STEPS * BATCH * INPUT, 0.4);
+        let (shape, y, ops) = run_model(bytes, (&[STEPS, BATCH, INPUT], x), textrec);
         assert_eq!([shape[0], shape[2], shape[3]], [STEPS, BATCH, HIDDEN]);
-        (y.iter().copied().collect(), ops)
+        (y, ops)
     }
 
     fn max_difference(a: &[f32], b: &[f32]) -> f32 {
@@ -388,8 +365,8 @@ mod tests {
     fn the_whole_sequence_op_matches_tracts_own_lstm_both_ways() {
         for (directions, direction) in [(2, "bidirectional"), (1, "forward")] {
             let bytes = lstm_model(directions, &[("direction", Attr::String(direction.into()))]);
-            let (fused, fused_ops) = run(super::super::onnx(), &bytes);
-            let (standard, standard_ops) = run(tract_onnx::onnx(), &bytes);
+            let (fused, fused_ops) = run(true, &bytes);
+            let (standard, standard_ops) = run(false, &bytes);
             assert!(
                 fused_ops.iter().any(|op| op == "SequenceLstm"),
                 "{fused_ops:?}"
@@ -407,9 +384,9 @@ mod tests {
     fn an_lstm_the_op_does_not_cover_keeps_tracts_lowering() {
         // A clip too wide to bind: same numbers, but not the plain LSTM the op implements.
         let bytes = lstm_model(2, &[("clip", Attr::Float(100.0))]);
-        let (fused, ops) = run(super::super::onnx(), &bytes);
+        let (fused, ops) = run(true, &bytes);
         assert!(!ops.iter().any(|op| op == "SequenceLstm"), "{ops:?}");
-        let (standard, _) = run(tract_onnx::onnx(), &bytes);
+        let (standard, _) = run(false, &bytes);
         assert_eq!(fused, standard);
     }
 }

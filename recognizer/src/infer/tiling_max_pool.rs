@@ -10,7 +10,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{MaxPool, PaddingSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use super::tract_model::f32_input;
+use super::tract_model::{concrete_nchw, f32_input, f32_output};
 
 /// Replaces every tract `MaxPool` of `model` that tiles its NCHW f32 input of concrete shape by
 /// a [`TilingMaxPool`]; others are left alone.
@@ -93,9 +93,7 @@ impl EvalOp for TilingMaxPool {
         let (oh, ow) = (h / kh, w / kw);
         let mut y = vec![0.0; n * c * oh * ow];
         pool(x, &mut y, [h, w], self.kernel);
-        Ok(tvec!(
-            Tensor::from_shape(&[n, c, oh, ow], &y)?.into_tvalue()
-        ))
+        f32_output([n, c, oh, ow], y)
     }
 }
 
@@ -103,13 +101,7 @@ impl TypedOp for TilingMaxPool {
     tract_onnx::tract_core::as_op!();
 
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let shape = inputs[0]
-            .shape
-            .as_concrete()
-            .context("TilingMaxPool needs a concrete input shape")?;
-        let &[n, c, h, w] = shape else {
-            bail!("TilingMaxPool expects [N, C, H, W], got {shape:?}");
-        };
+        let [n, c, h, w] = concrete_nchw(inputs[0], "TilingMaxPool")?;
         Ok(tvec!(f32::fact([
             n,
             c,
@@ -178,9 +170,9 @@ fn pool_planes(x: &[f32], y: &mut [f32], [h, w]: [usize; 2], (kh, kw): (usize, u
 
 #[cfg(test)]
 mod tests {
+    use crate::infer::tract_model::run_model;
     use crate::onnx::{Attr, GraphBuilder, Metadata};
     use prost::Message;
-    use tract_onnx::prelude::*;
 
     const SHAPE: [usize; 4] = [2, 3, 9, 11];
 
@@ -192,25 +184,10 @@ mod tests {
             .node("MaxPool", &["x"], &["y"], attributes)
             .output("y", &[Err("n"), Err("c"), Err("h"), Err("w")]);
         let bytes = g.build("pool", &Metadata::default()).encode_to_vec();
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut std::io::Cursor::new(bytes))
-            .unwrap();
-        let plan = if textrec {
-            super::super::optimized(model).unwrap()
-        } else {
-            model.into_optimized().unwrap()
-        };
-        let tiled = plan.nodes().iter().any(|n| n.op.name() == "TilingMaxPool");
         let n: usize = SHAPE.iter().product();
         let x: Vec<f32> = (0..n).map(|i| ((i * 37) % 101) as f32 - 50.0).collect();
-        let x = tract_ndarray::ArrayD::from_shape_vec(SHAPE.to_vec(), x).unwrap();
-        let y = plan
-            .into_runnable()
-            .unwrap()
-            .run(tvec!(Tensor::from(x).into()))
-            .unwrap();
-        let y = y[0].to_plain_array_view::<f32>().unwrap();
-        (y.shape().to_vec(), y.iter().copied().collect(), tiled)
+        let (shape, y, ops) = run_model(&bytes, (&SHAPE, x), textrec);
+        (shape, y, ops.iter().any(|op| op == "TilingMaxPool"))
     }
 
     fn tiling(kernel: [i64; 2]) -> Vec<(&'static str, Attr)> {

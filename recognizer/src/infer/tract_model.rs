@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::bail;
+use tract_onnx::tract_core::internal::{TractErrorContext, bail};
 
 use super::{im2col_conv, sequence_lstm, tiling_max_pool};
 
@@ -42,4 +42,57 @@ pub(super) fn f32_input<'a, const R: usize>(
         None => Cow::Owned(view.iter().copied().collect()),
     };
     Ok((shape, values))
+}
+
+/// An op's f32 output of `shape`, moved into a tensor without a copy.
+pub(super) fn f32_output<const R: usize>(
+    shape: [usize; R],
+    values: Vec<f32>,
+) -> TractResult<TVec<TValue>> {
+    let array = tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), values)?;
+    Ok(tvec!(array.into_tensor().into_tvalue()))
+}
+
+/// The concrete `[N, C, H, W]` of an op's input fact.
+pub(super) fn concrete_nchw(fact: &TypedFact, op: &str) -> TractResult<[usize; 4]> {
+    let shape = fact
+        .shape
+        .as_concrete()
+        .with_context(|| format!("{op} needs a concrete input shape"))?;
+    let Ok(shape) = <[usize; 4]>::try_from(shape) else {
+        bail!("{op} expects [N, C, H, W], got {shape:?}");
+    };
+    Ok(shape)
+}
+
+/// Test support: `bytes` planned by textrec ([`optimized`]) or by tract alone, run on `input`:
+/// the output's shape and values, and the names of the plan's ops.
+#[cfg(test)]
+pub(super) fn run_model(
+    bytes: &[u8],
+    input: (&[usize], Vec<f32>),
+    textrec: bool,
+) -> (Vec<usize>, Vec<f32>, Vec<String>) {
+    let framework = if textrec { onnx() } else { tract_onnx::onnx() };
+    let model = framework
+        .model_for_read(&mut std::io::Cursor::new(bytes))
+        .unwrap();
+    let plan = if textrec {
+        optimized(model).unwrap()
+    } else {
+        model.into_optimized().unwrap()
+    };
+    let ops = plan
+        .nodes()
+        .iter()
+        .map(|n| n.op.name().to_string())
+        .collect();
+    let x = tract_ndarray::ArrayD::from_shape_vec(input.0.to_vec(), input.1).unwrap();
+    let y = plan
+        .into_runnable()
+        .unwrap()
+        .run(tvec!(Tensor::from(x).into()))
+        .unwrap();
+    let y = y[0].to_plain_array_view::<f32>().unwrap();
+    (y.shape().to_vec(), y.iter().copied().collect(), ops)
 }

@@ -96,7 +96,12 @@ fn tensor_op_direction<B: Backend>(
     let mut outputs: Vec<Option<Tensor<B, 2>>> = vec![None; steps];
     let mut inputs = Vec::with_capacity(steps);
     unstack(projected, &mut inputs);
-    for step in (0..steps).map(|i| if reverse { steps - 1 - i } else { i }) {
+    let shape = LstmShape {
+        steps,
+        batch,
+        hidden,
+    };
+    for step in shape.order(reverse) {
         let gates = inputs[step].clone().reshape([batch, 4 * hidden]) + h.matmul(weight.clone());
         let sigmoids = sigmoid(gates.clone().slice([0..batch, 0..3 * hidden]));
         let candidate = tanh(gates.slice([0..batch, 3 * hidden..4 * hidden]));
