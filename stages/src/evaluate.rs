@@ -109,7 +109,7 @@ impl StageKind for Evaluate {
     }
 
     fn version(&self) -> u32 {
-        5
+        6
     }
 
     fn summary(&self) -> &'static str {

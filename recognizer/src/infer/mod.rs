@@ -26,7 +26,7 @@ pub use line_detector::{DetectionScore, LineBox, ProjectionDetector};
 pub use line_recognizer::LineRecognizer;
 pub use onnx_runtime::Backend;
 pub use page::{
-    LineFrame, PAGES, PageLine, PageTranscriber, PageTranscript, PageWord, PagesConfig,
+    InkRows, LineFrame, PAGES, PageLine, PageTranscriber, PageTranscript, PageWord, PagesConfig,
 };
 pub use page_image::{PageImageError, PageImages, decode_page, decode_pages};
 pub use scoring::{Confusion, TextErrors, edit_distance, score_chars};
