@@ -77,10 +77,9 @@ fn time_pages(
     Ok((pages.len() as f64 / seconds, errors.cer()))
 }
 
-/// Median seconds of one line of `width` px through the line model, over 200 runs (this machine
-/// class is noisy: 30 runs moved the tract/ort ratio by ±0.3).
-fn line_latency(recognizer: &LineRecognizer, width: u16) -> anyhow::Result<f64> {
-    let line = Sample {
+/// A test line of `width` px at the recognizer's height: vertical strokes, like handwriting.
+fn test_line(recognizer: &LineRecognizer, width: u16) -> Sample {
+    Sample {
         label: String::new(),
         style: String::new(),
         width,
@@ -89,18 +88,33 @@ fn line_latency(recognizer: &LineRecognizer, width: u16) -> anyhow::Result<f64> 
         pixels: (0..usize::from(width) * recognizer.height)
             .map(|i| if i % 7 < 2 { 255 } else { 0 })
             .collect(),
-    };
-    recognizer.log_probs(&[&line])?;
-    let mut times: Vec<f64> = (0..200)
-        .map(|_| {
+    }
+}
+
+/// Seconds of one line of `width` px through each recognizer's line model: the median of 200
+/// runs each, taken in turns (one run on each, then the next), so that a slow spell of this
+/// noisy machine class lands on all of them alike; measured one after the other, 30 runs each
+/// moved the tract/ort ratio by ±0.3.
+fn line_latencies(recognizers: &[&LineRecognizer], width: u16) -> anyhow::Result<Vec<f64>> {
+    let lines: Vec<Sample> = recognizers.iter().map(|r| test_line(r, width)).collect();
+    for (recognizer, line) in recognizers.iter().zip(&lines) {
+        recognizer.log_probs(&[line])?;
+    }
+    let mut times = vec![Vec::with_capacity(200); recognizers.len()];
+    for _ in 0..200 {
+        for ((recognizer, line), times) in recognizers.iter().zip(&lines).zip(&mut times) {
             let started = Instant::now();
-            recognizer
-                .log_probs(&[&line])
-                .map(|_| started.elapsed().as_secs_f64())
+            recognizer.log_probs(&[line])?;
+            times.push(started.elapsed().as_secs_f64());
+        }
+    }
+    Ok(times
+        .into_iter()
+        .map(|mut times| {
+            times.sort_by(f64::total_cmp);
+            times[times.len() / 2]
         })
-        .collect::<Result<_, _>>()?;
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+        .collect())
 }
 
 /// Tesseract 5 on the same pages, one process per page, `jobs` at once.
@@ -166,21 +180,22 @@ pub fn infer(args: &InferBench) -> anyhow::Result<ExitCode> {
         .bytes
         .to_vec();
 
-    let mut results = serde_json::Map::new();
-    let mut latencies = Vec::new();
+    // Single-line recognizers on every backend there is, for the latency race.
+    let mut singles = Vec::new();
     for backend in [Backend::Tract, Backend::Ort] {
-        let recognizer = match LineRecognizer::from_bytes_on(&lines, &args.model, 8, backend) {
-            Ok((recognizer, _)) => recognizer,
-            Err(e) if backend == Backend::Ort => {
-                eprintln!("ort skipped: {e}");
-                continue;
-            }
+        match LineRecognizer::from_bytes_on(&lines, &args.model, 1, backend) {
+            Ok((recognizer, _)) => singles.push((backend, recognizer)),
+            Err(e) if backend == Backend::Ort => eprintln!("ort skipped: {e}"),
             Err(e) => return Err(e.into()),
-        };
-        let name = recognizer.backend_name();
-        let single = LineRecognizer::from_bytes_on(&lines, &args.model, 1, backend)?.0;
-        let latency = line_latency(&single, 256)?;
-        latencies.push((name, latency));
+        }
+    }
+    let racers: Vec<&LineRecognizer> = singles.iter().map(|(_, r)| r).collect();
+    let latencies = line_latencies(&racers, 256)?;
+
+    let mut results = serde_json::Map::new();
+    for ((backend, single), &latency) in singles.iter().zip(&latencies) {
+        let (backend, name) = (*backend, single.backend_name());
+        let recognizer = LineRecognizer::from_bytes_on(&lines, &args.model, 8, backend)?.0;
         // The bundle's own line detector, as `textrec transcribe` reads pages.
         let (mut transcriber, _) =
             PageTranscriber::from_bundle(&args.model, 8, backend, None, true)?;
@@ -249,7 +264,7 @@ pub fn infer(args: &InferBench) -> anyhow::Result<ExitCode> {
         );
     }
     let ratio = match latencies.as_slice() {
-        [(_, tract), (_, ort)] => Some(tract / ort),
+        [tract, ort] => Some(tract / ort),
         _ => None,
     };
     let report: Value = json!({
