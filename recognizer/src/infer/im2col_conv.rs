@@ -125,29 +125,29 @@ impl Im2colConv {
     }
 
     /// `columns[(c·kh + ky)·kw + kx][y·ow + x]` = the input under tap (ky, kx) of output (y, x).
-    fn im2col(&self, image: &[f32], [h, w]: [usize; 2], columns: &mut [f32]) {
+    /// Written in order into the emptied `columns`, so its buffer is never zeroed first.
+    fn im2col(&self, image: &[f32], [h, w]: [usize; 2], columns: &mut Vec<f32>) {
         let [kh, kw] = self.kernel_size;
         let [oh, ow] = self.output_size(h, w);
         let [top, left] = self.pad_before;
+        let zeros = |columns: &mut Vec<f32>, n: usize| columns.resize(columns.len() + n, 0.0);
+        columns.clear();
         for c in 0..self.channels {
             let plane = &image[c * h * w..(c + 1) * h * w];
             for ky in 0..kh {
                 for kx in 0..kw {
-                    let row = ((c * kh + ky) * kw + kx) * oh * ow;
-                    let out = &mut columns[row..row + oh * ow];
                     // Output columns x whose input column x + kx − left lies inside the image.
                     let x0 = left.saturating_sub(kx).min(ow);
                     let x1 = (w + left).saturating_sub(kx).min(ow).max(x0);
-                    for (y, out_row) in out.chunks_exact_mut(ow).enumerate() {
-                        let iy = (y + ky).checked_sub(top).filter(|&iy| iy < h);
-                        let Some(iy) = iy else {
-                            out_row.fill(0.0);
+                    for y in 0..oh {
+                        let Some(iy) = (y + ky).checked_sub(top).filter(|&iy| iy < h) else {
+                            zeros(columns, ow);
                             continue;
                         };
-                        out_row[..x0].fill(0.0);
-                        out_row[x1..].fill(0.0);
                         let from = iy * w + x0 + kx - left;
-                        out_row[x0..x1].copy_from_slice(&plane[from..from + (x1 - x0)]);
+                        zeros(columns, x0);
+                        columns.extend_from_slice(&plane[from..from + (x1 - x0)]);
+                        zeros(columns, ow - x1);
                     }
                 }
             }
@@ -190,16 +190,19 @@ impl EvalOp for Im2colConv {
         let per_output = self.kernel.shape()[1];
         let kernel = self.kernel.try_as_plain_ram()?.as_slice::<f32>()?;
         let bias = self.bias.try_as_plain_ram()?.as_slice::<f32>()?;
-        let mut columns = vec![0.0f32; per_output * oh * ow];
-        let mut y = vec![0.0f32; n * outputs * oh * ow];
+        let mut columns = Vec::with_capacity(per_output * oh * ow);
+        // Every output starts as its channel's bias.
+        let mut y = Vec::with_capacity(n * outputs * oh * ow);
+        for _ in 0..n {
+            for &b in bias {
+                y.extend(std::iter::repeat_n(b, oh * ow));
+            }
+        }
         for (image, out) in x
             .chunks_exact(c * h * w)
             .zip(y.chunks_exact_mut(outputs * oh * ow))
         {
             self.im2col(image, [h, w], &mut columns);
-            for (plane, &b) in out.chunks_exact_mut(oh * ow).zip(bias) {
-                plane.fill(b);
-            }
             // out[O × HW] += kernel[O × CK] · columns[CK × HW]
             matmul(
                 outputs,

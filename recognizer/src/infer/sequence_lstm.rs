@@ -240,13 +240,15 @@ impl EvalOp for SequenceLstm {
         let rows = steps * batch;
         let dirs = self.directions.len();
         let mut y = vec![0.0f32; rows * dirs * h];
-        let mut gates = vec![0.0f32; rows * 4 * h];
+        let mut gates = Vec::with_capacity(rows * 4 * h);
         let mut hidden = vec![0.0f32; rows * h];
         let mut cells = vec![0.0f32; rows * h];
         for (d, weights) in self.directions.iter().enumerate() {
             let bias = weights.bias.try_as_plain_ram()?.as_slice::<f32>()?;
-            for row in gates.chunks_mut(4 * h) {
-                row.copy_from_slice(bias);
+            // Each step's gates start as the bias.
+            gates.clear();
+            for _ in 0..rows {
+                gates.extend_from_slice(bias);
             }
             let w = weights.input.try_as_plain_ram()?.as_slice::<f32>()?;
             matmul(
