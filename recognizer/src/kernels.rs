@@ -121,13 +121,13 @@ pub(crate) fn lstm_direction(
             return;
         }
     }
-    lstm_direction_body(shape, gates, recurrent, reverse, hidden, cells);
+    lstm_direction_body::<64>(shape, gates, recurrent, reverse, hidden, cells);
 }
 
 /// [`lstm_direction_body`] compiled for wider vectors, so its activations and row sums run 8
-/// or 16 lanes at a time.
+/// or 16 lanes at a time, its row sums `BLOCK` outputs at once: eight vector registers.
 macro_rules! lstm_direction_for {
-    ($name:ident, $features:literal) => {
+    ($name:ident, $features:literal, $block:literal) => {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
         fn $name(
@@ -138,16 +138,16 @@ macro_rules! lstm_direction_for {
             hidden: &mut [f32],
             cells: &mut [f32],
         ) {
-            lstm_direction_body(shape, gates, recurrent, reverse, hidden, cells);
+            lstm_direction_body::<$block>(shape, gates, recurrent, reverse, hidden, cells);
         }
     };
 }
 
-lstm_direction_for!(lstm_direction_avx2, "avx2,fma");
-lstm_direction_for!(lstm_direction_avx512, "avx512f,avx2,fma");
+lstm_direction_for!(lstm_direction_avx2, "avx2,fma", 64);
+lstm_direction_for!(lstm_direction_avx512, "avx512f,avx2,fma", 128);
 
 #[inline(always)]
-fn lstm_direction_body(
+fn lstm_direction_body<const BLOCK: usize>(
     shape: LstmShape,
     gates: &mut [f32],
     recurrent: &[f32],
@@ -165,7 +165,7 @@ fn lstm_direction_body(
             // gates[b×4h] += h_prev[b×h] · r[h×4h]
             let h_prev = &hidden[p * sl..(p + 1) * sl];
             if b <= FEW_ROWS {
-                accumulate_rows(step_gates, h_prev, recurrent, 4 * h);
+                accumulate_rows::<BLOCK>(step_gates, h_prev, recurrent, 4 * h);
             } else {
                 matmul(
                     b,
@@ -214,11 +214,9 @@ const FEW_ROWS: usize = 4;
 
 /// `dst[b×n] += lhs[b×k] · rhs[k×n]` as a sum of scaled rows of `rhs`: contiguous, so it
 /// vectorises (at the width of the caller's target features: it is always inlined), and with no
-/// packing.
+/// packing. `BLOCK` outputs are summed at once, in registers, so each pass over `rhs` only loads.
 #[inline(always)]
-fn accumulate_rows(dst: &mut [f32], lhs: &[f32], rhs: &[f32], n: usize) {
-    /// Outputs summed at once: eight AVX registers, so each pass over `rhs` only loads.
-    const BLOCK: usize = 64;
+fn accumulate_rows<const BLOCK: usize>(dst: &mut [f32], lhs: &[f32], rhs: &[f32], n: usize) {
     let k = rhs.len() / n;
     for (out, row) in dst.chunks_exact_mut(n).zip(lhs.chunks_exact(k)) {
         for start in (0..n).step_by(BLOCK) {
@@ -313,7 +311,7 @@ mod tests {
         let rhs: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.7).cos()).collect();
         let start: Vec<f32> = (0..b * n).map(|i| i as f32 * 0.01).collect();
         let mut rows = start.clone();
-        accumulate_rows(&mut rows, &lhs, &rhs, n);
+        accumulate_rows::<64>(&mut rows, &lhs, &rhs, n);
         let mut gemm = start;
         matmul(b, n, k, &mut gemm, true, (&lhs, k, 1), (&rhs, n, 1));
         let diff = rows
