@@ -7,6 +7,7 @@ mod im2col_conv;
 mod learned_detector;
 pub mod line_detector;
 mod line_recognizer;
+mod log_softmax;
 mod onnx_runtime;
 mod page;
 mod page_image;

@@ -1,14 +1,15 @@
-//! How textrec reads and plans ONNX in tract: tract's own framework and optimiser, with two of
+//! How textrec reads and plans ONNX in tract: tract's own framework and optimiser, with
 //! textrec's kernels in the places where tract's general ops cost the most on textrec's
-//! networks (a whole-sequence LSTM, a tiling max-pool, im2col convolutions). The ONNX files stay standard: ONNX
-//! Runtime and tract without these ops read them as well.
+//! networks (a whole-sequence LSTM, a tiling max-pool, im2col convolutions, a one-pass
+//! log-softmax). The ONNX files stay standard: ONNX Runtime and tract without these ops read
+//! them as well.
 
 use std::borrow::Cow;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::{TractErrorContext, bail};
 
-use super::{im2col_conv, sequence_lstm, tiling_max_pool};
+use super::{im2col_conv, log_softmax, sequence_lstm, tiling_max_pool};
 
 /// tract's ONNX framework with `LSTM` read as [`sequence_lstm`] reads it; every textrec model is
 /// read through it.
@@ -18,12 +19,13 @@ pub fn onnx() -> tract_onnx::Onnx {
     onnx
 }
 
-/// `model` typed, decluttered, its tiling max-pools and wide convolutions replaced, then
-/// optimised: what `InferenceModel::into_optimized` does, plus those two rewrites.
+/// `model` typed, decluttered, its tiling max-pools, wide convolutions and log-softmaxes
+/// replaced, then optimised: what `InferenceModel::into_optimized` does, plus those rewrites.
 pub fn optimized(model: InferenceModel) -> TractResult<TypedModel> {
     let mut model = model.into_typed()?.into_decluttered()?;
     tiling_max_pool::tile_max_pools(&mut model)?;
     im2col_conv::im2col_convs(&mut model)?;
+    log_softmax::fuse_log_softmaxes(&mut model)?;
     model.into_optimized()
 }
 
