@@ -22,7 +22,10 @@ pub(crate) fn fuse_log_softmaxes(model: &mut TypedModel) -> TractResult<()> {
             continue;
         };
         let fact = model.outlet_fact(node.inputs[0])?;
-        let rank = fact.rank();
+        let over_last_axis = fact
+            .rank()
+            .checked_sub(1)
+            .is_some_and(|last| softmax.axes.as_slice() == [last]);
         let Some(next) = model.single_succ(id)? else {
             continue;
         };
@@ -32,7 +35,7 @@ pub(crate) fn fuse_log_softmaxes(model: &mut TypedModel) -> TractResult<()> {
         if !is_ln
             || softmax.kind != SoftmaxKind::Softmax
             || softmax.quant_output_dt.is_some()
-            || softmax.axes.as_slice() != [rank - 1]
+            || !over_last_axis
             || fact.datum_type != f32::datum_type()
         {
             continue;
