@@ -77,34 +77,33 @@ fn time_pages(
     Ok((pages.len() as f64 / seconds, errors.cer()))
 }
 
-/// A test line of `width` px at the recognizer's height: vertical strokes, like handwriting.
-fn test_line(recognizer: &LineRecognizer, width: u16) -> Sample {
-    Sample {
+/// Seconds of one line of `width` px through each recognizer (one line model on several
+/// engines): the median of 200 runs each, taken in turns (one run on each, then the next), so
+/// that a slow spell of this noisy machine class lands on all of them alike; measured one after
+/// the other, 30 runs each moved the tract/ort ratio by ±0.3.
+fn line_latencies(recognizers: &[&LineRecognizer], width: u16) -> anyhow::Result<Vec<f64>> {
+    let Some(first) = recognizers.first() else {
+        return Ok(Vec::new());
+    };
+    // One line of vertical strokes, like handwriting, at the line model's height.
+    let line = Sample {
         label: String::new(),
         style: String::new(),
         width,
-        height: recognizer.height as u16,
+        height: first.height as u16,
         boxes: Vec::new(),
-        pixels: (0..usize::from(width) * recognizer.height)
+        pixels: (0..usize::from(width) * first.height)
             .map(|i| if i % 7 < 2 { 255 } else { 0 })
             .collect(),
-    }
-}
-
-/// Seconds of one line of `width` px through each recognizer's line model: the median of 200
-/// runs each, taken in turns (one run on each, then the next), so that a slow spell of this
-/// noisy machine class lands on all of them alike; measured one after the other, 30 runs each
-/// moved the tract/ort ratio by ±0.3.
-fn line_latencies(recognizers: &[&LineRecognizer], width: u16) -> anyhow::Result<Vec<f64>> {
-    let lines: Vec<Sample> = recognizers.iter().map(|r| test_line(r, width)).collect();
-    for (recognizer, line) in recognizers.iter().zip(&lines) {
-        recognizer.log_probs(&[line])?;
+    };
+    for recognizer in recognizers {
+        recognizer.log_probs(&[&line])?;
     }
     let mut times = vec![Vec::with_capacity(200); recognizers.len()];
     for _ in 0..200 {
-        for ((recognizer, line), times) in recognizers.iter().zip(&lines).zip(&mut times) {
+        for (recognizer, times) in recognizers.iter().zip(&mut times) {
             let started = Instant::now();
-            recognizer.log_probs(&[line])?;
+            recognizer.log_probs(&[&line])?;
             times.push(started.elapsed().as_secs_f64());
         }
     }
