@@ -387,7 +387,7 @@ mod tests {
         nll: impl Fn(Tensor<B, 3>, Tensor<B, 2, Int>, &[usize], &[usize]) -> Tensor<B, 1>,
     ) -> (Vec<f32>, Vec<f32>) {
         let device = Default::default();
-        B::seed(&device, 11);
+        let _rng = crate::models::seeded_exclusively::<B>(&device, 11);
         let logits = Tensor::<B, 3>::random([9, 5, 6], Distribution::Normal(0.0, 2.0), &device)
             .require_grad();
         let targets = vec![

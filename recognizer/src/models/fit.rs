@@ -144,6 +144,21 @@ pub trait Task<B: AutodiffBackend> {
 
 static TRAINING: Mutex<()> = Mutex::new(());
 
+/// Test support: Burn's process-wide RNG seeded with `seed`, and no training or other test
+/// drawing from it until the guard drops (tests run in parallel threads; one that drew between
+/// another's seed and its draws changed that test's numbers).
+#[cfg(test)]
+pub(crate) fn seeded_exclusively<B: Backend>(
+    device: &B::Device,
+    seed: u64,
+) -> MutexGuard<'static, ()> {
+    let guard = TRAINING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    B::seed(device, seed);
+    guard
+}
+
 /// Waits until no other training runs in this process and holds that until dropped; see the
 /// module docs for why.
 pub fn exclusive_training(observer: &dyn Observer) -> MutexGuard<'static, ()> {
@@ -712,6 +727,7 @@ mod tests {
             ..TrainOptions::default()
         };
         let device = Default::default();
+        let _rng = seeded_exclusively::<B>(&device, 1);
         let train = || {
             let network = LinearConfig::new(1, 1).init::<B>(&device);
             fit(

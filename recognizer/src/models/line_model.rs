@@ -309,7 +309,7 @@ mod tests {
         use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
         let bytes = || {
             let device = Default::default();
-            B::seed(&device, 9);
+            let _rng = crate::models::seeded_exclusively::<B>(&device, 9);
             let network: LineCtc<B> = initial_network(&LineCtcConfig::new(12), &device);
             NamedMpkBytesRecorder::<FullPrecisionSettings>::default()
                 .record(network.into_record(), ())

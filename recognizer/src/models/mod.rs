@@ -14,6 +14,8 @@ pub use artifacts::{ModelSpec, SPEC, WEIGHTS, model_architecture};
 pub use char_model::{CharModelSpec, char_training_throughput, load_char_model, train_char_model};
 pub use ctc_loss::CtcBackend;
 pub use detector_model::{DetectorModelSpec, load_detector_model, train_detector_model};
+#[cfg(test)]
+pub(crate) use fit::seeded_exclusively;
 pub use fit::{Device, TrainOptions, TrainOutcome};
 pub use history::{EpochRecord, History};
 pub use line_model::{

@@ -78,6 +78,7 @@ mod tests {
     fn matches_burn_batch_norm_in_training_and_inference() {
         type B = CpuTraining;
         let device = Default::default();
+        let _rng = crate::models::seeded_exclusively::<B>(&device, 1);
         // Two separate modules: a clone would share its running statistics.
         let norm = || {
             let mut norm = BatchNormConfig::new(3).init::<B>(&device);

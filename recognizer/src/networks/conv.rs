@@ -580,7 +580,7 @@ mod tests {
 
     fn agrees_with_burn(config: Conv2dConfig, input: [usize; 4]) {
         let device = Default::default();
-        B::seed(&device, 3);
+        let _rng = crate::models::seeded_exclusively::<B>(&device, 3);
         let conv = config.init::<B>(&device);
         let x = Tensor::<B, 4>::random(input, Distribution::Default, &device);
         let ours = outputs(&conv, &x, conv2d);
@@ -633,6 +633,7 @@ mod tests {
     #[test]
     fn inference_without_autodiff_matches_burn() {
         let device = Default::default();
+        let _rng = crate::models::seeded_exclusively::<burn::backend::Flex>(&device, 1);
         let conv = Conv2dConfig::new([2, 3], [3, 3])
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .init::<burn::backend::Flex>(&device);
@@ -653,6 +654,7 @@ mod tests {
     #[test]
     fn an_input_that_needs_no_gradient_gets_none() {
         let device = Default::default();
+        let _rng = crate::models::seeded_exclusively::<B>(&device, 1);
         let conv = Conv2dConfig::new([1, 2], [3, 3]).init::<B>(&device);
         let x = Tensor::<B, 4>::random([2, 1, 5, 5], Distribution::Default, &device);
         let grads = conv2d(&conv, x.clone()).sum().backward();

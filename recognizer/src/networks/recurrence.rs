@@ -411,7 +411,7 @@ mod tests {
     #[test]
     fn the_kernel_matches_the_tensor_op_recurrence_and_its_gradients() {
         let device = Default::default();
-        B::seed(&device, 5);
+        let _rng = crate::models::seeded_exclusively::<B>(&device, 5);
         let (steps, batch, hidden) = (7, 3, 5);
         let x = || {
             Tensor::<B, 3>::random(
