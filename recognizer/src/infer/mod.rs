@@ -2,8 +2,8 @@
 //! `textrec serve` run.
 
 mod char_classifier;
+mod conv_block;
 mod formats;
-mod im2col_conv;
 mod learned_detector;
 pub mod line_detector;
 mod line_recognizer;

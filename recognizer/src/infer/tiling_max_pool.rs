@@ -3,17 +3,21 @@
 //!
 //! Why: tract's general max-pool walks a patch per output point and took 0.25–0.4 ms for the
 //! line model's first pool of a 256-px line (ONNX Runtime: 0.02 ms); this loop reads each input
-//! row once, and the comparisons vectorise.
+//! row once, and the comparisons vectorise. A ReLU just before the pool is folded in (the
+//! maximum of rectified values is the rectified maximum): one pass over the convolution's output
+//! instead of two.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cnn::{MaxPool, PaddingSpec};
+use tract_onnx::tract_core::ops::math::Max;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::tract_model::{concrete_nchw, f32_input, f32_output};
 
 /// Replaces every tract `MaxPool` of `model` that tiles its NCHW f32 input of concrete shape by
-/// a [`TilingMaxPool`]; others are left alone.
+/// a [`TilingMaxPool`], with the ReLU that only feeds it when there is one; others are left alone.
 pub(crate) fn tile_max_pools(model: &mut TypedModel) -> TractResult<()> {
     for id in model.eval_order()? {
         let node = model.node(id);
@@ -21,20 +25,54 @@ pub(crate) fn tile_max_pools(model: &mut TypedModel) -> TractResult<()> {
             continue;
         };
         let fact = model.outlet_fact(node.inputs[0])?;
-        let Some(op) = TilingMaxPool::for_pool(pool, fact) else {
+        let Some(mut op) = TilingMaxPool::for_pool(pool, fact) else {
             continue;
         };
-        let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?;
+        let mut input = node.inputs[0];
+        if let Some(rectified) = relu_input(model, input)? {
+            op.relu = true;
+            input = rectified;
+        }
+        let patch = TypedModelPatch::replace_single_op(model, node, &[input], op)?;
         patch.apply(model)?;
     }
     Ok(())
 }
 
+/// When `outlet` is a ReLU (as tract declutters ONNX's: the larger of the input and a constant
+/// zero) read by one op only, the ReLU's input.
+fn relu_input(model: &TypedModel, outlet: OutletId) -> TractResult<Option<OutletId>> {
+    let node = model.node(outlet.node);
+    let is_max = node
+        .op_as::<TypedBinOp>()
+        .is_some_and(|op| op.0.is::<Max>());
+    if !is_max || node.inputs.len() != 2 || node.outputs[0].successors.len() != 1 {
+        return Ok(None);
+    }
+    let is_zero = |outlet: OutletId| -> TractResult<bool> {
+        Ok(match &model.outlet_fact(outlet)?.konst {
+            Some(k) if k.datum_type() == f32::datum_type() && k.len() == 1 => {
+                k.to_plain_array_view::<f32>()?.iter().all(|&v| v == 0.0)
+            }
+            _ => false,
+        })
+    };
+    let output = model.outlet_fact(outlet)?;
+    for (data, zero) in [(0, 1), (1, 0)] {
+        let data = node.inputs[data];
+        if is_zero(node.inputs[zero])? && model.outlet_fact(data)?.shape == output.shape {
+            return Ok(Some(data));
+        }
+    }
+    Ok(None)
+}
+
 /// `[N, C, H, W]` → `[N, C, H / kernel.0, W / kernel.1]`, the maximum of each window (rows and
-/// columns past the last whole window dropped, as ONNX's floor mode does).
+/// columns past the last whole window dropped, as ONNX's floor mode does), rectified if `relu`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TilingMaxPool {
     kernel: (usize, usize),
+    relu: bool,
 }
 
 impl TilingMaxPool {
@@ -67,7 +105,24 @@ impl TilingMaxPool {
             && shape.len() == 4
             && shape[2] >= kh
             && shape[3] >= kw)
-            .then_some(TilingMaxPool { kernel: (kh, kw) })
+            .then_some(TilingMaxPool {
+                kernel: (kh, kw),
+                relu: false,
+            })
+    }
+}
+
+impl TilingMaxPool {
+    /// The pooled size of an `[h, w]` plane.
+    pub(crate) fn output_size(&self, [h, w]: [usize; 2]) -> [usize; 2] {
+        [h / self.kernel.0, w / self.kernel.1]
+    }
+
+    /// Pools every `[h, w]` plane of `x` into `y`.
+    pub(crate) fn pool_into(&self, x: &[f32], y: &mut [f32], plane: [usize; 2]) {
+        // max(·, −∞) leaves a value be; max(·, 0) is the ReLU.
+        let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
+        pool(x, y, plane, self.kernel, floor);
     }
 }
 
@@ -77,7 +132,12 @@ impl Op for TilingMaxPool {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("kernel={}x{}", self.kernel.0, self.kernel.1)])
+        Ok(vec![format!(
+            "kernel={}x{}{}",
+            self.kernel.0,
+            self.kernel.1,
+            if self.relu { ", ReLU folded in" } else { "" }
+        )])
     }
 
     tract_onnx::tract_core::op_as_typed_op!();
@@ -89,10 +149,9 @@ impl EvalOp for TilingMaxPool {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let ([n, c, h, w], x) = f32_input(&inputs[0], "TilingMaxPool")?;
         let x = &*x;
-        let (kh, kw) = self.kernel;
-        let (oh, ow) = (h / kh, w / kw);
+        let [oh, ow] = self.output_size([h, w]);
         let mut y = vec![0.0; n * c * oh * ow];
-        pool(x, &mut y, [h, w], self.kernel);
+        self.pool_into(x, &mut y, [h, w]);
         f32_output([n, c, oh, ow], y)
     }
 }
@@ -102,30 +161,27 @@ impl TypedOp for TilingMaxPool {
 
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let [n, c, h, w] = concrete_nchw(inputs[0], "TilingMaxPool")?;
-        Ok(tvec!(f32::fact([
-            n,
-            c,
-            h / self.kernel.0,
-            w / self.kernel.1
-        ])))
+        let [oh, ow] = self.output_size([h, w]);
+        Ok(tvec!(f32::fact([n, c, oh, ow])))
     }
 }
 
-/// Pools every `[h, w]` plane of `x` into `y`, compiled for AVX2 where the CPU has it.
-fn pool(x: &[f32], y: &mut [f32], plane: [usize; 2], kernel: (usize, usize)) {
+/// Pools every `[h, w]` plane of `x` into `y`, no output below `floor`, compiled for AVX2 where
+/// the CPU has it.
+fn pool(x: &[f32], y: &mut [f32], plane: [usize; 2], kernel: (usize, usize), floor: f32) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has the feature the function is compiled for, checked just above.
-        unsafe { pool_avx2(x, y, plane, kernel) };
+        unsafe { pool_avx2(x, y, plane, kernel, floor) };
         return;
     }
-    pool_planes(x, y, plane, kernel);
+    pool_planes(x, y, plane, kernel, floor);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn pool_avx2(x: &[f32], y: &mut [f32], plane: [usize; 2], kernel: (usize, usize)) {
-    pool_planes(x, y, plane, kernel);
+fn pool_avx2(x: &[f32], y: &mut [f32], plane: [usize; 2], kernel: (usize, usize), floor: f32) {
+    pool_planes(x, y, plane, kernel, floor);
 }
 
 /// The larger of two, as `maxps` computes it (NaN-unaware, so it vectorises).
@@ -135,7 +191,7 @@ fn larger(a: f32, b: f32) -> f32 {
 }
 
 #[inline(always)]
-fn pool_planes(x: &[f32], y: &mut [f32], [h, w]: [usize; 2], (kh, kw): (usize, usize)) {
+fn pool_planes(x: &[f32], y: &mut [f32], [h, w]: [usize; 2], (kh, kw): (usize, usize), floor: f32) {
     let (oh, ow) = (h / kh, w / kw);
     for (plane, out) in x.chunks_exact(h * w).zip(y.chunks_exact_mut(oh * ow)) {
         for (oy, out_row) in out.chunks_exact_mut(ow).enumerate() {
@@ -146,17 +202,17 @@ fn pool_planes(x: &[f32], y: &mut [f32], [h, w]: [usize; 2], (kh, kw): (usize, u
                     for (i, o) in out_row.iter_mut().enumerate() {
                         let t = larger(top[2 * i], top[2 * i + 1]);
                         let b = larger(bottom[2 * i], bottom[2 * i + 1]);
-                        *o = larger(t, b);
+                        *o = larger(larger(t, b), floor);
                     }
                 }
                 (2, 1) => {
                     let (top, bottom) = (row(0), row(1));
                     for ((o, &t), &b) in out_row.iter_mut().zip(top).zip(bottom) {
-                        *o = larger(t, b);
+                        *o = larger(larger(t, b), floor);
                     }
                 }
                 _ => {
-                    out_row.fill(f32::NEG_INFINITY);
+                    out_row.fill(floor);
                     for ky in 0..kh {
                         for (o, window) in out_row.iter_mut().zip(row(ky).chunks_exact(kw)) {
                             *o = window.iter().fold(*o, |m, &v| larger(m, v));
@@ -178,16 +234,48 @@ mod tests {
 
     /// The output of one ONNX `MaxPool` over a fixed input, and whether the plan tiles it.
     fn pool(attributes: &[(&str, Attr)], textrec: bool) -> (Vec<usize>, Vec<f32>, bool) {
+        let (shape, y, ops) = relu_then_pool(false, attributes, textrec);
+        (shape, y, ops.iter().any(|op| op == "TilingMaxPool"))
+    }
+
+    /// One ONNX `MaxPool`, after a `Relu` if `relu`, over a fixed input of both signs: the
+    /// output and the plan's ops.
+    fn relu_then_pool(
+        relu: bool,
+        attributes: &[(&str, Attr)],
+        textrec: bool,
+    ) -> (Vec<usize>, Vec<f32>, Vec<String>) {
         let mut g = GraphBuilder::new();
         let dims: Vec<Result<i64, &str>> = SHAPE.iter().map(|&d| Ok(d as i64)).collect();
-        g.input("x", &dims)
-            .node("MaxPool", &["x"], &["y"], attributes)
+        g.input("x", &dims);
+        if relu {
+            g.node("Relu", &["x"], &["rectified"], &[]);
+        }
+        let pooled = if relu { "rectified" } else { "x" };
+        g.node("MaxPool", &[pooled], &["y"], attributes)
             .output("y", &[Err("n"), Err("c"), Err("h"), Err("w")]);
         let bytes = g.build("pool", &Metadata::default()).encode_to_vec();
         let n: usize = SHAPE.iter().product();
-        let x: Vec<f32> = (0..n).map(|i| ((i * 37) % 101) as f32 - 50.0).collect();
-        let (shape, y, ops) = run_model(&bytes, (&SHAPE, x), textrec);
-        (shape, y, ops.iter().any(|op| op == "TilingMaxPool"))
+        // Mostly negative before a ReLU, so that some whole windows are rectified.
+        let shift = if relu { 90.0 } else { 50.0 };
+        let x: Vec<f32> = (0..n).map(|i| ((i * 37) % 101) as f32 - shift).collect();
+        run_model(&bytes, (&SHAPE, x), textrec)
+    }
+
+    #[test]
+    fn a_relu_before_a_tiling_pool_is_folded_into_it() {
+        for kernel in [[2, 2], [2, 1], [3, 3]] {
+            let (shape, ours, ops) = relu_then_pool(true, &tiling(kernel), true);
+            let (tract_shape, tracts, _) = relu_then_pool(true, &tiling(kernel), false);
+            assert_eq!(
+                ops,
+                ["Source", "TilingMaxPool"].map(String::from),
+                "{kernel:?}"
+            );
+            assert_eq!(shape, tract_shape, "{kernel:?}");
+            assert_eq!(ours, tracts, "{kernel:?}");
+            assert!(ours.contains(&0.0), "{kernel:?}: nothing was rectified");
+        }
     }
 
     fn tiling(kernel: [i64; 2]) -> Vec<(&'static str, Attr)> {

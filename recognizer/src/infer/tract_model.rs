@@ -1,7 +1,7 @@
 //! How textrec reads and plans ONNX in tract: tract's own framework and optimiser, with
 //! textrec's kernels in the places where tract's general ops cost the most on textrec's
-//! networks (a whole-sequence LSTM, a tiling max-pool, im2col convolutions, a one-pass
-//! log-softmax). The ONNX files stay standard: ONNX Runtime and tract without these ops read
+//! networks (a whole-sequence LSTM, a tiling max-pool, convolutions fused with the pool after
+//! them, a one-pass log-softmax). The ONNX files stay standard: ONNX Runtime and tract without these ops read
 //! them as well.
 
 use std::borrow::Cow;
@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::{TractErrorContext, bail};
 
-use super::{im2col_conv, log_softmax, sequence_lstm, tiling_max_pool};
+use super::{conv_block, log_softmax, sequence_lstm, tiling_max_pool};
 
 /// tract's ONNX framework with `LSTM` read as [`sequence_lstm`] reads it; every textrec model is
 /// read through it.
@@ -19,12 +19,12 @@ pub fn onnx() -> tract_onnx::Onnx {
     onnx
 }
 
-/// `model` typed, decluttered, its tiling max-pools, wide convolutions and log-softmaxes
-/// replaced, then optimised: what `InferenceModel::into_optimized` does, plus those rewrites.
+/// `model` typed, decluttered, its tiling max-pools, convolutions and log-softmaxes replaced,
+/// then optimised: what `InferenceModel::into_optimized` does, plus those rewrites.
 pub fn optimized(model: InferenceModel) -> TractResult<TypedModel> {
     let mut model = model.into_typed()?.into_decluttered()?;
     tiling_max_pool::tile_max_pools(&mut model)?;
-    im2col_conv::im2col_convs(&mut model)?;
+    conv_block::conv_blocks(&mut model)?;
     log_softmax::fuse_log_softmaxes(&mut model)?;
     model.into_optimized()
 }
