@@ -197,7 +197,15 @@ impl ConvBlock {
             }
             None => out,
         };
-        direct_conv(padded, pw, [oh, ow], (weights, bias), &offsets, sums);
+        let conv = DirectConv {
+            padded,
+            pw,
+            size: [oh, ow],
+            weights,
+            bias,
+            offsets: &offsets,
+        };
+        direct_conv(conv, sums);
         if let Some(pool) = &self.pool {
             pool.pool_into(map, out, [oh, ow]);
         }
@@ -226,30 +234,40 @@ fn blocked(kernel: &[f32], outputs: usize) -> Vec<f32> {
     blocked
 }
 
-/// [`direct_conv_body`] compiled for the widest vectors the CPU has.
-fn direct_conv(
-    padded: &[f32],
+/// One image's convolution, as the kernels below read it.
+#[derive(Debug, Clone, Copy)]
+struct DirectConv<'a> {
+    /// The zero-padded image, with slack past its end for a whole block of columns.
+    padded: &'a [f32],
+    /// The padded image's width.
     pw: usize,
+    /// The output's rows and columns.
     size: [usize; 2],
-    filters: (&[f32], &[f32]),
-    offsets: &[usize],
-    out: &mut [f32],
-) {
+    /// The kernel as [`blocked`] lays it out.
+    weights: &'a [f32],
+    bias: &'a [f32],
+    /// Where each tap reads in `padded` from an output's top-left corner, channel by channel,
+    /// then row by row of the kernel: the training GEMM's order.
+    offsets: &'a [usize],
+}
+
+/// [`direct_conv_body`] compiled for the widest vectors the CPU has.
+fn direct_conv(conv: DirectConv, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
         if has!("avx512f") {
             // SAFETY: the CPU has the features the function is compiled for, checked just above.
-            unsafe { direct_conv_avx512(padded, pw, size, filters, offsets, out) };
+            unsafe { direct_conv_avx512(conv, out) };
             return;
         }
         if has!("avx2") && has!("fma") {
             // SAFETY: as above.
-            unsafe { direct_conv_avx2(padded, pw, size, filters, offsets, out) };
+            unsafe { direct_conv_avx2(conv, out) };
             return;
         }
     }
-    direct_conv_body::<8>(padded, pw, size, filters, offsets, out);
+    direct_conv_body::<8>(conv, out);
 }
 
 /// [`direct_conv_body`] compiled for the target features `$features`, `$columns` columns at
@@ -258,15 +276,8 @@ macro_rules! direct_conv_for {
     ($name:ident, $features:literal, $columns:literal) => {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
-        fn $name(
-            padded: &[f32],
-            pw: usize,
-            size: [usize; 2],
-            filters: (&[f32], &[f32]),
-            offsets: &[usize],
-            out: &mut [f32],
-        ) {
-            direct_conv_body::<$columns>(padded, pw, size, filters, offsets, out);
+        fn $name(conv: DirectConv, out: &mut [f32]) {
+            direct_conv_body::<$columns>(conv, out);
         }
     };
 }
@@ -284,15 +295,10 @@ const _: () = assert!(AVX512_COLUMNS <= MAX_COLUMN_BLOCK);
 /// convolution, where the multiply-adds alone take 0.1).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn direct_conv_avx512(
-    padded: &[f32],
-    pw: usize,
-    [oh, ow]: [usize; 2],
-    (weights, bias): (&[f32], &[f32]),
-    offsets: &[usize],
-    out: &mut [f32],
-) {
+fn direct_conv_avx512(conv: DirectConv, out: &mut [f32]) {
     use std::arch::x86_64::*;
+    let (padded, pw, [oh, ow]) = (conv.padded, conv.pw, conv.size);
+    let (weights, bias, offsets) = (conv.weights, conv.bias, conv.offsets);
     let outputs = bias.len();
     let taps = offsets.len();
     let Some(&reach) = offsets.iter().max() else {
@@ -370,22 +376,22 @@ fn direct_conv_avx512(
     }
 }
 
-/// `out[o][y][x] = (Σ_tap weights[o][tap] · padded[y·pw + x + offsets[tap]]) + bias[o]`, with
-/// `filters = (weights blocked as by [`blocked`], bias)`, for `CHANNEL_BLOCK` channels ×
-/// `COLUMNS` columns at a time, summed in registers.
+/// `out[o][y][x] = (Σ_tap weights[o][tap] · padded[y·pw + x + offsets[tap]]) + bias[o]`, for
+/// `CHANNEL_BLOCK` channels × `COLUMNS` columns at a time, summed in registers.
 ///
 /// The sum runs from zero over the taps in `offsets`' order and the bias comes last, as in the
 /// training convolution's GEMM: summed in another order, a trained line model's outputs drifted
 /// 6e-4 from Burn's through the BiLSTM, past the export stage's parity bound.
 #[inline(always)]
-fn direct_conv_body<const COLUMNS: usize>(
-    padded: &[f32],
-    pw: usize,
-    [oh, ow]: [usize; 2],
-    (weights, bias): (&[f32], &[f32]),
-    offsets: &[usize],
-    out: &mut [f32],
-) {
+fn direct_conv_body<const COLUMNS: usize>(conv: DirectConv, out: &mut [f32]) {
+    let DirectConv {
+        padded,
+        pw,
+        size: [oh, ow],
+        weights,
+        bias,
+        offsets,
+    } = conv;
     let outputs = bias.len();
     let taps = offsets.len();
     for (block, block_weights) in weights.chunks_exact(taps * CHANNEL_BLOCK).enumerate() {
@@ -574,36 +580,52 @@ mod tests {
     #[test]
     fn every_width_of_the_kernel_sums_alike() {
         // What AVX2 and plain CPUs run (8 columns at once) against what this CPU dispatches to,
-        // on 11 output channels (a block and a part) of a 3-channel 3×3 convolution.
-        let (outputs, pw, size) = (11, 40, [5, 38]);
-        let offsets: Vec<usize> = (0..3)
-            .flat_map(|c| {
-                (0..3).flat_map(move |ky| (0..3).map(move |kx| c * 7 * pw + ky * pw + kx))
-            })
-            .collect();
-        let kernel: Vec<f32> = (0..outputs * offsets.len())
-            .map(|i| (i as f32 * 0.61).sin())
-            .collect();
-        let weights = super::blocked(&kernel, outputs);
-        let bias: Vec<f32> = (0..outputs).map(|i| i as f32 * 0.3).collect();
-        let padded: Vec<f32> = (0..3 * 7 * pw + super::MAX_COLUMN_BLOCK)
-            .map(|i| (i as f32 * 0.23).cos())
-            .collect();
-        let mut narrow = vec![0.0; outputs * size[0] * size[1]];
-        let mut dispatched = narrow.clone();
-        let filters = (&weights[..], &bias[..]);
-        super::direct_conv_body::<8>(&padded, pw, size, filters, &offsets, &mut narrow);
-        super::direct_conv(&padded, pw, size, filters, &offsets, &mut dispatched);
-        assert_eq!(narrow, dispatched);
-        // One output by hand: channel 9, row 2, column 37.
-        let expected = offsets
-            .iter()
-            .zip(&kernel[9 * 27..10 * 27])
-            .fold(0.0, |sum, (&offset, &w)| {
-                w.mul_add(padded[2 * pw + 37 + offset], sum)
-            })
-            + bias[9];
-        assert_eq!(narrow[(9 * size[0] + 2) * size[1] + 37], expected);
+        // on 11 output channels (a block and a part) of a 3-channel 3×3 convolution, with last
+        // blocks of columns partial in either half of a 32-column block, and whole.
+        for width in [38, 21, 16] {
+            let (outputs, pw) = (11, width + 2);
+            let size = [5, width];
+            let offsets: Vec<usize> = (0..3)
+                .flat_map(|c| {
+                    (0..3).flat_map(move |ky| (0..3).map(move |kx| c * 7 * pw + ky * pw + kx))
+                })
+                .collect();
+            let kernel: Vec<f32> = (0..outputs * offsets.len())
+                .map(|i| (i as f32 * 0.61).sin())
+                .collect();
+            let weights = super::blocked(&kernel, outputs);
+            let bias: Vec<f32> = (0..outputs).map(|i| i as f32 * 0.3).collect();
+            let padded: Vec<f32> = (0..3 * 7 * pw + super::MAX_COLUMN_BLOCK)
+                .map(|i| (i as f32 * 0.23).cos())
+                .collect();
+            let conv = super::DirectConv {
+                padded: &padded,
+                pw,
+                size,
+                weights: &weights,
+                bias: &bias,
+                offsets: &offsets,
+            };
+            let mut narrow = vec![0.0; outputs * size[0] * size[1]];
+            let mut dispatched = narrow.clone();
+            super::direct_conv_body::<8>(conv, &mut narrow);
+            super::direct_conv(conv, &mut dispatched);
+            assert_eq!(narrow, dispatched, "{width} columns");
+            // One output by hand: channel 9, row 2, the last column.
+            let x = width - 1;
+            let expected = offsets
+                .iter()
+                .zip(&kernel[9 * 27..10 * 27])
+                .fold(0.0, |sum, (&offset, &w)| {
+                    w.mul_add(padded[2 * pw + x + offset], sum)
+                })
+                + bias[9];
+            assert_eq!(
+                narrow[(9 * size[0] + 2) * size[1] + x],
+                expected,
+                "{width} columns"
+            );
+        }
     }
 
     #[test]
