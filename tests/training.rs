@@ -1,5 +1,6 @@
 //! Training, export and evaluation end to end through the real `xtask` binary: same seed → same
-//! weights bytes (also with another training running beside it), a run killed mid-training resumes from its checkpoint and ends on the very
+//! weights bytes (char and line models; the char model also with another training running
+//! beside it), a run killed mid-training resumes from its checkpoint and ends on the very
 //! same weights, the exported ONNX (char CNN, and the line recognizer with its LSTM) passes the
 //! parity check, and a quality gate fails the run with the measured number.
 
@@ -279,6 +280,18 @@ fn the_line_recognizer_trains_exports_with_its_lstm_and_is_scored_by_cer() {
     assert!(ws.exists("report/breakdown.json"));
     let model: serde_json::Value = serde_json::from_str(&ws.read("model/model.json")).unwrap();
     assert_eq!(model["architecture"], "line_ctc", "{stderr}");
+
+    // Same seed in another workspace: the same line-model bytes (the recurrence and the CTC
+    // loss have CPU kernels of their own, outside the char model's test).
+    let twin = Workspace::new();
+    twin.write("p.yaml", &pipeline(LINE_STAGES));
+    twin.write("sentences.txt", &sentences());
+    twin.run_ok(&["run", "p.yaml", "--only", "download", "--only", "lines"]);
+    twin.run_ok(&["run", "p.yaml", "--only", "train"]);
+    assert!(
+        weights(&twin) == weights(&ws),
+        "same seed, different line-model weights bytes"
+    );
 
     // A CER ceiling the model cannot meet fails the run and says what was measured.
     let strict = pipeline(LINE_STAGES).replace("max_cer: 5.0", "max_cer: 0.001");
