@@ -314,7 +314,14 @@ fn direct_conv_avx512(conv: DirectConv, out: &mut [f32]) {
         "padded image too short"
     );
     assert!(out.len() >= outputs * oh * ow, "output too short");
-    assert!(weights.len() >= outputs.div_ceil(CHANNEL_BLOCK) * taps * CHANNEL_BLOCK);
+    // The first `columns` lanes of a vector.
+    let mask = |columns: usize| -> __mmask16 {
+        if columns >= 16 {
+            !0
+        } else {
+            (1 << columns) - 1
+        }
+    };
     for (block, block_weights) in weights.chunks_exact(taps * CHANNEL_BLOCK).enumerate() {
         let first = block * CHANNEL_BLOCK;
         let count = CHANNEL_BLOCK.min(outputs - first);
@@ -338,13 +345,6 @@ fn direct_conv_avx512(conv: DirectConv, out: &mut [f32]) {
                     }
                 }
                 let width = AVX512_COLUMNS.min(ow - x0);
-                let mask = |columns: usize| -> __mmask16 {
-                    if columns >= 16 {
-                        !0
-                    } else {
-                        (1 << columns) - 1
-                    }
-                };
                 let low_mask = mask(width);
                 // A constant count, so that the sums stay registers: indexed by a variable,
                 // the arrays became memory.
