@@ -337,3 +337,49 @@ fn bad_sources_fail_with_a_message_that_names_them() {
         assert_eq!(s.label, s.label.to_ascii_uppercase(), "{}", s.style);
     }
 }
+
+#[test]
+fn faces_keep_only_the_named_files_of_a_font_source() {
+    // Some packages mix handwriting with print faces: `faces` keeps the named ones only.
+    let keep_two = PIPELINE.replace(
+        "held_out_fonts: &held {val: [fonts-lobster], test: [fonts-kristi]}\n    outs: [chars]",
+        "held_out_fonts: &held {val: [fonts-lobster], test: [fonts-kristi]}\n      faces: {fonts-comic-neue: [ComicNeue-Bold, ComicNeue-Italic]}\n    outs: [chars]",
+    );
+    let (ws, code, stderr) = attempt(&keep_two, None, "chars");
+    assert_eq!(code, Some(0), "{stderr}");
+    let chars = Dataset::open(&ws.path("chars")).unwrap();
+    let comic_faces: BTreeSet<String> = samples(&chars, Split::Train)
+        .into_iter()
+        .filter(|s| writer_group(&s.style) == "fonts-comic-neue")
+        .map(|s| s.style)
+        .collect();
+    assert_eq!(
+        comic_faces,
+        BTreeSet::from([
+            "fonts-comic-neue/ComicNeue-Bold".to_owned(),
+            "fonts-comic-neue/ComicNeue-Italic".to_owned()
+        ])
+    );
+
+    // A face the package does not have is named, with the faces it has.
+    let (ws, code, stderr) = attempt(
+        &keep_two.replace("ComicNeue-Italic]", "ComicNeue-Cursive]"),
+        None,
+        "chars",
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no face `ComicNeue-Cursive`") && stderr.contains("ComicNeue-LightItalic"),
+        "{stderr}"
+    );
+    assert!(!ws.exists("chars"), "a failed stage leaves no output");
+
+    // A source that is not among the fonts is a pipeline error.
+    let (_, code, stderr) = attempt(
+        &keep_two.replace("faces: {fonts-comic-neue:", "faces: {fonts-comic:"),
+        None,
+        "chars",
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("`faces` names `fonts-comic`"), "{stderr}");
+}

@@ -33,6 +33,10 @@ struct Params {
     /// Font sources whose lower case is small capitals (e.g. fonts-bwht): capitals only.
     #[serde(default)]
     capitals_only: Vec<String>,
+    /// Font source → the faces (file stems) to keep, for packages that mix handwriting with
+    /// print faces; sources not named keep every face.
+    #[serde(default)]
+    faces: BTreeMap<String, Vec<String>>,
     /// Text sources (download names) for lines and pages.
     #[serde(default)]
     text: Vec<String>,
@@ -73,6 +77,9 @@ fn validate(stage: &Stage) -> Result<Params, String> {
         return Err(format!(
             "`capitals_only` names `{name}`, which is not in `fonts`"
         ));
+    }
+    if let Some(name) = params.faces.keys().find(|n| !params.fonts.contains(n)) {
+        return Err(format!("`faces` names `{name}`, which is not in `fonts`"));
     }
     if params.fonts.is_empty() {
         return Err("`fonts` is empty: name at least one font source".into());
@@ -183,6 +190,7 @@ impl StageKind for Synthesize {
             fonts,
             held_out: params.held_out_fonts,
             capitals_only: params.capitals_only,
+            faces: params.faces,
             text,
             mnist,
             fractions: params.fractions,

@@ -1,6 +1,7 @@
 //! Handwriting fonts: loading, vocabulary coverage, and the ink metric used to normalise sizes.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -79,11 +80,13 @@ impl HandFont {
 /// Every `.ttf`/`.otf` under each `(group, directory)`, sorted by name, with coverage of
 /// `characters` measured. Returns the fonts and one warning per font that lacks characters.
 /// Groups in `capitals_only` draw small capitals for lower-case letters: their lower case is
-/// treated as missing (DESIGN: such fonts write upper-case text only).
+/// treated as missing (DESIGN: such fonts write upper-case text only). A group in `faces` keeps
+/// only the files with those stems: some packages mix handwriting with print faces.
 pub fn load_fonts(
     dirs: &[(String, PathBuf)],
     characters: &[char],
     capitals_only: &[String],
+    faces: &BTreeMap<String, Vec<String>>,
 ) -> Result<(Vec<HandFont>, Vec<String>), DataError> {
     let mut fonts = Vec::new();
     let mut warnings = Vec::new();
@@ -97,6 +100,9 @@ pub fn load_fonts(
                 format!("font source `{group}` has no .ttf or .otf file (is it a font package?)"),
             ));
         }
+        if let Some(kept) = faces.get(group) {
+            files = keep_faces(group, dir, files, kept)?;
+        }
         for file in files {
             let bytes = fs::read(&file).map_err(DataError::io("read", &file))?;
             let font = match FontVec::try_from_vec(bytes) {
@@ -106,10 +112,7 @@ pub fn load_fonts(
                     continue;
                 }
             };
-            let stem = file
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let stem = file_stem(&file);
             let mut missing = missing_characters(&font, characters);
             let name = format!("{group}/{stem}");
             let small_capitals = writes_small_capitals(&font);
@@ -208,6 +211,39 @@ fn same_outline(font: &FontVec, a: GlyphId, b: GlyphId) -> bool {
         (Some(a), Some(b)) => format!("{:?}", a.curves) == format!("{:?}", b.curves),
         _ => false,
     }
+}
+
+fn file_stem(file: &Path) -> String {
+    file.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The files among `files` whose stems `kept` names; a name no file has is an error listing the
+/// faces there are.
+fn keep_faces(
+    group: &str,
+    dir: &Path,
+    files: Vec<PathBuf>,
+    kept: &[String],
+) -> Result<Vec<PathBuf>, DataError> {
+    if let Some(absent) = kept
+        .iter()
+        .find(|face| !files.iter().any(|f| file_stem(f) == **face))
+    {
+        let there: Vec<String> = files.iter().map(|f| file_stem(f)).collect();
+        return Err(DataError::format(
+            dir,
+            format!(
+                "font source `{group}` has no face `{absent}` (its faces: {})",
+                there.join(", ")
+            ),
+        ));
+    }
+    Ok(files
+        .into_iter()
+        .filter(|f| kept.contains(&file_stem(f)))
+        .collect())
 }
 
 fn collect_font_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {

