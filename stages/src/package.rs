@@ -503,7 +503,7 @@ fn provenance(origin: &str, spec: &str) -> (String, &'static str) {
         "npm" => (format!("npm package `{spec}`"), "see the package's licence"),
         "apt" if spec.starts_with("fonts-") => (
             format!("handwriting font, Debian package `{spec}`"),
-            "OFL, GPL with font exception, BSD-3-Clause or CC BY-SA 3.0 (the package's copyright file says which)",
+            "OFL, GPL with font exception, LGPL-2, BSD-3-Clause or CC BY-SA 3.0 (the package's copyright file says which)",
         ),
         "apt" if spec == "wordnet-base" => (
             format!("example sentences, Debian package `{spec}`"),
