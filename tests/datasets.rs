@@ -382,4 +382,16 @@ fn faces_keep_only_the_named_files_of_a_font_source() {
     );
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("`faces` names `fonts-comic`"), "{stderr}");
+
+    // An empty list would silently drop the writer.
+    let (_, code, stderr) = attempt(
+        &keep_two.replace("[ComicNeue-Bold, ComicNeue-Italic]", "[]"),
+        None,
+        "chars",
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`faces.fonts-comic-neue` is empty"),
+        "{stderr}"
+    );
 }

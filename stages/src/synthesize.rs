@@ -81,6 +81,11 @@ fn validate(stage: &Stage) -> Result<Params, String> {
     if let Some(name) = params.faces.keys().find(|n| !params.fonts.contains(n)) {
         return Err(format!("`faces` names `{name}`, which is not in `fonts`"));
     }
+    if let Some((name, _)) = params.faces.iter().find(|(_, kept)| kept.is_empty()) {
+        return Err(format!(
+            "`faces.{name}` is empty, which would drop the writer: name its faces to keep, or leave it out of `faces` to keep them all"
+        ));
+    }
     if params.fonts.is_empty() {
         return Err("`fonts` is empty: name at least one font source".into());
     }
