@@ -153,6 +153,22 @@ fn same_seed_same_weights_and_a_killed_run_resumes_to_the_same_result() {
         accuracy > baseline,
         "the model ({accuracy}) must beat the majority baseline ({baseline})"
     );
+    // Per writer: the held-out test writer's faces and the MNIST digits, whose accuracies
+    // the overall one is a weighted mean of.
+    let by_writer = evaluation["by_writer"].as_object().unwrap();
+    assert!(
+        by_writer.contains_key("mnist")
+            && by_writer.len() > 1
+            && by_writer
+                .keys()
+                .all(|w| w == "mnist" || w.starts_with("fonts-kaushanscript/")),
+        "{evaluation}"
+    );
+    let writers: Vec<f64> = by_writer.values().map(|v| v.as_f64().unwrap()).collect();
+    let (low, high) = writers
+        .iter()
+        .fold((1.0f64, 0.0f64), |(l, h), &v| (l.min(v), h.max(v)));
+    assert!((low..=high).contains(&accuracy), "{evaluation}");
 
     // Same seed in another workspace: the same weights, byte for byte, even with a second
     // training running beside it in the same process (Burn's backend RNG is process-wide).

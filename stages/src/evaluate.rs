@@ -109,7 +109,7 @@ impl StageKind for Evaluate {
     }
 
     fn version(&self) -> u32 {
-        6
+        7
     }
 
     fn summary(&self) -> &'static str {
@@ -303,7 +303,8 @@ fn evaluate_chars(
     report: &Path,
     observer: &dyn Observer,
 ) -> Result<(serde_json::Value, Headline), StageFailure> {
-    let confusion = score_chars(classifier, dataset, params.split, observer)?;
+    let scores = score_chars(classifier, dataset, params.split, observer)?;
+    let confusion = &scores.all;
     let accuracy = confusion.accuracy();
     // Baseline: always answer the training split's most frequent class.
     let majority = dataset
@@ -333,6 +334,14 @@ fn evaluate_chars(
     if let Some(p) = previous {
         md.push_str(&format!("| previous release | {p:.4} |\n"));
     }
+    md.push_str("\n## By writer (font)\n\n| writer | characters | accuracy |\n|---|---|---|\n");
+    for (writer, c) in &scores.by_writer {
+        md.push_str(&format!(
+            "| {writer} | {} | {:.4} |\n",
+            c.total(),
+            c.accuracy()
+        ));
+    }
     let mut worst: Vec<(&String, &f64)> = per_class.iter().collect();
     worst.sort_by(|a, b| a.1.total_cmp(b.1));
     md.push_str("\n## Hardest classes\n\n| class | accuracy |\n|---|---|\n");
@@ -354,6 +363,11 @@ fn evaluate_chars(
         "accuracy": accuracy,
         "accuracy_alike_cases_merged": merged,
         "samples": confusion.total(),
+        "by_writer": scores
+            .by_writer
+            .iter()
+            .map(|(writer, c)| (writer.clone(), c.accuracy().into()))
+            .collect::<serde_json::Map<_, _>>(),
         "baseline_majority_accuracy": baseline,
         "previous_accuracy": previous,
     });

@@ -30,5 +30,5 @@ pub use page::{
     InkRows, LineFrame, PAGES, PageLine, PageTranscriber, PageTranscript, PageWord, PagesConfig,
 };
 pub use page_image::{PageImageError, PageImages, decode_page, decode_pages};
-pub use scoring::{Confusion, TextErrors, edit_distance, score_chars};
+pub use scoring::{CharScores, Confusion, TextErrors, edit_distance, score_chars};
 pub use tract_model::{onnx, optimized};

@@ -136,19 +136,30 @@ impl Confusion {
     }
 }
 
-/// Classifies every sample of `split`, streaming, and returns the confusion matrix.
+/// A classifier's answers on one split: over all samples, and per writer (the samples' style:
+/// a font or `mnist`), since held-out writers differ far more from each other than classes do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CharScores {
+    pub all: Confusion,
+    pub by_writer: BTreeMap<String, Confusion>,
+}
+
+/// Classifies every sample of `split`, streaming, and returns the confusion matrices.
 pub fn score_chars(
     classifier: &CharClassifier,
     dataset: &Dataset,
     split: Split,
     observer: &dyn Observer,
-) -> Result<Confusion, InferError> {
+) -> Result<CharScores, InferError> {
     let count = dataset
         .split(split)
         .ok_or_else(|| InferError::Run(format!("the dataset has no {} split", split.name())))?
         .count;
     observer.total(count);
-    let mut confusion = Confusion::new(classifier.vocabulary.clone());
+    let mut scores = CharScores {
+        all: Confusion::new(classifier.vocabulary.clone()),
+        by_writer: BTreeMap::new(),
+    };
     let mut samples = dataset.samples(split).peekable();
     let mut chunk = Vec::new();
     while samples.peek().is_some() {
@@ -157,11 +168,16 @@ pub fn score_chars(
             chunk.push(sample?);
         }
         for (sample, predicted) in chunk.iter().zip(classifier.classify(&chunk)?) {
-            confusion.add(&sample.label, predicted)?;
+            scores.all.add(&sample.label, predicted)?;
+            scores
+                .by_writer
+                .entry(sample.style.clone())
+                .or_insert_with(|| Confusion::new(classifier.vocabulary.clone()))
+                .add(&sample.label, predicted)?;
         }
         observer.advance(chunk.len() as u64);
     }
-    Ok(confusion)
+    Ok(scores)
 }
 
 /// Levenshtein distance (insertions, deletions and substitutions all cost 1).
