@@ -395,3 +395,66 @@ fn faces_keep_only_the_named_files_of_a_font_source() {
         "{stderr}"
     );
 }
+
+/// Mean shear of the ink of `split`'s samples: the slope of x against height (pixels rightwards
+/// per pixel upwards), so forward-leaning writing is positive.
+fn mean_lean(dataset: &Dataset, split: Split) -> f64 {
+    let images = samples(dataset, split);
+    let lean: f64 = images
+        .iter()
+        .map(|s| {
+            let (w, mut n, mut sx, mut sy, mut sxy, mut syy) =
+                (s.width as usize, 0.0, 0.0, 0.0, 0.0, 0.0);
+            for (i, &v) in s.pixels.iter().enumerate() {
+                let (x, up, m) = ((i % w) as f64, -((i / w) as f64), f64::from(v));
+                n += m;
+                sx += m * x;
+                sy += m * up;
+                sxy += m * x * up;
+                syy += m * up * up;
+            }
+            (sxy / n - sx / n * sy / n) / (syy / n - (sy / n).powi(2))
+        })
+        .sum();
+    lean / images.len() as f64
+}
+
+#[test]
+fn train_slant_degrees_widens_the_train_split_only() {
+    let with = |range: &str| {
+        PIPELINE.replace(
+            "held_out_fonts: &held {val: [fonts-lobster], test: [fonts-kristi]}\n    outs: [chars]",
+            &format!("held_out_fonts: &held {{val: [fonts-lobster], test: [fonts-kristi]}}\n      train_slant_degrees: {range}\n    outs: [chars]"),
+        )
+    };
+    let run = |range: &str| {
+        let (ws, code, stderr) = attempt(&with(range), None, "chars");
+        assert_eq!(code, Some(0), "{stderr}");
+        let dataset = Dataset::open(&ws.path("chars")).unwrap();
+        (ws, dataset)
+    };
+    let (_ws_forward, forward) = run("[30, 40]");
+    let (_ws_backward, backward) = run("[-40, -30]");
+    // The training characters lean the way asked, by about tan(35°) = 0.7 either side.
+    let (f, b) = (
+        mean_lean(&forward, Split::Train),
+        mean_lean(&backward, Split::Train),
+    );
+    assert!(f - b > 0.8, "forward {f:.3}, backward {b:.3}");
+    // Held-out writers are drawn the same: their scores stay comparable.
+    for split in [Split::Val, Split::Test] {
+        assert_eq!(
+            forward.split(split).unwrap().shards,
+            backward.split(split).unwrap().shards,
+            "{}",
+            split.name()
+        );
+    }
+
+    let (_, code, stderr) = attempt(&with("[35, -15]"), None, "chars");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`train_slant_degrees` is [35, -15]"),
+        "{stderr}"
+    );
+}

