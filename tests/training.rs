@@ -317,6 +317,30 @@ fn the_line_recognizer_trains_exports_with_its_lstm_and_is_scored_by_cer() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("quality gate failed: CER "), "{stderr}");
     assert!(stderr.contains("above max_cer 0.001"), "{stderr}");
+
+    // A slant search reads every line at its shears too; the metrics say which it used.
+    ws.write("p.yaml", &pipeline(LINE_STAGES));
+    let search = r#"evaluate.slant_search={"shears": [-0.3, 0.3], "margin": 2}"#;
+    ws.run_ok(&["run", "p.yaml", "--only", "evaluate", "-S", search]);
+    let searched: serde_json::Value = serde_json::from_str(&ws.read("evaluate.json")).unwrap();
+    assert_eq!(
+        searched["slant_search"],
+        serde_json::json!({"shears": [-0.3, 0.3], "margin": 2.0}),
+        "{searched}"
+    );
+    assert_eq!(searched["lines"], 24, "{searched}");
+    assert!(searched["cer"].is_f64(), "{searched}");
+    let out = ws.xtask_cached(&[
+        "run",
+        "p.yaml",
+        "--only",
+        "evaluate",
+        "-S",
+        r#"evaluate.slant_search={"shears": [], "margin": 2}"#,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("slant_search.shears []"), "{stderr}");
 }
 
 /// Sixty distinct short sentences: enough that every split gets some (lines are split by a hash

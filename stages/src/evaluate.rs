@@ -20,7 +20,7 @@ use textrec_recognizer::data::{Dataset, DatasetKind, Observer, Sample, Split};
 use textrec_recognizer::greedy_decode;
 use textrec_recognizer::infer::{
     CharClassifier, DetectionScore, LearnedDetector, LineBox, LineDetector, LineRecognizer,
-    PageTranscriber, TextErrors, metadata, score_chars,
+    PageTranscriber, SlantSearch, TextErrors, metadata, score_chars,
 };
 use textrec_recognizer::lm::CharLm;
 
@@ -56,6 +56,10 @@ struct Params {
     /// (IoU ≥ 0.5).
     #[serde(default)]
     min_detection_recall: Option<f64>,
+    /// Line models: also read each line at these shears, keeping the surest reading; a page
+    /// evaluation's setting goes into the release bundle with its line detector.
+    #[serde(default)]
+    slant_search: Option<SlantSearch>,
 }
 
 fn default_split() -> Split {
@@ -66,6 +70,9 @@ fn validate(stage: &Stage) -> Result<Params, String> {
     let params: Params = parse_params(&stage.params)?;
     if !(2..=4).contains(&stage.deps.len()) || stage.outs.len() != 1 || stage.metrics.len() != 1 {
         return Err("`evaluate` reads [model.onnx, dataset], then for line models optionally a language model (.lm) and, on pages, a learned line detector's .onnx; it writes a report directory (outs) and a metrics file".into());
+    }
+    if let Some(search) = &params.slant_search {
+        search.check()?;
     }
     if params.max_regression.is_some() && params.previous.is_none() {
         return Err(
@@ -109,7 +116,7 @@ impl StageKind for Evaluate {
     }
 
     fn version(&self) -> u32 {
-        7
+        8
     }
 
     fn summary(&self) -> &'static str {
@@ -143,6 +150,7 @@ impl StageKind for Evaluate {
                     );
                 }
                 let mut recognizer = LineRecognizer::from_bytes(&bytes, model, 16)?;
+                recognizer.set_slant_search(params.slant_search.clone())?;
                 if let Some((lm, path)) = language_model {
                     recognizer
                         .set_language_model(Some(lm))
@@ -182,8 +190,10 @@ impl StageKind for Evaluate {
                         "a language model or line detector is evaluated with a line model".into(),
                     );
                 }
-                if params.max_cer.is_some() {
-                    return Err("max_cer applies to line models; use min_accuracy".into());
+                if params.max_cer.is_some() || params.slant_search.is_some() {
+                    return Err(
+                        "max_cer and slant_search apply to line models; use min_accuracy".into(),
+                    );
                 }
                 let classifier = CharClassifier::load(model, 128)?;
                 evaluate_chars(
@@ -583,7 +593,7 @@ fn evaluate_lines(
         }))?,
     )?;
 
-    let metrics = serde_json::json!({
+    let mut metrics = serde_json::json!({
         "cer": cer,
         "wer": total.wer(),
         "lines": total.lines,
@@ -595,6 +605,9 @@ fn evaluate_lines(
         "baseline_frequent_line_cer": baseline.cer(),
         "previous_cer": previous_cer,
     });
+    if let Some(search) = recognizer.slant_search() {
+        metrics["slant_search"] = serde_json::to_value(search)?;
+    }
     Ok((metrics, Headline::cer(cer)))
 }
 
@@ -782,6 +795,9 @@ fn evaluate_pages(
     metrics["baseline_empty_cer"] = 1.0.into();
     metrics["line_detector"] = detectors[best].kind().name().into();
     metrics["decoder"] = transcriber.recognizer.decoder_name().into();
+    if let Some(search) = transcriber.recognizer.slant_search() {
+        metrics["slant_search"] = serde_json::to_value(search)?;
+    }
     metrics["detectors"] = detectors
         .iter()
         .zip(&scores)

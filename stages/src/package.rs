@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use textrec_pipeline::{LockFile, LockedStage, Stage, StageContext, StageFailure, StageKind};
 use textrec_recognizer::bundle::{self, check_name, check_version, write_bundle};
-use textrec_recognizer::infer::{DetectorKind, PAGES, PagesConfig, metadata};
+use textrec_recognizer::infer::{DetectorKind, PAGES, PagesConfig, SlantSearch, metadata};
 use textrec_recognizer::lm::CharLm;
 
 use crate::error::StageError;
@@ -232,17 +232,19 @@ impl StageKind for Package {
 }
 
 /// How the bundle reads pages: the line detector a page evaluation among the deps found better,
-/// else the projection detector (it needs no model).
+/// else the projection detector (it needs no model), and the slant search it read lines with.
 fn pages_config(models: &[Model], metrics: &[Measured]) -> Result<PagesConfig, StageFailure> {
-    let Some((dep, name)) = metrics
+    let Some((measured, name)) = metrics
         .iter()
-        .find_map(|m| Some((&m.dep, m.line_detector.as_deref()?)))
+        .find_map(|m| Some((m, m.line_detector.as_deref()?)))
     else {
         return Ok(PagesConfig {
             line_detector: DetectorKind::Projection,
             language_model: None,
+            slant_search: None,
         });
     };
+    let dep = &measured.dep;
     let line_detector: DetectorKind = name
         .parse()
         .map_err(|e| format!("metrics file `{dep}`: line_detector: {e}"))?;
@@ -258,6 +260,7 @@ fn pages_config(models: &[Model], metrics: &[Measured]) -> Result<PagesConfig, S
     Ok(PagesConfig {
         line_detector,
         language_model: None,
+        slant_search: measured.slant_search.clone(),
     })
 }
 
@@ -390,6 +393,8 @@ struct Measured {
     models: Vec<String>,
     /// The line detector a page evaluation found better.
     line_detector: Option<String>,
+    /// The slant search an evaluation read lines with.
+    slant_search: Option<SlantSearch>,
 }
 
 impl Measured {
@@ -433,6 +438,12 @@ impl Measured {
                     .collect()
             }),
             line_detector: text("line_detector"),
+            slant_search: value
+                .get("slant_search")
+                .filter(|v| !v.is_null())
+                .map(|v| serde_json::from_value(v.clone()))
+                .transpose()
+                .map_err(|e| format!("metrics file `{dep}`: slant_search: {e}"))?,
         })
     }
 }
@@ -700,6 +711,7 @@ mod tests {
             dataset: None,
             models: Vec::new(),
             line_detector: line_detector.map(str::to_owned),
+            slant_search: None,
         }
     }
 
@@ -737,6 +749,25 @@ mod tests {
                 .to_string()
                 .contains("unknown line detector `hough`"),
             "{unknown}"
+        );
+        // The slant search the page evaluation read lines with goes along.
+        let search = SlantSearch {
+            shears: vec![-0.3, 0.3],
+            margin: 2.0,
+        };
+        let searched = Measured {
+            slant_search: Some(search.clone()),
+            ..page_metrics(Some("projection"))
+        };
+        assert_eq!(
+            pick(&with_detector, &[searched]).unwrap().slant_search,
+            Some(search)
+        );
+        assert_eq!(
+            pick(&with_detector, &[page_metrics(Some("projection"))])
+                .unwrap()
+                .slant_search,
+            None
         );
     }
 

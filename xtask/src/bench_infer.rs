@@ -199,7 +199,9 @@ pub fn infer(args: &InferBench) -> anyhow::Result<ExitCode> {
         let (mut transcriber, _) =
             PageTranscriber::from_bundle(&args.model, 8, backend, None, true)?;
         let language_model = transcriber.recognizer.language_model().cloned();
+        let slant_search = transcriber.recognizer.slant_search().cloned();
         transcriber.recognizer = recognizer;
+        transcriber.recognizer.set_slant_search(slant_search)?;
         // The bundle's decoding first, then (with a language model) greedy on tract for contrast.
         let greedy_too = language_model.is_some() && backend == Backend::Tract;
         transcriber.recognizer.set_language_model(language_model)?;

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::learned_detector::{DetectorKind, LearnedDetector, LineDetector};
 use super::line_detector::LineBox;
-use super::{Backend, InferError, LineRecognizer};
+use super::{Backend, InferError, LineRecognizer, SlantSearch};
 use crate::bundle::Bundle;
 use crate::ctc::Decoded;
 use crate::data::Sample;
@@ -157,13 +157,16 @@ impl PageTranscript {
 /// The bundle file that says how pages are read.
 pub const PAGES: &str = "pages.json";
 
-/// `pages.json`: which line detector a bundle uses unless told otherwise, and the language
-/// model (a bundle entry) its lines are beam-decoded with, if any.
+/// `pages.json`: which line detector a bundle uses unless told otherwise, the language model
+/// (a bundle entry) its lines are beam-decoded with, if any, and the slant search its page
+/// evaluation read lines with, if any.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct PagesConfig {
     pub line_detector: DetectorKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language_model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slant_search: Option<SlantSearch>,
 }
 
 /// A line detector and a line recognizer working together.
@@ -191,7 +194,7 @@ impl PageTranscriber {
     /// `backend`, with the line detector `detector` names or, if none, the one the bundle's
     /// `pages.json` names (the one its pipeline measured better), beam-decoding with the
     /// language model `pages.json` names, if any and if `language_model` (greedy callers skip
-    /// reading it); the notice says when
+    /// reading it), and with the slant search it names, if any; the notice says when
     /// `Backend::Auto` fell back to tract.
     pub fn from_bundle(
         path: &Path,
@@ -226,6 +229,12 @@ impl PageTranscriber {
             (Some(Err(e)), None) => return Err(bad(format!("{PAGES}: {e}"))),
             (Some(Err(_)), Some(_)) | (None, _) => None,
         };
+        if let Some(search) = config.as_ref().and_then(|c| c.slant_search.clone()) {
+            transcriber
+                .recognizer
+                .set_slant_search(Some(search))
+                .map_err(|e| bad(format!("{PAGES}: {e}")))?;
+        }
         let named = config.as_ref().and_then(|c| c.language_model.as_deref());
         if let Some(entry) = named.filter(|_| language_model) {
             let bytes = bundle
