@@ -308,7 +308,7 @@ fn best_path_score(log_probs: &[f32], classes: usize) -> f32 {
 
 /// `line` sheared by `shear` (x shift per pixel of height; positive moves the top left) about
 /// its middle row, widened by the largest shift on each side so no ink is cut off.
-pub fn shear_line(line: &Sample, shear: f32) -> Sample {
+fn shear_line(line: &Sample, shear: f32) -> Sample {
     let (width, height) = (line.width as usize, line.height as usize);
     let pad = (shear.abs() * height as f32 / 2.0).ceil() as usize;
     let out_width = width + 2 * pad;

@@ -24,7 +24,7 @@ pub use learned_detector::{
     LineDetector, detector_input,
 };
 pub use line_detector::{DetectionScore, LineBox, ProjectionDetector};
-pub use line_recognizer::{LineRecognizer, SlantSearch, shear_line};
+pub use line_recognizer::{LineRecognizer, SlantSearch};
 pub use onnx_runtime::Backend;
 pub use page::{
     InkRows, LineFrame, PAGES, PageLine, PageTranscriber, PageTranscript, PageWord, PagesConfig,
