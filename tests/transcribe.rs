@@ -8,7 +8,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use image::{DynamicImage, GrayImage, ImageFormat};
-use pages::{page, save, write_bundle, write_bundle_naming, write_bundle_with_language_model};
+use pages::{
+    page, save, write_bundle, write_bundle_naming, write_bundle_reading_pages,
+    write_bundle_with_language_model,
+};
 use serde_json::Value;
 
 fn textrec(dir: &Path, args: &[&str]) -> Output {
@@ -272,6 +275,48 @@ fn the_bundles_default_line_detector_is_used_unless_one_is_named() {
             stderr(&output)
         );
     }
+}
+
+#[test]
+fn a_bundles_slant_search_is_read_from_pages_json_and_a_bad_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    save(
+        DynamicImage::ImageLuma8(page(&[3, 1, 2])),
+        &dir.path().join("scan.png"),
+        ImageFormat::Png,
+    );
+    let run = |slant_search: &str, out: &str| {
+        let bundles = dir.path().join(format!("bundle-{out}"));
+        std::fs::create_dir(&bundles).unwrap();
+        let bundle = write_bundle_reading_pages(
+            &bundles,
+            &format!("{{\"line_detector\": \"projection\", \"slant_search\": {slant_search}}}"),
+        );
+        textrec(
+            dir.path(),
+            &[
+                "transcribe",
+                "scan.png",
+                "-o",
+                out,
+                "--model",
+                bundle.to_str().unwrap(),
+            ],
+        )
+    };
+    // Sheared readings of clear blobs say the same: the text is unchanged.
+    let output = run(r#"{"shears": [-0.3, 0.3], "margin": 2}"#, "searched");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = std::fs::read_to_string(dir.path().join("searched/scan.txt")).unwrap();
+    assert_eq!(text, "aaa\na\naa\n");
+    // A search with no shears: the model fails to load (exit 3), naming pages.json.
+    let output = run(r#"{"shears": [], "margin": 2}"#, "empty");
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("pages.json: slant_search.shears []"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]

@@ -147,6 +147,15 @@ pub fn write_bundle_with_language_model(dir: &Path) -> PathBuf {
     bundle_file(dir, &files)
 }
 
+/// The bundle of [`write_bundle`] with `pages_json` as its `pages.json`.
+pub fn write_bundle_reading_pages(dir: &Path, pages_json: &str) -> PathBuf {
+    let files = BTreeMap::from([
+        ("models/lines.onnx".to_owned(), ink_reader_model()),
+        ("pages.json".to_owned(), pages_json.as_bytes().to_vec()),
+    ]);
+    bundle_file(dir, &files)
+}
+
 pub fn write_bundle(dir: &Path) -> PathBuf {
     let files = BTreeMap::from([("models/lines.onnx".to_owned(), ink_reader_model())]);
     bundle_file(dir, &files)

@@ -230,10 +230,9 @@ impl PageTranscriber {
             (Some(Err(_)), Some(_)) | (None, _) => None,
         };
         if let Some(search) = config.as_ref().and_then(|c| c.slant_search.clone()) {
-            transcriber
-                .recognizer
-                .set_slant_search(Some(search))
-                .map_err(|e| bad(format!("{PAGES}: {e}")))?;
+            // Checked here, so the message is about the file rather than a failed run.
+            search.check().map_err(|e| bad(format!("{PAGES}: {e}")))?;
+            transcriber.recognizer.set_slant_search(Some(search))?;
         }
         let named = config.as_ref().and_then(|c| c.language_model.as_deref());
         if let Some(entry) = named.filter(|_| language_model) {
