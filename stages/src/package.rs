@@ -513,7 +513,7 @@ fn provenance(origin: &str, spec: &str) -> (String, &'static str) {
         ),
         "npm" if spec.starts_with("@fontsource/") => (
             format!("handwriting font (a Google Fonts family), npm package `{spec}`"),
-            "OFL-1.1 or Apache-2.0 (the package's `license` field says which)",
+            "OFL-1.1, Apache-2.0 or MIT (the package's `license` field says which)",
         ),
         "npm" => (format!("npm package `{spec}`"), "see the package's licence"),
         "apt" if spec.starts_with("fonts-") => (
