@@ -230,6 +230,20 @@ fn datasets_have_disjoint_splits_balanced_classes_and_reproducible_bytes() {
     );
 }
 
+/// `PIPELINE` with the source `name` (`origin`: its fields after the name) fetched and training
+/// in fonts-comic-neue's place.
+fn with_training_writer(name: &str, origin: &str) -> String {
+    PIPELINE
+        .replace(
+            "- {name: fonts-kristi,",
+            &format!("- {{name: {name}, {origin}}}\n        - {{name: fonts-kristi,"),
+        )
+        .replace(
+            "fonts: &fonts [fonts-dancingscript, fonts-comic-neue, fonts-lobster, fonts-kristi]",
+            &format!("fonts: &fonts [fonts-dancingscript, {name}, fonts-lobster, fonts-kristi]"),
+        )
+}
+
 /// Runs `download` and `stage` of `pipeline` (with `sentences` as the sentence file, if given)
 /// in a fresh workspace; returns the workspace, the exit code and stderr.
 fn attempt(
@@ -292,15 +306,10 @@ fn bad_sources_fail_with_a_message_that_names_them() {
     // A capitals-only font (small capitals for lower case), found without being named in
     // `capitals_only`: its lower case is skipped with a warning, never drawn under a lower-case
     // label, and the lines it writes are labelled upper-case, as it draws them.
-    let pipeline = PIPELINE
-        .replace(
-            "- {name: fonts-kristi,",
-            "- {name: fonts-bwht, apt: fonts-bwht, sha256: 5dd1d688f690fcafac659761c20cade5ef49ffc20fd7ba6b953d7d38d5165839}\n        - {name: fonts-kristi,",
-        )
-        .replace(
-            "fonts: &fonts [fonts-dancingscript, fonts-comic-neue, fonts-lobster, fonts-kristi]",
-            "fonts: &fonts [fonts-dancingscript, fonts-bwht, fonts-lobster, fonts-kristi]",
-        );
+    let pipeline = with_training_writer(
+        "fonts-bwht",
+        "apt: fonts-bwht, sha256: 5dd1d688f690fcafac659761c20cade5ef49ffc20fd7ba6b953d7d38d5165839",
+    );
     let (ws, code, stderr) = attempt(&pipeline, None, "chars");
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
@@ -400,15 +409,10 @@ fn faces_keep_only_the_named_files_of_a_font_source() {
 fn web_font_packages_are_read_from_their_woff_files() {
     // Fontsource's packages ship WOFF only, one file per weight and script subset: the Latin
     // files are read (unwrapped to sfnt), the subsets without ASCII are left out with one warning.
-    let pipeline = PIPELINE
-        .replace(
-            "- {name: fonts-kristi,",
-            "- {name: caveat, npm: \"@fontsource/caveat@5.3.0\", sha256: ebf746fc0667b9d10fcac7c8604e2ba40a264da85a1c9b48bd679c0af3221293}\n        - {name: fonts-kristi,",
-        )
-        .replace(
-            "fonts: &fonts [fonts-dancingscript, fonts-comic-neue, fonts-lobster, fonts-kristi]",
-            "fonts: &fonts [fonts-dancingscript, caveat, fonts-lobster, fonts-kristi]",
-        );
+    let pipeline = with_training_writer(
+        "caveat",
+        "npm: \"@fontsource/caveat@5.3.0\", sha256: ebf746fc0667b9d10fcac7c8604e2ba40a264da85a1c9b48bd679c0af3221293",
+    );
     let (ws, code, stderr) = attempt(&pipeline, None, "chars");
     assert_eq!(code, Some(0), "{stderr}");
     assert!(

@@ -94,7 +94,7 @@ pub fn load_fonts(
 ) -> Result<(Vec<HandFont>, Vec<String>), DataError> {
     let mut fonts = Vec::new();
     let mut warnings = Vec::new();
-    let mut subsets = Vec::new();
+    let mut left_out = Vec::new();
     for (group, dir) in dirs {
         let mut files = font_files(dir)?;
         files.sort();
@@ -122,7 +122,7 @@ pub fn load_fonts(
             let mut missing = missing_characters(&font, characters);
             let name = format!("{group}/{stem}");
             if missing.len() * 2 > characters.len() {
-                subsets.push(name);
+                left_out.push(name);
                 continue;
             }
             let small_capitals = writes_small_capitals(&font);
@@ -161,13 +161,13 @@ pub fn load_fonts(
             });
         }
     }
-    if !subsets.is_empty() {
+    if !left_out.is_empty() {
         // Every file by name: the dataset manifest keeps this warning, a record of what was read.
         warnings.push(format!(
             "left out {} font files that draw under half of the vocabulary (script subsets or \
              symbol fonts): {}",
-            subsets.len(),
-            subsets.join(", ")
+            left_out.len(),
+            left_out.join(", ")
         ));
     }
     Ok((fonts, warnings))

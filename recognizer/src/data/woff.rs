@@ -117,9 +117,13 @@ fn read_table(woff: &[u8], entry: &[u8]) -> Result<Table, WoffError> {
 fn write_sfnt(flavor: &[u8], tables: &[Table]) -> Vec<u8> {
     let count = tables.len();
     // The binary-search fields of the offset table: the largest power of two ≤ count.
-    let entry_selector = if count == 0 { 0 } else { count.ilog2() };
-    let search_range = SFNT_ENTRY_LEN << entry_selector;
-    let range_shift = count * SFNT_ENTRY_LEN - search_range.min(count * SFNT_ENTRY_LEN);
+    let entry_selector = count.checked_ilog2().unwrap_or(0);
+    let search_range = if count == 0 {
+        0
+    } else {
+        SFNT_ENTRY_LEN << entry_selector
+    };
+    let range_shift = count * SFNT_ENTRY_LEN - search_range;
     let mut out = Vec::new();
     out.extend_from_slice(flavor);
     for field in [count, search_range, entry_selector as usize, range_shift] {
