@@ -18,10 +18,15 @@ use crate::models::{ModelError, ModelSpec};
 /// Parity tolerance between tract and Burn on the same inputs, numpy's `isclose` rule: each
 /// value must satisfy `|tract - burn| <= TOLERANCE + RELATIVE_TOLERANCE * |burn|`. The relative
 /// part is for log-probabilities: a confident line model puts unlikely classes at -10 to -40,
-/// where f32 rounding through the CNN and BiLSTM alone reaches 1e-5 relative (seen: 1.08e-4 at
-/// -9.89 after 160,000 training lines).
+/// where f32 rounding through the CNN and the 232-step BiLSTM alone is 1e-5 to 3e-5 relative.
+/// Measured on the 320,000-line model's 64 parity lines against an f64 evaluation of the same
+/// ONNX graph (onnx's reference evaluator): Burn is off by up to 7.6e-5, tract 1.7e-4, ONNX
+/// Runtime 2.3e-4, so tract and Burn, rounding in opposite directions, sit 2.4e-4 apart at -7.77.
+/// 5e-5 admits that with 2× headroom and stays 20× tighter than `torch.onnx.verification`'s
+/// default (rtol 1e-3); an export mistake (a gate, layout or epsilon wrong) moves values by 1e-2
+/// and more.
 pub const TOLERANCE: f32 = 1e-4;
-pub const RELATIVE_TOLERANCE: f32 = 1e-5;
+pub const RELATIVE_TOLERANCE: f32 = 5e-5;
 
 /// A tensor's dims and f32 values.
 pub(crate) fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
@@ -170,14 +175,17 @@ mod tests {
 
     #[test]
     fn parity_allows_f32_rounding_and_rejects_real_differences() {
-        // The measured case: 1.08e-4 apart at -9.89 is rounding.
+        // The measured cases: 1.08e-4 apart at -9.89 and 2.4e-4 at -7.77 are rounding.
         let diff = parity(&[-9.894_126, 0.5], &[-9.894_234, 0.5]).unwrap();
         assert!((diff - 1.08e-4).abs() < 1e-6, "{diff}");
+        assert!(parity(&[-7.769_172], &[-7.768_932]).is_ok());
         // Near zero the absolute bound rules.
         assert!(parity(&[0.000_2], &[0.0]).is_err());
         // Large values get their relative allowance, no more.
-        assert!(parity(&[-40.000_4], &[-40.0]).is_ok());
-        assert!(parity(&[-40.001], &[-40.0]).is_err());
+        assert!(parity(&[-40.002], &[-40.0]).is_ok());
+        assert!(parity(&[-40.003], &[-40.0]).is_err());
+        // An export mistake's size is far outside it.
+        assert!(parity(&[-7.78], &[-7.77]).is_err());
         let nan = parity(&[f32::NAN], &[1.0]).unwrap_err().to_string();
         assert!(nan.contains("inf"), "{nan}");
         assert!(
