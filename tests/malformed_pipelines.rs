@@ -122,6 +122,12 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
         7,
         "stage `train-detector` (train params): network: channels has 3 entries, not 4",
     ),
+    (
+        "24-char-network-option.yaml",
+        10,
+        7,
+        "stage `train-chars` (train params): network: lstm_hidden sizes line_ctc only, scale line_fcn only",
+    ),
 ];
 
 #[test]

@@ -1,6 +1,6 @@
 //! Training, export and evaluation end to end through the real `xtask` binary: same seed → same
-//! weights bytes (char and line models; the char model also with another training running
-//! beside it), a run killed mid-training resumes from its checkpoint and ends on the very
+//! weights bytes (char and line models; the char model, sized by `network`, also with another
+//! training running beside it), a run killed mid-training resumes from its checkpoint and ends on the very
 //! same weights, the exported ONNX (char CNN, and the line recognizer with its LSTM) passes the
 //! parity check, and a quality gate fails the run with the measured number.
 
@@ -44,6 +44,7 @@ const CHAR_STAGES: &str = r#"
     deps: [chars]
     params:
       model: char_cnn
+      network: {channels: [16, 48], hidden: 96}
       training: {seed: 5, epochs: 2, batch_size: 32, warmup_steps: 5, checkpoint_every: 5, patience: 0}
     outs: [model]
     metrics: [train.json]
@@ -103,6 +104,7 @@ const SIDE_BY_SIDE: &str = r#"
     deps: [chars]
     params:
       model: char_cnn
+      network: {channels: [16, 48], hidden: 96}
       training: {seed: 5, epochs: 2, batch_size: 32, warmup_steps: 5, checkpoint_every: 5, patience: 0}
     outs: [model-beside]
     metrics: [train-beside.json]
@@ -137,6 +139,22 @@ fn same_seed_same_weights_and_a_killed_run_resumes_to_the_same_result() {
     ] {
         assert!(first.exists(file), "{file} missing");
     }
+    // `network` sizes the layers; the dataset sets the classes.
+    let spec: serde_json::Value = serde_json::from_str(&first.read("model/model.json")).unwrap();
+    let network = &spec["network"];
+    assert_eq!(
+        [
+            &network["conv1_channels"],
+            &network["conv2_channels"],
+            &network["hidden"]
+        ],
+        [16, 48, 96],
+        "{network}"
+    );
+    assert_eq!(
+        network["classes"],
+        spec["vocabulary"].as_array().unwrap().len()
+    );
     let export: serde_json::Value = serde_json::from_str(&first.read("export.json")).unwrap();
     assert!(
         export["parity_max_abs_diff"].as_f64().unwrap() < 1e-4,

@@ -9,7 +9,7 @@ use textrec_recognizer::models::{
     CpuTraining, Device, TrainOptions, TrainOutcome, TrainingBackend, train_char_model,
     train_detector_model, train_line_model,
 };
-use textrec_recognizer::networks::{LineCtcConfig, LineFcnConfig};
+use textrec_recognizer::networks::{CharCnnConfig, LineCtcConfig, LineFcnConfig};
 
 use crate::observe::StageObserver;
 
@@ -30,7 +30,7 @@ struct Params {
     model: Architecture,
     #[serde(default)]
     training: TrainOptions,
-    /// Size of the `line_ctc` or `line_fcn` network; unset fields keep the defaults.
+    /// Size of the network; unset fields keep the defaults.
     #[serde(default)]
     network: Option<Network>,
 }
@@ -38,12 +38,15 @@ struct Params {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Network {
-    /// Output channels of the convolutions: three blocks for line_ctc (default [32, 64, 96]),
-    /// four dilated convolutions for line_fcn (default [16, 16, 32, 32]).
+    /// Output channels of the convolutions: two for char_cnn (default [32, 64]), three blocks
+    /// for line_ctc (default [32, 64, 96]), four dilated convolutions for line_fcn (default
+    /// [16, 16, 32, 32]).
     channels: Option<Vec<usize>>,
+    /// char_cnn: units of the hidden fully connected layer (default 128).
+    hidden: Option<usize>,
     /// line_ctc: hidden units per LSTM direction (default 128).
     lstm_hidden: Option<usize>,
-    /// line_ctc: dropout before the head (default 0.2).
+    /// char_cnn (default 0.25), line_ctc (default 0.2): dropout before the head.
     dropout: Option<f64>,
     /// line_fcn: page pixels per network pixel (default 4).
     scale: Option<usize>,
@@ -60,9 +63,28 @@ impl Network {
             .transpose()
     }
 
+    fn char_config(&self) -> Result<CharCnnConfig, String> {
+        if self.lstm_hidden.is_some() || self.scale.is_some() {
+            return Err("lstm_hidden sizes line_ctc only, scale line_fcn only".into());
+        }
+        // Classes come from the dataset when training starts.
+        let mut config = CharCnnConfig::new(2);
+        if let Some([conv1, conv2]) = self.channels()? {
+            config.conv1_channels = conv1;
+            config.conv2_channels = conv2;
+        }
+        if let Some(hidden) = self.hidden {
+            config.hidden = hidden;
+        }
+        if let Some(dropout) = self.dropout {
+            config.dropout = dropout;
+        }
+        config.validate().map(|()| config)
+    }
+
     fn line_config(&self) -> Result<LineCtcConfig, String> {
-        if self.scale.is_some() {
-            return Err("scale sizes line_fcn only".into());
+        if self.scale.is_some() || self.hidden.is_some() {
+            return Err("scale sizes line_fcn only, hidden char_cnn only".into());
         }
         // Classes and height come from the dataset when training starts.
         let mut config = LineCtcConfig::new(2);
@@ -79,8 +101,8 @@ impl Network {
     }
 
     fn detector_config(&self) -> Result<LineFcnConfig, String> {
-        if self.lstm_hidden.is_some() || self.dropout.is_some() {
-            return Err("lstm_hidden and dropout size line_ctc only".into());
+        if self.lstm_hidden.is_some() || self.dropout.is_some() || self.hidden.is_some() {
+            return Err("lstm_hidden, hidden and dropout do not size line_fcn".into());
         }
         let mut config = LineFcnConfig::new();
         if let Some(channels) = self.channels()? {
@@ -105,7 +127,7 @@ fn validate(stage: &Stage) -> Result<Params, String> {
     if let Some(network) = &params.network {
         match params.model {
             Architecture::CharCnn => {
-                return Err("`network` sizes the line_ctc and line_fcn models only".into());
+                network.char_config().map_err(|e| format!("network: {e}"))?;
             }
             Architecture::LineCtc => {
                 network.line_config().map_err(|e| format!("network: {e}"))?;
@@ -171,7 +193,11 @@ fn train_on<B: TrainingBackend>(
             let (spec, _) = train_char_model::<B>(
                 &ctx.deps[0],
                 &params.training,
-                None,
+                params
+                    .network
+                    .as_ref()
+                    .map(Network::char_config)
+                    .transpose()?,
                 out,
                 &ctx.resume,
                 observer,

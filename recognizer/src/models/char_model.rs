@@ -109,7 +109,8 @@ impl<B: TrainingBackend> Task<B> for CharTask {
 }
 
 /// Trains a character model on `dataset_dir` and writes `weights.mpk`, `model.json`,
-/// `history.json`, `history.csv` and `curves.png` into `out`.
+/// `history.json`, `history.csv` and `curves.png` into `out`. `network_config` sizes the
+/// network; its classes are taken from the dataset.
 pub fn train_char_model<B: TrainingBackend>(
     dataset_dir: &Path,
     options: &TrainOptions,
@@ -130,16 +131,12 @@ pub fn train_char_model<B: TrainingBackend>(
         });
     }
     let vocabulary = dataset.manifest.vocabulary.clone();
-    let config = network_config.unwrap_or_else(|| CharCnnConfig::new(vocabulary.len()));
-    if config.classes != vocabulary.len() {
-        return Err(ModelError::Invalid {
-            reason: format!(
-                "the network has {} classes, the dataset {}",
-                config.classes,
-                vocabulary.len()
-            ),
-        });
-    }
+    // The dataset decides what the network predicts; the caller only sizes it.
+    let mut config = network_config.unwrap_or_else(|| CharCnnConfig::new(vocabulary.len()));
+    config.classes = vocabulary.len();
+    config
+        .validate()
+        .map_err(|reason| ModelError::Invalid { reason })?;
     let _exclusive = exclusive_training(observer);
     B::seed(device, options.seed);
     let network: CharCnn<B> = with_stable_ids(config.init(device));

@@ -35,6 +35,17 @@ pub struct CharCnn<B: Backend> {
 }
 
 impl CharCnnConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.classes < 2 || [self.conv1_channels, self.conv2_channels, self.hidden].contains(&0)
+        {
+            return Err("classes must be ≥ 2 and every layer non-empty".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("dropout {} must be in [0, 1)", self.dropout));
+        }
+        Ok(())
+    }
+
     /// Features after the two valid 3×3 convolutions (28 → 26 → 24) and 2×2 pooling (→ 12).
     pub fn flat_features(&self) -> usize {
         self.conv2_channels * 12 * 12
