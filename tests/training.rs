@@ -1,8 +1,8 @@
 //! Training, export and evaluation end to end through the real `xtask` binary: same seed → same
 //! weights bytes (char and line models; the char model, sized by `network`, also with another
-//! training running beside it), a run killed mid-training resumes from its checkpoint and ends on the very
-//! same weights, the exported ONNX (char CNN, and the line recognizer with its LSTM) passes the
-//! parity check, and a quality gate fails the run with the measured number.
+//! training running beside it), a run killed mid-training resumes from its checkpoint and ends on
+//! the very same weights, the exported ONNX (char CNN, and the line recognizer with its LSTM)
+//! passes the parity check, and a quality gate fails the run with the measured number.
 
 mod support;
 
