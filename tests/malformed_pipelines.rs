@@ -126,7 +126,7 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
         "24-char-network-option.yaml",
         10,
         7,
-        "stage `train-chars` (train params): network: lstm_hidden sizes line_ctc only, scale line_fcn only",
+        "stage `train-chars` (train params): network: unknown field `lstm_hidden`, expected one of `channels`, `hidden`, `dropout`",
     ),
 ];
 

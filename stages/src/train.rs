@@ -2,6 +2,7 @@
 //! or `line_fcn`, the learned line detector) on a dataset, with checkpoints that let a killed run resume, and write the
 //! weights, spec, history and curves.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::data::Observer;
@@ -30,87 +31,99 @@ struct Params {
     model: Architecture,
     #[serde(default)]
     training: TrainOptions,
-    /// Size of the network; unset fields keep the defaults.
+    /// Size of the network, read as the model's own `*Network`; unset fields keep the defaults.
     #[serde(default)]
-    network: Option<Network>,
+    network: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `network` for char_cnn. One struct per model, so a field of another model is an unknown
+/// field, and the error lists the ones this model takes.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Network {
-    /// Output channels of the convolutions: two for char_cnn (default [32, 64]), three blocks
-    /// for line_ctc (default [32, 64, 96]), four dilated convolutions for line_fcn (default
-    /// [16, 16, 32, 32]).
+struct CharNetwork {
+    /// Output channels of the two convolutions (default [32, 64]).
     channels: Option<Vec<usize>>,
-    /// char_cnn: units of the hidden fully connected layer (default 128).
+    /// Units of the hidden fully connected layer (default 128).
     hidden: Option<usize>,
-    /// line_ctc: hidden units per LSTM direction (default 128).
-    lstm_hidden: Option<usize>,
-    /// char_cnn (default 0.25), line_ctc (default 0.2): dropout before the head.
+    /// Dropout after pooling and before the head (default 0.25).
     dropout: Option<f64>,
-    /// line_fcn: page pixels per network pixel (default 4).
+}
+
+/// `network` for line_ctc.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LineNetwork {
+    /// Output channels of the three convolution blocks (default [32, 64, 96]).
+    channels: Option<Vec<usize>>,
+    /// Hidden units per LSTM direction (default 128).
+    lstm_hidden: Option<usize>,
+    /// Dropout before the head (default 0.2).
+    dropout: Option<f64>,
+}
+
+/// `network` for line_fcn.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DetectorNetwork {
+    /// Output channels of the four dilated convolutions (default [16, 16, 32, 32]).
+    channels: Option<Vec<usize>>,
+    /// Page pixels per network pixel (default 4).
     scale: Option<usize>,
 }
 
-impl Network {
-    fn channels<const N: usize>(&self) -> Result<Option<[usize; N]>, String> {
-        self.channels
-            .as_ref()
-            .map(|c| {
-                <[usize; N]>::try_from(c.as_slice())
-                    .map_err(|_| format!("channels has {} entries, not {N}", c.len()))
-            })
-            .transpose()
-    }
+fn exactly<const N: usize>(channels: &Option<Vec<usize>>) -> Result<Option<[usize; N]>, String> {
+    channels
+        .as_ref()
+        .map(|c| {
+            <[usize; N]>::try_from(c.as_slice())
+                .map_err(|_| format!("channels has {} entries, not {N}", c.len()))
+        })
+        .transpose()
+}
 
-    fn char_config(&self) -> Result<CharCnnConfig, String> {
-        if self.lstm_hidden.is_some() || self.scale.is_some() {
-            return Err("lstm_hidden sizes line_ctc only, scale line_fcn only".into());
-        }
+/// The stage's `network`, read as `N` and turned into a network config by `config`.
+fn network_config<N: DeserializeOwned, C>(
+    params: &Params,
+    config: impl FnOnce(N) -> Result<C, String>,
+) -> Result<Option<C>, String> {
+    params
+        .network
+        .as_ref()
+        .map(|value| parse_params(value).and_then(config))
+        .transpose()
+        .map_err(|e| format!("network: {e}"))
+}
+
+impl CharNetwork {
+    fn config(self) -> Result<CharCnnConfig, String> {
         // Classes come from the dataset when training starts.
         let mut config = CharCnnConfig::new(2);
-        if let Some([conv1, conv2]) = self.channels()? {
+        if let Some([conv1, conv2]) = exactly(&self.channels)? {
             config.conv1_channels = conv1;
             config.conv2_channels = conv2;
         }
-        if let Some(hidden) = self.hidden {
-            config.hidden = hidden;
-        }
-        if let Some(dropout) = self.dropout {
-            config.dropout = dropout;
-        }
+        config.hidden = self.hidden.unwrap_or(config.hidden);
+        config.dropout = self.dropout.unwrap_or(config.dropout);
         config.validate().map(|()| config)
     }
+}
 
-    fn line_config(&self) -> Result<LineCtcConfig, String> {
-        if self.scale.is_some() || self.hidden.is_some() {
-            return Err("scale sizes line_fcn only, hidden char_cnn only".into());
-        }
+impl LineNetwork {
+    fn config(self) -> Result<LineCtcConfig, String> {
         // Classes and height come from the dataset when training starts.
         let mut config = LineCtcConfig::new(2);
-        if let Some(channels) = self.channels()? {
-            config.channels = channels;
-        }
-        if let Some(hidden) = self.lstm_hidden {
-            config.lstm_hidden = hidden;
-        }
-        if let Some(dropout) = self.dropout {
-            config.dropout = dropout;
-        }
+        config.channels = exactly(&self.channels)?.unwrap_or(config.channels);
+        config.lstm_hidden = self.lstm_hidden.unwrap_or(config.lstm_hidden);
+        config.dropout = self.dropout.unwrap_or(config.dropout);
         config.validate().map(|()| config)
     }
+}
 
-    fn detector_config(&self) -> Result<LineFcnConfig, String> {
-        if self.lstm_hidden.is_some() || self.dropout.is_some() || self.hidden.is_some() {
-            return Err("lstm_hidden, hidden and dropout do not size line_fcn".into());
-        }
+impl DetectorNetwork {
+    fn config(self) -> Result<LineFcnConfig, String> {
         let mut config = LineFcnConfig::new();
-        if let Some(channels) = self.channels()? {
-            config.channels = channels;
-        }
-        if let Some(scale) = self.scale {
-            config.scale = scale;
-        }
+        config.channels = exactly(&self.channels)?.unwrap_or(config.channels);
+        config.scale = self.scale.unwrap_or(config.scale);
         config.validate().map(|()| config)
     }
 }
@@ -124,20 +137,10 @@ fn validate(stage: &Stage) -> Result<Params, String> {
         .training
         .validate()
         .map_err(|e| format!("training: {e}"))?;
-    if let Some(network) = &params.network {
-        match params.model {
-            Architecture::CharCnn => {
-                network.char_config().map_err(|e| format!("network: {e}"))?;
-            }
-            Architecture::LineCtc => {
-                network.line_config().map_err(|e| format!("network: {e}"))?;
-            }
-            Architecture::LineFcn => {
-                network
-                    .detector_config()
-                    .map_err(|e| format!("network: {e}"))?;
-            }
-        }
+    match params.model {
+        Architecture::CharCnn => network_config(&params, CharNetwork::config).map(drop)?,
+        Architecture::LineCtc => network_config(&params, LineNetwork::config).map(drop)?,
+        Architecture::LineFcn => network_config(&params, DetectorNetwork::config).map(drop)?,
     }
     Ok(params)
 }
@@ -193,11 +196,7 @@ fn train_on<B: TrainingBackend>(
             let (spec, _) = train_char_model::<B>(
                 &ctx.deps[0],
                 &params.training,
-                params
-                    .network
-                    .as_ref()
-                    .map(Network::char_config)
-                    .transpose()?,
+                network_config(params, CharNetwork::config)?,
                 out,
                 &ctx.resume,
                 observer,
@@ -210,11 +209,7 @@ fn train_on<B: TrainingBackend>(
             let (spec, _) = train_line_model::<B>(
                 &ctx.deps[0],
                 &params.training,
-                params
-                    .network
-                    .as_ref()
-                    .map(Network::line_config)
-                    .transpose()?,
+                network_config(params, LineNetwork::config)?,
                 out,
                 &ctx.resume,
                 observer,
@@ -228,11 +223,7 @@ fn train_on<B: TrainingBackend>(
             let (spec, _) = train_detector_model::<B>(
                 &ctx.deps[0],
                 &params.training,
-                params
-                    .network
-                    .as_ref()
-                    .map(Network::detector_config)
-                    .transpose()?,
+                network_config(params, DetectorNetwork::config)?,
                 out,
                 &ctx.resume,
                 observer,
