@@ -128,7 +128,20 @@ impl DetectorNetwork {
     }
 }
 
-fn validate(stage: &Stage) -> Result<Params, String> {
+/// The stage's params, checked, with `network` read as the chosen model's config (unset: the
+/// model's defaults).
+struct Validated {
+    training: TrainOptions,
+    model: Model,
+}
+
+enum Model {
+    Char(Option<CharCnnConfig>),
+    Line(Option<LineCtcConfig>),
+    Detector(Option<LineFcnConfig>),
+}
+
+fn validate(stage: &Stage) -> Result<Validated, String> {
     let params: Params = parse_params(&stage.params)?;
     if stage.deps.len() != 1 || stage.outs.len() != 1 || stage.metrics.len() > 1 {
         return Err("`train` reads one dataset (deps), writes one model directory (outs) and at most one metrics file".into());
@@ -137,12 +150,15 @@ fn validate(stage: &Stage) -> Result<Params, String> {
         .training
         .validate()
         .map_err(|e| format!("training: {e}"))?;
-    match params.model {
-        Architecture::CharCnn => network_config(&params, CharNetwork::config).map(drop)?,
-        Architecture::LineCtc => network_config(&params, LineNetwork::config).map(drop)?,
-        Architecture::LineFcn => network_config(&params, DetectorNetwork::config).map(drop)?,
-    }
-    Ok(params)
+    let model = match params.model {
+        Architecture::CharCnn => Model::Char(network_config(&params, CharNetwork::config)?),
+        Architecture::LineCtc => Model::Line(network_config(&params, LineNetwork::config)?),
+        Architecture::LineFcn => Model::Detector(network_config(&params, DetectorNetwork::config)?),
+    };
+    Ok(Validated {
+        training: params.training,
+        model,
+    })
 }
 
 /// The Burn backend a train stage runs on, after `device` has been checked against this build
@@ -185,18 +201,18 @@ fn training_backend(
 
 /// Trains the stage's model on backend `B`; returns the outcome and the validation metric.
 fn train_on<B: TrainingBackend>(
-    params: &Params,
+    params: &Validated,
     ctx: &StageContext<'_>,
     observer: &StageObserver<'_, '_>,
     device: &B::Device,
 ) -> Result<(TrainOutcome, (&'static str, f64)), StageFailure> {
     let out = &ctx.outs[0].1;
-    Ok(match params.model {
-        Architecture::CharCnn => {
+    Ok(match &params.model {
+        Model::Char(network) => {
             let (spec, _) = train_char_model::<B>(
                 &ctx.deps[0],
                 &params.training,
-                network_config(params, CharNetwork::config)?,
+                network.clone(),
                 out,
                 &ctx.resume,
                 observer,
@@ -205,11 +221,11 @@ fn train_on<B: TrainingBackend>(
             let accuracy = spec.outcome.best_metric;
             (spec.outcome, ("val_accuracy", accuracy))
         }
-        Architecture::LineCtc => {
+        Model::Line(network) => {
             let (spec, _) = train_line_model::<B>(
                 &ctx.deps[0],
                 &params.training,
-                network_config(params, LineNetwork::config)?,
+                network.clone(),
                 out,
                 &ctx.resume,
                 observer,
@@ -219,11 +235,11 @@ fn train_on<B: TrainingBackend>(
             let cer = 1.0 - spec.outcome.best_metric;
             (spec.outcome, ("val_cer", cer))
         }
-        Architecture::LineFcn => {
+        Model::Detector(network) => {
             let (spec, _) = train_detector_model::<B>(
                 &ctx.deps[0],
                 &params.training,
-                network_config(params, DetectorNetwork::config)?,
+                network.clone(),
                 out,
                 &ctx.resume,
                 observer,
