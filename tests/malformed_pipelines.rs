@@ -128,6 +128,12 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
         7,
         "stage `train-chars` (train params): network: unknown field `lstm_hidden`, expected one of `channels`, `hidden`, `dropout`",
     ),
+    (
+        "25-weight-average-decay.yaml",
+        10,
+        7,
+        "stage `train-chars` (train params): training: ema_decay 1.5 must be between 0 and 1",
+    ),
 ];
 
 #[test]

@@ -270,7 +270,7 @@ impl StageKind for Train {
     }
 
     fn summary(&self) -> &'static str {
-        "train a model (char_cnn, line_ctc, line_fcn) with AdamW, cosine LR, clipping, early stopping; resumes after a kill"
+        "train a model (char_cnn, line_ctc, line_fcn) with AdamW, cosine LR, clipping, an optional weight average, early stopping; resumes after a kill"
     }
 
     fn check(&self, stage: &Stage) -> Result<(), String> {

@@ -1,6 +1,6 @@
 //! The fit loop shared by every model: AdamW with warm-up and cosine decay, gradient clipping,
-//! a validation pass per epoch, early stopping, and checkpoints that make training resumable
-//! after a kill.
+//! an optional moving average of the weights, a validation pass per epoch, early stopping, and
+//! checkpoints that make training resumable after a kill.
 //!
 //! Determinism: the data order of epoch `e` and the backend RNG of step `s` are seeded from
 //! `(seed, e)` and `(seed, s)` alone, so a resumed run continues exactly as an uninterrupted one
@@ -16,7 +16,9 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
 
-use burn::module::{AutodiffModule, Module, ModuleMapper, Param, ParamId, RunningState};
+use burn::module::{
+    AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId, RunningState,
+};
 use burn::nn::BatchNorm;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::grad_clipping::GradientClippingConfig;
@@ -67,6 +69,12 @@ pub struct TrainOptions {
     /// Samples in the shuffle buffer.
     pub shuffle_buffer: usize,
     pub device: Device,
+    /// Keep an exponential moving average of the weights, with this decay per step, and
+    /// validate, select and save the average instead of the last weights. Averaged weights sit
+    /// in a flatter part of the loss surface, which generalises better to writers training never
+    /// saw (as SWA and timm's model EMA do). Unset: the last weights.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ema_decay: Option<f64>,
 }
 
 impl Default for TrainOptions {
@@ -85,6 +93,7 @@ impl Default for TrainOptions {
             max_steps: None,
             shuffle_buffer: 8192,
             device: Device::Cpu,
+            ema_decay: None,
         }
     }
 }
@@ -102,6 +111,11 @@ impl TrainOptions {
         }
         if !(0.0..=1.0).contains(&self.min_learning_rate_ratio) {
             return Err("min_learning_rate_ratio must be in 0..=1".into());
+        }
+        if let Some(decay) = self.ema_decay
+            && !(decay > 0.0 && decay < 1.0)
+        {
+            return Err(format!("ema_decay {decay} must be between 0 and 1"));
         }
         Ok(())
     }
@@ -202,6 +216,50 @@ pub fn with_stable_running_ids<B: Backend>(norms: &mut [&mut BatchNorm<B>]) {
     }
 }
 
+/// The moving average's decay at update `step`: ramped up as (1 + step) / (10 + step), as
+/// timm's model EMA does, so the first steps' weights (the random init) do not linger in it.
+fn average_decay(decay: f64, step: u64) -> f64 {
+    decay.min((1 + step) as f64 / (10 + step) as f64)
+}
+
+/// `average ← decay · average + (1 − decay) · current`, parameter by parameter. Visiting and
+/// mapping walk a module in the same order (batch-norm statistics included), which pairs the
+/// two modules' tensors.
+fn blend_weights<B: Backend, M: Module<B>>(average: M, current: &M, decay: f64) -> M {
+    struct Flatten<B: Backend>(Vec<Tensor<B, 1>>);
+    impl<B: Backend> ModuleVisitor<B> for Flatten<B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let tensor = param.val();
+            let count = tensor.shape().num_elements();
+            self.0.push(tensor.reshape([count]));
+        }
+    }
+    struct Blend<B: Backend> {
+        current: std::vec::IntoIter<Tensor<B, 1>>,
+        decay: f64,
+    }
+    impl<B: Backend> ModuleMapper<B> for Blend<B> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, average, mapper) = param.consume();
+            let current = self
+                .current
+                .next()
+                .expect("the average and the network are the same module")
+                .reshape(average.shape());
+            let blended = average
+                .mul_scalar(self.decay)
+                .add(current.mul_scalar(1.0 - self.decay));
+            Param::from_mapped_value(id, blended, mapper)
+        }
+    }
+    let mut flat = Flatten(Vec::new());
+    current.visit(&mut flat);
+    average.map(&mut Blend {
+        current: flat.0.into_iter(),
+        decay,
+    })
+}
+
 /// How a fit ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainOutcome {
@@ -242,6 +300,9 @@ struct Checkpoint {
 }
 
 type Record<B, T> = <<T as Task<B>>::Network as burn::module::Module<B>>::Record;
+/// The network in inference mode, which is what the weight average is.
+type Inner<B, T> = <<T as Task<B>>::Network as AutodiffModule<B>>::InnerModule;
+type InnerRecord<B, T> = <Inner<B, T> as Module<<B as AutodiffBackend>::InnerBackend>>::Record;
 
 fn recorder() -> NamedMpkBytesRecorder<FullPrecisionSettings> {
     NamedMpkBytesRecorder::default()
@@ -335,9 +396,14 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
     };
     let mut best: Option<Vec<u8>> = None;
     let mut resumed_from = None;
-    if let Some((saved, net, opt, best_bytes)) = load_checkpoint::<B, T>(resume_dir, device)? {
+    let mut average: Option<Inner<B, T>> = options.ema_decay.map(|_| network.valid());
+    if let Some((saved, net, opt, best_bytes, saved_average)) =
+        load_checkpoint::<B, T>(resume_dir, options.ema_decay.is_some(), device)?
+    {
         network = network.load_record(net);
         optimizer = optimizer.load_record(opt);
+        // `valid()` builds a fresh module, so loading into it leaves the network's state alone.
+        average = saved_average.map(|record| network.valid().load_record(record));
         resumed_from = Some(saved.step);
         best = best_bytes;
         state = saved;
@@ -384,6 +450,10 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
                 ),
             })?;
             state.step += 1;
+            if let (Some(decay), Some(averaged)) = (options.ema_decay, average.take()) {
+                let decay = average_decay(decay, state.step);
+                average = Some(blend_weights(averaged, &network.valid(), decay));
+            }
             state.batches_done += 1;
             state.train_loss_sum += loss_value;
             state.train_batches += 1;
@@ -405,14 +475,19 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
                 });
                 state.window_loss_sum = 0.0;
                 state.window_batches = 0;
-                save_checkpoint::<B, T>(resume_dir, &state, &network, &optimizer, best.as_deref())?;
+                let saved = Saved {
+                    network: &network,
+                    average: average.as_ref(),
+                    best: best.as_deref(),
+                };
+                save_checkpoint::<B, T>(resume_dir, &state, saved, &optimizer)?;
             }
         }
         if let Some(e) = error.borrow_mut().take() {
             return Err(e.into());
         }
         // Validation at the end of the epoch (or of the step budget).
-        let inference = network.valid();
+        let inference = average.clone().unwrap_or_else(|| network.valid());
         let mut val = batches(
             dataset,
             Split::Val,
@@ -447,7 +522,10 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
             state.best_metric = Some(metric);
             state.best_epoch = state.epoch + 1;
             state.epochs_without_improvement = 0;
-            best = Some(record_bytes::<B, T>(&network)?);
+            best = Some(match &average {
+                Some(averaged) => record_bytes(averaged)?,
+                None => record_bytes::<B, _>(&network)?,
+            });
         } else {
             state.epochs_without_improvement += 1;
         }
@@ -455,7 +533,12 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
         state.batches_done = 0;
         state.train_loss_sum = 0.0;
         state.train_batches = 0;
-        save_checkpoint::<B, T>(resume_dir, &state, &network, &optimizer, best.as_deref())?;
+        let saved = Saved {
+            network: &network,
+            average: average.as_ref(),
+            best: best.as_deref(),
+        };
+        save_checkpoint::<B, T>(resume_dir, &state, saved, &optimizer)?;
         if options.patience > 0 && state.epochs_without_improvement >= options.patience {
             stopped_early = true;
             break 'epochs;
@@ -471,6 +554,7 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
             .map_err(|e| ModelError::Invalid {
                 reason: format!("reload best weights: {e}"),
             })?;
+    // Records carry no backend, so a best average saved from the inference module loads here.
     let best_network = network.load_record(record).valid();
     let seconds = started.elapsed().as_secs_f64();
     let outcome = TrainOutcome {
@@ -486,29 +570,36 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
     Ok((best_network, state.history, outcome))
 }
 
-fn record_bytes<B: AutodiffBackend, T: Task<B>>(
-    network: &T::Network,
-) -> Result<Vec<u8>, ModelError> {
+/// A module's weights file bytes: the network in training, or its average in inference mode.
+fn record_bytes<K: Backend, M: Module<K>>(module: &M) -> Result<Vec<u8>, ModelError> {
     recorder()
-        .record(network.clone().into_record(), ())
+        .record(module.clone().into_record(), ())
         .map_err(|e| ModelError::Invalid {
             reason: format!("serialise weights: {e}"),
         })
+}
+
+/// The weights a checkpoint holds.
+struct Saved<'a, B: AutodiffBackend, T: Task<B>> {
+    network: &'a T::Network,
+    average: Option<&'a Inner<B, T>>,
+    /// The best validated weights so far, serialised.
+    best: Option<&'a [u8]>,
 }
 
 const STATE: &str = "state.json";
 const NETWORK: &str = "network.mpk";
 const OPTIMIZER: &str = "optimizer.mpk";
 const BEST: &str = "best.mpk";
+const AVERAGE: &str = "average.mpk";
 
 /// Writes the checkpoint files, then `state.json` last: a checkpoint counts only once its state
 /// file is in place, so a kill mid-save falls back to the previous complete checkpoint.
 fn save_checkpoint<B: AutodiffBackend, T: Task<B>>(
     dir: &Path,
     state: &Checkpoint,
-    network: &T::Network,
+    saved: Saved<'_, B, T>,
     optimizer: &impl Optimizer<T::Network, B>,
-    best: Option<&[u8]>,
 ) -> Result<(), ModelError> {
     let tag = state.step;
     let write = |name: String, bytes: &[u8]| -> Result<(), ModelError> {
@@ -517,7 +608,10 @@ fn save_checkpoint<B: AutodiffBackend, T: Task<B>>(
         std::fs::write(&tmp, bytes).map_err(ModelError::io("write", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(ModelError::io("rename into", &path))
     };
-    write(format!("{tag}.{NETWORK}"), &record_bytes::<B, T>(network)?)?;
+    write(
+        format!("{tag}.{NETWORK}"),
+        &record_bytes::<B, _>(saved.network)?,
+    )?;
     let optimizer_bytes =
         recorder()
             .record(optimizer.to_record(), ())
@@ -525,8 +619,11 @@ fn save_checkpoint<B: AutodiffBackend, T: Task<B>>(
                 reason: format!("serialise optimiser: {e}"),
             })?;
     write(format!("{tag}.{OPTIMIZER}"), &optimizer_bytes)?;
-    if let Some(best) = best {
+    if let Some(best) = saved.best {
         write(format!("{tag}.{BEST}"), best)?;
+    }
+    if let Some(average) = saved.average {
+        write(format!("{tag}.{AVERAGE}"), &record_bytes(average)?)?;
     }
     let json = serde_json::to_vec(state).expect("checkpoint state serialises");
     write(STATE.to_owned(), &json)?;
@@ -582,11 +679,13 @@ type Resumed<B, T> = (
     Record<B, T>,
     OptimizerRecord<B, T>,
     Option<Vec<u8>>,
+    Option<InnerRecord<B, T>>,
 );
 
-/// The last complete checkpoint in `dir`, if any.
+/// The last complete checkpoint in `dir`, if any, with its weight average when `averaged`.
 fn load_checkpoint<B: AutodiffBackend, T: Task<B>>(
     dir: &Path,
+    averaged: bool,
     device: &B::Device,
 ) -> Result<Option<Resumed<B, T>>, ModelError> {
     let path = dir.join(STATE);
@@ -615,7 +714,18 @@ fn load_checkpoint<B: AutodiffBackend, T: Task<B>>(
             reason: e.to_string(),
         })?;
     let best = read(format!("{tag}.{BEST}")).ok();
-    Ok(Some((state, network, optimizer, best)))
+    let average = if averaged {
+        let record = recorder()
+            .load(read(format!("{tag}.{AVERAGE}"))?, device)
+            .map_err(|e| ModelError::Weights {
+                path: dir.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Some(record)
+    } else {
+        None
+    };
+    Ok(Some((state, network, optimizer, best, average)))
 }
 
 #[cfg(test)]
@@ -777,5 +887,82 @@ mod tests {
             resumed.weight.val().into_data(),
             trained.weight.val().into_data()
         );
+    }
+
+    #[test]
+    fn blending_weights_moves_each_parameter_towards_the_current_network_by_one_minus_decay() {
+        let device = Default::default();
+        let linear = |w: f32, b: f32| {
+            let mut layer = LinearConfig::new(1, 1).init::<B>(&device);
+            layer.weight = Param::from_tensor(Tensor::from_data([[w]], &device));
+            layer.bias = Some(Param::from_tensor(Tensor::from_data([b], &device)));
+            layer
+        };
+        let blended = blend_weights(linear(1.0, -2.0), &linear(5.0, 2.0), 0.75);
+        assert_eq!(
+            blended.weight.val().into_data().to_vec::<f32>().unwrap(),
+            [2.0]
+        );
+        let bias = blended
+            .bias
+            .unwrap()
+            .val()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        assert_eq!(bias, [-1.0]);
+    }
+
+    #[test]
+    fn a_weight_average_is_what_a_fit_returns_and_a_resumed_fit_carries_it_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = toy_dataset(&dir.path().join("data"));
+        // A constant learning rate, so a one-epoch run continued to two is the two-epoch run.
+        let options = |epochs, ema_decay| TrainOptions {
+            epochs,
+            batch_size: 2,
+            learning_rate: 0.05,
+            warmup_steps: 0,
+            min_learning_rate_ratio: 1.0,
+            checkpoint_every: 100,
+            patience: 0,
+            shuffle_buffer: 8,
+            ema_decay,
+            ..TrainOptions::default()
+        };
+        let device = Default::default();
+        let _rng = seeded_exclusively::<B>(&device, 1);
+        let train = |options: &TrainOptions, resume: &str| {
+            let resume = dir.path().join(resume);
+            std::fs::create_dir_all(&resume).unwrap();
+            B::seed(&device, 7);
+            let network = with_stable_ids(LinearConfig::new(1, 1).init::<B>(&device));
+            fit(
+                &Toy,
+                network,
+                &dataset,
+                options,
+                &resume,
+                &Unobserved,
+                &device,
+            )
+            .unwrap()
+        };
+        let weights =
+            |network: &Linear<_>| network.weight.val().into_data().to_vec::<f32>().unwrap();
+
+        let (last, _, _) = train(&options(3, None), "last");
+        let (averaged, _, outcome) = train(&options(3, Some(0.5)), "averaged");
+        assert_eq!(outcome.best_epoch, 3, "the toy keeps improving");
+        assert_ne!(
+            weights(&averaged),
+            weights(&last),
+            "the average is returned"
+        );
+
+        train(&options(1, Some(0.5)), "resumed");
+        let (resumed, _, resumed_outcome) = train(&options(3, Some(0.5)), "resumed");
+        assert_eq!(resumed_outcome.resumed_from, Some(4));
+        assert_eq!(weights(&resumed), weights(&averaged));
     }
 }
