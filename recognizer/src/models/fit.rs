@@ -682,6 +682,22 @@ type Resumed<B, T> = (
     Option<InnerRecord<B, T>>,
 );
 
+/// The record file `name` of the checkpoint in `dir`.
+fn read_record<K: Backend, R: burn::record::Record<K>>(
+    dir: &Path,
+    name: &str,
+    device: &K::Device,
+) -> Result<R, ModelError> {
+    let path = dir.join(name);
+    let bytes = std::fs::read(&path).map_err(ModelError::io("read", &path))?;
+    recorder()
+        .load(bytes, device)
+        .map_err(|e| ModelError::Weights {
+            path,
+            reason: e.to_string(),
+        })
+}
+
 /// The last complete checkpoint in `dir`, if any, with its weight average when `averaged`.
 fn load_checkpoint<B: AutodiffBackend, T: Task<B>>(
     dir: &Path,
@@ -697,34 +713,12 @@ fn load_checkpoint<B: AutodiffBackend, T: Task<B>>(
         reason: format!("corrupt checkpoint state: {e}"),
     })?;
     let tag = state.step;
-    let read = |name: String| -> Result<Vec<u8>, ModelError> {
-        let path = dir.join(name);
-        std::fs::read(&path).map_err(ModelError::io("read", &path))
-    };
-    let network = recorder()
-        .load(read(format!("{tag}.{NETWORK}"))?, device)
-        .map_err(|e| ModelError::Weights {
-            path: dir.to_owned(),
-            reason: e.to_string(),
-        })?;
-    let optimizer = recorder()
-        .load(read(format!("{tag}.{OPTIMIZER}"))?, device)
-        .map_err(|e| ModelError::Weights {
-            path: dir.to_owned(),
-            reason: e.to_string(),
-        })?;
-    let best = read(format!("{tag}.{BEST}")).ok();
-    let average = if averaged {
-        let record = recorder()
-            .load(read(format!("{tag}.{AVERAGE}"))?, device)
-            .map_err(|e| ModelError::Weights {
-                path: dir.to_owned(),
-                reason: e.to_string(),
-            })?;
-        Some(record)
-    } else {
-        None
-    };
+    let network = read_record::<B, _>(dir, &format!("{tag}.{NETWORK}"), device)?;
+    let optimizer = read_record::<B, _>(dir, &format!("{tag}.{OPTIMIZER}"), device)?;
+    let best = std::fs::read(dir.join(format!("{tag}.{BEST}"))).ok();
+    let average = averaged
+        .then(|| read_record::<B::InnerBackend, _>(dir, &format!("{tag}.{AVERAGE}"), device))
+        .transpose()?;
     Ok(Some((state, network, optimizer, best, average)))
 }
 
