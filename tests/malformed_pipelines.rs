@@ -132,7 +132,7 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
         "25-weight-average-decay.yaml",
         10,
         7,
-        "stage `train-chars` (train params): training: ema_decay 1.5 must be between 0 and 1",
+        "stage `train-chars` (train params): training: ema_decay 1.5 must be between 0 and 1, exclusive (0.999 is typical)",
     ),
 ];
 

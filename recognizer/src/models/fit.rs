@@ -115,7 +115,9 @@ impl TrainOptions {
         if let Some(decay) = self.ema_decay
             && !(decay > 0.0 && decay < 1.0)
         {
-            return Err(format!("ema_decay {decay} must be between 0 and 1"));
+            return Err(format!(
+                "ema_decay {decay} must be between 0 and 1, exclusive (0.999 is typical)"
+            ));
         }
         Ok(())
     }
@@ -475,12 +477,8 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
                 });
                 state.window_loss_sum = 0.0;
                 state.window_batches = 0;
-                let saved = Saved {
-                    network: &network,
-                    average: average.as_ref(),
-                    best: best.as_deref(),
-                };
-                save_checkpoint::<B, T>(resume_dir, &state, saved, &optimizer)?;
+                let (average, best) = (average.as_ref(), best.as_deref());
+                save_checkpoint::<B, T>(resume_dir, &state, &network, &optimizer, average, best)?;
             }
         }
         if let Some(e) = error.borrow_mut().take() {
@@ -533,12 +531,8 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
         state.batches_done = 0;
         state.train_loss_sum = 0.0;
         state.train_batches = 0;
-        let saved = Saved {
-            network: &network,
-            average: average.as_ref(),
-            best: best.as_deref(),
-        };
-        save_checkpoint::<B, T>(resume_dir, &state, saved, &optimizer)?;
+        let (average, best) = (average.as_ref(), best.as_deref());
+        save_checkpoint::<B, T>(resume_dir, &state, &network, &optimizer, average, best)?;
         if options.patience > 0 && state.epochs_without_improvement >= options.patience {
             stopped_early = true;
             break 'epochs;
@@ -579,27 +573,22 @@ fn record_bytes<K: Backend, M: Module<K>>(module: &M) -> Result<Vec<u8>, ModelEr
         })
 }
 
-/// The weights a checkpoint holds.
-struct Saved<'a, B: AutodiffBackend, T: Task<B>> {
-    network: &'a T::Network,
-    average: Option<&'a Inner<B, T>>,
-    /// The best validated weights so far, serialised.
-    best: Option<&'a [u8]>,
-}
-
 const STATE: &str = "state.json";
 const NETWORK: &str = "network.mpk";
 const OPTIMIZER: &str = "optimizer.mpk";
 const BEST: &str = "best.mpk";
 const AVERAGE: &str = "average.mpk";
 
-/// Writes the checkpoint files, then `state.json` last: a checkpoint counts only once its state
+/// Writes the checkpoint files (the network, the optimiser, the weight average and the best
+/// weights so far, serialised), then `state.json` last: a checkpoint counts only once its state
 /// file is in place, so a kill mid-save falls back to the previous complete checkpoint.
 fn save_checkpoint<B: AutodiffBackend, T: Task<B>>(
     dir: &Path,
     state: &Checkpoint,
-    saved: Saved<'_, B, T>,
+    network: &T::Network,
     optimizer: &impl Optimizer<T::Network, B>,
+    average: Option<&Inner<B, T>>,
+    best: Option<&[u8]>,
 ) -> Result<(), ModelError> {
     let tag = state.step;
     let write = |name: String, bytes: &[u8]| -> Result<(), ModelError> {
@@ -608,10 +597,7 @@ fn save_checkpoint<B: AutodiffBackend, T: Task<B>>(
         std::fs::write(&tmp, bytes).map_err(ModelError::io("write", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(ModelError::io("rename into", &path))
     };
-    write(
-        format!("{tag}.{NETWORK}"),
-        &record_bytes::<B, _>(saved.network)?,
-    )?;
+    write(format!("{tag}.{NETWORK}"), &record_bytes::<B, _>(network)?)?;
     let optimizer_bytes =
         recorder()
             .record(optimizer.to_record(), ())
@@ -619,10 +605,10 @@ fn save_checkpoint<B: AutodiffBackend, T: Task<B>>(
                 reason: format!("serialise optimiser: {e}"),
             })?;
     write(format!("{tag}.{OPTIMIZER}"), &optimizer_bytes)?;
-    if let Some(best) = saved.best {
+    if let Some(best) = best {
         write(format!("{tag}.{BEST}"), best)?;
     }
-    if let Some(average) = saved.average {
+    if let Some(average) = average {
         write(format!("{tag}.{AVERAGE}"), &record_bytes(average)?)?;
     }
     let json = serde_json::to_vec(state).expect("checkpoint state serialises");
@@ -911,7 +897,7 @@ mod tests {
     fn a_weight_average_is_what_a_fit_returns_and_a_resumed_fit_carries_it_on() {
         let dir = tempfile::tempdir().unwrap();
         let dataset = toy_dataset(&dir.path().join("data"));
-        // A constant learning rate, so a one-epoch run continued to two is the two-epoch run.
+        // A constant learning rate, so a one-epoch run continued to three is the three-epoch run.
         let options = |epochs, ema_decay| TrainOptions {
             epochs,
             batch_size: 2,
