@@ -134,6 +134,12 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
         7,
         "stage `train-chars` (train params): training: ema_decay 1.5 must be between 0 and 1, exclusive (0.999 is typical)",
     ),
+    (
+        "26-label-smoothing-on-lines.yaml",
+        10,
+        7,
+        "stage `train-lines` (train params): training: label_smoothing is for the char_cnn classifier; line_ctc and line_fcn have no class targets to smooth",
+    ),
 ];
 
 #[test]

@@ -24,17 +24,20 @@ pub type CharModelSpec = ModelSpec<CharCnnConfig>;
 
 struct CharTask {
     classes: HashMap<String, usize>,
+    /// The training loss's label smoothing (see [`TrainOptions::label_smoothing`]).
+    label_smoothing: Option<f32>,
 }
 
 impl CharTask {
     /// Class `i` is `labels[i]`.
-    fn new(labels: &[String]) -> CharTask {
+    fn new(labels: &[String], label_smoothing: Option<f32>) -> CharTask {
         CharTask {
             classes: labels
                 .iter()
                 .enumerate()
                 .map(|(i, c)| (c.clone(), i))
                 .collect(),
+            label_smoothing,
         }
     }
 
@@ -70,6 +73,7 @@ impl<B: TrainingBackend> Task<B> for CharTask {
     fn loss(&self, network: &CharCnn<B>, batch: &Batch, device: &B::Device) -> Tensor<B, 1> {
         let (images, labels) = self.tensors::<B>(batch, device);
         CrossEntropyLossConfig::new()
+            .with_smoothing(self.label_smoothing)
             .init(device)
             .forward(network.forward(images), labels)
     }
@@ -140,7 +144,7 @@ pub fn train_char_model<B: TrainingBackend>(
     let _exclusive = exclusive_training(observer);
     B::seed(device, options.seed);
     let network: CharCnn<B> = with_stable_ids(config.init(device));
-    let task = CharTask::new(&vocabulary);
+    let task = CharTask::new(&vocabulary, options.label_smoothing);
     let (best, history, outcome) = fit(
         &task, network, &dataset, options, resume_dir, observer, device,
     )?;
@@ -181,8 +185,69 @@ pub fn char_training_throughput(
     use crate::networks::CHAR_SIDE as SIDE;
     let device = Default::default();
     let labels: Vec<String> = (0..classes).map(|i| i.to_string()).collect();
-    let task = CharTask::new(&labels);
+    let task = CharTask::new(&labels, None);
     let network: CharCnn<super::CpuTraining> = CharCnnConfig::new(classes).init(&device);
     let batches = super::throughput::random_batches(4, batch_size, SIDE, SIDE, &labels, 1);
     super::throughput::time_steps(&task, network, &batches, 3, steps, &device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::CpuTraining;
+
+    /// The training loss with label smoothing α is (1 − α) × cross-entropy + α × the mean over
+    /// classes of −log p, computed here by hand from the network's own logits.
+    #[test]
+    fn label_smoothing_spreads_the_target_over_every_class() {
+        let device = Default::default();
+        let labels: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let mut config = CharCnnConfig::new(labels.len());
+        (config.conv1_channels, config.conv2_channels, config.hidden) = (2, 2, 4);
+        config.dropout = 0.0;
+        CpuTraining::seed(&device, 7);
+        let network: CharCnn<CpuTraining> = config.init(&device);
+        let side = crate::networks::CHAR_SIDE;
+        let batch = Batch {
+            height: side,
+            width: side,
+            pixels: (0..2 * side * side)
+                .map(|i| (i % 13) as f32 / 12.0)
+                .collect(),
+            widths: vec![side; 2],
+            heights: vec![side; 2],
+            labels: vec!["b".into(), "c".into()],
+            boxes: vec![Vec::new(); 2],
+        };
+        let (images, _) = CharTask::new(&labels, None).tensors::<CpuTraining>(&batch, &device);
+        let logits: Vec<f32> = network.forward(images).into_data().to_vec().unwrap();
+        let (mut plain, mut uniform) = (0.0f64, 0.0f64);
+        for (row, target) in logits.chunks(labels.len()).zip([1, 2]) {
+            let log_sum = row.iter().map(|&z| f64::from(z).exp()).sum::<f64>().ln();
+            let neg_log_p: Vec<f64> = row.iter().map(|&z| log_sum - f64::from(z)).collect();
+            plain += neg_log_p[target] / 2.0;
+            uniform += neg_log_p.iter().sum::<f64>() / labels.len() as f64 / 2.0;
+        }
+        let loss = |smoothing| -> f64 {
+            CharTask::new(&labels, smoothing)
+                .loss(&network, &batch, &device)
+                .into_scalar()
+                .elem()
+        };
+        assert!(
+            (loss(None) - plain).abs() < 1e-5,
+            "{} vs {plain}",
+            loss(None)
+        );
+        let smoothed = 0.8 * plain + 0.2 * uniform;
+        assert!(
+            (loss(Some(0.2)) - smoothed).abs() < 1e-5,
+            "{} vs {smoothed}",
+            loss(Some(0.2))
+        );
+        assert!(
+            (smoothed - plain).abs() > 1e-3,
+            "the case tells the two apart"
+        );
+    }
 }

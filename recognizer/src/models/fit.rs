@@ -75,6 +75,12 @@ pub struct TrainOptions {
     /// saw (as SWA and timm's model EMA do). Unset: the last weights.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ema_decay: Option<f64>,
+    /// Train a classifier against targets that spread this much probability evenly over all
+    /// classes (Szegedy et al. 2016, PyTorch's `label_smoothing`), so shapes that writers share
+    /// (`l` and `/`, `O` and `0`) are not pushed to certainty. Classifiers only (`char_cnn`);
+    /// validation loss stays plain cross-entropy. Unset: one-hot targets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_smoothing: Option<f32>,
 }
 
 impl Default for TrainOptions {
@@ -94,6 +100,7 @@ impl Default for TrainOptions {
             shuffle_buffer: 8192,
             device: Device::Cpu,
             ema_decay: None,
+            label_smoothing: None,
         }
     }
 }
@@ -117,6 +124,13 @@ impl TrainOptions {
         {
             return Err(format!(
                 "ema_decay {decay} must be between 0 and 1, exclusive (0.999 is typical)"
+            ));
+        }
+        if let Some(alpha) = self.label_smoothing
+            && !(0.0..1.0).contains(&alpha)
+        {
+            return Err(format!(
+                "label_smoothing {alpha} must be at least 0 and below 1 (0.1 is typical)"
             ));
         }
         Ok(())
@@ -891,6 +905,24 @@ mod tests {
             .to_vec::<f32>()
             .unwrap();
         assert_eq!(bias, [-1.0]);
+    }
+
+    #[test]
+    fn label_smoothing_is_refused_outside_zero_to_one() {
+        let with = |alpha| TrainOptions {
+            label_smoothing: Some(alpha),
+            ..TrainOptions::default()
+        };
+        assert_eq!(with(0.0).validate(), Ok(()));
+        assert_eq!(with(0.1).validate(), Ok(()));
+        for alpha in [1.0, -0.1, f32::NAN] {
+            assert_eq!(
+                with(alpha).validate(),
+                Err(format!(
+                    "label_smoothing {alpha} must be at least 0 and below 1 (0.1 is typical)"
+                ))
+            );
+        }
     }
 
     #[test]
