@@ -45,6 +45,24 @@ pub enum Device {
     Auto,
 }
 
+/// Which weights a fit returns and saves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Keep {
+    /// Those of the epoch that validated best (PyTorch Lightning's best checkpoint).
+    #[default]
+    Best,
+    /// Those after the last epoch (Keras's default), for when the validation writers are a poor
+    /// guide to the test writers and the schedule has decayed the learning rate by the end.
+    Last,
+}
+
+impl Keep {
+    fn is_best(&self) -> bool {
+        *self == Keep::Best
+    }
+}
+
 /// Hyper-parameters of a fit, straight from the pipeline params.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -81,6 +99,10 @@ pub struct TrainOptions {
     /// validation loss stays plain cross-entropy. Unset: one-hot targets.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label_smoothing: Option<f32>,
+    /// The weights to return and save: the best-validating epoch's, or the last epoch's.
+    /// Validation runs every epoch either way, for the history and for `patience`.
+    #[serde(skip_serializing_if = "Keep::is_best")]
+    pub keep: Keep,
 }
 
 impl Default for TrainOptions {
@@ -101,6 +123,7 @@ impl Default for TrainOptions {
             device: Device::Cpu,
             ema_decay: None,
             label_smoothing: None,
+            keep: Keep::Best,
         }
     }
 }
@@ -281,6 +304,8 @@ fn blend_weights<B: Backend, M: Module<B>>(average: M, current: &M, decay: f64) 
 pub struct TrainOutcome {
     pub steps: u64,
     pub epochs_run: usize,
+    /// The epoch whose weights were kept (the best-validating one, or the last with
+    /// `keep: last`) and its validation metric.
     pub best_epoch: usize,
     pub best_metric: f64,
     pub stopped_early: bool,
@@ -530,16 +555,19 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
             task.metric_name(),
             last.images_per_second
         ));
-        if state.best_metric.is_none_or(|best| metric > best) {
+        let improved = state.best_metric.is_none_or(|best| metric > best);
+        if improved {
             state.best_metric = Some(metric);
             state.best_epoch = state.epoch + 1;
             state.epochs_without_improvement = 0;
+        } else {
+            state.epochs_without_improvement += 1;
+        }
+        if improved || options.keep == Keep::Last {
             best = Some(match &average {
                 Some(averaged) => record_bytes(averaged)?,
                 None => record_bytes::<B, _>(&network)?,
             });
-        } else {
-            state.epochs_without_improvement += 1;
         }
         state.epoch += 1;
         state.batches_done = 0;
@@ -565,11 +593,18 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
     // Records carry no backend, so a best average saved from the inference module loads here.
     let best_network = network.load_record(record).valid();
     let seconds = started.elapsed().as_secs_f64();
+    let (best_epoch, best_metric) = match options.keep {
+        Keep::Best => (state.best_epoch, state.best_metric.unwrap_or(0.0)),
+        Keep::Last => (
+            state.epoch,
+            state.history.epochs.last().map_or(0.0, |e| e.val_metric),
+        ),
+    };
     let outcome = TrainOutcome {
         steps: state.step,
         epochs_run: state.epoch,
-        best_epoch: state.best_epoch,
-        best_metric: state.best_metric.unwrap_or(0.0),
+        best_epoch,
+        best_metric,
         stopped_early,
         resumed_from,
         seconds,
@@ -905,6 +940,61 @@ mod tests {
             .to_vec::<f32>()
             .unwrap();
         assert_eq!(bias, [-1.0]);
+    }
+
+    #[test]
+    fn keep_last_returns_the_last_epochs_weights_where_best_returns_an_earlier_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = toy_dataset(&dir.path().join("data"));
+        // Constant steps of 0.2 overshoot the toy's optimum: validation peaks at the second epoch
+        // (-0.029) and is worse at the third (-0.211).
+        let options = |keep| TrainOptions {
+            epochs: 3,
+            batch_size: 2,
+            learning_rate: 0.2,
+            warmup_steps: 0,
+            min_learning_rate_ratio: 1.0,
+            checkpoint_every: 100,
+            patience: 0,
+            shuffle_buffer: 8,
+            keep,
+            ..TrainOptions::default()
+        };
+        let device = Default::default();
+        let _rng = seeded_exclusively::<B>(&device, 1);
+        let train = |keep, resume: &str| {
+            let resume = dir.path().join(resume);
+            std::fs::create_dir_all(&resume).unwrap();
+            B::seed(&device, 7);
+            let network = with_stable_ids(LinearConfig::new(1, 1).init::<B>(&device));
+            let fitted = fit(
+                &Toy,
+                network,
+                &dataset,
+                &options(keep),
+                &resume,
+                &Unobserved,
+                &device,
+            )
+            .unwrap();
+            let (_, last_record, ..) = load_checkpoint::<B, Toy>(&resume, false, &device)
+                .unwrap()
+                .unwrap();
+            let last_network = LinearConfig::new(1, 1)
+                .init::<B>(&device)
+                .load_record(last_record);
+            (fitted, last_network.valid())
+        };
+        let weights =
+            |network: Linear<_>| network.weight.val().into_data().to_vec::<f32>().unwrap();
+
+        let ((best, _, best_outcome), _) = train(Keep::Best, "best");
+        assert!(best_outcome.best_epoch < 3, "the case tells the two apart");
+        let ((last, history, last_outcome), last_network) = train(Keep::Last, "last");
+        assert_eq!(last_outcome.best_epoch, 3);
+        assert_eq!(last_outcome.best_metric, history.epochs[2].val_metric);
+        assert_eq!(weights(last.clone()), weights(last_network));
+        assert_ne!(weights(last), weights(best));
     }
 
     #[test]

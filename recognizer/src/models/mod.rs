@@ -16,7 +16,7 @@ pub use ctc_loss::CtcBackend;
 pub use detector_model::{DetectorModelSpec, load_detector_model, train_detector_model};
 #[cfg(test)]
 pub(crate) use fit::seeded_exclusively;
-pub use fit::{Device, TrainOptions, TrainOutcome};
+pub use fit::{Device, Keep, TrainOptions, TrainOutcome};
 pub use history::{EpochRecord, History};
 pub use line_model::{
     LineModelSpec, ctc_loss, decode_batch, line_training_throughput, load_line_model,
