@@ -942,59 +942,72 @@ mod tests {
         assert_eq!(bias, [-1.0]);
     }
 
-    #[test]
-    fn keep_last_returns_the_last_epochs_weights_where_best_returns_an_earlier_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let dataset = toy_dataset(&dir.path().join("data"));
-        // Constant steps of 0.2 overshoot the toy's optimum: validation peaks at the second epoch
-        // (-0.029) and is worse at the third (-0.211).
-        let options = |keep| TrainOptions {
-            epochs: 3,
+    /// Options for fitting the toy at a constant learning rate, with no warm-up, early stopping
+    /// or mid-epoch checkpoints.
+    fn constant_rate(epochs: usize, learning_rate: f64) -> TrainOptions {
+        TrainOptions {
+            epochs,
             batch_size: 2,
-            learning_rate: 0.2,
+            learning_rate,
             warmup_steps: 0,
             min_learning_rate_ratio: 1.0,
             checkpoint_every: 100,
             patience: 0,
             shuffle_buffer: 8,
-            keep,
             ..TrainOptions::default()
-        };
+        }
+    }
+
+    /// Fits the toy from the same initial weights each time, checkpointing into `resume`.
+    fn fit_toy(dataset: &Dataset, options: &TrainOptions, resume: &Path) -> Fitted<B, Toy> {
+        std::fs::create_dir_all(resume).unwrap();
+        let device = Default::default();
+        B::seed(&device, 7);
+        let network = with_stable_ids(LinearConfig::new(1, 1).init::<B>(&device));
+        fit(
+            &Toy,
+            network,
+            dataset,
+            options,
+            resume,
+            &Unobserved,
+            &device,
+        )
+        .unwrap()
+    }
+
+    fn weights<K: Backend>(network: &Linear<K>) -> Vec<f32> {
+        network.weight.val().into_data().to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn keep_last_returns_the_last_epochs_weights_where_best_returns_an_earlier_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = toy_dataset(&dir.path().join("data"));
         let device = Default::default();
         let _rng = seeded_exclusively::<B>(&device, 1);
-        let train = |keep, resume: &str| {
-            let resume = dir.path().join(resume);
-            std::fs::create_dir_all(&resume).unwrap();
-            B::seed(&device, 7);
-            let network = with_stable_ids(LinearConfig::new(1, 1).init::<B>(&device));
-            let fitted = fit(
-                &Toy,
-                network,
-                &dataset,
-                &options(keep),
-                &resume,
-                &Unobserved,
-                &device,
-            )
-            .unwrap();
-            let (_, last_record, ..) = load_checkpoint::<B, Toy>(&resume, false, &device)
-                .unwrap()
-                .unwrap();
-            let last_network = LinearConfig::new(1, 1)
-                .init::<B>(&device)
-                .load_record(last_record);
-            (fitted, last_network.valid())
+        // Constant steps of 0.2 overshoot the toy's optimum: validation peaks at the second epoch
+        // (-0.029) and is worse at the third (-0.211).
+        let keeping = |keep| TrainOptions {
+            keep,
+            ..constant_rate(3, 0.2)
         };
-        let weights =
-            |network: Linear<_>| network.weight.val().into_data().to_vec::<f32>().unwrap();
 
-        let ((best, _, best_outcome), _) = train(Keep::Best, "best");
+        let (best, _, best_outcome) =
+            fit_toy(&dataset, &keeping(Keep::Best), &dir.path().join("b"));
         assert!(best_outcome.best_epoch < 3, "the case tells the two apart");
-        let ((last, history, last_outcome), last_network) = train(Keep::Last, "last");
+        let resume = dir.path().join("last");
+        let (last, history, last_outcome) = fit_toy(&dataset, &keeping(Keep::Last), &resume);
         assert_eq!(last_outcome.best_epoch, 3);
         assert_eq!(last_outcome.best_metric, history.epochs[2].val_metric);
-        assert_eq!(weights(last.clone()), weights(last_network));
-        assert_ne!(weights(last), weights(best));
+        let (_, last_record, ..) = load_checkpoint::<B, Toy>(&resume, false, &device)
+            .unwrap()
+            .unwrap();
+        let last_checkpoint = LinearConfig::new(1, 1)
+            .init::<B>(&device)
+            .load_record(last_record);
+        assert_eq!(weights(&last), weights(&last_checkpoint));
+        assert_ne!(weights(&last), weights(&best));
     }
 
     #[test]
@@ -1019,39 +1032,16 @@ mod tests {
     fn a_weight_average_is_what_a_fit_returns_and_a_resumed_fit_carries_it_on() {
         let dir = tempfile::tempdir().unwrap();
         let dataset = toy_dataset(&dir.path().join("data"));
-        // A constant learning rate, so a one-epoch run continued to three is the three-epoch run.
-        let options = |epochs, ema_decay| TrainOptions {
-            epochs,
-            batch_size: 2,
-            learning_rate: 0.05,
-            warmup_steps: 0,
-            min_learning_rate_ratio: 1.0,
-            checkpoint_every: 100,
-            patience: 0,
-            shuffle_buffer: 8,
-            ema_decay,
-            ..TrainOptions::default()
-        };
         let device = Default::default();
         let _rng = seeded_exclusively::<B>(&device, 1);
-        let train = |options: &TrainOptions, resume: &str| {
-            let resume = dir.path().join(resume);
-            std::fs::create_dir_all(&resume).unwrap();
-            B::seed(&device, 7);
-            let network = with_stable_ids(LinearConfig::new(1, 1).init::<B>(&device));
-            fit(
-                &Toy,
-                network,
-                &dataset,
-                options,
-                &resume,
-                &Unobserved,
-                &device,
-            )
-            .unwrap()
+        // A constant learning rate, so a one-epoch run continued to three is the three-epoch run.
+        let options = |epochs, ema_decay| TrainOptions {
+            ema_decay,
+            ..constant_rate(epochs, 0.05)
         };
-        let weights =
-            |network: &Linear<_>| network.weight.val().into_data().to_vec::<f32>().unwrap();
+        let train = |options: &TrainOptions, resume: &str| {
+            fit_toy(&dataset, options, &dir.path().join(resume))
+        };
 
         let (last, _, _) = train(&options(3, None), "last");
         let (averaged, _, outcome) = train(&options(3, Some(0.5)), "averaged");
