@@ -145,7 +145,7 @@ pub fn train_char_model<B: TrainingBackend>(
     B::seed(device, options.seed);
     let network: CharCnn<B> = with_stable_ids(config.init(device));
     let task = CharTask::new(&vocabulary, options.label_smoothing);
-    let (best, history, outcome) = fit(
+    let (kept, history, outcome) = fit(
         &task, network, &dataset, options, resume_dir, observer, device,
     )?;
 
@@ -160,7 +160,7 @@ pub fn train_char_model<B: TrainingBackend>(
         outcome,
         dataset_manifest_sha256: dataset_fingerprint(dataset_dir)?,
     };
-    save_model(out, best, &spec, &history)?;
+    save_model(out, kept, &spec, &history)?;
     Ok((spec, history))
 }
 

@@ -242,7 +242,7 @@ pub fn train_detector_model<B: TrainingBackend>(
     let network: LineFcn<B> = with_stable_ids(config.init(device));
     let scale = config.scale;
     let task = DetectorTask { scale };
-    let (best, history, outcome) = fit(
+    let (kept, history, outcome) = fit(
         &task, network, &dataset, options, resume_dir, observer, device,
     )?;
     let spec = DetectorModelSpec {
@@ -259,7 +259,7 @@ pub fn train_detector_model<B: TrainingBackend>(
         outcome,
         dataset_manifest_sha256: dataset_fingerprint(dataset_dir)?,
     };
-    save_model(out, best, &spec, &history)?;
+    save_model(out, kept, &spec, &history)?;
     Ok((spec, history))
 }
 

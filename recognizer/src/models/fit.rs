@@ -384,7 +384,7 @@ fn batches<'a>(
     Batcher::new(samples, batch_size, bucket, buffer, seed)
 }
 
-/// The best network (inference mode), its history, and how training ended.
+/// The kept network (inference mode; see [`Keep`]), its history, and how training ended.
 pub type Fitted<B, T> = (
     <<T as Task<B>>::Network as AutodiffModule<B>>::InnerModule,
     History,
@@ -392,7 +392,8 @@ pub type Fitted<B, T> = (
 );
 
 /// Trains `network` on the dataset's train split, validating on val after each epoch, and
-/// returns the best network (by validation metric), its history and how training ended.
+/// returns the kept network (by default the best by validation metric; see [`Keep`]), its
+/// history and how training ended.
 /// Checkpoints go to `resume_dir`; a checkpoint found there is resumed from.
 pub fn fit<B: AutodiffBackend, T: Task<B>>(
     task: &T,
@@ -435,10 +436,12 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
         window_loss_sum: 0.0,
         window_batches: 0,
     };
-    let mut best: Option<Vec<u8>> = None;
+    // The weights `fit` will return, serialised: the best-validating epoch's, or with
+    // `keep: last` the last epoch's.
+    let mut kept: Option<Vec<u8>> = None;
     let mut resumed_from = None;
     let mut average: Option<Inner<B, T>> = options.ema_decay.map(|_| network.valid());
-    if let Some((saved, net, opt, best_bytes, saved_average)) =
+    if let Some((saved, net, opt, kept_bytes, saved_average)) =
         load_checkpoint::<B, T>(resume_dir, options.ema_decay.is_some(), device)?
     {
         network = network.load_record(net);
@@ -446,7 +449,7 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
         // `valid()` builds a fresh module, so loading into it leaves the network's state alone.
         average = saved_average.map(|record| network.valid().load_record(record));
         resumed_from = Some(saved.step);
-        best = best_bytes;
+        kept = kept_bytes;
         state = saved;
     }
 
@@ -516,8 +519,8 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
                 });
                 state.window_loss_sum = 0.0;
                 state.window_batches = 0;
-                let (average, best) = (average.as_ref(), best.as_deref());
-                save_checkpoint::<B, T>(resume_dir, &state, &network, &optimizer, average, best)?;
+                let (average, kept) = (average.as_ref(), kept.as_deref());
+                save_checkpoint::<B, T>(resume_dir, &state, &network, &optimizer, average, kept)?;
             }
         }
         if let Some(e) = error.borrow_mut().take() {
@@ -564,7 +567,7 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
             state.epochs_without_improvement += 1;
         }
         if improved || options.keep == Keep::Last {
-            best = Some(match &average {
+            kept = Some(match &average {
                 Some(averaged) => record_bytes(averaged)?,
                 None => record_bytes::<B, _>(&network)?,
             });
@@ -573,25 +576,25 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
         state.batches_done = 0;
         state.train_loss_sum = 0.0;
         state.train_batches = 0;
-        let (average, best) = (average.as_ref(), best.as_deref());
-        save_checkpoint::<B, T>(resume_dir, &state, &network, &optimizer, average, best)?;
+        let (average, kept) = (average.as_ref(), kept.as_deref());
+        save_checkpoint::<B, T>(resume_dir, &state, &network, &optimizer, average, kept)?;
         if options.patience > 0 && state.epochs_without_improvement >= options.patience {
             stopped_early = true;
             break 'epochs;
         }
     }
 
-    let best_bytes = best.ok_or_else(|| ModelError::Invalid {
+    let kept_bytes = kept.ok_or_else(|| ModelError::Invalid {
         reason: "training ended before any validation".into(),
     })?;
     let record: Record<B, T> =
         recorder()
-            .load(best_bytes, device)
+            .load(kept_bytes, device)
             .map_err(|e| ModelError::Invalid {
-                reason: format!("reload best weights: {e}"),
+                reason: format!("reload kept weights: {e}"),
             })?;
-    // Records carry no backend, so a best average saved from the inference module loads here.
-    let best_network = network.load_record(record).valid();
+    // Records carry no backend, so an average saved from the inference module loads here.
+    let kept_network = network.load_record(record).valid();
     let seconds = started.elapsed().as_secs_f64();
     let (best_epoch, best_metric) = match options.keep {
         Keep::Best => (state.best_epoch, state.best_metric.unwrap_or(0.0)),
@@ -610,7 +613,7 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
         seconds,
         images_per_second: images as f64 / seconds.max(1e-9),
     };
-    Ok((best_network, state.history, outcome))
+    Ok((kept_network, state.history, outcome))
 }
 
 /// A module's weights file bytes: the network in training, or its average in inference mode.
@@ -625,11 +628,11 @@ fn record_bytes<K: Backend, M: Module<K>>(module: &M) -> Result<Vec<u8>, ModelEr
 const STATE: &str = "state.json";
 const NETWORK: &str = "network.mpk";
 const OPTIMIZER: &str = "optimizer.mpk";
-const BEST: &str = "best.mpk";
+const KEPT: &str = "kept.mpk";
 const AVERAGE: &str = "average.mpk";
 
-/// Writes the checkpoint files (the network, the optimiser, the weight average and the best
-/// weights so far, serialised), then `state.json` last: a checkpoint counts only once its state
+/// Writes the checkpoint files (the network, the optimiser, the weight average and the weights
+/// kept so far, serialised), then `state.json` last: a checkpoint counts only once its state
 /// file is in place, so a kill mid-save falls back to the previous complete checkpoint.
 fn save_checkpoint<B: AutodiffBackend, T: Task<B>>(
     dir: &Path,
@@ -637,7 +640,7 @@ fn save_checkpoint<B: AutodiffBackend, T: Task<B>>(
     network: &T::Network,
     optimizer: &impl Optimizer<T::Network, B>,
     average: Option<&Inner<B, T>>,
-    best: Option<&[u8]>,
+    kept: Option<&[u8]>,
 ) -> Result<(), ModelError> {
     let tag = state.step;
     let write = |name: String, bytes: &[u8]| -> Result<(), ModelError> {
@@ -654,8 +657,8 @@ fn save_checkpoint<B: AutodiffBackend, T: Task<B>>(
                 reason: format!("serialise optimiser: {e}"),
             })?;
     write(format!("{tag}.{OPTIMIZER}"), &optimizer_bytes)?;
-    if let Some(best) = best {
-        write(format!("{tag}.{BEST}"), best)?;
+    if let Some(kept) = kept {
+        write(format!("{tag}.{KEPT}"), kept)?;
     }
     if let Some(average) = average {
         write(format!("{tag}.{AVERAGE}"), &record_bytes(average)?)?;
@@ -750,11 +753,11 @@ fn load_checkpoint<B: AutodiffBackend, T: Task<B>>(
     let tag = state.step;
     let network = read_record::<B, _>(dir, &format!("{tag}.{NETWORK}"), device)?;
     let optimizer = read_record::<B, _>(dir, &format!("{tag}.{OPTIMIZER}"), device)?;
-    let best = std::fs::read(dir.join(format!("{tag}.{BEST}"))).ok();
+    let kept = std::fs::read(dir.join(format!("{tag}.{KEPT}"))).ok();
     let average = averaged
         .then(|| read_record::<B::InnerBackend, _>(dir, &format!("{tag}.{AVERAGE}"), device))
         .transpose()?;
-    Ok(Some((state, network, optimizer, best, average)))
+    Ok(Some((state, network, optimizer, kept, average)))
 }
 
 #[cfg(test)]
@@ -903,7 +906,7 @@ mod tests {
             train_batches: done.step,
             ..done
         };
-        std::fs::remove_file(resume.join(format!("{}.{BEST}", killed.step))).unwrap();
+        std::fs::remove_file(resume.join(format!("{}.{KEPT}", killed.step))).unwrap();
         std::fs::write(&state_path, serde_json::to_vec(&killed).unwrap()).unwrap();
 
         let (resumed, resumed_history, resumed_outcome) = train();

@@ -244,7 +244,7 @@ pub fn train_line_model<B: TrainingBackend>(
     B::seed(device, options.seed);
     let network: LineCtc<B> = initial_network(&config, device);
     let task = LineTask { vocabulary };
-    let (best, history, outcome) = fit(
+    let (kept, history, outcome) = fit(
         &task, network, &dataset, options, resume_dir, observer, device,
     )?;
     let spec = LineModelSpec {
@@ -260,7 +260,7 @@ pub fn train_line_model<B: TrainingBackend>(
         outcome,
         dataset_manifest_sha256: dataset_fingerprint(dataset_dir)?,
     };
-    save_model(out, best, &spec, &history)?;
+    save_model(out, kept, &spec, &history)?;
     Ok((spec, history))
 }
 
