@@ -138,7 +138,7 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
         "26-label-smoothing-on-lines.yaml",
         10,
         7,
-        "stage `train-lines` (train params): training: label_smoothing is for the char_cnn classifier; line_ctc and line_fcn have no class targets to smooth",
+        "stage `train-lines` (train params): training: label_smoothing is for the char_cnn classifier (line_ctc and line_fcn have no class targets to smooth); remove it from this stage",
     ),
 ];
 

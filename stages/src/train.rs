@@ -156,9 +156,11 @@ fn validate(stage: &Stage) -> Result<Validated, String> {
         Architecture::LineFcn => Model::Detector(network_config(&params, DetectorNetwork::config)?),
     };
     if params.training.label_smoothing.is_some() && !matches!(model, Model::Char(_)) {
-        return Err("training: label_smoothing is for the char_cnn classifier; \
-                    line_ctc and line_fcn have no class targets to smooth"
-            .into());
+        return Err(
+            "training: label_smoothing is for the char_cnn classifier (line_ctc and \
+                    line_fcn have no class targets to smooth); remove it from this stage"
+                .into(),
+        );
     }
     Ok(Validated {
         training: params.training,
