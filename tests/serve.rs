@@ -92,6 +92,15 @@ fn get(url: &str) -> (u16, String) {
     (status, response.body_mut().read_to_string().unwrap())
 }
 
+/// Asserts that each line appears, whole, in the server's /metrics.
+fn assert_metrics(server: &Server, lines: &[&str]) {
+    let (status, metrics) = get(&format!("{}/metrics", server.url));
+    assert_eq!(status, 200);
+    for line in lines {
+        assert!(metrics.lines().any(|l| l == *line), "{line} in:\n{metrics}");
+    }
+}
+
 fn multipart(field: &str, file_name: &str, bytes: &[u8]) -> (String, Vec<u8>) {
     let boundary = "textrec-test-boundary-7d0b";
     let mut body = format!(
@@ -143,20 +152,20 @@ fn the_api_transcribes_uploads_refuses_bad_ones_and_counts_everything() {
     assert_eq!(health["status"], "ok");
     // The test bundle has no pages.json: the projection detector.
     assert_eq!(health["line_detector"], "projection", "{body}");
-    let (status, metrics) = get(&format!("{}/metrics", server.url));
-    assert_eq!(status, 200);
-    for line in [
-        "textrec_requests_total{status=\"200\"} 2",
-        "textrec_requests_total{status=\"400\"} 1",
-        "textrec_requests_total{status=\"413\"} 2",
-        "textrec_errors_total 3",
-        "textrec_request_duration_seconds_count 5",
-        "textrec_input_megapixels_count 2",
-        "textrec_input_mean_brightness_count 2",
-        "textrec_lines_total 4",
-    ] {
-        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
-    }
+    assert_metrics(
+        &server,
+        &[
+            "textrec_requests_total{status=\"200\"} 2",
+            "textrec_requests_total{status=\"400\"} 1",
+            "textrec_requests_total{status=\"413\"} 2",
+            "textrec_errors_total 3",
+            "textrec_request_duration_seconds_count 5",
+            "textrec_input_megapixels_count 2",
+            "textrec_input_mean_brightness_count 2",
+            "textrec_lines_total 4",
+            "textrec_workers_busy 0",
+        ],
+    );
     let (status, page_html) = get(&server.url);
     assert_eq!(status, 200);
     assert!(page_html.contains("id=\"transcription\""));
@@ -184,6 +193,35 @@ fn sigterm_stops_the_server_cleanly() {
     std::thread::sleep(Duration::from_millis(100));
     let log = server.log.lock().unwrap().clone();
     assert!(log.contains("shutting down"), "{log}");
+}
+
+#[test]
+fn a_transcription_keeps_its_worker_after_its_request_times_out() {
+    let server = Server::start(&["--workers", "1", "--queue", "0", "--timeout", "0.001"]);
+    let endpoint = format!("{}/v1/transcribe", server.url);
+    // A page long enough to read that its job outlasts the next request by far.
+    let (status, body) = post(&endpoint, "image/png", &png(&page(&[30; 150])));
+    assert_eq!(status, 504, "{body}");
+    let (status, body) = post(&endpoint, "image/png", b"x");
+    assert_eq!(
+        status, 503,
+        "the only worker is still transcribing the first page: {body}"
+    );
+    // The slot comes back when the job ends.
+    let started = Instant::now();
+    while !get(&format!("{}/metrics", server.url))
+        .1
+        .lines()
+        .any(|l| l == "textrec_workers_busy 0")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the worker never came back"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, body) = post(&endpoint, "image/png", b"x");
+    assert_ne!(status, 503, "{body}");
 }
 
 /// A chromedriver on a free port, stopped when dropped.

@@ -20,7 +20,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use textrec_recognizer::infer::{PageImageError, PageTranscriber, decode_page, to_json};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 const DEMO_PAGE: &str = include_str!("demo.html");
 
@@ -46,7 +46,10 @@ pub struct Options {
 /// Who may transcribe now, who may wait, and who is turned away.
 #[derive(Debug)]
 struct Admission {
-    workers: Semaphore,
+    /// Owned permits, so that a slot can move into the transcription job and stay taken until
+    /// the job ends, whatever becomes of the request.
+    workers: Arc<Semaphore>,
+    worker_count: usize,
     waiting: AtomicUsize,
     queue: usize,
 }
@@ -54,7 +57,8 @@ struct Admission {
 impl Admission {
     fn new(workers: usize, queue: usize) -> Admission {
         Admission {
-            workers: Semaphore::new(workers.max(1)),
+            workers: Arc::new(Semaphore::new(workers.max(1))),
+            worker_count: workers.max(1),
             waiting: AtomicUsize::new(0),
             queue,
         }
@@ -62,8 +66,8 @@ impl Admission {
 
     /// A worker slot, after waiting in the queue if there is room in it; `None` when the queue
     /// is full.
-    async fn enter(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        if let Ok(permit) = self.workers.try_acquire() {
+    async fn enter(&self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.workers.clone().try_acquire_owned() {
             return Some(permit);
         }
         let reserved = self
@@ -74,9 +78,14 @@ impl Admission {
         if reserved.is_err() {
             return None;
         }
-        let permit = self.workers.acquire().await.ok();
+        let permit = self.workers.clone().acquire_owned().await.ok();
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         permit
+    }
+
+    /// Worker slots taken: by transcriptions running, also those whose request has gone.
+    fn busy(&self) -> usize {
+        self.worker_count - self.workers.available_permits()
     }
 }
 
@@ -178,9 +187,12 @@ impl Metrics {
             "# HELP textrec_lines_total Lines transcribed.\n# TYPE textrec_lines_total counter\n\
              textrec_lines_total {}\n\
              # HELP textrec_queue_waiting Requests waiting for a worker.\n# TYPE textrec_queue_waiting gauge\n\
-             textrec_queue_waiting {}\n",
+             textrec_queue_waiting {}\n\
+             # HELP textrec_workers_busy Workers transcribing, for requests answered 504 too.\n\
+             # TYPE textrec_workers_busy gauge\ntextrec_workers_busy {}\n",
             self.lines.load(Ordering::Relaxed),
-            admission.waiting.load(Ordering::Relaxed)
+            admission.waiting.load(Ordering::Relaxed),
+            admission.busy(),
         ));
         out
     }
@@ -273,7 +285,7 @@ async fn transcribe_inner(state: &Shared, request: Request, started: Instant) ->
         Ok(bytes) => bytes,
         Err(response) => return response,
     };
-    let Some(_permit) = state.admission.enter().await else {
+    let Some(permit) = state.admission.enter().await else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "every worker is busy and the queue is full; retry shortly",
@@ -287,6 +299,9 @@ async fn transcribe_inner(state: &Shared, request: Request, started: Instant) ->
         Inference(String),
     }
     let work = tokio::task::spawn_blocking(move || {
+        // The worker slot is the job's: it stays taken until the work ends, also when the
+        // request has been answered 504 or its client has gone (the handler is then dropped).
+        let _permit = permit;
         let page = decode_page(&bytes, max_pixels).map_err(Failure::Image)?;
         let pixels = page.as_raw();
         let brightness =
