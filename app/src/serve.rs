@@ -54,6 +54,17 @@ struct Admission {
     queue: usize,
 }
 
+/// A request's place in the queue, given back when dropped: also when the request is
+/// cancelled while it waits (its client went away), which no code after the wait would see.
+#[derive(Debug)]
+struct QueuePlace<'a>(&'a AtomicUsize);
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Admission {
     fn new(workers: usize, queue: usize) -> Admission {
         Admission {
@@ -70,17 +81,13 @@ impl Admission {
         if let Ok(permit) = self.workers.clone().try_acquire_owned() {
             return Some(permit);
         }
-        let reserved = self
-            .waiting
+        self.waiting
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
                 (w < self.queue).then_some(w + 1)
-            });
-        if reserved.is_err() {
-            return None;
-        }
-        let permit = self.workers.clone().acquire_owned().await.ok();
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        permit
+            })
+            .ok()?;
+        let _place = QueuePlace(&self.waiting);
+        self.workers.clone().acquire_owned().await.ok()
     }
 
     /// Worker slots taken: by transcriptions running, also those whose request has gone.
@@ -457,6 +464,37 @@ mod tests {
             assert!(admission.enter().await.is_none(), "queue of 1 is full");
             drop(first);
             assert!(waiter.await.unwrap(), "the queued request gets the worker");
+        });
+    }
+
+    #[test]
+    fn a_request_cancelled_while_queued_gives_its_place_back() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let admission = Arc::new(Admission::new(1, 1));
+            let _worker = admission.enter().await.expect("a free worker");
+            let queued = {
+                let admission = admission.clone();
+                tokio::spawn(async move { admission.enter().await.is_some() })
+            };
+            while admission.waiting.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+            // Its client went away: hyper drops the request's future.
+            queued.abort();
+            assert!(queued.await.unwrap_err().is_cancelled());
+            assert_eq!(admission.waiting.load(Ordering::SeqCst), 0);
+            let next = {
+                let admission = admission.clone();
+                tokio::spawn(async move { admission.enter().await.is_some() })
+            };
+            while admission.waiting.load(Ordering::SeqCst) == 0 {
+                assert!(!next.is_finished(), "turned away from an empty queue");
+                tokio::task::yield_now().await;
+            }
         });
     }
 
