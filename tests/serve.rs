@@ -7,7 +7,7 @@ mod pages;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,22 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The child's exit status, or `None` (and the child killed) when it runs longer than `limit`.
+fn exit_status(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -222,6 +238,46 @@ fn a_transcription_keeps_its_worker_after_its_request_times_out() {
     }
     let (status, body) = post(&endpoint, "image/png", b"x");
     assert_ne!(status, 503, "{body}");
+}
+
+#[test]
+fn time_limits_outside_0_to_1e9_seconds_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = write_bundle(dir.path());
+    for (option, value) in [
+        ("--timeout", "inf"),
+        ("--timeout", "NaN"),
+        ("--timeout", "0"),
+        ("--timeout", "-1"),
+        ("--timeout", "1e300"),
+        ("--timeout", "soon"),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_textrec"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--model"])
+            .arg(&bundle)
+            .arg(format!("{option}={value}"))
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = exit_status(&mut child, Duration::from_secs(20));
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(1),
+            "{option} {value}: {status:?}\n{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("invalid value '{value}' for '{option}")),
+            "{option} {value}: {stderr}"
+        );
+    }
 }
 
 /// A chromedriver on a free port, stopped when dropped.

@@ -5,6 +5,7 @@ mod transcribe;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
@@ -114,7 +115,8 @@ API:
   GET  /metrics         Prometheus text: requests by status, errors, latency, input size and
                         brightness histograms (drift), lines, queue length
 
-SIGTERM or Ctrl-C stops accepting, finishes the requests in flight, and exits 0.
+SIGTERM or Ctrl-C stops accepting, finishes the requests in flight, and exits 0. Exit status:
+1 bad usage, 3 no model could be loaded, 4 the server cannot start.
 
 Examples:
   textrec serve                                    # http://127.0.0.1:8080/
@@ -141,8 +143,8 @@ Examples:
         #[arg(long, default_value_t = 40_000_000)]
         max_pixels: u64,
         /// Seconds one transcription may take before the answer is 504.
-        #[arg(long, default_value_t = 30.0)]
-        timeout: f64,
+        #[arg(long, default_value = "30", value_parser = seconds)]
+        timeout: Duration,
         /// Inference engine: tract, ort (ONNX Runtime from ORT_DYLIB_PATH), or auto.
         #[arg(long, default_value = "tract")]
         backend: Backend,
@@ -234,7 +236,7 @@ fn main() -> ExitCode {
                 max_pixels,
                 workers,
                 queue,
-                timeout: std::time::Duration::from_secs_f64(timeout.max(0.001)),
+                timeout,
             };
             match serve::run(transcriber, options) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -290,6 +292,25 @@ fn main() -> ExitCode {
 
 fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The longest time limit `serve` takes, about 31 years: a deadline this far ahead still fits
+/// in an `Instant`, where `inf` or `1e300` would panic.
+const MAX_SECONDS: f64 = 1e9;
+
+/// A number of seconds for `serve`'s time limits: above 0 (0 or less would time out every
+/// request) and at most [`MAX_SECONDS`].
+fn seconds(text: &str) -> Result<Duration, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| "expected a number of seconds".to_owned())?;
+    if !(value > 0.0 && value <= MAX_SECONDS) {
+        return Err(format!(
+            "expected a number of seconds above 0 and at most {MAX_SECONDS:e}"
+        ));
+    }
+    Ok(Duration::from_secs_f64(value))
 }
 
 fn verify(path: &Path, json: bool) -> ExitCode {
