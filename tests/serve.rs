@@ -1,11 +1,12 @@
 //! `textrec serve` as a client sees it: the JSON API (raw and multipart uploads, limits, errors),
-//! health and Prometheus metrics, a clean exit on SIGTERM, and the demo page driven in headless
-//! Chromium through WebDriver: an upload whose transcription must appear on the page.
+//! health and Prometheus metrics, a clean exit on SIGTERM, the protections against slow, silent
+//! or surplus connections, and the demo page driven in headless Chromium through WebDriver: an
+//! upload whose transcription must appear on the page.
 
 mod pages;
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -57,6 +58,28 @@ impl Server {
             log,
             _dir: dir,
         }
+    }
+}
+
+impl Server {
+    /// `127.0.0.1:PORT`.
+    fn address(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// Sends SIGTERM and waits, at most 20 s, for the exit.
+    fn terminate(&mut self) -> ExitStatus {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: sending a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        exit_status(&mut self.child, Duration::from_secs(20))
+            .expect("still running 20 s after SIGTERM")
+    }
+
+    /// Its stderr so far, once the process has exited.
+    fn log(&self) -> String {
+        std::thread::sleep(Duration::from_millis(100));
+        self.log.lock().unwrap().clone()
     }
 }
 
@@ -114,6 +137,36 @@ fn assert_metrics(server: &Server, lines: &[&str]) {
     assert_eq!(status, 200);
     for line in lines {
         assert!(metrics.lines().any(|l| l == *line), "{line} in:\n{metrics}");
+    }
+}
+
+/// A connection to the server for what no HTTP client sends (silence, a stalled body); reads
+/// give up after 20 s.
+fn connect(server: &Server) -> TcpStream {
+    let stream = TcpStream::connect(server.address()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+}
+
+/// The status code of a raw answer.
+fn status_of(answer: &str) -> u16 {
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"))
+}
+
+/// Reads what comes next, within `limit`: `None` when nothing does.
+fn read_within(stream: &mut TcpStream, limit: Duration) -> Option<String> {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut buffer = [0u8; 4096];
+    match stream.read(&mut buffer) {
+        Ok(n) => Some(String::from_utf8_lossy(&buffer[..n]).into_owned()),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+        Err(e) => panic!("reading: {e}"),
     }
 }
 
@@ -191,23 +244,9 @@ fn the_api_transcribes_uploads_refuses_bad_ones_and_counts_everything() {
 fn sigterm_stops_the_server_cleanly() {
     let mut server = Server::start(&[]);
     assert_eq!(get(&format!("{}/healthz", server.url)).0, 200);
-    let pid = server.child.id() as libc::pid_t;
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "still running after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = server.terminate();
     assert!(status.success(), "{status}");
-    std::thread::sleep(Duration::from_millis(100));
-    let log = server.log.lock().unwrap().clone();
+    let log = server.log();
     assert!(log.contains("shutting down"), "{log}");
 }
 
@@ -241,6 +280,83 @@ fn a_transcription_keeps_its_worker_after_its_request_times_out() {
 }
 
 #[test]
+fn a_silent_connection_is_closed_after_the_header_timeout_and_counted() {
+    let server = Server::start(&["--header-timeout", "1"]);
+    let mut silent = connect(&server);
+    let started = Instant::now();
+    let read = read_within(&mut silent, Duration::from_secs(15));
+    assert_eq!(read.as_deref(), Some(""), "still open after 15 s");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed after {:?}, before the header timeout",
+        started.elapsed()
+    );
+    assert_metrics(&server, &["textrec_header_timeouts_total 1"]);
+}
+
+#[test]
+fn past_max_connections_a_connection_waits_for_a_free_one() {
+    let server = Server::start(&["--max-connections", "1", "--header-timeout", "60"]);
+    let silent = connect(&server);
+    let mut waiting = connect(&server);
+    write!(
+        waiting,
+        "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        server.address()
+    )
+    .unwrap();
+    assert_eq!(
+        read_within(&mut waiting, Duration::from_millis(500)),
+        None,
+        "answered while the only connection slot is taken"
+    );
+    drop(silent);
+    let answer = read_within(&mut waiting, Duration::from_secs(15)).expect("never answered");
+    assert_eq!(status_of(&answer), 200, "{answer}");
+}
+
+#[test]
+fn a_body_slower_than_the_body_timeout_gets_408() {
+    let server = Server::start(&["--body-timeout", "1"]);
+    let mut stalled = connect(&server);
+    write!(
+        stalled,
+        "POST /v1/transcribe HTTP/1.1\r\nHost: {}\r\nContent-Type: image/png\r\n\
+         Content-Length: 1000\r\n\r\n0123456789",
+        server.address()
+    )
+    .unwrap();
+    let answer = read_within(&mut stalled, Duration::from_secs(15)).expect("no answer in 15 s");
+    assert_eq!(status_of(&answer), 408, "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert_metrics(&server, &["textrec_requests_total{status=\"408\"} 1"]);
+}
+
+#[test]
+fn sigterm_closes_a_stalled_upload_after_the_shutdown_timeout() {
+    let mut server = Server::start(&["--shutdown-timeout", "1", "--body-timeout", "600"]);
+    let mut stalled = connect(&server);
+    write!(
+        stalled,
+        "POST /v1/transcribe HTTP/1.1\r\nHost: {}\r\nContent-Type: image/png\r\n\
+         Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n",
+        server.address()
+    )
+    .unwrap();
+    // 100 Continue: the handler is reading the body.
+    let interim = read_within(&mut stalled, Duration::from_secs(15)).expect("no 100 Continue");
+    assert_eq!(status_of(&interim), 100, "{interim}");
+    stalled.write_all(b"0123456789").unwrap();
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+    let log = server.log();
+    assert!(log.contains("closing 1 connection(s) still busy"), "{log}");
+}
+
+#[test]
 fn time_limits_outside_0_to_1e9_seconds_are_usage_errors() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = write_bundle(dir.path());
@@ -250,7 +366,9 @@ fn time_limits_outside_0_to_1e9_seconds_are_usage_errors() {
         ("--timeout", "0"),
         ("--timeout", "-1"),
         ("--timeout", "1e300"),
-        ("--timeout", "soon"),
+        ("--header-timeout", "0"),
+        ("--body-timeout", "inf"),
+        ("--shutdown-timeout", "soon"),
     ] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_textrec"))
             .args(["serve", "--addr", "127.0.0.1:0", "--model"])

@@ -109,14 +109,16 @@ Examples:
 API:
   POST /v1/transcribe   body: the image (raw bytes, or multipart/form-data with a file field)
                         200 → the JSON of `transcribe --format json` plus ms.total
-                        400 not an image · 413 body or pixels over the limit
+                        400 not an image · 408 body slower than --body-timeout
+                        413 body or pixels over the limit
                         503 workers busy and queue full (Retry-After: 1) · 504 over --timeout
   GET  /healthz         {\"status\": \"ok\", \"model\": ..., \"line_detector\": ..., \"decoder\": ...}
   GET  /metrics         Prometheus text: requests by status, errors, latency, input size and
-                        brightness histograms (drift), lines, queue length
+                        brightness histograms (drift), lines, queue length, workers busy,
+                        connections open, header timeouts
 
-SIGTERM or Ctrl-C stops accepting, finishes the requests in flight, and exits 0. Exit status:
-1 bad usage, 3 no model could be loaded, 4 the server cannot start.
+SIGTERM or Ctrl-C stops accepting, finishes the requests in flight (at most --shutdown-timeout),
+and exits 0. Exit status: 1 bad usage, 3 no model could be loaded, 4 the server cannot start.
 
 Examples:
   textrec serve                                    # http://127.0.0.1:8080/
@@ -145,6 +147,22 @@ Examples:
         /// Seconds one transcription may take before the answer is 504.
         #[arg(long, default_value = "30", value_parser = seconds)]
         timeout: Duration,
+        /// Connections served at once; past it, new ones wait to be accepted. Uploads held in
+        /// memory are at most this many times --max-body-bytes.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: u32,
+        /// Seconds a connection has to send a request's headers (an idle kept-alive one: from
+        /// its last answer) before it is closed.
+        #[arg(long, default_value = "5", value_parser = seconds)]
+        header_timeout: Duration,
+        /// Seconds a request has to send its body, once its headers are in, before the answer
+        /// is 408.
+        #[arg(long, default_value = "60", value_parser = seconds)]
+        body_timeout: Duration,
+        /// On SIGTERM or Ctrl-C, seconds the requests in flight have to finish before their
+        /// connections are closed.
+        #[arg(long, default_value = "30", value_parser = seconds)]
+        shutdown_timeout: Duration,
         /// Inference engine: tract, ort (ONNX Runtime from ORT_DYLIB_PATH), or auto.
         #[arg(long, default_value = "tract")]
         backend: Backend,
@@ -208,6 +226,10 @@ fn main() -> ExitCode {
             max_body_bytes,
             max_pixels,
             timeout,
+            max_connections,
+            header_timeout,
+            body_timeout,
+            shutdown_timeout,
             backend,
             detector,
             decoder,
@@ -237,6 +259,10 @@ fn main() -> ExitCode {
                 workers,
                 queue,
                 timeout,
+                max_connections,
+                header_timeout,
+                body_timeout,
+                shutdown_timeout,
             };
             match serve::run(transcriber, options) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -3,10 +3,12 @@
 //! errors, and the input images' size and brightness for drift watching); a demo page at `/`.
 //!
 //! Limits protect the host: body bytes (413), image pixels (413), pages transcribed at once plus
-//! a bounded queue (503 with `Retry-After` past it), a per-request timeout (504). SIGTERM or
-//! Ctrl-C stops accepting, lets requests in flight finish, then exits 0.
+//! a bounded queue (503 with `Retry-After` past it), a per-request timeout (504), connections
+//! served at once, and deadlines for a request's head and body (408). SIGTERM or Ctrl-C stops
+//! accepting, lets requests in flight finish for at most `--shutdown-timeout`, then exits 0.
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,9 +20,13 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use textrec_recognizer::infer::{PageImageError, PageTranscriber, decode_page, to_json};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 const DEMO_PAGE: &str = include_str!("demo.html");
 
@@ -41,6 +47,18 @@ pub struct Options {
     /// Requests that may wait for a worker; the next gets 503.
     pub queue: usize,
     pub timeout: Duration,
+    /// Connections served at once; past it, new ones wait to be accepted. Each may hold an
+    /// upload of up to `max_body_bytes` in memory, so this bounds the memory uploads take.
+    pub max_connections: u32,
+    /// Time a connection has to send a request's head (on a kept-alive connection, counted
+    /// from the previous response), so that sockets opened and left silent are closed.
+    pub header_timeout: Duration,
+    /// Time a request has to send its body once its head is in (408 past it), so that a
+    /// trickling upload cannot hold its connection, or a shutdown, forever.
+    pub body_timeout: Duration,
+    /// On SIGTERM, how long the requests in flight have to finish before their connections are
+    /// closed.
+    pub shutdown_timeout: Duration,
 }
 
 /// Who may transcribe now, who may wait, and who is turned away.
@@ -137,12 +155,14 @@ impl Histogram {
 
 #[derive(Debug)]
 struct Metrics {
-    /// By response status: 200, 400, 413, 503, 504, 500.
+    /// By response status: 200, 400, 408, 413, 503, 504, 500.
     responses: Mutex<std::collections::BTreeMap<u16, u64>>,
     latency: Histogram,
     megapixels: Histogram,
     brightness: Histogram,
     lines: AtomicU64,
+    /// Connections closed for sending no request head within `--header-timeout`.
+    header_timeouts: AtomicU64,
 }
 
 impl Metrics {
@@ -155,7 +175,7 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    fn render(&self, admission: &Admission) -> String {
+    fn render(&self, admission: &Admission, connections_open: usize) -> String {
         let mut out = String::new();
         out.push_str(
             "# HELP textrec_requests_total Transcription requests by response status.\n\
@@ -196,10 +216,16 @@ impl Metrics {
              # HELP textrec_queue_waiting Requests waiting for a worker.\n# TYPE textrec_queue_waiting gauge\n\
              textrec_queue_waiting {}\n\
              # HELP textrec_workers_busy Workers transcribing, for requests answered 504 too.\n\
-             # TYPE textrec_workers_busy gauge\ntextrec_workers_busy {}\n",
+             # TYPE textrec_workers_busy gauge\ntextrec_workers_busy {}\n\
+             # HELP textrec_connections_open Connections being served.\n\
+             # TYPE textrec_connections_open gauge\ntextrec_connections_open {}\n\
+             # HELP textrec_header_timeouts_total Connections closed for sending no request head in time.\n\
+             # TYPE textrec_header_timeouts_total counter\ntextrec_header_timeouts_total {}\n",
             self.lines.load(Ordering::Relaxed),
             admission.waiting.load(Ordering::Relaxed),
             admission.busy(),
+            connections_open,
+            self.header_timeouts.load(Ordering::Relaxed),
         ));
         out
     }
@@ -209,6 +235,8 @@ struct AppState {
     transcriber: Arc<PageTranscriber>,
     admission: Admission,
     metrics: Metrics,
+    /// A permit per connection served; what is taken is the number open.
+    connections: Arc<Semaphore>,
     options: Options,
 }
 
@@ -232,6 +260,12 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if status == StatusCode::REQUEST_TIMEOUT {
+        // The rest of the body may still come: the connection cannot carry another request.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }
@@ -288,9 +322,19 @@ async fn transcribe(State(state): State<Shared>, request: Request) -> Response {
 }
 
 async fn transcribe_inner(state: &Shared, request: Request, started: Instant) -> Response {
-    let bytes = match image_bytes(request).await {
-        Ok(bytes) => bytes,
-        Err(response) => return response,
+    let body_timeout = state.options.body_timeout;
+    let bytes = match tokio::time::timeout(body_timeout, image_bytes(request)).await {
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {:.1} s",
+                    body_timeout.as_secs_f64()
+                ),
+            );
+        }
+        Ok(Err(response)) => return response,
+        Ok(Ok(bytes)) => bytes,
     };
     let Some(permit) = state.admission.enter().await else {
         return error(
@@ -363,9 +407,11 @@ async fn healthz(State(state): State<Shared>) -> Response {
 }
 
 async fn metrics(State(state): State<Shared>) -> Response {
+    let connections_open =
+        state.options.max_connections as usize - state.connections.available_permits();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&state.admission),
+        state.metrics.render(&state.admission, connections_open),
     )
         .into_response()
 }
@@ -411,34 +457,138 @@ pub fn run(transcriber: PageTranscriber, options: Options) -> anyhow::Result<()>
         .enable_all()
         .build()
         .context("cannot start the server runtime")?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(options.addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", options.addr))?;
-        let local = listener.local_addr()?;
-        let state = Arc::new(AppState {
-            transcriber: Arc::new(transcriber),
-            admission: Admission::new(options.workers, options.queue),
-            metrics: Metrics {
-                responses: Mutex::default(),
-                latency: Histogram::new(&LATENCY_BUCKETS),
-                megapixels: Histogram::new(&MEGAPIXEL_BUCKETS),
-                brightness: Histogram::new(&BRIGHTNESS_BUCKETS),
-                lines: AtomicU64::new(0),
+    let served = runtime.block_on(serve(transcriber, options));
+    // Every request has its answer, or its connection was closed past the shutdown timeout; a
+    // transcription still running for a request answered 504 is not waited for.
+    runtime.shutdown_background();
+    served
+}
+
+/// Accepts connections, each served on its own task, up to `--max-connections` at once; on the
+/// signal, stops accepting and drains.
+async fn serve(transcriber: PageTranscriber, options: Options) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(options.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.addr))?;
+    let local = listener.local_addr()?;
+    let connections = Arc::new(Semaphore::new(options.max_connections as usize));
+    let state = Arc::new(AppState {
+        transcriber: Arc::new(transcriber),
+        admission: Admission::new(options.workers, options.queue),
+        metrics: Metrics {
+            responses: Mutex::default(),
+            latency: Histogram::new(&LATENCY_BUCKETS),
+            megapixels: Histogram::new(&MEGAPIXEL_BUCKETS),
+            brightness: Histogram::new(&BRIGHTNESS_BUCKETS),
+            lines: AtomicU64::new(0),
+            header_timeouts: AtomicU64::new(0),
+        },
+        connections: connections.clone(),
+        options,
+    });
+    eprintln!(
+        "textrec serve: model {} listening on http://{local}/ (demo page at /, API at POST /v1/transcribe)",
+        state.transcriber.model_version
+    );
+    let app = router(state.clone());
+    let mut http = http1::Builder::new();
+    // hyper enforces the head's deadline only with a timer to measure it.
+    http.timer(TokioTimer::new())
+        .header_read_timeout(state.options.header_timeout);
+    let (stop, stopping) = watch::channel(false);
+    let mut signal = pin!(shutdown_signal());
+    loop {
+        // The slot is taken before accepting: past the limit, connections wait in the listen
+        // backlog instead of each buffering an upload.
+        let slot = tokio::select! {
+            slot = connections.clone().acquire_owned() => slot.context("the connection limit closed")?,
+            () = &mut signal => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    eprintln!("cannot accept a connection: {e}");
+                    // Out of file descriptors, say: give the open connections time to close.
+                    if !is_connection_error(&e) {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    continue;
+                }
             },
-            options,
-        });
+            () = &mut signal => break,
+        };
+        tokio::spawn(serve_connection(
+            stream,
+            slot,
+            http.clone(),
+            app.clone(),
+            stopping.clone(),
+            state.clone(),
+        ));
+    }
+    drop(listener);
+    stop.send_replace(true);
+    let every_slot = state.options.max_connections;
+    let drained = tokio::time::timeout(
+        state.options.shutdown_timeout,
+        connections.acquire_many(every_slot),
+    )
+    .await;
+    if drained.is_err() {
         eprintln!(
-            "textrec serve: model {} listening on http://{local}/ (demo page at /, API at POST /v1/transcribe)",
-            state.transcriber.model_version
+            "closing {} connection(s) still busy after {:.1} s",
+            every_slot as usize - connections.available_permits(),
+            state.options.shutdown_timeout.as_secs_f64()
         );
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("the server failed")?;
-        eprintln!("stopped");
-        Ok(())
-    })
+    }
+    eprintln!("stopped");
+    Ok(())
+}
+
+/// An error of the one connection being accepted (the client gave up), not of the listener.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Serves one connection's requests until it closes; on shutdown, finishes the request in
+/// flight and closes. `_slot` is its place under `--max-connections`, given back at the end.
+async fn serve_connection(
+    stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
+    http: http1::Builder,
+    app: Router,
+    stopping: watch::Receiver<bool>,
+    state: Shared,
+) {
+    let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    let mut connection = pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        () = stopped(stopping) => {
+            connection.as_mut().graceful_shutdown();
+            connection.as_mut().await
+        }
+    };
+    // The socket closes when `connection` is dropped, on return, so after this count: a client
+    // that sees its connection closed finds it counted in /metrics.
+    if served.is_err_and(|e| e.is_timeout()) {
+        state
+            .metrics
+            .header_timeouts
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Resolves once the server is shutting down.
+async fn stopped(mut stopping: watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means the server is stopping.
+    let _ = stopping.wait_for(|&stop| stop).await;
 }
 
 #[cfg(test)]
