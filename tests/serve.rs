@@ -1,7 +1,7 @@
 //! `textrec serve` as a client sees it: the JSON API (raw and multipart uploads, limits, errors),
 //! health and Prometheus metrics, a clean exit on SIGTERM, the protections against slow, silent
-//! or surplus connections, and the demo page driven in headless Chromium through WebDriver: an
-//! upload whose transcription must appear on the page.
+//! or surplus connections and against requests from other sites, and the demo page driven in
+//! headless Chromium through WebDriver: an upload whose transcription must appear on the page.
 
 mod pages;
 
@@ -140,14 +140,23 @@ fn assert_metrics(server: &Server, lines: &[&str]) {
     }
 }
 
-/// A connection to the server for what no HTTP client sends (silence, a stalled body); reads
-/// give up after 20 s.
+/// A connection to the server for what no HTTP client sends (silence, a stalled body, a forged
+/// Host); reads give up after 20 s.
 fn connect(server: &Server) -> TcpStream {
     let stream = TcpStream::connect(server.address()).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     stream
+}
+
+/// The whole answer to a raw request that asks for `Connection: close`.
+fn exchange(server: &Server, request: &str) -> String {
+    let mut stream = connect(server);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// The status code of a raw answer.
@@ -354,6 +363,63 @@ fn sigterm_closes_a_stalled_upload_after_the_shutdown_timeout() {
     assert!(status.success(), "{status}");
     let log = server.log();
     assert!(log.contains("closing 1 connection(s) still busy"), "{log}");
+}
+
+#[test]
+fn requests_from_other_sites_are_refused_and_counted() {
+    let server = Server::start(&["--allow-host", "proxy.example"]);
+    let port = server.address().rsplit(':').next().unwrap().to_owned();
+    let health = |host: &str| {
+        let host = if host.is_empty() {
+            String::new()
+        } else {
+            format!("Host: {host}\r\n")
+        };
+        status_of(&exchange(
+            &server,
+            &format!("GET /healthz HTTP/1.1\r\n{host}Connection: close\r\n\r\n"),
+        ))
+    };
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        "proxy.example".to_owned(),
+    ] {
+        assert_eq!(health(&host), 200, "Host: {host}");
+    }
+    // DNS rebinding: a page whose name now points at 127.0.0.1.
+    assert_eq!(health(&format!("attacker.example:{port}")), 421);
+    assert_eq!(health("127.0.0.1:1"), 421);
+    assert_eq!(health(""), 400);
+
+    let upload = |origin: &str| {
+        let answer = exchange(
+            &server,
+            &format!(
+                "POST /v1/transcribe HTTP/1.1\r\nHost: {}\r\nOrigin: {origin}\r\n\
+                 Content-Type: image/png\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
+                server.address()
+            ),
+        );
+        (status_of(&answer), answer)
+    };
+    let (status, answer) = upload("http://attacker.example");
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("another site"), "{answer}");
+    assert_eq!(upload("null").0, 403);
+    // The server's own page: through to the handler, which finds no image.
+    let (status, answer) = upload(&server.url);
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("not an image"), "{answer}");
+
+    assert_metrics(
+        &server,
+        &[
+            "textrec_refused_total{reason=\"host\"} 3",
+            "textrec_refused_total{reason=\"origin\"} 2",
+        ],
+    );
 }
 
 #[test]

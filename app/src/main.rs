@@ -115,7 +115,10 @@ API:
   GET  /healthz         {\"status\": \"ok\", \"model\": ..., \"line_detector\": ..., \"decoder\": ...}
   GET  /metrics         Prometheus text: requests by status, errors, latency, input size and
                         brightness histograms (drift), lines, queue length, workers busy,
-                        connections open, header timeouts
+                        connections open, header timeouts, requests refused
+
+Other sites are refused: on a loopback address, a Host that is not a loopback name with the port
+(421; --allow-host adds a name), and anywhere, an Origin that is not the server's own (403).
 
 SIGTERM or Ctrl-C stops accepting, finishes the requests in flight (at most --shutdown-timeout),
 and exits 0. Exit status: 1 bad usage, 3 no model could be loaded, 4 the server cannot start.
@@ -163,6 +166,10 @@ Examples:
         /// connections are closed.
         #[arg(long, default_value = "30", value_parser = seconds)]
         shutdown_timeout: Duration,
+        /// A Host name to accept besides the loopback ones when listening on loopback: the
+        /// public name a reverse proxy forwards (repeatable).
+        #[arg(long = "allow-host", value_name = "NAME")]
+        allow_hosts: Vec<String>,
         /// Inference engine: tract, ort (ONNX Runtime from ORT_DYLIB_PATH), or auto.
         #[arg(long, default_value = "tract")]
         backend: Backend,
@@ -230,6 +237,7 @@ fn main() -> ExitCode {
             header_timeout,
             body_timeout,
             shutdown_timeout,
+            allow_hosts,
             backend,
             detector,
             decoder,
@@ -263,6 +271,7 @@ fn main() -> ExitCode {
                 header_timeout,
                 body_timeout,
                 shutdown_timeout,
+                allowed_hosts: allow_hosts,
             };
             match serve::run(transcriber, options) {
                 Ok(()) => ExitCode::SUCCESS,

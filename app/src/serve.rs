@@ -4,10 +4,12 @@
 //!
 //! Limits protect the host: body bytes (413), image pixels (413), pages transcribed at once plus
 //! a bounded queue (503 with `Retry-After` past it), a per-request timeout (504), connections
-//! served at once, and deadlines for a request's head and body (408). SIGTERM or Ctrl-C stops
-//! accepting, lets requests in flight finish for at most `--shutdown-timeout`, then exits 0.
+//! served at once, and deadlines for a request's head and body (408). Requests from other sites
+//! are refused: a Host that is not this server when it listens on loopback (421), an Origin that
+//! is another site (403). SIGTERM or Ctrl-C stops accepting, lets requests in flight finish for
+//! at most `--shutdown-timeout`, then exits 0.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,7 +19,9 @@ use anyhow::Context;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::uri::{Authority, Scheme};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper::server::conn::http1;
@@ -59,6 +63,9 @@ pub struct Options {
     /// On SIGTERM, how long the requests in flight have to finish before their connections are
     /// closed.
     pub shutdown_timeout: Duration,
+    /// Host names accepted besides the loopback ones when listening on loopback: the public
+    /// name a reverse proxy in front forwards.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Who may transcribe now, who may wait, and who is turned away.
@@ -163,6 +170,10 @@ struct Metrics {
     lines: AtomicU64,
     /// Connections closed for sending no request head within `--header-timeout`.
     header_timeouts: AtomicU64,
+    /// Requests refused for their Host header (421 or 400).
+    refused_host: AtomicU64,
+    /// Requests refused for their Origin header (403).
+    refused_origin: AtomicU64,
 }
 
 impl Metrics {
@@ -220,21 +231,118 @@ impl Metrics {
              # HELP textrec_connections_open Connections being served.\n\
              # TYPE textrec_connections_open gauge\ntextrec_connections_open {}\n\
              # HELP textrec_header_timeouts_total Connections closed for sending no request head in time.\n\
-             # TYPE textrec_header_timeouts_total counter\ntextrec_header_timeouts_total {}\n",
+             # TYPE textrec_header_timeouts_total counter\ntextrec_header_timeouts_total {}\n\
+             # HELP textrec_refused_total Requests refused for a Host that is not this server or an Origin that is another site.\n\
+             # TYPE textrec_refused_total counter\n\
+             textrec_refused_total{{reason=\"host\"}} {}\n\
+             textrec_refused_total{{reason=\"origin\"}} {}\n",
             self.lines.load(Ordering::Relaxed),
             admission.waiting.load(Ordering::Relaxed),
             admission.busy(),
             connections_open,
             self.header_timeouts.load(Ordering::Relaxed),
+            self.refused_host.load(Ordering::Relaxed),
+            self.refused_origin.load(Ordering::Relaxed),
         ));
         out
     }
+}
+
+/// Why a request is refused as coming from another site.
+#[derive(Debug, PartialEq)]
+enum Refusal {
+    /// No Host header, or one that cannot be parsed (400).
+    NoHost,
+    /// A Host that is not this server (421): a page elsewhere whose name was re-pointed at
+    /// 127.0.0.1 (DNS rebinding).
+    Host(String),
+    /// An Origin that is another site (403): a cross-site form post or fetch from the browser.
+    Origin(String),
+}
+
+/// Which requests come from this server's own pages, not from other sites in the user's browser.
+#[derive(Debug)]
+struct Site {
+    /// The port listened on, when that is on loopback: the Host must then be a loopback name or
+    /// address with this port. Elsewhere the server is reached by names it cannot know (DNS, a
+    /// proxy), and the Host is not checked.
+    loopback_port: Option<u16>,
+    /// Names accepted too, with any port (`--allow-host`).
+    allowed_hosts: Vec<String>,
+}
+
+impl Site {
+    fn new(local: SocketAddr, allowed_hosts: &[String]) -> Site {
+        Site {
+            loopback_port: local.ip().is_loopback().then_some(local.port()),
+            allowed_hosts: allowed_hosts.to_vec(),
+        }
+    }
+
+    fn check(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), Refusal> {
+        // An absolute-form target names the host itself and overrides Host (RFC 9112 3.2.2).
+        let host = match uri.authority() {
+            Some(authority) => Some(authority.clone()),
+            None => headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<Authority>().ok()),
+        };
+        if let Some(port) = self.loopback_port {
+            let Some(host) = &host else {
+                return Err(Refusal::NoHost);
+            };
+            let allowed = self
+                .allowed_hosts
+                .iter()
+                .any(|name| name.eq_ignore_ascii_case(host.host()));
+            let loopback = is_loopback_name(host.host()) && host.port_u16().unwrap_or(80) == port;
+            if !(allowed || loopback) {
+                return Err(Refusal::Host(host.to_string()));
+            }
+        }
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return Ok(());
+        };
+        let text = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+        let origin = origin
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse::<Uri>().ok())
+            .and_then(|uri| Some((uri.scheme()?.clone(), uri.authority()?.clone())));
+        let same = match (origin, host) {
+            (Some((scheme, origin)), Some(host)) => {
+                let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
+                origin.host().eq_ignore_ascii_case(host.host())
+                    && origin.port_u16().unwrap_or(default_port)
+                        == host.port_u16().unwrap_or(default_port)
+            }
+            // `Origin: null` (a sandboxed frame, a local file) or no Host to compare with.
+            _ => false,
+        };
+        if same {
+            Ok(())
+        } else {
+            Err(Refusal::Origin(text))
+        }
+    }
+}
+
+/// `localhost` or a loopback address (`127.0.0.1`, `[::1]`): names a page elsewhere cannot take.
+fn is_loopback_name(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 struct AppState {
     transcriber: Arc<PageTranscriber>,
     admission: Admission,
     metrics: Metrics,
+    site: Site,
     /// A permit per connection served; what is taken is the number open.
     connections: Arc<Semaphore>,
     options: Options,
@@ -416,6 +524,37 @@ async fn metrics(State(state): State<Shared>) -> Response {
         .into_response()
 }
 
+/// Lets through only requests from this server's own pages or from non-browser clients.
+async fn same_site_only(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    match state.site.check(request.uri(), request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => {
+            let (counter, status, message) = match refusal {
+                Refusal::NoHost => (
+                    &state.metrics.refused_host,
+                    StatusCode::BAD_REQUEST,
+                    "the request has no Host header naming this server".to_owned(),
+                ),
+                Refusal::Host(host) => (
+                    &state.metrics.refused_host,
+                    StatusCode::MISDIRECTED_REQUEST,
+                    format!(
+                        "the Host {host} is not this server (it listens on loopback; \
+                         --allow-host NAME accepts a name a proxy forwards)"
+                    ),
+                ),
+                Refusal::Origin(origin) => (
+                    &state.metrics.refused_origin,
+                    StatusCode::FORBIDDEN,
+                    format!("requests from another site ({origin}) are refused"),
+                ),
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            error(status, message)
+        }
+    }
+}
+
 fn router(state: Shared) -> Router {
     let limit = state.options.max_body_bytes;
     Router::new()
@@ -424,6 +563,10 @@ fn router(state: Shared) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/transcribe", post(transcribe))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            same_site_only,
+        ))
         .with_state(state)
 }
 
@@ -482,7 +625,10 @@ async fn serve(transcriber: PageTranscriber, options: Options) -> anyhow::Result
             brightness: Histogram::new(&BRIGHTNESS_BUCKETS),
             lines: AtomicU64::new(0),
             header_timeouts: AtomicU64::new(0),
+            refused_host: AtomicU64::new(0),
+            refused_origin: AtomicU64::new(0),
         },
+        site: Site::new(local, &options.allowed_hosts),
         connections: connections.clone(),
         options,
     });
@@ -646,6 +792,49 @@ mod tests {
                 tokio::task::yield_now().await;
             }
         });
+    }
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.clone(), HeaderValue::from_str(value).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn origins_are_compared_with_default_ports_and_hosts_checked_only_on_loopback() {
+        let anywhere = Site::new("0.0.0.0:8080".parse().unwrap(), &[]);
+        let path: Uri = "/v1/transcribe".parse().unwrap();
+        let public = headers(&[(header::HOST, "ocr.example")]);
+        assert_eq!(anywhere.check(&path, &public), Ok(()));
+        let same = headers(&[
+            (header::HOST, "ocr.example"),
+            (header::ORIGIN, "https://OCR.example:443"),
+        ]);
+        assert_eq!(anywhere.check(&path, &same), Ok(()));
+        let other_port = headers(&[
+            (header::HOST, "ocr.example"),
+            (header::ORIGIN, "http://ocr.example:8443"),
+        ]);
+        assert!(matches!(
+            anywhere.check(&path, &other_port),
+            Err(Refusal::Origin(_))
+        ));
+
+        let loopback = Site::new("127.0.0.1:8080".parse().unwrap(), &[]);
+        // An absolute-form target names the host, whatever Host says.
+        let absolute: Uri = "http://localhost:8080/healthz".parse().unwrap();
+        let forged = headers(&[(header::HOST, "attacker.example")]);
+        assert_eq!(loopback.check(&absolute, &forged), Ok(()));
+        assert_eq!(
+            loopback.check(&path, &forged),
+            Err(Refusal::Host("attacker.example".to_owned()))
+        );
+        let default_port = headers(&[(header::HOST, "127.0.0.1")]);
+        assert!(matches!(
+            loopback.check(&path, &default_port),
+            Err(Refusal::Host(_))
+        ));
     }
 
     #[test]
