@@ -12,7 +12,7 @@
 //! the listed hashes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Cursor, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
@@ -34,6 +34,10 @@ pub const MAX_FILE_BYTES: u64 = 1 << 30;
 pub const MAX_TOTAL_BYTES: u64 = 2 << 30;
 /// The most entries a bundle may hold.
 pub const MAX_ENTRIES: usize = 10_000;
+/// The most elements of one input tensor `verify` runs a model on (256 MiB of `f32`): shapes
+/// come from the model file, so a hostile one could otherwise ask for terabytes of zeros. The
+/// shipped models take at most a few hundred thousand.
+pub const MAX_CHECK_ELEMENTS: usize = 1 << 26;
 
 /// Why a bundle could not be written, read or trusted. Every variant about one file names it.
 #[derive(Debug, thiserror::Error)]
@@ -686,8 +690,8 @@ pub fn check_model(entry: &str, bytes: &[u8]) -> Result<ModelSummary, BundleErro
     let architecture = meta("textrec.architecture")
         .ok_or_else(|| bad("no textrec.architecture metadata: not a textrec model".into()))?;
     let size = |key: &str| meta(key).and_then(|v| v.parse::<usize>().ok());
-    let free_size =
-        size("textrec.input_width").or_else(|| size("textrec.input_height").map(|h| 4 * h));
+    let free_size = size("textrec.input_width")
+        .or_else(|| size("textrec.input_height").and_then(|h| h.checked_mul(4)));
     let graph = proto
         .graph
         .as_ref()
@@ -721,6 +725,14 @@ pub fn check_model(entry: &str, bytes: &[u8]) -> Result<ModelSummary, BundleErro
                 })?,
             });
         }
+        let elements = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if elements.is_none_or(|n| n > MAX_CHECK_ELEMENTS) {
+            return Err(bad(format!(
+                "input `{}` would run as {shape:?}, over the {MAX_CHECK_ELEMENTS} elements a \
+                 check allows",
+                input.name
+            )));
+        }
         inputs.push(TensorSummary {
             name: input.name.clone(),
             declared: show_dims(&dims),
@@ -729,9 +741,7 @@ pub fn check_model(entry: &str, bytes: &[u8]) -> Result<ModelSummary, BundleErro
     }
 
     let tract_error = |e: TractError| bad(format!("tract cannot load it: {e:#}"));
-    let mut model = crate::infer::onnx()
-        .model_for_read(&mut Cursor::new(bytes))
-        .map_err(tract_error)?;
+    let mut model = crate::infer::read_onnx(bytes).map_err(tract_error)?;
     for (i, input) in inputs.iter().enumerate() {
         model = model
             .with_input_fact(i, f32::fact(input.shape.as_slice()).into())
@@ -745,8 +755,7 @@ pub fn check_model(entry: &str, bytes: &[u8]) -> Result<ModelSummary, BundleErro
         .map(|input| Tensor::zero::<f32>(&input.shape).map(TValue::from))
         .collect::<TractResult<TVec<TValue>>>()
         .map_err(tract_error)?;
-    let results = plan
-        .run(zeros)
+    let results = crate::infer::without_panics("running", || plan.run(zeros))
         .map_err(|e| bad(format!("tract cannot run it: {e:#}")))?;
 
     let mut outputs = Vec::with_capacity(results.len());
@@ -1026,6 +1035,93 @@ mod tests {
                 "{path}: {err}"
             );
             assert!(err.to_string().contains(why), "{path}: {err}");
+        }
+    }
+
+    /// A line model whose declared height and metadata ask for `[1, 1, height, 4 × height]`.
+    fn line_model_of_height(height: i64, metadata_height: &str) -> Vec<u8> {
+        let mut g = GraphBuilder::new();
+        g.input("image", &[Err("batch"), Ok(1), Ok(height), Err("width")])
+            .node("Relu", &["image"], &["features"], &[])
+            .output("features", &[Err("batch"), Ok(1), Ok(height), Err("width")]);
+        let metadata = Metadata::default()
+            .with("textrec.architecture", "line_ctc")
+            .with("textrec.input_height", metadata_height);
+        g.build("line", &metadata).encode_to_vec()
+    }
+
+    /// A language model whose header declares `ngrams` n-grams, with no entries after it.
+    fn language_model_declaring(ngrams: u64) -> Vec<u8> {
+        let vocabulary = crate::Vocabulary::from_chars("ab ".chars()).unwrap();
+        let lm = crate::lm::CharLm::count(&vocabulary, 2, ["ab"], Default::default()).unwrap();
+        let bytes = lm.to_bytes();
+        let json_at = bytes.iter().position(|&b| b == b'{').unwrap();
+        let header_len = u32::from_le_bytes(bytes[json_at - 4..json_at].try_into().unwrap());
+        let mut header: serde_json::Value =
+            serde_json::from_slice(&bytes[json_at..json_at + header_len as usize]).unwrap();
+        header["ngrams"] = ngrams.into();
+        let header = serde_json::to_vec(&header).unwrap();
+        let mut hostile = bytes[..json_at - 4].to_vec();
+        hostile.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        hostile.extend_from_slice(&header);
+        hostile
+    }
+
+    /// A bundle may come from anywhere and its manifest can be made to match anything: sizes and
+    /// counts read from its files must be refused, not allocated (which aborts or panics).
+    #[test]
+    fn hostile_shapes_and_counts_are_model_problems_not_allocations() {
+        let hostile = |name: &str, bytes: Vec<u8>| {
+            let mut files = files();
+            files.insert(name.to_owned(), bytes);
+            let verification =
+                verify_bytes(&write_bundle("textrec", "0.1.0", "tests", &files).unwrap()).unwrap();
+            let problems: Vec<String> = verification.problems().map(|p| p.to_string()).collect();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(problems[0].contains(name), "{problems:?}");
+            problems.into_iter().next().unwrap()
+        };
+        // 2^20 rows declared, and free widths of 4 × 2^20: 2^42 zeros.
+        let problem = hostile(
+            "models/tall.onnx",
+            line_model_of_height(1 << 20, &(1u64 << 20).to_string()),
+        );
+        assert!(problem.contains("elements a check allows"), "{problem}");
+        // A height whose width 4 × height does not fit a usize leaves the width unsized.
+        let problem = hostile(
+            "models/wide.onnx",
+            line_model_of_height(32, &(usize::MAX / 2).to_string()),
+        );
+        assert!(problem.contains("free dimension 3"), "{problem}");
+        // 12 × 2^62 wraps to 0, the length of an empty body.
+        let problem = hostile("models/text.lm", language_model_declaring(1 << 62));
+        assert!(problem.contains("n-grams"), "{problem}");
+    }
+
+    /// Every one-byte change and every truncation of a model is an `Ok` or a named error, never
+    /// a panic that would take `textrec verify` down (exit 101) instead of reporting the file.
+    #[test]
+    fn damaged_models_are_errors_not_panics() {
+        let model = char_model(2, 2);
+        let mut variants: Vec<Vec<u8>> = (0..model.len()).map(|n| model[..n].to_vec()).collect();
+        for at in 0..model.len() {
+            for value in [0x00, 0xff, model[at] ^ 0x80] {
+                let mut damaged = model.clone();
+                damaged[at] = value;
+                variants.push(damaged);
+            }
+        }
+        for (n, bytes) in variants.iter().enumerate() {
+            let outcome =
+                std::panic::catch_unwind(|| check_model("models/damaged.onnx", bytes).err());
+            match outcome {
+                Ok(Some(err)) => assert!(
+                    err.to_string().starts_with("model `models/damaged.onnx`"),
+                    "{err}"
+                ),
+                Ok(None) => {}
+                Err(_) => panic!("variant {n} of {} panicked the check", variants.len()),
+            }
         }
     }
 

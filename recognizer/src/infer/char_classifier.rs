@@ -65,8 +65,7 @@ impl CharClassifier {
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| bad("no textrec.input_height metadata".into()))?;
         let batch = batch.max(1);
-        let plan = super::onnx()
-            .model_for_read(&mut std::io::Cursor::new(&bytes))
+        let plan = super::read_onnx(&bytes)
             .and_then(|m| m.with_input_fact(0, f32::fact([batch, 1, side, side]).into()))
             .and_then(super::optimized)
             .and_then(|m| m.into_runnable())

@@ -31,4 +31,5 @@ pub use page::{
 };
 pub use page_image::{PageImageError, PageImages, decode_page, decode_pages};
 pub use scoring::{CharScores, Confusion, TextErrors, edit_distance, score_chars};
-pub use tract_model::{onnx, optimized};
+pub(crate) use tract_model::without_panics;
+pub use tract_model::{onnx, optimized, read_onnx};

@@ -26,12 +26,10 @@ pub(crate) struct Plans {
 impl Plans {
     /// Reads the model; `origin` names it in errors.
     pub(crate) fn read(bytes: &[u8], origin: &Path) -> Result<Plans, InferError> {
-        let model = super::onnx()
-            .model_for_read(&mut std::io::Cursor::new(bytes))
-            .map_err(|e| InferError::Model {
-                path: origin.to_owned(),
-                reason: format!("tract cannot read it: {e:#}"),
-            })?;
+        let model = super::read_onnx(bytes).map_err(|e| InferError::Model {
+            path: origin.to_owned(),
+            reason: format!("tract cannot read it: {e:#}"),
+        })?;
         Ok(Plans {
             path: origin.to_owned(),
             model,

@@ -19,14 +19,42 @@ pub fn onnx() -> tract_onnx::Onnx {
     onnx
 }
 
+/// The ONNX model in `bytes`, read by [`onnx`]: a model file may come from anywhere (a bundle's
+/// manifest can be made to match any bytes), and tract panics on some malformed graphs (a node
+/// input that nothing produces, say), so a panic is an error like any other.
+pub fn read_onnx(bytes: &[u8]) -> TractResult<InferenceModel> {
+    without_panics("reading", || {
+        onnx().model_for_read(&mut std::io::Cursor::new(bytes))
+    })
+}
+
 /// `model` typed, decluttered, its tiling max-pools, convolutions and log-softmaxes replaced,
-/// then optimised: what `InferenceModel::into_optimized` does, plus those rewrites.
+/// then optimised: what `InferenceModel::into_optimized` does, plus those rewrites. A panic in
+/// tract is an error, as in [`read_onnx`].
 pub fn optimized(model: InferenceModel) -> TractResult<TypedModel> {
-    let mut model = model.into_typed()?.into_decluttered()?;
-    tiling_max_pool::tile_max_pools(&mut model)?;
-    conv_block::conv_blocks(&mut model)?;
-    log_softmax::fuse_log_softmaxes(&mut model)?;
-    model.into_optimized()
+    without_panics("planning", || {
+        let mut model = model.into_typed()?.into_decluttered()?;
+        tiling_max_pool::tile_max_pools(&mut model)?;
+        conv_block::conv_blocks(&mut model)?;
+        log_softmax::fuse_log_softmaxes(&mut model)?;
+        model.into_optimized()
+    })
+}
+
+/// `work`'s result, or an error carrying its panic message. Nothing outlives a failed `work` (its
+/// model is dropped with it), so no broken state can be observed after the unwind.
+pub(crate) fn without_panics<T>(
+    doing: &str,
+    work: impl FnOnce() -> TractResult<T>,
+) -> TractResult<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        bail!("tract panicked {doing} the model: {message}")
+    })
 }
 
 /// An f32 input of textrec's ops: its shape, checked to be of rank `R`, and its values in

@@ -77,9 +77,8 @@ pub fn run_tract(
     shape: &[usize],
     input: Vec<f32>,
 ) -> TractResult<(Vec<usize>, Vec<f32>)> {
-    let model = crate::infer::onnx()
-        .model_for_read(&mut std::io::Cursor::new(model_bytes))?
-        .with_input_fact(0, f32::fact(shape).into())?;
+    let model =
+        crate::infer::read_onnx(model_bytes)?.with_input_fact(0, f32::fact(shape).into())?;
     let model = crate::infer::optimized(model)?.into_runnable()?;
     let input = tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), input)?;
     let outputs = model.run(tvec!(Tensor::from(input).into()))?;
