@@ -42,6 +42,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
 
     gate("fmt", cargo(&root, &["fmt", "--all", "--", "--check"]))?;
     gate("one build", one_dependency_build(&root))?;
+    gate("rust-version", rust_version_covers_dependencies(&root))?;
     gate(
         "clippy",
         cargo(
@@ -147,6 +148,107 @@ fn one_dependency_build(root: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The workspace's `rust-version` must be at least what every package it builds declares (the
+/// `cuda` build included): a lower one promises users a compiler that cannot build it.
+/// Packages come from `cargo tree`, since `cargo metadata`'s resolve also lists optional
+/// dependencies that no enabled feature builds.
+fn rust_version_covers_dependencies(root: &Path) -> anyhow::Result<()> {
+    let mut built: BTreeSet<String> = resolved_features(
+        root,
+        &["--workspace", "-e", "normal,build,dev", "--target", "all"],
+    )?
+    .into_keys()
+    .collect();
+    built.extend(
+        resolved_features(
+            root,
+            &[
+                "-p",
+                "xtask",
+                "--features",
+                "cuda",
+                "-e",
+                "normal,build",
+                "--target",
+                "all",
+            ],
+        )?
+        .into_keys(),
+    );
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .current_dir(root)
+        .output()
+        .context("cannot run cargo metadata")?;
+    if !out.status.success() {
+        bail!(
+            "`cargo metadata` {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("cargo metadata's output")?;
+    let packages = metadata["packages"].as_array().context("no packages")?;
+    let members: BTreeSet<&str> = metadata["workspace_members"]
+        .as_array()
+        .context("no workspace members")?
+        .iter()
+        .filter_map(|id| id.as_str())
+        .collect();
+    let declared = |package: &serde_json::Value| {
+        package["rust_version"]
+            .as_str()
+            .map(|v| (v.to_owned(), version_numbers(v)))
+    };
+    let ours = packages
+        .iter()
+        .filter(|p| p["id"].as_str().is_some_and(|id| members.contains(id)))
+        .filter_map(declared)
+        .min_by(|a, b| a.1.cmp(&b.1))
+        .context("the workspace declares no rust-version")?;
+    let mut needs: Vec<(Vec<u32>, String)> = packages
+        .iter()
+        .filter(|p| !p["id"].as_str().is_some_and(|id| members.contains(id)))
+        .filter_map(|p| {
+            let (name, version) = (p["name"].as_str()?, p["version"].as_str()?);
+            let (declared, numbers) = declared(p)?;
+            built
+                .contains(&format!("{name} v{version}"))
+                .then(|| (numbers, format!("{name} {version} ({declared})")))
+        })
+        .collect();
+    needs.sort();
+    let too_new: Vec<&str> = needs
+        .iter()
+        .filter(|(numbers, _)| *numbers > ours.1)
+        .map(|(_, package)| package.as_str())
+        .collect();
+    if !too_new.is_empty() {
+        bail!(
+            "the workspace says rust-version = \"{}\", but these packages it builds need more; \
+             raise it in Cargo.toml:\n  {}",
+            ours.0,
+            too_new.join("\n  ")
+        );
+    }
+    if let Some((_, highest)) = needs.last() {
+        eprintln!(
+            "==> rust-version {} covers the {} packages built; the highest need is {highest}",
+            ours.0,
+            built.len()
+        );
+    }
+    Ok(())
+}
+
+/// `1.92` → `[1, 92, 0]`, so that versions compare numerically whatever their length.
+fn version_numbers(version: &str) -> Vec<u32> {
+    let mut numbers: Vec<u32> = version.split('.').filter_map(|n| n.parse().ok()).collect();
+    numbers.resize(3, 0);
+    numbers
 }
 
 /// Package (`name vVERSION`) → the feature sets `cargo tree` resolves for it.
@@ -283,4 +385,16 @@ fn smoke(root: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_numbers;
+
+    #[test]
+    fn rust_versions_compare_as_numbers_whatever_their_length() {
+        assert!(version_numbers("1.100") > version_numbers("1.95"));
+        assert!(version_numbers("1.92.1") > version_numbers("1.92"));
+        assert_eq!(version_numbers("1.92"), version_numbers("1.92.0"));
+    }
 }
