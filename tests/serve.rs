@@ -9,7 +9,6 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pages::{page, png, write_bundle};
@@ -19,7 +18,8 @@ use serde_json::{Value, json};
 struct Server {
     child: Child,
     url: String,
-    log: Arc<Mutex<String>>,
+    /// Reads the rest of stderr, to its end when the process exits, and returns it.
+    stderr_reader: Option<std::thread::JoinHandle<String>>,
     _dir: tempfile::TempDir,
 }
 
@@ -45,17 +45,14 @@ impl Server {
             .unwrap_or_else(|| panic!("no address in {first:?}"))
             .trim_end_matches('/')
             .to_owned();
-        let log = Arc::new(Mutex::new(first));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            let mut rest = String::new();
-            let _ = stderr.read_to_string(&mut rest);
-            sink.lock().unwrap().push_str(&rest);
+        let stderr_reader = std::thread::spawn(move || {
+            let _ = stderr.read_to_string(&mut first);
+            first
         });
         Server {
             child,
             url,
-            log,
+            stderr_reader: Some(stderr_reader),
             _dir: dir,
         }
     }
@@ -76,10 +73,10 @@ impl Server {
             .expect("still running 20 s after SIGTERM")
     }
 
-    /// Its stderr so far, once the process has exited.
-    fn log(&self) -> String {
-        std::thread::sleep(Duration::from_millis(100));
-        self.log.lock().unwrap().clone()
+    /// Its whole stderr, once the process has exited.
+    fn log(&mut self) -> String {
+        let reader = self.stderr_reader.take().expect("the log is read once");
+        reader.join().unwrap()
     }
 }
 
@@ -251,6 +248,10 @@ fn the_api_transcribes_uploads_refuses_bad_ones_and_counts_everything() {
 
 #[test]
 fn sigterm_stops_the_server_cleanly() {
+    // As soon as the server says it listens, SIGTERM is its to handle, not a kill.
+    let mut fresh = Server::start(&[]);
+    let status = fresh.terminate();
+    assert!(status.success(), "SIGTERM right after start: {status}");
     let mut server = Server::start(&[]);
     assert_eq!(get(&format!("{}/healthz", server.url)).0, 200);
     let status = server.terminate();

@@ -570,26 +570,41 @@ fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when the
+/// future is first polled: a SIGTERM that came in between would kill the process instead.
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        [
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ]
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let [terminate, interrupt] = signals;
+            tokio::select! {
+                () = received(terminate) => {},
+                () = received(interrupt) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("shutting down: finishing the requests in flight");
     }
-    eprintln!("shutting down: finishing the requests in flight");
+}
+
+/// Waits for the signal `handler` was installed for; forever when it could not be installed.
+#[cfg(unix)]
+async fn received(handler: std::io::Result<tokio::signal::unix::Signal>) {
+    match handler {
+        Ok(mut handler) => {
+            handler.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
 }
 
 /// Serves until SIGTERM or Ctrl-C.
@@ -632,6 +647,7 @@ async fn serve(transcriber: PageTranscriber, options: Options) -> anyhow::Result
         connections: connections.clone(),
         options,
     });
+    let mut signal = pin!(shutdown_signal());
     eprintln!(
         "textrec serve: model {} listening on http://{local}/ (demo page at /, API at POST /v1/transcribe)",
         state.transcriber.model_version
@@ -642,7 +658,6 @@ async fn serve(transcriber: PageTranscriber, options: Options) -> anyhow::Result
     http.timer(TokioTimer::new())
         .header_read_timeout(state.options.header_timeout);
     let (stop, stopping) = watch::channel(false);
-    let mut signal = pin!(shutdown_signal());
     loop {
         // The slot is taken before accepting: past the limit, connections wait in the listen
         // backlog instead of each buffering an upload.
