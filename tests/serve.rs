@@ -113,13 +113,29 @@ fn agent() -> ureq::Agent {
 
 /// Status and body text of a POST.
 fn post(url: &str, content_type: &str, body: &[u8]) -> (u16, String) {
-    let mut response = agent()
-        .post(url)
-        .header("Content-Type", content_type)
-        .send(body)
-        .unwrap();
+    let (status, _, text) = post_with(url, &[("Content-Type", content_type)], body);
+    (status, text)
+}
+
+/// Status, `WWW-Authenticate` (empty when there is none) and body text of a POST with these
+/// headers.
+fn post_with(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String, String) {
+    let mut request = agent().post(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut response = request.send(body).unwrap();
+    let challenge = response
+        .headers()
+        .get("WWW-Authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
     let status = response.status().as_u16();
-    (status, response.body_mut().read_to_string().unwrap())
+    (
+        status,
+        challenge,
+        response.body_mut().read_to_string().unwrap(),
+    )
 }
 
 fn get(url: &str) -> (u16, String) {
@@ -423,10 +439,32 @@ fn requests_from_other_sites_are_refused_and_counted() {
     );
 }
 
-#[test]
-fn time_limits_outside_0_to_1e9_seconds_are_usage_errors() {
+/// Exit code and stderr of a `textrec serve` that should refuse to start (killed, with code
+/// `None`, if it is still running after 20 s).
+fn refused_start(args: &[&str]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let bundle = write_bundle(dir.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_textrec"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--model"])
+        .arg(&bundle)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = exit_status(&mut child, Duration::from_secs(20));
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.and_then(|s| s.code()), stderr)
+}
+
+#[test]
+fn time_limits_outside_0_to_1e9_seconds_are_usage_errors() {
     for (option, value) in [
         ("--timeout", "inf"),
         ("--timeout", "NaN"),
@@ -437,31 +475,113 @@ fn time_limits_outside_0_to_1e9_seconds_are_usage_errors() {
         ("--body-timeout", "inf"),
         ("--shutdown-timeout", "soon"),
     ] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_textrec"))
-            .args(["serve", "--addr", "127.0.0.1:0", "--model"])
-            .arg(&bundle)
-            .arg(format!("{option}={value}"))
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let status = exit_status(&mut child, Duration::from_secs(20));
-        let mut stderr = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
-        assert_eq!(
-            status.and_then(|s| s.code()),
-            Some(1),
-            "{option} {value}: {status:?}\n{stderr}"
-        );
+        let (code, stderr) = refused_start(&[&format!("{option}={value}")]);
+        assert_eq!(code, Some(1), "{option} {value}: {stderr}");
         assert!(
             stderr.contains(&format!("invalid value '{value}' for '{option}")),
             "{option} {value}: {stderr}"
         );
+    }
+}
+
+/// A file named `name` in `dir` holding `contents`, with permissions `mode`.
+fn token_file(dir: &Path, name: &str, contents: &str, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+#[test]
+fn with_a_token_file_transcription_needs_the_bearer_token_and_health_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), "token", "s3cret-Token_1\n", 0o600);
+    let server = Server::start(&["--token-file", token.to_str().unwrap()]);
+    let endpoint = format!("{}/v1/transcribe", server.url);
+    let image = png(&page(&[2]));
+    let upload = |authorization: Option<&str>| {
+        let mut headers = vec![("Content-Type", "image/png")];
+        headers.extend(authorization.map(|value| ("Authorization", value)));
+        post_with(&endpoint, &headers, &image)
+    };
+
+    let (status, challenge, body) = upload(None);
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        challenge.starts_with("Bearer"),
+        "WWW-Authenticate: {challenge}"
+    );
+    assert!(body.contains("Authorization: Bearer"), "{body}");
+    for wrong in [
+        "Bearer s3cret-Token_2",
+        "Bearer s3cret-Token_",
+        "Bearer s3cret-Token_1x",
+        "Bearer ",
+        "Basic s3cret-Token_1",
+        "s3cret-Token_1",
+    ] {
+        let (status, challenge, body) = upload(Some(wrong));
+        assert_eq!(status, 401, "Authorization: {wrong}: {body}");
+        assert!(challenge.contains("invalid_token"), "{wrong}: {challenge}");
+    }
+    // The file's line break is not part of the token; the scheme is case-insensitive.
+    for right in ["Bearer s3cret-Token_1", "bearer  s3cret-Token_1"] {
+        let (status, _, body) = upload(Some(right));
+        assert_eq!(status, 200, "Authorization: {right}: {body}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap()["text"],
+            "aa\n"
+        );
+    }
+    // Refused before the body is read: an upload without the token is never taken in.
+    let answer = exchange(
+        &server,
+        &format!(
+            "POST /v1/transcribe HTTP/1.1\r\nHost: {}\r\nContent-Type: image/png\r\n\
+             Content-Length: 100000\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+            server.address()
+        ),
+    );
+    assert_eq!(status_of(&answer), 401, "{answer}");
+
+    assert_eq!(get(&format!("{}/healthz", server.url)).0, 200);
+    assert_eq!(get(&server.url).0, 200);
+    assert_metrics(
+        &server,
+        &[
+            "textrec_requests_total{status=\"200\"} 2",
+            "textrec_requests_total{status=\"401\"} 8",
+        ],
+    );
+}
+
+#[test]
+fn a_bad_token_file_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (dir.path().join("missing"), "cannot read the token file"),
+        (token_file(dir.path(), "empty", "", 0o600), "is empty"),
+        (token_file(dir.path(), "newline", "\n", 0o600), "is empty"),
+        (
+            token_file(dir.path(), "two-lines", "s3cret\n\n", 0o600),
+            "one line of visible ASCII",
+        ),
+        (
+            token_file(dir.path(), "spaced", "s3cret token\n", 0o600),
+            "one line of visible ASCII",
+        ),
+        (
+            token_file(dir.path(), "shared", "s3cret\n", 0o644),
+            "chmod 600",
+        ),
+    ];
+    for (path, reason) in cases {
+        let path = path.to_str().unwrap();
+        let (code, stderr) = refused_start(&["--token-file", path]);
+        assert_eq!(code, Some(1), "{path}: {stderr}");
+        assert!(stderr.contains(path), "{path}: {stderr}");
+        assert!(stderr.contains(reason), "{path}: {stderr}");
     }
 }
 
@@ -567,9 +687,26 @@ fn base64_decode(text: &str) -> Vec<u8> {
         .collect()
 }
 
+/// What `poll` finds, asking every 100 ms; fails after 30 s.
+fn wait_for<T>(what: &str, mut poll: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(found) = poll() {
+            return found;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{what}: not there after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn the_demo_page_shows_the_transcription_of_an_upload_in_headless_chromium() {
-    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), "token", "s3cret-token\n", 0o600);
+    let server = Server::start(&["--token-file", token.to_str().unwrap()]);
     let driver = start_driver();
     let chromium = find_program("chromium").expect("chromium is not installed");
     let session = webdriver(
@@ -609,41 +746,51 @@ fn the_demo_page_shows_the_transcription_of_an_upload_in_headless_chromium() {
             .unwrap()
             .to_owned()
     };
-    let upload = tempfile::tempdir().unwrap();
-    let file = upload.path().join("page.png");
-    std::fs::write(&file, png(&page(&[3, 1, 2]))).unwrap();
-    let input = element("#file");
-    webdriver(
-        "POST",
-        &format!("{session_url}/element/{input}/value"),
-        Some(json!({"text": file.to_str().unwrap()})),
-    );
-    let output = element("#transcription");
-    let started = Instant::now();
-    let text = loop {
-        let text = webdriver("GET", &format!("{session_url}/element/{output}/text"), None);
-        let text = text.as_str().unwrap_or_default().to_owned();
-        if !text.is_empty() {
-            break text;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no transcription appeared"
+    let text_of = |css: &str| {
+        let text = webdriver(
+            "GET",
+            &format!("{session_url}/element/{}/text", element(css)),
+            None,
         );
-        std::thread::sleep(Duration::from_millis(100));
+        text.as_str().unwrap_or_default().to_owned()
     };
+    let type_into = |css: &str, text: &str| {
+        webdriver(
+            "POST",
+            &format!("{session_url}/element/{}/value", element(css)),
+            Some(json!({"text": text})),
+        );
+    };
+    let canvas_width = || {
+        let script = json!({"script": "return document.getElementById('page').width", "args": []});
+        webdriver("POST", &format!("{session_url}/execute/sync"), Some(script))
+    };
+    let uploads = tempfile::tempdir().unwrap();
+    let choose = |name: &str, bytes: &[u8]| {
+        let file = uploads.path().join(name);
+        std::fs::write(&file, bytes).unwrap();
+        type_into("#file", file.to_str().unwrap());
+    };
+
+    // Without the token the server's refusal is shown; with it typed in, the upload is read.
+    choose("refused.png", &png(&page(&[1])));
+    let refusal = wait_for("the refusal", || {
+        Some(text_of("#status")).filter(|s| s.starts_with("Failed"))
+    });
+    assert!(refusal.contains("token"), "{refusal}");
+    type_into("#token", "s3cret-token");
+    let scan = page(&[3, 1, 2]);
+    choose("page.png", &png(&scan));
+    let text = wait_for("the transcription", || {
+        Some(text_of("#transcription")).filter(|t| !t.is_empty())
+    });
     assert_eq!(text.trim_end(), "aaa\na\naa");
-    let status_line = webdriver(
-        "GET",
-        &format!("{session_url}/element/{}/text", element("#status")),
-        None,
-    );
-    assert!(
-        status_line.as_str().unwrap().starts_with("3 lines"),
-        "{status_line}"
-    );
+    let status_line = text_of("#status");
+    assert!(status_line.starts_with("3 lines"), "{status_line}");
+    wait_for("the page drawn", || {
+        (canvas_width() == json!(scan.width())).then_some(())
+    });
     // The image is drawn with its line boxes: a red box edge where the first line starts.
-    std::thread::sleep(Duration::from_millis(300));
     let screenshot = webdriver("GET", &format!("{session_url}/screenshot"), None);
     let bytes = base64_decode(screenshot.as_str().unwrap());
     let shot = image::load_from_memory(&bytes).unwrap().to_rgb8();

@@ -109,7 +109,8 @@ Examples:
 API:
   POST /v1/transcribe   body: the image (raw bytes, or multipart/form-data with a file field)
                         200 → the JSON of `transcribe --format json` plus ms.total
-                        400 not an image · 408 body slower than --body-timeout
+                        400 not an image · 401 no token (with --token-file)
+                        408 body slower than --body-timeout
                         413 body or pixels over the limit
                         503 workers busy and queue full (Retry-After: 1) · 504 over --timeout
   GET  /healthz         {\"status\": \"ok\", \"model\": ..., \"line_detector\": ..., \"decoder\": ...}
@@ -119,14 +120,17 @@ API:
 
 Other sites are refused: on a loopback address, a Host that is not a loopback name with the port
 (421; --allow-host adds a name), and anywhere, an Origin that is not the server's own (403).
+Listening beyond loopback, give --token-file (and TLS through a reverse proxy; see the README).
 
 SIGTERM or Ctrl-C stops accepting, finishes the requests in flight (at most --shutdown-timeout),
-and exits 0. Exit status: 1 bad usage, 3 no model could be loaded, 4 the server cannot start.
+and exits 0. Exit status: 1 bad usage (a bad --token-file too), 3 no model could be loaded, 4
+the server cannot start.
 
 Examples:
   textrec serve                                    # http://127.0.0.1:8080/
-  textrec serve --addr 0.0.0.0:8080 --workers 2 --queue 16
-  curl --data-binary @page.png http://127.0.0.1:8080/v1/transcribe | jq -r .text")]
+  textrec serve --addr 0.0.0.0:8080 --workers 2 --queue 16 --token-file /etc/textrec/token
+  curl --data-binary @page.png http://127.0.0.1:8080/v1/transcribe | jq -r .text
+  curl -H \"Authorization: Bearer $(cat token)\" --data-binary @page.png http://HOST:8080/v1/transcribe")]
     Serve {
         /// Address to listen on (port 0: any free port, printed at start).
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -170,6 +174,11 @@ Examples:
         /// public name a reverse proxy forwards (repeatable).
         #[arg(long = "allow-host", value_name = "NAME")]
         allow_hosts: Vec<String>,
+        /// A file holding a token (one line, readable by its owner only) that POST
+        /// /v1/transcribe then requires as `Authorization: Bearer TOKEN`; /healthz, /metrics and
+        /// the page stay open.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
         /// Inference engine: tract, ort (ONNX Runtime from ORT_DYLIB_PATH), or auto.
         #[arg(long, default_value = "tract")]
         backend: Backend,
@@ -238,10 +247,19 @@ fn main() -> ExitCode {
             body_timeout,
             shutdown_timeout,
             allow_hosts,
+            token_file,
             backend,
             detector,
             decoder,
         } => {
+            // Before the model, which takes a while to load: a bad file is a usage error.
+            let token = match token_file.as_deref().map(serve::Token::read).transpose() {
+                Ok(token) => token,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(USAGE);
+                }
+            };
             let model = match model {
                 Some(model) => model,
                 None => match transcribe::newest_bundle(Path::new("release")) {
@@ -272,6 +290,7 @@ fn main() -> ExitCode {
                 body_timeout,
                 shutdown_timeout,
                 allowed_hosts: allow_hosts,
+                token,
             };
             match serve::run(transcriber, options) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -7,9 +7,12 @@
 //! served at once, and deadlines for a request's head and body (408). Requests from other sites
 //! are refused: a Host that is not this server when it listens on loopback (421), an Origin that
 //! is another site (403). SIGTERM or Ctrl-C stops accepting, lets requests in flight finish for
-//! at most `--shutdown-timeout`, then exits 0.
+//! at most `--shutdown-timeout`, then exits 0. With `--token-file`, transcribing takes the token
+//! (401 without it); health, metrics and the page stay open.
 
+use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -66,6 +69,118 @@ pub struct Options {
     /// Host names accepted besides the loopback ones when listening on loopback: the public
     /// name a reverse proxy in front forwards.
     pub allowed_hosts: Vec<String>,
+    /// The token `POST /v1/transcribe` requires, when one was given.
+    pub token: Option<Token>,
+}
+
+/// The secret a client must present as `Authorization: Bearer <token>` to transcribe
+/// (`--token-file`). Its `Debug` hides it, so that it never reaches a log.
+#[derive(Clone)]
+pub struct Token(Vec<u8>);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(hidden)")
+    }
+}
+
+/// Longest token file read: a file longer than this is the wrong file, not a token.
+const MAX_TOKEN_BYTES: usize = 4096;
+
+impl Token {
+    /// The token in the file at `path`: its one line, less the line break. Refused: a file
+    /// that other users can open (as ssh refuses such a key: the token would be theirs too),
+    /// an empty one, and one with characters a header cannot carry intact.
+    pub fn read(path: &Path) -> anyhow::Result<Token> {
+        let shown = path.display();
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("cannot read the token file {shown}"))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = file
+                .metadata()
+                .with_context(|| format!("cannot read the token file {shown}"))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                anyhow::bail!(
+                    "the token file {shown} is open to other users (mode {:03o}); \
+                     make it yours alone: chmod 600 {shown}",
+                    mode & 0o777
+                );
+            }
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_TOKEN_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read the token file {shown}"))?;
+        if bytes.len() > MAX_TOKEN_BYTES {
+            anyhow::bail!(
+                "the token file {shown} is longer than {MAX_TOKEN_BYTES} bytes: is it the right file?"
+            );
+        }
+        let line = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            anyhow::bail!("the token file {shown} is empty");
+        }
+        if !line.iter().all(u8::is_ascii_graphic) {
+            anyhow::bail!(
+                "the token file {shown} must hold one line of visible ASCII (no spaces, no \
+                 other characters): a header carries nothing else intact"
+            );
+        }
+        Ok(Token(line.to_vec()))
+    }
+
+    /// The 401 for a request that does not present this token, `None` for one that does.
+    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+        let credentials = headers.get(header::AUTHORIZATION);
+        let presented = credentials.and_then(|value| bearer_token(value.as_bytes()));
+        if presented.is_some_and(|token| same_secret(token, &self.0)) {
+            return None;
+        }
+        // RFC 6750 3.1: no error code for a request that sent no credentials at all.
+        let (challenge, message) = match credentials {
+            None => (
+                "Bearer realm=\"textrec\"",
+                "this server needs a token: send `Authorization: Bearer <token>` \
+                 (on the demo page, fill in the token field)",
+            ),
+            Some(_) => (
+                "Bearer realm=\"textrec\", error=\"invalid_token\"",
+                "the token is wrong, or not sent as `Authorization: Bearer <token>`",
+            ),
+        };
+        let mut response = error(StatusCode::UNAUTHORIZED, message);
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+        Some(response)
+    }
+}
+
+/// The token of `Authorization: Bearer <token>` (the scheme in any case, RFC 9110 11.1).
+fn bearer_token(credentials: &[u8]) -> Option<&[u8]> {
+    let space = credentials.iter().position(|&b| b == b' ')?;
+    let (scheme, rest) = credentials.split_at(space);
+    let token = rest.trim_ascii_start();
+    (scheme.eq_ignore_ascii_case(b"bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Whether `presented` is `secret`, in a time that depends on the lengths only: an early exit at
+/// the first wrong byte would tell a guesser, by the answer's timing, how much was right.
+fn same_secret(presented: &[u8], secret: &[u8]) -> bool {
+    if presented.len() != secret.len() {
+        return false;
+    }
+    let difference = presented
+        .iter()
+        .zip(secret)
+        .fold(0u8, |acc, (a, b)| std::hint::black_box(acc | (a ^ b)));
+    difference == 0
 }
 
 /// Who may transcribe now, who may wait, and who is turned away.
@@ -162,7 +277,7 @@ impl Histogram {
 
 #[derive(Debug)]
 struct Metrics {
-    /// By response status: 200, 400, 408, 413, 503, 504, 500.
+    /// By response status: 200, 400, 401, 408, 413, 503, 504, 500.
     responses: Mutex<std::collections::BTreeMap<u16, u64>>,
     latency: Histogram,
     megapixels: Histogram,
@@ -328,6 +443,18 @@ impl Site {
     }
 }
 
+/// The warning for a server that anyone who can reach it may use: listening beyond loopback
+/// with no token. `None` on loopback, or with a token.
+fn open_server_warning(local: SocketAddr, token: Option<&Token>) -> Option<String> {
+    (!local.ip().is_loopback() && token.is_none()).then(|| {
+        format!(
+            "warning: listening on {local} without --token-file: anyone who can reach this \
+             address can use the API. Give a token (and TLS, through a reverse proxy in front; \
+             see the README), or listen on 127.0.0.1"
+        )
+    })
+}
+
 /// `localhost` or a loopback address (`127.0.0.1`, `[::1]`): names a page elsewhere cannot take.
 fn is_loopback_name(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
@@ -420,7 +547,16 @@ async fn image_bytes(request: Request) -> Result<Bytes, Response> {
 
 async fn transcribe(State(state): State<Shared>, request: Request) -> Response {
     let started = Instant::now();
-    let response = transcribe_inner(&state, request, started).await;
+    // Before the body is read: an upload without the token is never taken in.
+    let refusal = state
+        .options
+        .token
+        .as_ref()
+        .and_then(|token| token.refusal(request.headers()));
+    let response = match refusal {
+        Some(refusal) => refusal,
+        None => transcribe_inner(&state, request, started).await,
+    };
     state.metrics.count(response.status());
     state
         .metrics
@@ -652,6 +788,9 @@ async fn serve(transcriber: PageTranscriber, options: Options) -> anyhow::Result
         "textrec serve: model {} listening on http://{local}/ (demo page at /, API at POST /v1/transcribe)",
         state.transcriber.model_version
     );
+    if let Some(warning) = open_server_warning(local, state.options.token.as_ref()) {
+        eprintln!("{warning}");
+    }
     let app = router(state.clone());
     let mut http = http1::Builder::new();
     // hyper enforces the head's deadline only with a timer to measure it.
@@ -850,6 +989,47 @@ mod tests {
             loopback.check(&path, &default_port),
             Err(Refusal::Host(_))
         ));
+    }
+
+    #[test]
+    fn only_a_server_beyond_loopback_without_a_token_is_warned_about() {
+        let token = Token(b"s3cret".to_vec());
+        let warning = open_server_warning("0.0.0.0:8080".parse().unwrap(), None)
+            .expect("no warning for 0.0.0.0 without a token");
+        assert!(
+            warning.contains("0.0.0.0:8080 without --token-file"),
+            "{warning}"
+        );
+        for (addr, token) in [("[::]:8080", None), ("192.168.1.20:8080", None)] {
+            assert!(
+                open_server_warning(addr.parse().unwrap(), token).is_some(),
+                "{addr}"
+            );
+        }
+        for (addr, token) in [
+            ("0.0.0.0:8080", Some(&token)),
+            ("127.0.0.1:8080", None),
+            ("[::1]:8080", None),
+        ] {
+            assert_eq!(
+                open_server_warning(addr.parse().unwrap(), token),
+                None,
+                "{addr}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_same_bearer_token_is_admitted() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        for other in [&b"s3creT"[..], b"s3cre", b"s3crets", b""] {
+            assert!(!same_secret(other, b"s3cret"), "{other:?}");
+        }
+        assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"BEARER   abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"Basic abc"), None);
+        assert_eq!(bearer_token(b"Bearer"), None);
+        assert_eq!(bearer_token(b"Bearerabc"), None);
     }
 
     #[test]
