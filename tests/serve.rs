@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use pages::{page, png, write_bundle};
+use image::{DynamicImage, ImageFormat};
+use pages::{page, png, save, write_bundle};
 use serde_json::{Value, json};
 
 /// A running `textrec serve`, stopped when dropped; its stderr is collected.
@@ -260,6 +261,48 @@ fn the_api_transcribes_uploads_refuses_bad_ones_and_counts_everything() {
     let (status, page_html) = get(&server.url);
     assert_eq!(status, 200);
     assert!(page_html.contains("id=\"transcription\""));
+}
+
+/// The page of a `data:image/png;base64,` URL.
+fn png_of_data_url(url: &str) -> image::GrayImage {
+    let encoded = url
+        .strip_prefix("data:image/png;base64,")
+        .unwrap_or_else(|| panic!("not a PNG data URL: {:.40}", url));
+    let bytes = base64_decode(encoded);
+    assert_eq!(image::guess_format(&bytes).ok(), Some(ImageFormat::Png));
+    image::load_from_memory(&bytes).unwrap().to_luma8()
+}
+
+#[test]
+fn a_tiff_upload_can_come_back_as_a_png_of_the_page_read() {
+    let server = Server::start(&[]);
+    let endpoint = format!("{}/v1/transcribe", server.url);
+    let dir = tempfile::tempdir().unwrap();
+    let scan = page(&[3, 1]);
+    let path = dir.path().join("page.tif");
+    save(
+        DynamicImage::ImageLuma8(scan.clone()),
+        &path,
+        ImageFormat::Tiff,
+    );
+    let tiff = std::fs::read(&path).unwrap();
+
+    let (status, body) = post(&format!("{endpoint}?preview=png"), "image/tiff", &tiff);
+    assert_eq!(status, 200, "{body}");
+    let json: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["text"], "aaa\na\n");
+    let preview = json["preview"].as_str().expect("no preview in the answer");
+    let shown = png_of_data_url(preview);
+    assert_eq!(shown.dimensions(), scan.dimensions());
+    assert!(shown == scan, "the preview is not the page sent");
+
+    let (status, body) = post(&endpoint, "image/tiff", &tiff);
+    assert_eq!(status, 200, "{body}");
+    let json: Value = serde_json::from_str(&body).unwrap();
+    assert!(json.get("preview").is_none(), "a preview nobody asked for");
+    let (status, body) = post(&format!("{endpoint}?preview=gif"), "image/tiff", &tiff);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("preview=png"), "{body}");
 }
 
 #[test]
@@ -801,5 +844,35 @@ fn the_demo_page_shows_the_transcription_of_an_upload_in_headless_chromium() {
     );
     let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join("demo-page.png");
     std::fs::write(&kept, &bytes).unwrap();
+
+    // Chromium cannot show a TIFF: the page draws the server's PNG of it, with the boxes.
+    let tiff_scan = page(&[2, 2]);
+    let tiff = uploads.path().join("page.tif");
+    save(
+        DynamicImage::ImageLuma8(tiff_scan.clone()),
+        &tiff,
+        ImageFormat::Tiff,
+    );
+    type_into("#file", tiff.to_str().unwrap());
+    wait_for("the TIFF's transcription", || {
+        (text_of("#transcription").trim_end() == "aa\naa").then_some(())
+    });
+    wait_for("the TIFF drawn", || {
+        (canvas_width() == json!(tiff_scan.width())).then_some(())
+    });
+    let red_on_canvas = json!({"script": "const c = document.getElementById('page'); \
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
+        for (let i = 0; i < d.length; i += 4) \
+            if (d[i] > 180 && d[i + 1] < 90 && d[i + 2] < 90) return true; \
+        return false;", "args": []});
+    assert_eq!(
+        webdriver(
+            "POST",
+            &format!("{session_url}/execute/sync"),
+            Some(red_on_canvas)
+        ),
+        json!(true),
+        "no line box drawn on the TIFF"
+    );
     webdriver("DELETE", &session_url, None);
 }

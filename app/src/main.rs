@@ -109,6 +109,7 @@ Examples:
 API:
   POST /v1/transcribe   body: the image (raw bytes, or multipart/form-data with a file field)
                         200 → the JSON of `transcribe --format json` plus ms.total
+                        ?preview=png adds `preview`: the page read, a PNG data: URL
                         400 not an image · 401 no token (with --token-file)
                         408 body slower than --body-timeout
                         413 body or pixels over the limit

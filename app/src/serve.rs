@@ -1,6 +1,7 @@
 //! `textrec serve`: the transcriber behind HTTP. `POST /v1/transcribe` (raw image body or
-//! multipart) → JSON; `GET /healthz`; `GET /metrics` (Prometheus text: requests, latency,
-//! errors, and the input images' size and brightness for drift watching); a demo page at `/`.
+//! multipart) → JSON, with the page read as PNG on request (`?preview=png`); `GET /healthz`;
+//! `GET /metrics` (Prometheus text: requests, latency, errors, and the input images' size and
+//! brightness for drift watching); a demo page at `/`.
 //!
 //! Limits protect the host: body bytes (413), image pixels (413), pages transcribed at once plus
 //! a bounded queue (503 with `Retry-After` past it), a per-request timeout (504), connections
@@ -565,7 +566,52 @@ async fn transcribe(State(state): State<Shared>, request: Request) -> Response {
     response
 }
 
+/// Whether the request asks for the page as PNG (`?preview=png`): the demo page draws the line
+/// boxes on it when the browser cannot show the upload itself (a TIFF, outside Safari). It comes
+/// in the same answer, not from an endpoint of its own, so that the page is uploaded, admitted
+/// and decoded once, and the boxes are drawn on the very pixels they were found in. The error
+/// says what is wrong with the query.
+fn preview_asked(uri: &Uri) -> Result<bool, String> {
+    let mut asked = false;
+    for pair in uri.query().unwrap_or_default().split('&') {
+        let (key, kind) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == "preview" {
+            if kind != "png" {
+                return Err(format!("no preview of kind {kind:?}: ask for preview=png"));
+            }
+            asked = true;
+        }
+    }
+    Ok(asked)
+}
+
+/// `bytes` in base64 with padding (RFC 4648 section 4), for a `data:` URL.
+fn base64(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let group = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |group, (i, &b)| group | u32::from(b) << (16 - 8 * i));
+        for digit in 0..4 {
+            if digit <= chunk.len() {
+                out.push(char::from(
+                    DIGITS[(group >> (18 - 6 * digit)) as usize & 63],
+                ));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 async fn transcribe_inner(state: &Shared, request: Request, started: Instant) -> Response {
+    let preview = match preview_asked(request.uri()) {
+        Ok(preview) => preview,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
     let body_timeout = state.options.body_timeout;
     let bytes = match tokio::time::timeout(body_timeout, image_bytes(request)).await {
         Err(_) => {
@@ -591,7 +637,7 @@ async fn transcribe_inner(state: &Shared, request: Request, started: Instant) ->
     /// Why a transcription produced no JSON: the client's image, or our side.
     enum Failure {
         Image(PageImageError),
-        Inference(String),
+        Internal(String),
     }
     let work = tokio::task::spawn_blocking(move || {
         // The worker slot is the job's: it stays taken until the work ends, also when the
@@ -604,10 +650,18 @@ async fn transcribe_inner(state: &Shared, request: Request, started: Instant) ->
         let megapixels = pixels.len() as f64 / 1e6;
         let transcript = transcriber
             .transcribe(&page)
-            .map_err(|e| Failure::Inference(e.to_string()))?;
-        Ok((transcript, brightness, megapixels))
+            .map_err(|e| Failure::Internal(e.to_string()))?;
+        let png = if preview {
+            let mut png = std::io::Cursor::new(Vec::new());
+            page.write_to(&mut png, image::ImageFormat::Png)
+                .map_err(|e| Failure::Internal(format!("cannot encode the preview: {e}")))?;
+            Some(png.into_inner())
+        } else {
+            None
+        };
+        Ok((transcript, brightness, megapixels, png))
     });
-    let (transcript, brightness, megapixels) =
+    let (transcript, brightness, megapixels, png) =
         match tokio::time::timeout(state.options.timeout, work).await {
             Err(_) => {
                 return error(
@@ -619,7 +673,7 @@ async fn transcribe_inner(state: &Shared, request: Request, started: Instant) ->
                 );
             }
             Ok(Err(_)) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
-            Ok(Ok(Err(Failure::Inference(reason)))) => {
+            Ok(Ok(Err(Failure::Internal(reason)))) => {
                 return error(StatusCode::INTERNAL_SERVER_ERROR, reason);
             }
             Ok(Ok(Err(Failure::Image(e @ PageImageError::TooLarge { .. })))) => {
@@ -635,6 +689,9 @@ async fn transcribe_inner(state: &Shared, request: Request, started: Instant) ->
         .lines
         .fetch_add(transcript.lines.len() as u64, Ordering::Relaxed);
     let mut body = to_json(&transcript, "upload", &state.transcriber.model_version);
+    if let Some(png) = png {
+        body["preview"] = json!(format!("data:image/png;base64,{}", base64(&png)));
+    }
     body["ms"]["total"] = json!(started.elapsed().as_secs_f64() * 1e3);
     axum::Json(body).into_response()
 }
@@ -1030,6 +1087,22 @@ mod tests {
         assert_eq!(bearer_token(b"Basic abc"), None);
         assert_eq!(bearer_token(b"Bearer"), None);
         assert_eq!(bearer_token(b"Bearerabc"), None);
+    }
+
+    #[test]
+    fn base64_is_rfc_4648s() {
+        for (bytes, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(bytes.as_bytes()), encoded);
+        }
+        assert_eq!(base64(&[0xfb, 0xff]), "+/8=");
     }
 
     #[test]
