@@ -1,7 +1,8 @@
 //! `textrec serve` as a client sees it: the JSON API (raw and multipart uploads, limits, errors),
 //! health and Prometheus metrics, a clean exit on SIGTERM, the protections against slow, silent
-//! or surplus connections and against requests from other sites, and the demo page driven in
-//! headless Chromium through WebDriver: an upload whose transcription must appear on the page.
+//! or surplus connections and against requests from other sites, the bearer token of
+//! `--token-file`, the PNG of a TIFF upload, and the demo page driven in headless Chromium
+//! through WebDriver: uploads (a PNG, a TIFF) whose transcription and boxes must appear on it.
 
 mod pages;
 
@@ -618,6 +619,7 @@ fn a_bad_token_file_is_refused_naming_the_file() {
             token_file(dir.path(), "shared", "s3cret\n", 0o644),
             "chmod 600",
         ),
+        (dir.path().to_owned(), "is a directory"),
     ];
     for (path, reason) in cases {
         let path = path.to_str().unwrap();

@@ -96,14 +96,16 @@ impl Token {
         let shown = path.display();
         let file = std::fs::File::open(path)
             .with_context(|| format!("cannot read the token file {shown}"))?;
+        let metadata = file
+            .metadata()
+            .with_context(|| format!("cannot read the token file {shown}"))?;
+        if metadata.is_dir() {
+            anyhow::bail!("the token file {shown} is a directory");
+        }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = file
-                .metadata()
-                .with_context(|| format!("cannot read the token file {shown}"))?
-                .permissions()
-                .mode();
+            let mode = metadata.permissions().mode();
             if mode & 0o077 != 0 {
                 anyhow::bail!(
                     "the token file {shown} is open to other users (mode {:03o}); \
