@@ -591,3 +591,59 @@ fn a_dep_spelled_as_an_absolute_path_still_depends_on_its_producer() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(ws.read("copy.txt"), "made\n");
 }
+
+/// `xtask ARGS` as a user whom permission bits bind. Tests running as root run it with no
+/// capabilities, so without root's override of permission bits (`CAP_DAC_OVERRIDE`,
+/// `CAP_FOWNER`): for files it owns, exactly what an ordinary user is.
+fn xtask_bound_by_permissions(ws: &Workspace, args: &[&str]) -> std::process::Output {
+    // SAFETY: geteuid has no preconditions.
+    let mut command = if unsafe { libc::geteuid() } == 0 {
+        let mut setpriv = std::process::Command::new("setpriv");
+        setpriv
+            .args(["--bounding-set=-all", "--inh-caps=-all", "--"])
+            .arg(env!("CARGO_BIN_EXE_xtask"));
+        setpriv
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+    };
+    command
+        .args(args)
+        .current_dir(ws.path(""))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run xtask")
+}
+
+fn make_read_only(ws: &Workspace, rel: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(ws.path(rel), std::fs::Permissions::from_mode(0o555)).unwrap();
+}
+
+#[test]
+fn read_only_directories_from_archives_never_wedge_the_workspace() {
+    let ws = Workspace::new();
+    ws.write(
+        "p.yaml",
+        "stages:\n  - name: unpack\n    kind: shell\n    params: {cmd: 'mkdir -p \"$OUT/bin\" && echo tool > \"$OUT/bin/tool\" && chmod 555 \"$OUT/bin\"'}\n    outs: [pkg]\n",
+    );
+    // What a run killed while unpacking an archive of read-only directories leaves behind.
+    ws.write(".textrec/staging/unpack-1-0/pkg/bin/tool", "tool\n");
+    make_read_only(&ws, ".textrec/staging/unpack-1-0/pkg/bin");
+    make_read_only(&ws, ".textrec/staging/unpack-1-0/pkg");
+
+    let first = xtask_bound_by_permissions(&ws, &["run", "p.yaml"]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(find_named(&ws.path(".textrec/staging"), "tool").is_empty());
+    assert_eq!(ws.read("pkg/bin/tool"), "tool\n");
+
+    // Replacing the output sends the old tree, read-only directory and all, to the trash.
+    let again = xtask_bound_by_permissions(&ws, &["run", "p.yaml", "--force"]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(!stderr.contains("remove replaced outputs"), "{stderr}");
+    assert!(find_named(&ws.path(".textrec/trash"), "tool").is_empty());
+}

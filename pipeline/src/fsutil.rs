@@ -2,6 +2,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -38,13 +39,39 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Removes a file or a directory tree; a missing path is not an error.
+///
+/// A tree with read-only directories (unpacked from an archive that had `0555` directories) is
+/// removed too: for a user without root's override, unlinking inside such a directory fails, so
+/// the directories get their owner's write permission back and removal is tried again. Without
+/// that, one such tree left in staging would stop every later run at its cleanup.
 pub fn remove_path(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(meta) if meta.is_dir() => match fs::remove_dir_all(path) {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                restore_owner_access(path)?;
+                fs::remove_dir_all(path)
+            }
+            result => result,
+        },
         Ok(_) => fs::remove_file(path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Gives `dir` and every directory below it read, write and search permission for their owner.
+/// Symbolic links are never followed, so nothing outside the tree changes.
+fn restore_owner_access(dir: &Path) -> io::Result<()> {
+    let mut permissions = fs::symlink_metadata(dir)?.permissions();
+    permissions.set_mode(permissions.mode() | 0o700);
+    fs::set_permissions(dir, permissions)?;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            restore_owner_access(&entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Copies a file or directory tree, calling `on_file` after each file.
