@@ -2,6 +2,7 @@
 //! content-hash caching with a lock file, and a parallel executor that never leaves a half-written
 //! output behind. It knows nothing about ML: stage kinds plug in through [`StageKind`].
 
+mod commit;
 mod error;
 mod fsutil;
 mod hash;

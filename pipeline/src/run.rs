@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::commit::Commit;
 use crate::error::Error;
 use crate::fsutil::remove_path;
 use crate::hash::{ContentHash, StateDb};
@@ -493,9 +494,41 @@ impl<'a> Engine<'a> {
                 .map_err(|e| format!("metrics file `{file}` is not JSON: {e}"))?;
             flatten_metrics(&value, "", &mut metrics);
         }
-        self.commit_outputs(stage, &ctx.outs)?;
-        let _ = self.workspace.clear_resume_dirs(&stage.name);
+        let commit = Commit::swap_in(
+            &self.workspace,
+            &stage.name,
+            ctx.outs
+                .iter()
+                .map(|(out, staged)| (out.clone(), staged.clone(), self.pipeline.resolve(out))),
+        )?;
+        if let Err(e) = self.record(stage, inputs, metrics, started) {
+            return Err(commit.roll_back(e));
+        }
+        // Recorded: only now may the replaced outputs and the checkpoints go.
+        if let Err(e) = commit.finish() {
+            self.reporter.notice(&format!(
+                "stage `{}`: {e} (the next run retries)",
+                stage.name
+            ));
+        }
+        if let Err(e) = self.workspace.clear_resume_dirs(&stage.name) {
+            self.reporter.notice(&format!(
+                "stage `{}`: {e} (stale checkpoints remain)",
+                stage.name
+            ));
+        }
+        Ok(())
+    }
 
+    /// Hashes the outputs now in place and records the run in the lock file. If the lock cannot
+    /// be saved, the record in memory is put back as well, so no later save writes it.
+    fn record(
+        &self,
+        stage: &Stage,
+        inputs: &Inputs,
+        metrics: BTreeMap<String, f64>,
+        started: Instant,
+    ) -> Result<(), String> {
         let mut out_hashes = BTreeMap::new();
         for out in stage.all_outs() {
             let hash = self
@@ -517,8 +550,14 @@ impl<'a> Engine<'a> {
             tool: format!("textrec-pipeline {}", env!("CARGO_PKG_VERSION")),
         };
         let mut lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        lock.stages.insert(stage.name.clone(), record);
-        lock.save(&self.lock_path).map_err(|e| e.to_string())
+        let previous = lock.stages.insert(stage.name.clone(), record);
+        lock.save(&self.lock_path).map_err(|e| {
+            match previous {
+                Some(previous) => lock.stages.insert(stage.name.clone(), previous),
+                None => lock.stages.remove(&stage.name),
+            };
+            e.to_string()
+        })
     }
 
     /// The lock records of the stages `stage` transitively depends on. They have all finished
@@ -541,29 +580,6 @@ impl<'a> Engine<'a> {
             schema: lock.schema,
             stages,
         }
-    }
-
-    /// Replaces each output with its staged version. Until the lock records the new hashes, a crash
-    /// here leaves outputs that do not match the lock, so the stage simply runs again.
-    fn commit_outputs(&self, stage: &Stage, outs: &[(String, PathBuf)]) -> Result<(), String> {
-        let trash = self
-            .workspace
-            .trash_dir(&stage.name)
-            .map_err(|e| e.to_string())?;
-        for (n, (out, staged)) in outs.iter().enumerate() {
-            let target = self.pipeline.resolve(out);
-            if std::fs::symlink_metadata(&target).is_ok() {
-                std::fs::rename(&target, trash.join(n.to_string()))
-                    .map_err(|e| format!("move old `{out}` aside: {e}"))?;
-            }
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("create {}: {e}", parent.display()))?;
-            }
-            std::fs::rename(staged, &target)
-                .map_err(|e| format!("move `{out}` into place: {e}"))?;
-        }
-        remove_path(&trash).map_err(|e| format!("remove replaced outputs: {e}"))
     }
 }
 
@@ -822,6 +838,121 @@ mod tests {
         };
         assert!(run(&pipeline, &registry, &again, &reporter).unwrap().ok);
         assert_eq!(std::fs::read(dir.path().join("c")).unwrap(), seen);
+    }
+
+    /// Writes `params.text` to every output and to a checkpoint in its resume directory, then
+    /// breaks what `params.sabotage` names in the workdir, as a full disk or another device
+    /// would: `second-output` puts a file where the second output's directory goes, `lock`
+    /// puts a directory where the lock file goes.
+    struct Sabotage;
+
+    impl crate::stage::StageKind for Sabotage {
+        fn name(&self) -> &'static str {
+            "sabotage"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn summary(&self) -> &'static str {
+            "writes params.text, then breaks params.sabotage"
+        }
+        fn check(&self, _: &Stage) -> Result<(), String> {
+            Ok(())
+        }
+        fn run(&self, ctx: &StageContext<'_>) -> Result<(), crate::stage::StageFailure> {
+            let text = ctx.stage.params["text"].as_str().unwrap_or_default();
+            std::fs::write(ctx.resume.join("checkpoint"), text)?;
+            for (_, path) in &ctx.outs {
+                std::fs::write(path, text)?;
+            }
+            match ctx.stage.params["sabotage"].as_str() {
+                Some("second-output") => {
+                    remove_path(&ctx.workdir.join("sub"))?;
+                    std::fs::write(ctx.workdir.join("sub"), "in the way")?;
+                }
+                Some("lock") => {
+                    std::fs::remove_file(ctx.workdir.join("p.lock"))?;
+                    std::fs::create_dir(ctx.workdir.join("p.lock"))?;
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+    }
+
+    /// Runs stage `s` (kind `sabotage`, `params`, outs `outs`) in `dir`.
+    fn run_sabotage(dir: &std::path::Path, params: &str, outs: &str) -> RunReport {
+        let file = dir.join("p.yaml");
+        std::fs::write(
+            &file,
+            format!("stages:\n  - {{name: s, kind: sabotage, params: {params}, outs: {outs}}}\n"),
+        )
+        .unwrap();
+        let mut registry = Registry::new();
+        registry.register(Sabotage);
+        let pipeline = Pipeline::load(&file, &registry, &[]).unwrap();
+        let options = RunOptions::default();
+        run(
+            &pipeline,
+            &registry,
+            &options,
+            &crate::progress::SilentReporter,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_commit_that_fails_halfway_puts_the_previous_outputs_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let outs = "[a.txt, sub/b.txt]";
+        assert!(run_sabotage(dir.path(), "{text: one}", outs).ok);
+        let report = run_sabotage(dir.path(), "{text: two, sabotage: second-output}", outs);
+        assert_eq!(report.stages[0].status, StageStatus::Failed);
+        assert!(
+            report.stages[0].reason.contains("sub"),
+            "{}",
+            report.stages[0].reason
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("a.txt")).unwrap(),
+            "one",
+            "the first output, already swapped in, goes back to the recorded one"
+        );
+        let lock = LockFile::load(&dir.path().join("p.lock")).unwrap();
+        assert_eq!(lock.stages["s"].params["text"], "one");
+        let trash = dir.path().join(".textrec/trash");
+        assert_eq!(
+            std::fs::read_dir(&trash).unwrap().count(),
+            0,
+            "trash is empty"
+        );
+    }
+
+    #[test]
+    fn a_lock_that_cannot_be_saved_keeps_the_checkpoints_and_the_previous_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(run_sabotage(dir.path(), "{text: one}", "[a.txt]").ok);
+        let report = run_sabotage(dir.path(), "{text: two, sabotage: lock}", "[a.txt]");
+        assert_eq!(report.stages[0].status, StageStatus::Failed);
+        assert!(
+            report.stages[0].reason.contains("write lock file"),
+            "{}",
+            report.stages[0].reason
+        );
+        let checkpoints: Vec<String> = std::fs::read_dir(dir.path().join(".textrec/resume"))
+            .unwrap()
+            .map(|entry| std::fs::read_to_string(entry.unwrap().path().join("checkpoint")))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            checkpoints,
+            ["two"],
+            "the failed attempt's checkpoint survives for the next one"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("a.txt")).unwrap(),
+            "one"
+        );
     }
 
     #[test]
