@@ -592,6 +592,34 @@ fn a_dep_spelled_as_an_absolute_path_still_depends_on_its_producer() {
     assert_eq!(ws.read("copy.txt"), "made\n");
 }
 
+#[test]
+fn a_file_no_run_recorded_at_an_output_path_is_refused_not_replaced() {
+    let ws = Workspace::new();
+    ws.write(
+        "p.yaml",
+        "stages:\n  - name: make\n    kind: shell\n    params: {cmd: 'touch ran; echo made > \"$OUT\"'}\n    outs: [notes.txt]\n",
+    );
+    ws.write("notes.txt", "written by hand\n");
+    let status = ws.xtask(&["status", "p.yaml"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("cannot run: output `notes.txt`"), "{text}");
+
+    let run = ws.run(&[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.status("make"), "failed");
+    let reason = run.reason("make");
+    assert!(
+        reason.contains("output `notes.txt` already exists") && reason.contains("--force"),
+        "{reason}"
+    );
+    assert_eq!(ws.read("notes.txt"), "written by hand\n");
+    assert!(!ws.exists("ran"), "refused before the stage ran");
+
+    let forced = ws.run(&["--force"]);
+    assert_eq!(forced.with_status("ran"), ["make"], "{}", forced.stderr);
+    assert_eq!(ws.read("notes.txt"), "made\n");
+}
+
 /// `xtask ARGS` as a user whom permission bits bind. Tests running as root run it with no
 /// capabilities, so without root's override of permission bits (`CAP_DAC_OVERRIDE`,
 /// `CAP_FOWNER`): for files it owns, exactly what an ordinary user is.

@@ -349,8 +349,41 @@ impl<'a> Engine<'a> {
         self.registry.get(&stage.kind).map_or(0, |k| k.version())
     }
 
-    /// `None` when the stage is up to date, else the reason it must run.
+    /// `None` when the stage is up to date, else the reason it must run; an error when it must
+    /// run but cannot.
     fn staleness(&self, stage: &Stage, inputs: &Inputs) -> Result<Option<String>, String> {
+        let reason = self.why_stale(stage, inputs)?;
+        if reason.is_some() && !self.force {
+            self.refuse_unrecorded_outputs(stage)?;
+        }
+        Ok(reason)
+    }
+
+    /// Refuses to run a stage while something that no run recorded sits at one of its output
+    /// paths: a file the user put there (or a first run's output path chosen by mistake) would
+    /// be replaced, and only the user knows whether it matters. Like DVC's checkout, which will
+    /// not delete a workspace file its cache cannot restore without `--force`, and git, which
+    /// will not overwrite untracked files: refused before the stage runs, so no work is wasted,
+    /// and `--force` replaces it.
+    fn refuse_unrecorded_outputs(&self, stage: &Stage) -> Result<(), String> {
+        let locked = self.locked(&stage.name);
+        for out in stage.all_outs() {
+            let recorded = locked.as_ref().is_some_and(|l| l.outs.contains_key(out));
+            let path = self.pipeline.resolve(out);
+            if !recorded && std::fs::symlink_metadata(&path).is_ok() {
+                return Err(format!(
+                    "output `{out}` already exists ({}) but no run recorded it, so it may be \
+                     data of yours that running would replace: move it away, or run with \
+                     --force to replace it",
+                    path.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `None` when the stage is up to date, else the reason it must run.
+    fn why_stale(&self, stage: &Stage, inputs: &Inputs) -> Result<Option<String>, String> {
         let Some(locked) = self.locked(&stage.name) else {
             return Ok(Some("never ran".into()));
         };
