@@ -675,3 +675,44 @@ fn read_only_directories_from_archives_never_wedge_the_workspace() {
     assert!(!stderr.contains("remove replaced outputs"), "{stderr}");
     assert!(find_named(&ws.path(".textrec/trash"), "tool").is_empty());
 }
+
+/// Whether `pid` is a live process (a zombie is not: it has ended and waits to be reaped).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
+#[test]
+fn a_shell_stages_background_processes_die_with_a_killed_engine() {
+    let ws = Workspace::new();
+    ws.write(
+        "p.yaml",
+        "stages:\n  - name: spawner\n    kind: shell\n    params: {cmd: 'sleep 300 & echo $! > background.pid; wait'}\n    outs: [never.txt]\n",
+    );
+    let mut engine = ws.spawn(&["run", "p.yaml"]);
+    wait_for(
+        Duration::from_secs(20),
+        "the stage to start its background process",
+        || std::fs::read_to_string(ws.path("background.pid")).is_ok_and(|s| s.ends_with('\n')),
+    );
+    let pid: i32 = ws.read("background.pid").trim().parse().unwrap();
+    assert!(running(pid));
+    engine.kill().unwrap(); // SIGKILL: the engine can do nothing about it
+    engine.wait().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let survived = running(pid);
+    if survived {
+        // SAFETY: plain kill(2) of the process this test made the stage start.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    assert!(
+        !survived,
+        "the stage's background `sleep 300` outlived the engine by 10 s"
+    );
+}

@@ -5,11 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use serde::Deserialize;
-use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
+use textrec_pipeline::{
+    Stage, StageContext, StageFailure, StageKind, parse_params, run_in_process_group,
+};
 
 use crate::error::StageError;
 
@@ -86,17 +87,9 @@ impl StageKind for Shell {
             command.env("DEP", first);
         }
         command.envs(&params.env);
-        // SAFETY: prctl is async-signal-safe. The command dies with the engine, so a killed run
-        // leaves no orphan writing into a staging directory.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let status = command.status().map_err(|source| StageError::Spawn {
+        // The command and all it starts die with the engine, so a killed run leaves no orphan
+        // writing into a staging directory.
+        let status = run_in_process_group(&mut command).map_err(|source| StageError::Spawn {
             cmd: params.cmd.clone(),
             source,
         })?;
