@@ -468,20 +468,7 @@ fn metrics_are_recorded_shown_and_diffed_against_a_lock_file_or_git_revision() {
     );
 
     std::fs::copy(ws.path("p.lock"), ws.path("old.lock")).unwrap();
-    let git = |args: &[&str]| {
-        let ok = std::process::Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-            .args(args)
-            .current_dir(ws.path(""))
-            .output()
-            .unwrap()
-            .status
-            .success();
-        assert!(ok, "git {args:?}");
-    };
-    git(&["init", "-q"]);
-    git(&["add", "p.lock"]);
-    git(&["commit", "-q", "-m", "baseline"]);
+    commit_lock_file(&ws);
 
     ws.write("p.yaml", &pipeline("0.75"));
     assert_eq!(ws.run(&[]).code, 0);
@@ -503,6 +490,49 @@ fn metrics_are_recorded_shown_and_diffed_against_a_lock_file_or_git_revision() {
     assert!(String::from_utf8_lossy(&table.stdout).contains("+0.250000"));
     let missing = ws.xtask(&["metrics", "diff", "p.yaml", "--against", "no-such-rev"]);
     assert_eq!(missing.status.code(), Some(2));
+}
+
+/// Makes the workspace a git repository whose one commit holds `p.lock`.
+fn commit_lock_file(ws: &Workspace) {
+    for args in [
+        &["init", "-q"][..],
+        &["add", "p.lock"],
+        &["commit", "-q", "-m", "baseline"],
+    ] {
+        let ok = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .current_dir(ws.path(""))
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+}
+
+#[test]
+fn metrics_diff_never_hands_a_revision_to_git_as_an_option() {
+    let ws = Workspace::new();
+    ws.write(
+        "p.yaml",
+        "stages:\n  - name: evaluate\n    kind: shell\n    params: {cmd: 'echo \"{\\\"accuracy\\\": 1}\" > \"$METRICS\"'}\n    metrics: [eval.json]\n",
+    );
+    assert_eq!(ws.run(&[]).code, 0);
+    commit_lock_file(&ws);
+    // `git show --output=out:./p.lock` would write git's output into that file.
+    std::fs::create_dir(ws.path("out:.")).unwrap();
+    let diff = ws.xtask(&["metrics", "diff", "p.yaml", "--against=--output=out"]);
+    let stderr = String::from_utf8_lossy(&diff.stderr);
+    assert_eq!(diff.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("git revision `--output=out`") && stderr.contains("cannot start with `-`"),
+        "{stderr}"
+    );
+    assert!(
+        !ws.exists("out:./p.lock"),
+        "git took the revision for an option and wrote a file"
+    );
 }
 
 #[test]

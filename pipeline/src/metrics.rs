@@ -77,10 +77,18 @@ pub fn baseline(lock_path: &Path, against: &str) -> Result<LockFile, Error> {
         path: lock_path.to_path_buf(),
         reason,
     };
+    // A revision starting with `-` would reach git as an option (`--output=FILE` writes a file);
+    // refuse it, and mark the end of the options all the same.
+    if against.starts_with('-') {
+        return Err(git_error(
+            "a revision cannot start with `-` (and no lock file has that name)".to_owned(),
+        ));
+    }
     let output = Command::new("git")
         .arg("-C")
         .arg(dir)
         .arg("show")
+        .arg("--end-of-options")
         .arg(format!("{against}:./{name}"))
         .output()
         .map_err(|e| git_error(format!("cannot run git: {e}")))?;
