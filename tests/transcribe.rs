@@ -525,6 +525,47 @@ fn without_a_model_or_an_input_the_error_says_what_to_do() {
     );
 }
 
+#[test]
+fn control_characters_in_a_file_name_leave_hocr_and_alto_well_formed() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = write_bundle(dir.path());
+    save(
+        DynamicImage::ImageLuma8(page(&[1])),
+        &dir.path().join("p\u{1}q.png"),
+        ImageFormat::Png,
+    );
+    let output = textrec(
+        dir.path(),
+        &[
+            "transcribe",
+            "p\u{1}q.png",
+            "-o",
+            "out",
+            "--format",
+            "hocr,alto",
+            "--model",
+            bundle.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let read = |name: &str| std::fs::read_to_string(dir.path().join("out").join(name)).unwrap();
+    let xhtml = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    let hocr = read("p\u{1}q.hocr");
+    let doc = roxmltree::Document::parse_with_options(&hocr, xhtml).expect("well-formed hOCR");
+    let title = doc.descendants().find(|n| n.has_tag_name("title")).unwrap();
+    assert_eq!(title.text(), Some("p\u{fffd}q.png"));
+    let alto = read("p\u{1}q.alto.xml");
+    let doc = roxmltree::Document::parse(&alto).expect("well-formed ALTO");
+    let file_name = doc
+        .descendants()
+        .find(|n| n.tag_name().name() == "fileName")
+        .unwrap();
+    assert_eq!(file_name.text(), Some("p\u{fffd}q.png"));
+}
+
 /// ONNX Runtime's library: `ORT_DYLIB_PATH`, else the one `pip install onnxruntime` put in
 /// site-packages (`cargo xtask ci` installs it).
 fn onnx_runtime_library() -> String {

@@ -120,6 +120,10 @@ fn document_json(pages: &[PageTranscript], source: &str, model: &str) -> Value {
     })
 }
 
+/// Text as XML 1.0 character data or an attribute value. Tab, line feed and carriage return
+/// become character references, so an attribute keeps them (a parser turns literal ones into
+/// spaces); the characters XML 1.0 forbids even as references (the other C0 controls, U+FFFE,
+/// U+FFFF), which a file name may hold, become U+FFFD, so the document stays well-formed.
 fn xml_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -129,6 +133,10 @@ fn xml_escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            '\t' | '\n' | '\r' => {
+                let _ = write!(out, "&#{};", u32::from(c));
+            }
+            '\u{0}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}' => out.push(char::REPLACEMENT_CHARACTER),
             c => out.push(c),
         }
     }
@@ -384,6 +392,24 @@ mod tests {
         assert_eq!(json["lines"][0]["box"]["x0"], 10);
         assert_eq!(json["lines"][0]["words"][1]["text"], "&");
         assert_eq!(json["text"], "a<b & \"c\"\n");
+    }
+
+    #[test]
+    fn control_characters_in_a_file_name_leave_hocr_and_alto_well_formed() {
+        let source = "p\u{1}\tq\u{1b}\u{ffff}.png";
+        for format in [OutputFormat::Hocr, OutputFormat::Alto] {
+            let markup = format.render(std::slice::from_ref(&page()), source, "m\u{7}");
+            let forbidden: Vec<char> = markup
+                .chars()
+                .filter(|&c| matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}'))
+                .collect();
+            assert!(forbidden.is_empty(), "{format:?} holds {forbidden:?}");
+            assert!(
+                markup.contains("p\u{fffd}&#9;q\u{fffd}\u{fffd}.png"),
+                "{format:?}: {markup}"
+            );
+            assert!(markup.contains("(m\u{fffd})"), "{format:?}: {markup}");
+        }
     }
 
     #[test]
