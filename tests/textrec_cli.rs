@@ -145,3 +145,38 @@ fn verify_fails_on_something_that_is_not_a_bundle_and_usage_errors_exit_1() {
     assert_eq!(missing.status.code(), Some(2));
     assert_eq!(verify(&[]).status.code(), Some(1), "no BUNDLE is bad usage");
 }
+
+#[test]
+fn verify_json_reports_a_path_that_is_not_utf8_lossily() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"bundles_\xe9"));
+    std::fs::create_dir(&folder).unwrap();
+    let good = write_test_bundle(&folder);
+    let junk = folder.join("junk.tar.gz");
+    std::fs::write(&junk, b"not gzip").unwrap();
+    for (bundle, code, ok) in [(&good, 0, true), (&junk, 2, false)] {
+        let out = verify(&["--json".as_ref(), bundle.as_os_str()]);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["ok"], ok);
+        assert_eq!(
+            report["bundle"],
+            bundle.to_string_lossy().as_ref(),
+            "{report}"
+        );
+        assert!(
+            report["bundle"]
+                .as_str()
+                .unwrap()
+                .contains("bundles_\u{fffd}/")
+        );
+    }
+}

@@ -1,9 +1,13 @@
 //! `textrec transcribe` as a user runs it, on pages whose right transcription is known (see
 //! `pages/mod.rs`): detection, cropping, batching, decoding and reading order together, without
-//! training; every output format; bad inputs; `--resume`.
+//! training; every output format; bad inputs; `--resume`; paths as they come on Linux (bytes,
+//! links).
 
 mod pages;
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -14,12 +18,32 @@ use pages::{
 };
 use serde_json::Value;
 
-fn textrec(dir: &Path, args: &[&str]) -> Output {
+fn textrec<S: AsRef<OsStr>>(dir: &Path, args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_textrec"))
         .args(args)
         .current_dir(dir)
         .output()
         .unwrap()
+}
+
+/// A file name as Linux has it: bytes, which need not be UTF-8.
+fn byte_name(bytes: &[u8]) -> &OsStr {
+    OsStr::from_bytes(bytes)
+}
+
+/// A 2×2 24-bit Windows bitmap: an image, but not one textrec reads.
+fn bmp() -> Vec<u8> {
+    let mut bytes = b"BM".to_vec();
+    for field in [70u32, 0, 54, 40, 2, 2] {
+        bytes.extend(field.to_le_bytes());
+    }
+    bytes.extend(1u16.to_le_bytes());
+    bytes.extend(24u16.to_le_bytes());
+    for field in [0u32, 16, 2835, 2835, 0, 0] {
+        bytes.extend(field.to_le_bytes());
+    }
+    bytes.extend([0x80; 16]);
+    bytes
 }
 
 fn stderr(output: &Output) -> String {
@@ -398,6 +422,13 @@ fn bad_inputs_are_named_with_their_reason_and_the_batch_goes_on() {
         &scans.join("huge.tif"),
         ImageFormat::Tiff,
     );
+    // A Latin-1 name is bytes that are not UTF-8: still a page to read.
+    let latin1 = byte_name(b"latin1_\xe9.png");
+    std::fs::write(scans.join(latin1), pages::png(&page(&[1]))).unwrap();
+    symlink("loop.png", scans.join("loop.png")).unwrap();
+    symlink("gone.png", scans.join("dangling.png")).unwrap();
+    std::fs::create_dir(scans.join("x.png")).unwrap();
+    std::fs::write(scans.join("bitmap.png"), bmp()).unwrap();
     let output = textrec(
         dir.path(),
         &[
@@ -419,6 +450,9 @@ fn bad_inputs_are_named_with_their_reason_and_the_batch_goes_on() {
         ("notes.png", "not an image"),
         ("truncated.png", "truncated"),
         ("huge.tif", "over the limit"),
+        ("loop.png", "Too many levels of symbolic links"),
+        ("dangling.png", "No such file"),
+        ("bitmap.png", "not an image"),
     ] {
         assert!(
             errors
@@ -432,18 +466,28 @@ fn bad_inputs_are_named_with_their_reason_and_the_batch_goes_on() {
         std::fs::read_to_string(dir.path().join("out/good.txt")).unwrap(),
         "aa\n"
     );
-    let written: Vec<_> = std::fs::read_dir(dir.path().join("out")).unwrap().collect();
-    assert_eq!(written.len(), 1, "only the good page has an output");
+    // The output has the input's bytes for a name; the summary, which is Unicode, U+FFFD.
+    let out = dir.path().join("out");
+    assert_eq!(
+        std::fs::read_to_string(out.join(byte_name(b"latin1_\xe9.txt"))).unwrap(),
+        "a\n"
+    );
+    let written: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+    assert_eq!(written.len(), 2, "only the good pages have an output");
     let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["ok"], false);
-    assert_eq!(summary["failed"], 4);
-    let statuses: Vec<&str> = summary["inputs"]
-        .as_array()
-        .unwrap()
+    assert_eq!(summary["failed"], 7);
+    let inputs = summary["inputs"].as_array().unwrap();
+    let transcribed: Vec<&str> = inputs
         .iter()
-        .map(|i| i["status"].as_str().unwrap())
+        .filter(|i| i["status"] == "transcribed")
+        .map(|i| i["input"].as_str().unwrap())
         .collect();
-    assert_eq!(statuses.iter().filter(|s| **s == "transcribed").count(), 1);
+    assert_eq!(transcribed, ["scans/good.png", "scans/latin1_\u{fffd}.png"]);
+    assert!(
+        inputs.iter().all(|i| i["input"] != "scans/x.png"),
+        "a folder is not an input: {summary}"
+    );
 }
 
 #[test]
@@ -564,6 +608,38 @@ fn control_characters_in_a_file_name_leave_hocr_and_alto_well_formed() {
         .find(|n| n.tag_name().name() == "fileName")
         .unwrap();
     assert_eq!(file_name.text(), Some("p\u{fffd}q.png"));
+}
+
+#[test]
+fn output_folders_and_models_whose_paths_are_not_utf8_are_reported_lossily() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join(byte_name(b"models_\xe9"));
+    std::fs::create_dir(&models).unwrap();
+    let bundle = write_bundle(&models);
+    save(
+        DynamicImage::ImageLuma8(page(&[2])),
+        &dir.path().join("page.png"),
+        ImageFormat::Png,
+    );
+    let out = byte_name(b"out_\xff");
+    let output = textrec(
+        dir.path(),
+        &[
+            OsStr::new("transcribe"),
+            OsStr::new("page.png"),
+            OsStr::new("-o"),
+            out,
+            OsStr::new("--json"),
+            OsStr::new("--model"),
+            bundle.strip_prefix(dir.path()).unwrap().as_os_str(),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["model"], "models_\u{fffd}/textrec-0.1.0.tar.gz");
+    assert_eq!(summary["inputs"][0]["outputs"][0], "out_\u{fffd}/page.txt");
+    let text = std::fs::read_to_string(dir.path().join(out).join("page.txt")).unwrap();
+    assert_eq!(text, "aa\n");
 }
 
 /// ONNX Runtime's library: `ORT_DYLIB_PATH`, else the one `pip install onnxruntime` put in

@@ -380,7 +380,7 @@ fn verify(path: &Path, json: bool) -> ExitCode {
             if json {
                 println!(
                     "{}",
-                    json!({"bundle": path, "ok": false, "errors": [message]})
+                    json!({"bundle": transcribe::lossy(path), "ok": false, "errors": [message]})
                 );
             } else {
                 eprintln!("error: {message}");
@@ -507,7 +507,7 @@ fn report_json(path: &Path, v: &Verification) -> Value {
         .collect();
     let errors: Vec<String> = v.problems().map(ToString::to_string).collect();
     json!({
-        "bundle": path,
+        "bundle": transcribe::lossy(path),
         "name": v.name,
         "version": v.version,
         "ok": errors.is_empty(),

@@ -464,26 +464,31 @@ pub fn run(options: &Options) -> Result<Outcome, Fatal> {
     })
 }
 
+/// A path for JSON, which holds only Unicode: bytes that are not UTF-8 become U+FFFD.
+pub fn lossy(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
 fn summary_json(jobs: &[Job], results: &[Done], model: &Path, seconds: f64) -> Value {
     let inputs: Vec<Value> = jobs
         .iter()
         .zip(results)
         .map(|(job, done)| match done {
             Done::Transcribed { pages, outputs } => json!({
-                "input": job.input,
+                "input": lossy(&job.input),
                 "status": "transcribed",
-                "outputs": outputs,
+                "outputs": outputs.iter().map(|o| lossy(o)).collect::<Vec<_>>(),
                 "pages": pages.len(),
                 "lines": pages.iter().map(|p| p.lines.len()).sum::<usize>(),
                 "ms": pages.iter().map(|p| p.detect_ms + p.recognize_ms).sum::<f64>(),
             }),
             Done::Skipped { outputs } => json!({
-                "input": job.input,
+                "input": lossy(&job.input),
                 "status": "up_to_date",
-                "outputs": outputs,
+                "outputs": outputs.iter().map(|o| lossy(o)).collect::<Vec<_>>(),
             }),
             Done::Failed { reason } => json!({
-                "input": job.input,
+                "input": lossy(&job.input),
                 "status": "failed",
                 "error": reason,
             }),
@@ -495,7 +500,7 @@ fn summary_json(jobs: &[Job], results: &[Done], model: &Path, seconds: f64) -> V
         .count();
     json!({
         "ok": failed == 0,
-        "model": model,
+        "model": lossy(model),
         "failed": failed,
         "seconds": seconds,
         "inputs": inputs,
