@@ -46,6 +46,11 @@ fn bmp() -> Vec<u8> {
     bytes
 }
 
+fn summary_inputs(output: &Output) -> Vec<Value> {
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    summary["inputs"].as_array().unwrap().clone()
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -567,6 +572,56 @@ fn without_a_model_or_an_input_the_error_says_what_to_do() {
         "{}",
         stderr(&output)
     );
+}
+
+#[test]
+fn two_inputs_that_would_write_one_output_are_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = write_bundle(dir.path());
+    for folder in ["a", "b"] {
+        save(
+            DynamicImage::ImageLuma8(page(&[1])),
+            &dir.path().join(folder).join("page.png"),
+            ImageFormat::Png,
+        );
+    }
+    let model = bundle.to_str().unwrap();
+    // Two files of one name, and two folders holding the same names.
+    for inputs in [&["a/page.png", "b/page.png"][..], &["a", "b"]] {
+        let mut args = vec!["transcribe"];
+        args.extend(inputs);
+        args.extend(["-o", "out", "--model", model]);
+        let output = textrec(dir.path(), &args);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{inputs:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output)
+                .contains("a/page.png and b/page.png would both be written to out/page.png.txt"),
+            "{inputs:?}: {}",
+            stderr(&output)
+        );
+        assert!(!dir.path().join("out").exists(), "nothing is written");
+    }
+    // One file named twice is one page to read.
+    let output = textrec(
+        dir.path(),
+        &[
+            "transcribe",
+            "a",
+            "a/page.png",
+            "-o",
+            "out",
+            "--json",
+            "--model",
+            model,
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(summary_inputs(&output).len(), 1);
 }
 
 #[test]

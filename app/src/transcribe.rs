@@ -193,6 +193,27 @@ fn walk(dir: &Path, recursive: bool, found: &mut Vec<PathBuf>) -> std::io::Resul
     Ok(())
 }
 
+/// Refuses a plan in which two inputs would write the same output: they would run in parallel
+/// and the last writer would win, with both reported transcribed.
+fn refuse_shared_outputs(jobs: &[Job], formats: &[OutputFormat]) -> anyhow::Result<()> {
+    let mut writers: HashMap<PathBuf, &Path> = HashMap::new();
+    for job in jobs {
+        for &format in formats {
+            let output = output_path(&job.out_stem, format);
+            if let Some(first) = writers.insert(output.clone(), &job.input) {
+                bail!(
+                    "{} and {} would both be written to {}: transcribe them into different \
+                     -o folders, or rename one",
+                    first.display(),
+                    job.input.display(),
+                    output.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The inputs as jobs: files as given, folders walked (outputs mirror their sub-folders),
 /// quoted globs matched. A missing input is a usage error, found before any work starts.
 fn plan_jobs(options: &Options) -> anyhow::Result<Vec<Job>> {
@@ -265,6 +286,9 @@ fn plan_jobs(options: &Options) -> anyhow::Result<Vec<Job>> {
             bail!("{}: no such file or folder", input.display());
         }
     }
+    // One file named twice (`scans` and `scans/page.png`) is one job.
+    let mut planned = std::collections::HashSet::new();
+    jobs.retain(|job| planned.insert((job.input.clone(), job.out_stem.clone())));
     // `page.png` and `page.jpg` would both write `page.txt`: keep the extension for those.
     let mut seen: HashMap<PathBuf, usize> = HashMap::new();
     for job in &jobs {
@@ -276,6 +300,7 @@ fn plan_jobs(options: &Options) -> anyhow::Result<Vec<Job>> {
             job.out_stem.set_file_name(name);
         }
     }
+    refuse_shared_outputs(&jobs, &options.formats)?;
     Ok(jobs)
 }
 
