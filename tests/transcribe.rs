@@ -697,6 +697,42 @@ fn output_folders_and_models_whose_paths_are_not_utf8_are_reported_lossily() {
     assert_eq!(text, "aa\n");
 }
 
+#[test]
+fn a_link_back_up_the_tree_is_read_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = write_bundle(dir.path());
+    save(
+        DynamicImage::ImageLuma8(page(&[1])),
+        &dir.path().join("scans/page.png"),
+        ImageFormat::Png,
+    );
+    symlink(".", dir.path().join("scans/again")).unwrap();
+    let output = textrec(
+        dir.path(),
+        &[
+            "transcribe",
+            "scans",
+            "-o",
+            "out",
+            "--recursive",
+            "--json",
+            "--model",
+            bundle.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let inputs: Vec<Value> = summary_inputs(&output)
+        .iter()
+        .map(|i| i["input"].clone())
+        .collect();
+    assert_eq!(inputs, ["scans/page.png"]);
+    assert!(
+        stderr(&output).contains("warning: scans/again: the same folder as scans, read once"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 /// ONNX Runtime's library: `ORT_DYLIB_PATH`, else the one `pip install onnxruntime` put in
 /// site-packages (`cargo xtask ci` installs it).
 fn onnx_runtime_library() -> String {

@@ -2,7 +2,9 @@
 //! inputs and saying which failed and why.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::io::{IsTerminal, Write};
+use std::os::unix::fs::MetadataExt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -176,7 +178,24 @@ fn glob_matches(pattern: &str, name: &str) -> bool {
     go(&p, &n)
 }
 
-fn walk(dir: &Path, recursive: bool, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
+/// A folder's device and inode: what a walk has entered, whatever path led there.
+type FolderId = (u64, u64);
+
+fn folder_id(path: &Path) -> std::io::Result<FolderId> {
+    let metadata = std::fs::metadata(path)?;
+    Ok((metadata.dev(), metadata.ino()))
+}
+
+/// The image files under `dir`, sorted. Links are followed (a linked folder of scans is read),
+/// but each folder only once: a link back up the tree (`a -> .`) would otherwise repeat the
+/// folder up to the kernel's link limit, and two such links would never end. `entered` maps each
+/// folder read so far to the path it was read by.
+fn walk(
+    dir: &Path,
+    recursive: bool,
+    entered: &mut HashMap<FolderId, PathBuf>,
+    found: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
         .map(|e| e.map(|e| e.path()))
         .collect::<Result<_, _>>()?;
@@ -184,13 +203,31 @@ fn walk(dir: &Path, recursive: bool, found: &mut Vec<PathBuf>) -> std::io::Resul
     for path in entries {
         if path.is_dir() {
             if recursive {
-                walk(&path, recursive, found)?;
+                match entered.entry(folder_id(&path)?) {
+                    Entry::Occupied(first) => eprintln!(
+                        "warning: {}: the same folder as {}, read once; skipped",
+                        path.display(),
+                        first.get().display()
+                    ),
+                    Entry::Vacant(entry) => {
+                        entry.insert(path.clone());
+                        walk(&path, recursive, entered, found)?;
+                    }
+                }
             }
         } else if is_image_name(&path) {
             found.push(path);
         }
     }
     Ok(())
+}
+
+/// The image files in the folder `input` (and its sub-folders when `recursive`), sorted.
+fn walk_folder(input: &Path, recursive: bool) -> std::io::Result<Vec<PathBuf>> {
+    let mut entered = HashMap::from([(folder_id(input)?, input.to_owned())]);
+    let mut found = Vec::new();
+    walk(input, recursive, &mut entered, &mut found)?;
+    Ok(found)
 }
 
 /// Refuses a plan in which two inputs would write the same output: they would run in parallel
@@ -221,8 +258,7 @@ fn plan_jobs(options: &Options) -> anyhow::Result<Vec<Job>> {
     for input in &options.inputs {
         let text = input.to_string_lossy();
         if input.is_dir() {
-            let mut found = Vec::new();
-            walk(input, options.recursive, &mut found)
+            let found = walk_folder(input, options.recursive)
                 .with_context(|| format!("cannot list {}", input.display()))?;
             if found.is_empty() {
                 eprintln!(
@@ -542,6 +578,27 @@ mod tests {
         assert!(glob_matches("p?ge-*.tif", "page-3.tif"));
         assert!(!glob_matches("*.png", "page.png.txt"));
         assert!(!glob_matches("p?ge", "pge"));
+    }
+
+    /// `work` on a thread, failing the test if it has not finished within a minute.
+    fn within_a_minute<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || sender.send(work()));
+        receiver
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("finished within a minute")
+    }
+
+    #[test]
+    fn two_links_back_up_the_tree_end_the_walk() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("page.png"), b"").unwrap();
+        for link in ["a", "b"] {
+            std::os::unix::fs::symlink(".", dir.path().join(link)).unwrap();
+        }
+        let root = dir.path().to_owned();
+        let found = within_a_minute(move || walk_folder(&root, true).unwrap());
+        assert_eq!(found, [dir.path().join("page.png")]);
     }
 
     #[test]
