@@ -1,13 +1,14 @@
 //! `textrec transcribe` as a user runs it, on pages whose right transcription is known (see
 //! `pages/mod.rs`): detection, cropping, batching, decoding and reading order together, without
 //! training; every output format; bad inputs; `--resume`; paths as they come on Linux (bytes,
-//! links).
+//! links, devices).
 
 mod pages;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -24,6 +25,19 @@ fn textrec<S: AsRef<OsStr>>(dir: &Path, args: &[S]) -> Output {
         .current_dir(dir)
         .output()
         .unwrap()
+}
+
+/// [`textrec`] with `setup` run in the child before it starts (a memory limit).
+fn textrec_after<S: AsRef<OsStr>>(
+    dir: &Path,
+    args: &[S],
+    setup: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_textrec"));
+    command.args(args).current_dir(dir);
+    // SAFETY: every `setup` here makes one async-signal-safe system call (setrlimit).
+    unsafe { command.pre_exec(setup) };
+    command.output().unwrap()
 }
 
 /// A file name as Linux has it: bytes, which need not be UTF-8.
@@ -731,6 +745,66 @@ fn a_link_back_up_the_tree_is_read_once() {
         "{}",
         stderr(&output)
     );
+}
+
+#[test]
+fn an_input_is_read_no_further_than_max_pixels_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = write_bundle(dir.path());
+    let scans = dir.path().join("scans");
+    save(
+        DynamicImage::ImageLuma8(page(&[1])),
+        &scans.join("good.png"),
+        ImageFormat::Png,
+    );
+    symlink("/dev/zero", scans.join("zero.png")).unwrap();
+    // 16 bytes a pixel of --max-pixels: 1,600,000 bytes; one more is refused unread.
+    let big = std::fs::File::create(scans.join("big.tif")).unwrap();
+    big.set_len(1_600_001).unwrap();
+    // Were the limit lost, reading /dev/zero would fail here, not fill the machine's memory.
+    let output = textrec_after(
+        dir.path(),
+        &[
+            "transcribe",
+            "scans",
+            "-o",
+            "out",
+            "--max-pixels",
+            "100000",
+            "--jobs",
+            "1",
+            "--json",
+            "--model",
+            bundle.to_str().unwrap(),
+        ],
+        || {
+            let limit = libc::rlimit {
+                rlim_cur: 4 << 30,
+                rlim_max: 4 << 30,
+            };
+            // SAFETY: setrlimit only reads the struct.
+            match unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) } {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        },
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let errors = stderr(&output);
+    for file in ["zero.png", "big.tif"] {
+        assert!(
+            errors.lines().any(|l| l.contains(file)
+                && l.contains(
+                    "over the limit of 1600000 bytes (16 per pixel of --max-pixels 100000"
+                )),
+            "{file}: {errors}"
+        );
+    }
+    let statuses: Vec<Value> = summary_inputs(&output)
+        .iter()
+        .map(|i| i["status"].clone())
+        .collect();
+    assert_eq!(statuses, ["failed", "transcribed", "failed"]);
 }
 
 /// ONNX Runtime's library: `ORT_DYLIB_PATH`, else the one `pip install onnxruntime` put in

@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::io::{IsTerminal, Write};
-use std::os::unix::fs::MetadataExt;
+use std::fs::File;
+use std::io::{IsTerminal, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +25,13 @@ const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "tif", "tiff"];
 
 /// Lines per tract run.
 const LINE_BATCH: usize = 8;
+
+/// Bytes an input may have per `--max-pixels` pixel: twice a page at the limit stored raw as
+/// 16-bit RGBA (8 bytes a pixel), which leaves room for any compressed image and for a raw
+/// multi-page scan of a few such pages, while a link to `/dev/zero` or a wrong huge file is
+/// refused after reading at most this much (640 MB at the default 40 M pixels) instead of
+/// filling the memory.
+const MAX_INPUT_BYTES_PER_PIXEL: u64 = 16;
 
 #[derive(Debug)]
 pub struct Options {
@@ -358,6 +366,36 @@ fn up_to_date(input: &Path, outputs: &[PathBuf]) -> bool {
         .all(|o| modified(o).is_some_and(|t: SystemTime| t >= input_time))
 }
 
+/// Reads an input whole, but no more than [`MAX_INPUT_BYTES_PER_PIXEL`] bytes per
+/// `max_pixels`: a larger file is refused unread, a device (`/dev/zero`) once that many bytes
+/// are read. A FIFO or socket is refused unopened: opening one waits for a writer, maybe forever.
+fn read_input(path: &Path, max_pixels: u64) -> Result<Vec<u8>, String> {
+    let read_error = |e: std::io::Error| PageImageError::Read(e).to_string();
+    let file_type = std::fs::metadata(path).map_err(read_error)?.file_type();
+    if file_type.is_fifo() || file_type.is_socket() {
+        return Err("a FIFO or socket, not an image file".into());
+    }
+    let limit = max_pixels.saturating_mul(MAX_INPUT_BYTES_PER_PIXEL);
+    let over = || {
+        format!(
+            "over the limit of {limit} bytes ({MAX_INPUT_BYTES_PER_PIXEL} per pixel of \
+             --max-pixels {max_pixels}; raise --max-pixels)"
+        )
+    };
+    let file = File::open(path).map_err(read_error)?;
+    if file.metadata().map_err(read_error)?.len() > limit {
+        return Err(over());
+    }
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > limit {
+        return Err(over());
+    }
+    Ok(bytes)
+}
+
 /// Writes `contents` next to `path` under a temporary name, then renames: a reader never sees
 /// half a file, and a killed run leaves no truncated output.
 fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
@@ -379,9 +417,9 @@ fn transcribe_one(transcriber: &PageTranscriber, job: &Job, options: &Options) -
         return Done::Skipped { outputs };
     }
     let failed = |reason: String| Done::Failed { reason };
-    let bytes = match std::fs::read(&job.input) {
+    let bytes = match read_input(&job.input, options.max_pixels) {
         Ok(bytes) => bytes,
-        Err(e) => return failed(PageImageError::Read(e).to_string()),
+        Err(reason) => return failed(reason),
     };
     let images = match decode_pages(&bytes, options.max_pixels) {
         Ok(images) => images,
@@ -599,6 +637,17 @@ mod tests {
         let root = dir.path().to_owned();
         let found = within_a_minute(move || walk_folder(&root, true).unwrap());
         assert_eq!(found, [dir.path().join("page.png")]);
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe.png");
+        let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo reads a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let read = within_a_minute(move || read_input(&fifo, 1000));
+        assert_eq!(read.unwrap_err(), "a FIFO or socket, not an image file");
     }
 
     #[test]
