@@ -7,7 +7,7 @@ mod pages;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -27,7 +27,7 @@ fn textrec<S: AsRef<OsStr>>(dir: &Path, args: &[S]) -> Output {
         .unwrap()
 }
 
-/// [`textrec`] with `setup` run in the child before it starts (a memory limit).
+/// [`textrec`] with `setup` run in the child before it starts (a umask, a memory limit).
 fn textrec_after<S: AsRef<OsStr>>(
     dir: &Path,
     args: &[S],
@@ -35,7 +35,7 @@ fn textrec_after<S: AsRef<OsStr>>(
 ) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_textrec"));
     command.args(args).current_dir(dir);
-    // SAFETY: every `setup` here makes one async-signal-safe system call (setrlimit).
+    // SAFETY: every `setup` here makes one async-signal-safe system call (umask, setrlimit).
     unsafe { command.pre_exec(setup) };
     command.output().unwrap()
 }
@@ -805,6 +805,47 @@ fn an_input_is_read_no_further_than_max_pixels_allows() {
         .map(|i| i["status"].clone())
         .collect();
     assert_eq!(statuses, ["failed", "transcribed", "failed"]);
+}
+
+#[test]
+fn outputs_get_the_mode_the_umask_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = write_bundle(dir.path());
+    save(
+        DynamicImage::ImageLuma8(page(&[1])),
+        &dir.path().join("page.png"),
+        ImageFormat::Png,
+    );
+    for (umask, mode) in [(0o022, 0o644), (0o027, 0o640)] {
+        let out = format!("out-{umask:o}");
+        let output = textrec_after(
+            dir.path(),
+            &[
+                "transcribe",
+                "page.png",
+                "-o",
+                &out,
+                "--format",
+                "txt,json",
+                "--model",
+                bundle.to_str().unwrap(),
+            ],
+            move || {
+                // SAFETY: umask only sets the process's file mode mask.
+                unsafe { libc::umask(umask) };
+                Ok(())
+            },
+        );
+        assert!(output.status.success(), "{}", stderr(&output));
+        for name in ["page.txt", "page.json"] {
+            let metadata = std::fs::metadata(dir.path().join(&out).join(name)).unwrap();
+            assert_eq!(
+                metadata.permissions().mode() & 0o777,
+                mode,
+                "{name} under umask {umask:o}"
+            );
+        }
+    }
 }
 
 /// ONNX Runtime's library: `ORT_DYLIB_PATH`, else the one `pip install onnxruntime` put in

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fs::File;
 use std::io::{IsTerminal, Read, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -396,15 +396,21 @@ fn read_input(path: &Path, max_pixels: u64) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// Writes `contents` next to `path` under a temporary name, then renames: a reader never sees
-/// half a file, and a killed run leaves no truncated output.
+/// Writes `contents` next to `path` under a temporary name, fsyncs, then renames and fsyncs the
+/// folder: a reader never sees half a file, and neither a killed run nor a power cut leaves a
+/// truncated or empty output that `--resume` would take as done. The file gets the mode the
+/// umask leaves of 0666, as any other file the user writes, so other users and a web server can
+/// read transcripts where the umask lets them.
 fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    let mut file = tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)?;
     file.write_all(contents.as_bytes())?;
+    file.as_file().sync_all()?;
     file.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    File::open(dir)?.sync_all()
 }
 
 fn transcribe_one(transcriber: &PageTranscriber, job: &Job, options: &Options) -> Done {
