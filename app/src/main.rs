@@ -48,10 +48,12 @@ enum Command {
     #[command(after_help = "\
 Folders are read for *.png, *.jpg, *.jpeg, *.tif, *.tiff (sub-folders with --recursive; the
 outputs mirror them). A bad input (not an image, truncated, empty, too large) is reported with
-its path and reason; the others are still transcribed.
+its path and reason; the others are still transcribed. Links are followed, each folder read once.
+Two inputs that would write the same output (a/page.png and b/page.png) are refused before any
+work. In JSON, path bytes that are not UTF-8 are written as U+FFFD.
 
 Exit status: 0 every input transcribed, 2 some inputs failed (each named on stderr), 1 bad usage
-(unknown option, missing input), 3 no model could be loaded.
+(unknown option, missing input, two inputs with one output), 3 no model could be loaded.
 
 Examples:
   textrec transcribe scans/ -o text/
