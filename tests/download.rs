@@ -1,9 +1,11 @@
 //! The download cache against a real HTTP server on 127.0.0.1 started by the test: success,
 //! resume after a dropped connection, wrong checksum, 404, a stalled server, size limits, the
-//! mirror fallback and a corrupt cache entry.
+//! mirror fallback and a corrupt cache entry; and hostile archives: links, modes, sizes.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -14,6 +16,9 @@ use textrec_recognizer::data::DataError;
 use textrec_recognizer::data::download::{
     DownloadCache, FetchOptions, Origin, Source, Unpack, unpack,
 };
+
+/// The unpacked size limit of the tests that do not test it.
+const UNLIMITED: u64 = 1 << 30;
 
 /// A tiny HTTP/1.1 server with a few misbehaving routes; it records every request line and
 /// Range header it sees.
@@ -369,7 +374,7 @@ fn local_tarballs_are_verified_and_unpacked() {
     let (file, fetched) = cache.fetch(&source, &quick()).unwrap();
     assert_eq!(fetched.via, "file");
     let out = work.path().join("out");
-    unpack(&source, &file, &out).unwrap();
+    unpack(&source, &file, &out, UNLIMITED).unwrap();
     let mut text = String::new();
     std::fs::File::open(out.join("package/hello.txt"))
         .unwrap()
@@ -385,4 +390,325 @@ fn local_tarballs_are_verified_and_unpacked() {
         DownloadCache::new(work.path().join("cache2")).fetch(&tampered, &quick()),
         Err(DataError::Checksum { .. })
     ));
+}
+
+/// One entry of a hand-made archive.
+enum Member<'a> {
+    File(&'a str, u32, &'a [u8]),
+    Dir(&'a str, u32),
+    Symlink(&'a str, &'a str),
+    HardLink(&'a str, &'a str),
+    CharDevice(&'a str),
+}
+
+fn tar_of(members: &[Member]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for member in members {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(0);
+        header.set_mode(0o777);
+        match *member {
+            Member::File(path, mode, bytes) => {
+                header.set_size(bytes.len() as u64);
+                header.set_mode(mode);
+                tar.append_data(&mut header, path, bytes).unwrap();
+            }
+            Member::Dir(path, mode) => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(mode);
+                tar.append_data(&mut header, path, &[][..]).unwrap();
+            }
+            Member::Symlink(path, target) => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                tar.append_link(&mut header, path, target).unwrap();
+            }
+            Member::HardLink(path, target) => {
+                header.set_entry_type(tar::EntryType::Link);
+                tar.append_link(&mut header, path, target).unwrap();
+            }
+            Member::CharDevice(path) => {
+                header.set_entry_type(tar::EntryType::Char);
+                header.set_device_major(1).unwrap();
+                header.set_device_minor(5).unwrap();
+                tar.append_data(&mut header, path, &[][..]).unwrap();
+            }
+        }
+    }
+    tar.into_inner().unwrap()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+/// A Debian package: an `ar` archive of `debian-binary`, `control.tar.gz` and `data.tar.gz`.
+fn deb_of(data: &[Member]) -> Vec<u8> {
+    let control = b"Package: hostile\nVersion: 1\nArchitecture: all\nMaintainer: t <t@localhost>\nDescription: t\n";
+    let members = [
+        ("debian-binary", b"2.0\n".to_vec()),
+        (
+            "control.tar.gz",
+            gzip(&tar_of(&[Member::File("./control", 0o644, control)])),
+        ),
+        ("data.tar.gz", gzip(&tar_of(data))),
+    ];
+    let mut ar = b"!<arch>\n".to_vec();
+    for (name, bytes) in members {
+        let header = format!(
+            "{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+            0,
+            0,
+            0,
+            100644,
+            bytes.len()
+        );
+        ar.extend_from_slice(header.as_bytes());
+        ar.extend_from_slice(&bytes);
+        if bytes.len() % 2 == 1 {
+            ar.push(b'\n');
+        }
+    }
+    ar
+}
+
+/// Unpacks `archive` (written to a file named `file_name`) into `work/out`.
+fn unpack_archive(
+    work: &Path,
+    file_name: &str,
+    archive: &[u8],
+    max_bytes: u64,
+) -> Result<Vec<String>, DataError> {
+    let path = work.join(file_name);
+    std::fs::write(&path, archive).unwrap();
+    let source = Source {
+        name: "hostile".into(),
+        origin: Origin::File(path.clone()),
+        sha256: None,
+        unpack: Unpack::Auto,
+    };
+    unpack(&source, &path, &work.join("out"), max_bytes)
+}
+
+/// Every path under `dir`, relative, with what it is on disk (links not followed).
+fn tree(dir: &Path) -> BTreeMap<String, &'static str> {
+    fn walk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, &'static str>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let rel = format!("{prefix}{}", entry.file_name().to_string_lossy());
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                out.insert(rel.clone(), "dir");
+                walk(&entry.path(), &format!("{rel}/"), out);
+            } else {
+                out.insert(rel, if kind.is_file() { "file" } else { "other" });
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, "", &mut out);
+    out
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+#[test]
+fn links_in_a_tarball_become_copies_inside_it_or_are_left_out() {
+    let work = tempfile::tempdir().unwrap();
+    let archive = gzip(&tar_of(&[
+        Member::File("package/fonts/face.ttf", 0o644, b"FACE"),
+        Member::Symlink("package/other/face.ttf", "../fonts/face.ttf"),
+        Member::Symlink("package/chained.ttf", "other/face.ttf"),
+        Member::Symlink("package/fonts-link", "fonts"),
+        Member::Symlink("package/through-a-link.ttf", "fonts-link/face.ttf"),
+        Member::HardLink("package/hard.ttf", "package/fonts/face.ttf"),
+        Member::Symlink("package/passwd", "../../../../../../etc/passwd"),
+        Member::Symlink("package/zero", "/dev/zero"),
+        Member::Symlink("package/a", "."),
+        Member::Symlink("package/b", "."),
+        Member::Symlink("package/loop1", "loop2"),
+        Member::Symlink("package/loop2", "loop1"),
+        Member::HardLink("package/hard-out", "../outside"),
+        Member::CharDevice("package/null"),
+    ]));
+    let skipped = unpack_archive(work.path(), "hostile.tar.gz", &archive, UNLIMITED).unwrap();
+    let out = work.path().join("out");
+    let expected: BTreeMap<String, &str> = [
+        ("package", "dir"),
+        ("package/chained.ttf", "file"),
+        ("package/fonts", "dir"),
+        ("package/fonts/face.ttf", "file"),
+        ("package/hard.ttf", "file"),
+        ("package/other", "dir"),
+        ("package/other/face.ttf", "file"),
+        ("package/through-a-link.ttf", "file"),
+    ]
+    .into_iter()
+    .map(|(p, k)| (p.to_owned(), k))
+    .collect();
+    assert_eq!(tree(&out), expected);
+    for copy in [
+        "other/face.ttf",
+        "chained.ttf",
+        "through-a-link.ttf",
+        "hard.ttf",
+    ] {
+        assert_eq!(
+            std::fs::read(out.join("package").join(copy)).unwrap(),
+            b"FACE"
+        );
+    }
+    for left_out in [
+        "package/fonts-link",
+        "package/passwd",
+        "package/zero",
+        "package/a",
+        "package/b",
+        "package/loop1",
+        "package/loop2",
+        "package/hard-out",
+        "package/null",
+    ] {
+        assert!(
+            skipped
+                .iter()
+                .any(|s| s.starts_with(&format!("`{left_out}`"))),
+            "{left_out} is not reported in {skipped:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_deb_is_unpacked_by_the_same_rules() {
+    let work = tempfile::tempdir().unwrap();
+    let archive = deb_of(&[
+        Member::Dir("./usr/", 0o755),
+        Member::Dir("./usr/share/", 0o755),
+        Member::Dir("./usr/share/fonts/", 0o555),
+        Member::File("./usr/share/fonts/face.ttf", 0o644, b"FACE"),
+        Member::Dir("./usr/share/other/", 0o755),
+        Member::Symlink("./usr/share/other/face.ttf", "../fonts/face.ttf"),
+        // Relative, and present on any host: kept by a check for dangling links.
+        Member::Symlink(
+            "./usr/share/other/passwd",
+            "../../../../../../../../etc/passwd",
+        ),
+        Member::Symlink("./usr/share/other/zero", "../../../../../../../../dev/zero"),
+        Member::Symlink(
+            "./etc/fonts/conf.d/10-face.conf",
+            "/usr/share/fonts/face.ttf",
+        ),
+    ]);
+    let skipped = unpack_archive(work.path(), "hostile.deb", &archive, UNLIMITED).unwrap();
+    let out = work.path().join("out");
+    let files: Vec<String> = tree(&out)
+        .into_iter()
+        .filter(|(_, kind)| *kind != "dir")
+        .map(|(path, kind)| format!("{path} {kind}"))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "usr/share/fonts/face.ttf file",
+            "usr/share/other/face.ttf file"
+        ]
+    );
+    assert_eq!(
+        std::fs::read(out.join("usr/share/other/face.ttf")).unwrap(),
+        b"FACE"
+    );
+    assert_eq!(mode(&out.join("usr/share/fonts")), 0o755);
+    assert_eq!(skipped.len(), 3, "{skipped:#?}");
+}
+
+#[test]
+fn archive_modes_are_masked_and_directories_stay_writable() {
+    // Tests run as root, where modes do not stop a removal: what matters is what lands on disk.
+    let work = tempfile::tempdir().unwrap();
+    let archive = gzip(&tar_of(&[
+        Member::Dir("package/read-only/", 0o555),
+        Member::File("package/read-only/shared.txt", 0o777, b"x"),
+        Member::File("package/setuid", 0o4755, b"x"),
+        Member::File("package/locked", 0o000, b"x"),
+        Member::Dir("package/sticky/", 0o1777),
+    ]));
+    unpack_archive(work.path(), "modes.tar.gz", &archive, UNLIMITED).unwrap();
+    let out = work.path().join("out/package");
+    let modes: Vec<(&str, u32)> = [
+        "read-only",
+        "read-only/shared.txt",
+        "setuid",
+        "locked",
+        "sticky",
+    ]
+    .into_iter()
+    .map(|p| (p, mode(&out.join(p))))
+    .collect();
+    assert_eq!(
+        modes,
+        [
+            ("read-only", 0o755),
+            ("read-only/shared.txt", 0o755),
+            ("setuid", 0o755),
+            ("locked", 0o600),
+            ("sticky", 0o755),
+        ]
+    );
+}
+
+#[test]
+fn the_unpacked_size_is_capped_with_sparse_files_and_link_copies_in_full() {
+    let limit = 1 << 20;
+    let refused = |file_name: &str, archive: Vec<u8>| {
+        let work = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let err = unpack_archive(work.path(), file_name, &archive, limit)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            err.contains("`hostile`") && err.contains(file_name) && err.contains("1048576 bytes"),
+            "{err}"
+        );
+    };
+    let zeros = vec![0; (1 << 20) + 1];
+    refused(
+        "big.tar.gz",
+        gzip(&tar_of(&[Member::File("big", 0o644, &zeros)])),
+    );
+
+    // 64 GiB of holes around 512 bytes of data: a few hundred bytes compressed.
+    let mut tar = tar::Builder::new(Vec::new());
+    let real_size: u64 = 64 << 30;
+    let mut header = tar::Header::new_gnu();
+    header.set_path("sparse.bin").unwrap();
+    header.set_entry_type(tar::EntryType::GNUSparse);
+    header.set_mode(0o644);
+    header.set_size(512);
+    let gnu = header.as_gnu_mut().unwrap();
+    gnu.set_real_size(real_size);
+    gnu.sparse[0].set_offset(real_size - 512);
+    gnu.sparse[0].set_length(512);
+    header.set_cksum();
+    tar.append(&header, &[7u8; 512][..]).unwrap();
+    refused("sparse.tar.gz", gzip(&tar.into_inner().unwrap()));
+
+    let half = vec![1; 600 << 10];
+    refused(
+        "copies.tar.gz",
+        gzip(&tar_of(&[
+            Member::File("half", 0o644, &half),
+            Member::Symlink("again", "half"),
+        ])),
+    );
 }

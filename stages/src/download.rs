@@ -6,16 +6,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use std::fs::OpenOptions;
-use std::io::Write;
-
 use serde::{Deserialize, Serialize};
 use textrec_pipeline::{
     Stage, StageContext, StageFailure, StageKind, normalize_dep, parse_params, write_atomic,
 };
 use textrec_recognizer::data::Observer;
 use textrec_recognizer::data::download::{
-    DownloadCache, FetchOptions, Fetched, Origin, Source, Unpack, unpack,
+    DownloadCache, FetchOptions, Origin, Source, Unpack, unpack,
 };
 
 use crate::observe::StageObserver;
@@ -34,16 +31,6 @@ pub struct SourceRecord {
     pub bytes: u64,
 }
 
-fn log_line(ctx: &StageContext<'_>, fetched: &Fetched) {
-    if let Ok(mut log) = OpenOptions::new().create(true).append(true).open(&ctx.log) {
-        let _ = writeln!(
-            log,
-            "{}: {} bytes, sha256 {}, via {}",
-            fetched.name, fetched.bytes, fetched.sha256, fetched.via
-        );
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Params {
@@ -59,6 +46,9 @@ struct Params {
     backoff_seconds: f64,
     #[serde(default = "default_max_bytes")]
     max_bytes: u64,
+    /// What one source may unpack to, all files together (sparse files count in full).
+    #[serde(default = "default_max_unpacked_bytes")]
+    max_unpacked_bytes: u64,
 }
 
 fn default_timeout() -> f64 {
@@ -72,6 +62,9 @@ fn default_backoff() -> f64 {
 }
 fn default_max_bytes() -> u64 {
     4 << 30
+}
+fn default_max_unpacked_bytes() -> u64 {
+    16 << 30
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,8 +198,14 @@ impl StageKind for Download {
             for note in &fetched.notes {
                 observer.warn(note);
             }
-            log_line(ctx, &fetched);
-            unpack(&source, &file, &out.join(&spec.name))?;
+            observer.log(&format!(
+                "{}: {} bytes, sha256 {}, via {}",
+                fetched.name, fetched.bytes, fetched.sha256, fetched.via
+            ));
+            let dir = out.join(&spec.name);
+            for skipped in unpack(&source, &file, &dir, params.max_unpacked_bytes)? {
+                observer.log(&format!("{}: left out {skipped}", spec.name));
+            }
             record.insert(
                 spec.name.clone(),
                 SourceRecord {

@@ -6,10 +6,13 @@
 //! (`TEXTREC_CACHE_DIR`, else `$XDG_CACHE_HOME/textrec`, else `~/.cache/textrec`); a cached file
 //! is re-verified on each use and fetched again when it no longer matches.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
@@ -663,8 +666,23 @@ fn file_len(file: &File) -> u64 {
     file.metadata().map(|m| m.len()).unwrap_or(0)
 }
 
-/// Unpacks a fetched file into `dir` (which must not exist yet).
-pub fn unpack(source: &Source, file: &Path, dir: &Path) -> Result<(), DataError> {
+/// Unpacks a fetched file into `dir` (which must not exist yet), writing at most `max_bytes` of
+/// file content; returns what it left out of the archive, one line per entry, for the log.
+///
+/// Archives come from strangers, and the engine later hashes, copies and removes what they
+/// unpack to, so only regular files and directories are written. A symbolic or hard link becomes
+/// a copy of the regular file it leads to inside the tree (a font package links a face it ships
+/// into another directory): a copy cannot be redirected, and keeps its meaning when a later stage
+/// copies part of the tree. A link that leaves the tree, loops, or ends at a directory or a
+/// device is left out, as are devices and FIFOs. Modes lose group and world write, setuid, setgid
+/// and sticky bits, and the owner may always read and write (and enter directories), so that the
+/// tree can be hashed and removed.
+pub fn unpack(
+    source: &Source,
+    file: &Path,
+    dir: &Path,
+    max_bytes: u64,
+) -> Result<Vec<String>, DataError> {
     fs::create_dir_all(dir).map_err(DataError::io("create", dir))?;
     let method = match source.unpack {
         Unpack::Auto => match (&source.origin, file_name_of(&source.origin)) {
@@ -679,38 +697,365 @@ pub fn unpack(source: &Source, file: &Path, dir: &Path) -> Result<(), DataError>
     match method {
         Unpack::TarGz => {
             let input = File::open(file).map_err(DataError::io("open", file))?;
-            let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(input));
-            archive.set_preserve_mtime(false);
-            archive
-                .unpack(dir)
-                .map_err(|e| DataError::format(file, format!("not a readable tar.gz archive: {e}")))
+            TreeWriter::new(source, file, dir, max_bytes)
+                .unpack(flate2::read::GzDecoder::new(input))
         }
-        Unpack::Deb => {
-            let output = Command::new("dpkg-deb")
-                .arg("-x")
-                .arg(file)
-                .arg(dir)
-                .output()
-                .map_err(|e| DataError::Download {
-                    name: source.name.clone(),
-                    reason: format!("cannot run dpkg-deb ({e})"),
-                })?;
-            if output.status.success() {
-                prune_foreign_links(dir)
-            } else {
-                Err(DataError::format(
-                    file,
-                    format!("dpkg-deb -x failed: {}", tail(&output.stderr)),
-                ))
-            }
-        }
+        Unpack::Deb => unpack_deb(source, file, dir, max_bytes),
         Unpack::None | Unpack::Auto => {
             let name = file_name_of(&source.origin).unwrap_or_else(|| source.name.clone());
             let target = dir.join(name);
             fs::copy(file, &target).map_err(DataError::io("copy to", &target))?;
-            Ok(())
+            Ok(Vec::new())
         }
     }
+}
+
+/// A `.deb`'s files: `dpkg-deb --fsys-tarfile` takes the package apart and decompresses its data
+/// member, and the tree is written here under the rules of [`unpack`] (`dpkg-deb -x` would keep
+/// the package's links and modes).
+fn unpack_deb(
+    source: &Source,
+    file: &Path,
+    dir: &Path,
+    max_bytes: u64,
+) -> Result<Vec<String>, DataError> {
+    let temp = std::env::temp_dir();
+    let stderr = tempfile::tempfile_in(&temp).map_err(DataError::io("create a file in", &temp))?;
+    let mut child = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(file)
+        .stdout(Stdio::piped())
+        .stderr(
+            stderr
+                .try_clone()
+                .map_err(DataError::io("create a file in", &temp))?,
+        )
+        .spawn()
+        .map_err(|e| DataError::Download {
+            name: source.name.clone(),
+            reason: format!("cannot run dpkg-deb ({e})"),
+        })?;
+    let mut data = child.stdout.take().expect("dpkg-deb's stdout is piped");
+    let unpacked = TreeWriter::new(source, file, dir, max_bytes)
+        .unpack(&mut data)
+        .and_then(|skipped| {
+            // The tar stream ends before dpkg-deb's output does (record padding): read the
+            // rest, so that dpkg-deb is not cut off by a closed pipe.
+            io::copy(&mut (&mut data).take(1 << 20), &mut io::sink())
+                .map_err(DataError::io("read dpkg-deb's output for", file))?;
+            Ok(skipped)
+        });
+    drop(data);
+    let status = child
+        .wait()
+        .map_err(DataError::io("wait for dpkg-deb on", file))?;
+    match unpacked {
+        Ok(skipped) if status.success() => Ok(skipped),
+        // Only a stream that stopped making sense may be dpkg-deb's fault; a limit reached or a
+        // write that failed here is reported as such (and dpkg-deb then fails on the closed pipe).
+        Err(e) if status.success() || !matches!(e, DataError::Format { .. }) => Err(e),
+        _ => {
+            let mut text = Vec::new();
+            let mut stderr = stderr;
+            let _ = stderr.rewind().and_then(|()| stderr.read_to_end(&mut text));
+            Err(DataError::format(
+                file,
+                format!("dpkg-deb --fsys-tarfile failed ({status}): {}", tail(&text)),
+            ))
+        }
+    }
+}
+
+/// A link in an archive, made (as a copy) once every regular file is in place.
+enum Link {
+    /// A symbolic link's target as written: relative to the link's directory, or absolute.
+    Symbolic(PathBuf),
+    /// A hard link's target: another entry's path in the tree.
+    Hard(PathBuf),
+}
+
+/// How many links one lookup follows before it counts as a loop (Linux's limit).
+const MAX_LINK_HOPS: usize = 40;
+
+/// Writes a tar stream's entries under `root` by the rules of [`unpack`].
+struct TreeWriter<'a> {
+    source: &'a Source,
+    archive: &'a Path,
+    root: &'a Path,
+    max_bytes: u64,
+    written: u64,
+    /// Links by their path in the tree, in the order the tree sorts them.
+    links: BTreeMap<PathBuf, Link>,
+    skipped: Vec<String>,
+}
+
+impl<'a> TreeWriter<'a> {
+    fn new(source: &'a Source, archive: &'a Path, root: &'a Path, max_bytes: u64) -> Self {
+        TreeWriter {
+            source,
+            archive,
+            root,
+            max_bytes,
+            written: 0,
+            links: BTreeMap::new(),
+            skipped: Vec::new(),
+        }
+    }
+
+    fn unreadable(&self, e: io::Error) -> DataError {
+        DataError::format(self.archive, format!("not a readable tar archive: {e}"))
+    }
+
+    fn unpack(mut self, stream: impl Read) -> Result<Vec<String>, DataError> {
+        let mut archive = tar::Archive::new(stream);
+        let entries = archive.entries().map_err(|e| self.unreadable(e))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| self.unreadable(e))?;
+            let raw = entry.path().map_err(|e| self.unreadable(e))?.into_owned();
+            let shown = raw.display().to_string();
+            let Some(path) = tree_path(&raw) else {
+                self.skipped
+                    .push(format!("`{shown}`: `..` leaves the tree"));
+                continue;
+            };
+            if path.as_os_str().is_empty() {
+                continue;
+            }
+            if let Some(link) = path
+                .ancestors()
+                .skip(1)
+                .find(|a| self.links.contains_key(*a))
+            {
+                let link = link.display();
+                self.skipped
+                    .push(format!("`{shown}`: lies under the link `{link}`"));
+                continue;
+            }
+            let mode = entry.header().mode().map_err(|e| self.unreadable(e))?;
+            let kind = entry.header().entry_type();
+            match kind {
+                tar::EntryType::Directory => self.directory(&path, mode)?,
+                tar::EntryType::Regular
+                | tar::EntryType::Continuous
+                | tar::EntryType::GNUSparse => self.file(&path, &mut entry, mode)?,
+                tar::EntryType::Symlink | tar::EntryType::Link => {
+                    let target = entry
+                        .link_name()
+                        .map_err(|e| self.unreadable(e))?
+                        .map(|t| t.into_owned())
+                        .unwrap_or_default();
+                    let link = if kind == tar::EntryType::Symlink {
+                        Link::Symbolic(target)
+                    } else if let Some(target) = tree_path(&target) {
+                        Link::Hard(target)
+                    } else {
+                        self.skipped.push(format!(
+                            "`{shown}`: a hard link to `{}`, which leaves the tree",
+                            target.display()
+                        ));
+                        continue;
+                    };
+                    self.link(&shown, path, link)?;
+                }
+                tar::EntryType::XGlobalHeader
+                | tar::EntryType::XHeader
+                | tar::EntryType::GNULongName
+                | tar::EntryType::GNULongLink => {}
+                tar::EntryType::Char | tar::EntryType::Block => {
+                    self.skipped.push(format!("`{shown}`: a device"));
+                }
+                tar::EntryType::Fifo => self.skipped.push(format!("`{shown}`: a FIFO")),
+                other => self.skipped.push(format!(
+                    "`{shown}`: an entry of unknown type {:?}",
+                    other.as_byte() as char
+                )),
+            }
+        }
+        self.make_links()?;
+        Ok(self.skipped)
+    }
+
+    fn directory(&mut self, path: &Path, mode: u32) -> Result<(), DataError> {
+        let full = self.root.join(path);
+        self.links.remove(path);
+        create_dirs(&full)?;
+        fs::set_permissions(&full, fs::Permissions::from_mode(dir_mode(mode)))
+            .map_err(DataError::io("set the mode of", &full))
+    }
+
+    fn file(
+        &mut self,
+        path: &Path,
+        entry: &mut tar::Entry<'_, impl Read>,
+        mode: u32,
+    ) -> Result<(), DataError> {
+        // The size a sparse entry expands to: refused before a byte is written.
+        self.spend(entry.size())?;
+        let full = self.root.join(path);
+        self.links.remove(path);
+        if let Some(parent) = full.parent() {
+            create_dirs(parent)?;
+        }
+        let mut out = File::create(&full).map_err(DataError::io("create", &full))?;
+        io::copy(entry, &mut out).map_err(|e| {
+            DataError::format(self.archive, format!("unpacking `{}`: {e}", path.display()))
+        })?;
+        fs::set_permissions(&full, fs::Permissions::from_mode(file_mode(mode)))
+            .map_err(DataError::io("set the mode of", &full))
+    }
+
+    fn link(&mut self, shown: &str, path: PathBuf, link: Link) -> Result<(), DataError> {
+        let full = self.root.join(&path);
+        match fs::symlink_metadata(&full) {
+            Ok(meta) if meta.is_dir() => {
+                self.skipped.push(format!(
+                    "`{shown}`: a link where the archive has a directory"
+                ));
+                return Ok(());
+            }
+            // A later entry replaces an earlier one, as tar does.
+            Ok(_) => fs::remove_file(&full).map_err(DataError::io("remove", &full))?,
+            Err(_) => {}
+        }
+        self.links.insert(path, link);
+        Ok(())
+    }
+
+    /// Each link becomes a copy of the regular file it resolves to, or is left out.
+    fn make_links(&mut self) -> Result<(), DataError> {
+        let links = std::mem::take(&mut self.links);
+        for (path, link) in &links {
+            let Some(target) = self.resolve(&links, path) else {
+                let (kind, target) = match link {
+                    Link::Symbolic(target) => ("symbolic", target),
+                    Link::Hard(target) => ("hard", target),
+                };
+                self.skipped.push(format!(
+                    "`{}`: a {kind} link to `{}`, which leaves the tree, loops, or does not end at a regular file",
+                    path.display(),
+                    target.display()
+                ));
+                continue;
+            };
+            let (from, to) = (self.root.join(&target), self.root.join(path));
+            let bytes = fs::metadata(&from)
+                .map_err(DataError::io("stat", &from))?
+                .len();
+            self.spend(bytes)?;
+            if let Some(parent) = to.parent() {
+                create_dirs(parent)?;
+            }
+            fs::copy(&from, &to).map_err(DataError::io("copy to", &to))?;
+        }
+        Ok(())
+    }
+
+    /// Where `link` leads in the tree, following links as the kernel would: `None` if the way
+    /// leaves the tree, takes more than [`MAX_LINK_HOPS`] links, or ends at anything but a
+    /// regular file. Nothing on disk is a link, so the links are looked up in `links`.
+    fn resolve(&self, links: &BTreeMap<PathBuf, Link>, link: &Path) -> Option<PathBuf> {
+        let mut steps = Vec::new();
+        push_steps(&mut steps, link);
+        let mut at = PathBuf::new();
+        let mut hops = 0;
+        while let Some(step) = steps.pop() {
+            if step == ".." {
+                if !at.pop() {
+                    return None;
+                }
+                continue;
+            }
+            let next = at.join(&step);
+            let Some(found) = links.get(&next) else {
+                at = next;
+                continue;
+            };
+            hops += 1;
+            if hops > MAX_LINK_HOPS {
+                return None;
+            }
+            match found {
+                // Relative to the link's directory, which `at` still is.
+                Link::Symbolic(target) => {
+                    if !push_steps(&mut steps, target) {
+                        return None;
+                    }
+                }
+                Link::Hard(target) => {
+                    at = PathBuf::new();
+                    push_steps(&mut steps, target);
+                }
+            }
+        }
+        let meta = fs::symlink_metadata(self.root.join(&at)).ok()?;
+        meta.is_file().then_some(at)
+    }
+
+    /// Counts `bytes` more against the limit.
+    fn spend(&mut self, bytes: u64) -> Result<(), DataError> {
+        self.written = self.written.saturating_add(bytes);
+        if self.written > self.max_bytes {
+            return Err(DataError::Download {
+                name: self.source.name.clone(),
+                reason: format!(
+                    "{} unpacks to more than {} bytes, the limit for unpacked files (sparse files \
+                     and copied links count in full)",
+                    self.archive.display(),
+                    self.max_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Pushes `path`'s components onto `steps` so that the first is popped first (`..` as itself);
+/// false for an absolute path, which leaves the tree.
+fn push_steps(steps: &mut Vec<OsString>, path: &Path) -> bool {
+    for component in path.components().rev() {
+        match component {
+            Component::Normal(name) => steps.push(name.to_owned()),
+            Component::ParentDir => steps.push("..".into()),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+/// An entry's path inside the tree, leading `/` and `.` dropped as tar does; `None` when it has
+/// a `..`.
+fn tree_path(raw: &Path) -> Option<PathBuf> {
+    let mut path = PathBuf::new();
+    for component in raw.components() {
+        match component {
+            Component::Normal(name) => path.push(name),
+            Component::ParentDir => return None,
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+        }
+    }
+    Some(path)
+}
+
+/// A file's mode from the archive's: no group or world write, no setuid, setgid or sticky bit,
+/// and always readable and writable by the owner.
+fn file_mode(archived: u32) -> u32 {
+    archived & 0o755 | 0o600
+}
+
+/// A directory's mode from the archive's, as [`file_mode`], and always open to the owner: a
+/// `0555` directory could not be emptied, so the workspace could not be cleaned.
+fn dir_mode(archived: u32) -> u32 {
+    archived & 0o755 | 0o700
+}
+
+/// Creates a directory and its missing parents (mode `0755`).
+fn create_dirs(dir: &Path) -> Result<(), DataError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(DataError::io("create", dir))
 }
 
 /// The first file in `dir` whose extension is `extension` (what `npm pack` or `apt-get download`
@@ -721,25 +1066,6 @@ fn find_with_extension(dir: &Path, extension: &str) -> Result<Option<PathBuf>, D
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == extension)))
-}
-
-/// Removes symlinks that leave the unpacked tree or point nowhere (a package's
-/// `/etc/fonts/conf.d/x -> /usr/share/...`): they would make outputs depend on the host.
-fn prune_foreign_links(dir: &Path) -> Result<(), DataError> {
-    for entry in fs::read_dir(dir).map_err(DataError::io("list", dir))? {
-        let entry = entry.map_err(DataError::io("list", dir))?;
-        let path = entry.path();
-        let file_type = entry.file_type().map_err(DataError::io("stat", &path))?;
-        if file_type.is_symlink() {
-            let target = fs::read_link(&path).map_err(DataError::io("read link", &path))?;
-            if target.is_absolute() || !path.exists() {
-                fs::remove_file(&path).map_err(DataError::io("remove", &path))?;
-            }
-        } else if file_type.is_dir() {
-            prune_foreign_links(&path)?;
-        }
-    }
-    Ok(())
 }
 
 /// The file name a source would have on a mirror.
