@@ -712,3 +712,35 @@ fn the_unpacked_size_is_capped_with_sparse_files_and_link_copies_in_full() {
         ])),
     );
 }
+
+#[test]
+fn imported_entries_get_the_same_mode_as_downloaded_ones() {
+    let server = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let cache = DownloadCache::new(work.path().join("cache"));
+    let (downloaded, _) = cache
+        .fetch(
+            &url_source("data", server.url("/file.bin"), sha256(&body())),
+            &quick(),
+        )
+        .unwrap();
+    let local = work.path().join("local.txt");
+    std::fs::write(&local, b"local").unwrap();
+    let (imported, _) = cache
+        .fetch(
+            &Source {
+                name: "local".into(),
+                origin: Origin::File(local.clone()),
+                sha256: None,
+                unpack: Unpack::Auto,
+            },
+            &quick(),
+        )
+        .unwrap();
+    // What any new file gets under this process's umask (`local.txt`, made just above).
+    let umask_mode = mode(&local);
+    assert_eq!(
+        (mode(&downloaded), mode(&imported)),
+        (umask_mode, umask_mode)
+    );
+}

@@ -286,10 +286,15 @@ impl DownloadCache {
         Ok(actual)
     }
 
+    /// A file to stage an import in, created with mode `0666` less the umask, as URL downloads
+    /// are: a cache entry's mode should not depend on where it came from (tempfile's default,
+    /// `0600`, hid imported entries from the other users of a shared cache).
     fn staging_file(&self) -> Result<tempfile::NamedTempFile, DataError> {
-        let dir = self.root.join("tmp");
-        fs::create_dir_all(&dir).map_err(DataError::io("create", &dir))?;
-        tempfile::NamedTempFile::new_in(&dir).map_err(DataError::io("create a file in", &dir))
+        let dir = self.staging_root()?;
+        tempfile::Builder::new()
+            .permissions(fs::Permissions::from_mode(0o666))
+            .tempfile_in(&dir)
+            .map_err(DataError::io("create a file in", &dir))
     }
 
     /// Moves a verified staged file to its content address.
