@@ -1,11 +1,12 @@
 //! The download cache against a real HTTP server on 127.0.0.1 started by the test: success,
 //! resume after a dropped connection, wrong checksum, 404, a stalled server, size limits, the
-//! mirror fallback and a corrupt cache entry; and hostile archives: links, modes, sizes.
+//! mirror fallback and a corrupt cache entry; and hostile archives and caches: links, modes,
+//! sizes, npm specs that are paths, links planted in the cache, a shared fallback directory.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -714,6 +715,31 @@ fn the_unpacked_size_is_capped_with_sparse_files_and_link_copies_in_full() {
 }
 
 #[test]
+fn a_link_planted_at_the_partial_path_is_never_written_through() {
+    let server = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let cache = DownloadCache::new(work.path().join("cache"));
+    let expected = sha256(&body());
+    let victim = work.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let partial = work.path().join("cache/partial");
+    std::fs::create_dir_all(&partial).unwrap();
+    std::os::unix::fs::symlink(&victim, partial.join(format!("{expected}.part"))).unwrap();
+    let err = cache
+        .fetch(
+            &url_source("data", server.url("/file.bin"), expected),
+            &quick(),
+        )
+        .unwrap_err()
+        .to_string();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert!(
+        err.contains("symbolic link") && err.contains(".part"),
+        "{err}"
+    );
+}
+
+#[test]
 fn imported_entries_get_the_same_mode_as_downloaded_ones() {
     let server = Server::start();
     let work = tempfile::tempdir().unwrap();
@@ -743,4 +769,41 @@ fn imported_entries_get_the_same_mode_as_downloaded_ones() {
         (mode(&downloaded), mode(&imported)),
         (umask_mode, umask_mode)
     );
+}
+
+#[test]
+fn the_fallback_cache_in_a_shared_directory_is_private() {
+    let shared = tempfile::tempdir().unwrap();
+    let cache = DownloadCache::private_in(shared.path()).unwrap();
+    let root = cache.root().to_owned();
+    let uid = std::fs::metadata(shared.path()).unwrap().uid();
+    assert_eq!(root, shared.path().join(format!("textrec-cache-{uid}")));
+    assert_eq!(mode(&root), 0o700);
+    assert_eq!(
+        DownloadCache::private_in(shared.path()).unwrap().root(),
+        root
+    );
+
+    let refused = |what: &str| {
+        let err = DownloadCache::private_in(shared.path()).unwrap_err();
+        assert!(
+            matches!(err, DataError::UnsafeCache { .. }),
+            "{what}: {err}"
+        );
+        assert!(
+            err.to_string().contains(&root.display().to_string()),
+            "{err}"
+        );
+    };
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
+    refused("writable by others");
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // Only root can give a directory away.
+    if std::os::unix::fs::chown(&root, Some(65534), Some(65534)).is_ok() {
+        refused("owned by someone else");
+    }
+    std::fs::remove_dir(&root).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), &root).unwrap();
+    refused("a link");
 }

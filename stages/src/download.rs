@@ -168,7 +168,7 @@ impl StageKind for Download {
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageFailure> {
         let params = validate(ctx.stage)?;
         let out = &ctx.outs[0].1;
-        let cache = DownloadCache::from_env();
+        let cache = DownloadCache::from_env()?;
         let options = FetchOptions {
             timeout: Duration::from_secs_f64(params.timeout_seconds),
             retries: params.retries,

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
@@ -112,16 +112,54 @@ impl DownloadCache {
         DownloadCache { root: root.into() }
     }
 
-    /// `TEXTREC_CACHE_DIR`, else `$XDG_CACHE_HOME/textrec`, else `~/.cache/textrec`.
-    pub fn from_env() -> Self {
-        let root = std::env::var_os("TEXTREC_CACHE_DIR")
+    /// `TEXTREC_CACHE_DIR`, else `$XDG_CACHE_HOME/textrec`, else `~/.cache/textrec`, else (no
+    /// home at all, as for some services) a private directory in the temporary directory.
+    pub fn from_env() -> Result<Self, DataError> {
+        let configured = std::env::var_os("TEXTREC_CACHE_DIR")
             .map(PathBuf::from)
             .or_else(|| {
                 std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("textrec"))
             })
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/textrec")))
-            .unwrap_or_else(|| std::env::temp_dir().join("textrec-cache"));
-        DownloadCache::new(root)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/textrec")));
+        match configured {
+            Some(root) => Ok(DownloadCache::new(root)),
+            None => DownloadCache::private_in(&std::env::temp_dir()),
+        }
+    }
+
+    /// A cache in `shared/textrec-cache-UID`, created `0700`. A directory such as `/tmp` is
+    /// shared by every user of the machine: a cache there that someone else owns or may write to
+    /// would let them plant links where this user's downloads are written, so such a directory
+    /// is refused rather than used.
+    pub fn private_in(shared: &Path) -> Result<Self, DataError> {
+        let uid = effective_uid();
+        let root = shared.join(format!("textrec-cache-{uid}"));
+        match fs::DirBuilder::new().mode(0o700).create(&root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(DataError::io("create", &root)(e)),
+        }
+        let meta = fs::symlink_metadata(&root).map_err(DataError::io("stat", &root))?;
+        let unsafe_cache = |reason: String| DataError::UnsafeCache {
+            path: root.clone(),
+            reason,
+        };
+        if !meta.is_dir() {
+            return Err(unsafe_cache("not a directory (a link?)".into()));
+        }
+        if meta.uid() != uid {
+            return Err(unsafe_cache(format!(
+                "owned by uid {}, not by this user (uid {uid})",
+                meta.uid()
+            )));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(unsafe_cache(format!(
+                "others may write to it (mode {:o})",
+                meta.mode() & 0o7777
+            )));
+        }
+        Ok(DownloadCache::new(root))
     }
 
     pub fn root(&self) -> &Path {
@@ -579,15 +617,12 @@ impl Apt {
 }
 
 fn effective_uid_is_root() -> bool {
-    // The effective uid without libc: /proc/self/status has "Uid: real effective ...".
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
+    effective_uid() == 0
+}
+
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 enum Attempt {
@@ -602,7 +637,7 @@ fn download_once(
     partial: &Path,
     max_bytes: u64,
 ) -> Result<(), Attempt> {
-    let have = fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
+    let have = fs::symlink_metadata(partial).map(|m| m.len()).unwrap_or(0);
     let mut request = agent.get(url);
     if have > 0 {
         request = request.header("Range", format!("bytes={have}-"));
@@ -633,13 +668,25 @@ fn download_once(
             start + len
         )));
     }
+    // Never through a link: one planted at the `.part` path would have the body written (or
+    // appended) wherever it points.
     let mut file = fs::OpenOptions::new()
         .create(true)
         .write(true)
         .append(append)
         .truncate(!append)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(partial)
-        .map_err(|e| Attempt::Final(format!("open {}: {e}", partial.display())))?;
+        .map_err(|e| {
+            Attempt::Final(if e.raw_os_error() == Some(libc::ELOOP) {
+                format!(
+                    "{} is a symbolic link, not a partial download; refusing to write through it",
+                    partial.display()
+                )
+            } else {
+                format!("open {}: {e}", partial.display())
+            })
+        })?;
     let mut body = response
         .into_body()
         .into_with_config()

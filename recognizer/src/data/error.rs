@@ -26,6 +26,10 @@ pub enum DataError {
     #[error("{}: {reason}", path.display())]
     Format { path: PathBuf, reason: String },
 
+    /// A download cache in a shared directory that someone else could tamper with.
+    #[error("download cache {}: {reason}; remove it, or set TEXTREC_CACHE_DIR to a directory of your own", path.display())]
+    UnsafeCache { path: PathBuf, reason: String },
+
     #[error("{reason}")]
     Invalid { reason: String },
 }
