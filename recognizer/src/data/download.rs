@@ -383,7 +383,11 @@ impl DownloadCache {
         let mut last_error = String::new();
         for attempt in 0..=options.retries {
             if attempt > 0 {
-                thread::sleep(options.backoff * 2u32.saturating_pow(attempt - 1));
+                thread::sleep(
+                    options
+                        .backoff
+                        .saturating_mul(2u32.saturating_pow(attempt - 1)),
+                );
             }
             match download_once(&agent, url, &partial, options.max_bytes) {
                 Ok(()) => {
