@@ -1,4 +1,4 @@
-//! The exported character classifier, run by tract with a fixed-shape plan (DESIGN.md 3).
+//! The exported character classifier, run by tract with a fixed-shape plan (docs/decisions.md 3).
 
 use std::path::{Path, PathBuf};
 

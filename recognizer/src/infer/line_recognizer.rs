@@ -1,6 +1,6 @@
 //! The exported line recognizer run by tract: lines batched by width and padded to a width
 //! bucket, one fixed-shape plan per (batch size, bucket) built on first use (tract's LSTM needs a
-//! concrete batch, and concrete widths let it fix every shape ahead; DESIGN.md 3), CTC decoding
+//! concrete batch, and concrete widths let it fix every shape ahead; docs/decisions.md 3), CTC decoding
 //! (greedy, or a beam search weighed by a character language model when one is attached) with
 //! per-character and per-line confidence, optionally after a slant search (each line also read
 //! sheared, the surest reading kept).

@@ -1,4 +1,4 @@
-//! ONNX Runtime as an optional backend (DESIGN.md 4): the library is loaded at run time from
+//! ONNX Runtime as an optional backend (docs/decisions.md 4): the library is loaded at run time from
 //! `ORT_DYLIB_PATH` (e.g. `site-packages/onnxruntime/capi/libonnxruntime.so.1.*` after
 //! `pip install onnxruntime`), so nothing is downloaded at build time and a machine without it
 //! still runs everything on tract.

@@ -1,5 +1,5 @@
 //! tract plans with concrete input shapes, built on first use and cached: fixed shapes let tract
-//! fix every intermediate shape and pick its kernels ahead (DESIGN.md 3), and callers pad their
+//! fix every intermediate shape and pick its kernels ahead (docs/decisions.md 3), and callers pad their
 //! inputs to a few buckets so few plans are ever built.
 
 use std::collections::HashMap;

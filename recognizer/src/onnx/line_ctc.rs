@@ -2,7 +2,7 @@
 //! log-softmax head; checked against Burn's forward pass on real test lines.
 //!
 //! Input `image` `[batch, 1, height, width]` (both batch and width symbolic; tract wants a
-//! concrete batch, see DESIGN.md 3), output `log_probs` `[batch, width / 4, classes]`.
+//! concrete batch, see docs/decisions.md 3), output `log_probs` `[batch, width / 4, classes]`.
 
 use burn::prelude::*;
 

@@ -1,4 +1,4 @@
-//! ONNX export: we write the graph ourselves (tract's prost types, opset 17, IR 8; DESIGN.md 2)
+//! ONNX export: we write the graph ourselves (tract's prost types, opset 17, IR 8; docs/decisions.md 2)
 //! from trained weights, and check it structurally and against the training framework's outputs.
 
 #[cfg(feature = "train")]
