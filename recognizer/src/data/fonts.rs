@@ -84,8 +84,8 @@ impl HandFont {
 /// of `characters` is a script subset (a web font's `latin-ext` or `cyrillic` file) or a symbol
 /// font: it is left out, with one warning for all such files.
 /// Groups in `capitals_only` draw small capitals for lower-case letters: their lower case is
-/// treated as missing (DESIGN: such fonts write upper-case text only). A group in `faces` keeps
-/// only the files with those stems: some packages mix handwriting with print faces.
+/// treated as missing (such fonts write upper-case text only: docs/decisions.md 8). A group in
+/// `faces` keeps only the files with those stems: some packages mix handwriting with print faces.
 pub fn load_fonts(
     dirs: &[(String, PathBuf)],
     characters: &[char],
