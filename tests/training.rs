@@ -285,7 +285,24 @@ fn the_line_recognizer_trains_exports_with_its_lstm_and_is_scored_by_cer() {
     let ws = Workspace::new();
     ws.write("p.yaml", &pipeline(LINE_STAGES));
     ws.write("sentences.txt", &sentences());
-    let stderr = ws.run_ok(&["run", "p.yaml"]);
+    // stderr is a pipe, as in a CI log; 0 s: a progress line for every training step.
+    let out = ws
+        .command(&["run", "p.yaml"])
+        .env("TEXTREC_CACHE_DIR", support::download_cache())
+        .env("TEXTREC_PROGRESS_INTERVAL", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let step_lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("[train] ") && l.contains("/8 ("))
+        .collect();
+    assert_eq!(step_lines.len(), 8, "one line per step:\n{stderr}");
+    assert!(
+        step_lines[7].starts_with("[train] 8/8 (100%)") && step_lines[7].contains(" loss "),
+        "{stderr}"
+    );
     let export: serde_json::Value = serde_json::from_str(&ws.read("export.json")).unwrap();
     assert!(
         export["parity_max_abs_diff"].as_f64().unwrap() < 1e-4,

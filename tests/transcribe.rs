@@ -549,6 +549,35 @@ fn resume_leaves_pages_whose_outputs_are_newer_alone() {
 }
 
 #[test]
+fn a_batch_logged_to_a_file_says_how_far_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = write_bundle(dir.path());
+    for name in ["a.png", "b.png", "c.png"] {
+        save(
+            DynamicImage::ImageLuma8(page(&[1])),
+            &dir.path().join("scans").join(name),
+            ImageFormat::Png,
+        );
+    }
+    // stderr is a pipe here, as in a CI log or a Slurm job; 0 s: a line for every page.
+    let output = Command::new(env!("CARGO_BIN_EXE_textrec"))
+        .args(["transcribe", "scans", "-o", "out", "--json", "--model"])
+        .arg(&bundle)
+        .env("TEXTREC_PROGRESS_INTERVAL", "0")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let log = stderr(&output);
+    for done in ["1/3 (33%)", "2/3 (66%)", "3/3 (100%)"] {
+        assert!(log.contains(&format!("transcribe: {done}")), "{log}");
+    }
+    assert!(log.contains("/s, elapsed"), "{log}");
+    let summary: Value = serde_json::from_slice(&output.stdout).expect("stdout stays JSON");
+    assert_eq!(summary["inputs"].as_array().unwrap().len(), 3);
+}
+
+#[test]
 fn without_a_model_or_an_input_the_error_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     save(

@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::{Value, json};
+use textrec_pipeline::ProgressLog;
 use textrec_recognizer::infer::{
     Backend, DetectorKind, LineRecognizer, OutputFormat, PageImageError, PageTranscriber,
     PageTranscript, decode_pages,
@@ -465,18 +466,53 @@ fn transcribe_one(transcriber: &PageTranscriber, job: &Job, options: &Options) -
     Done::Transcribed { pages, outputs }
 }
 
-fn progress_bar(len: usize, json: bool) -> ProgressBar {
-    if json || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
+/// A bar on a terminal; plain lines now and then in a log (CI, `nohup`, Slurm), where a bar
+/// would show nothing until the batch ends.
+enum PageProgress {
+    Bar(ProgressBar),
+    Log(ProgressLog),
+}
+
+impl PageProgress {
+    fn new(len: usize, json: bool) -> PageProgress {
+        if !std::io::stderr().is_terminal() {
+            let log = ProgressLog::from_env("transcribe:");
+            log.set_length(len as u64);
+            return PageProgress::Log(log);
+        }
+        if json {
+            return PageProgress::Bar(ProgressBar::hidden());
+        }
+        let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} pages  {per_sec} · ETA {eta}  {wide_msg}",
+            )
+            .expect("a valid template"),
+        );
+        PageProgress::Bar(bar)
     }
-    let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} pages  {per_sec} · ETA {eta}  {wide_msg}",
-        )
-        .expect("a valid template"),
-    );
-    bar
+
+    fn inc(&self) {
+        match self {
+            PageProgress::Bar(bar) => bar.inc(1),
+            PageProgress::Log(log) => log.inc(1),
+        }
+    }
+
+    /// Prints a line without tearing the bar.
+    fn println(&self, text: &str) {
+        match self {
+            PageProgress::Bar(bar) => bar.suspend(|| eprintln!("{text}")),
+            PageProgress::Log(_) => eprintln!("{text}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let PageProgress::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// Why a batch could not start.
@@ -502,7 +538,7 @@ pub fn run(options: &Options) -> Result<Outcome, Fatal> {
         .build()
         .context("cannot start the worker threads")
         .map_err(Fatal::Usage)?;
-    let bar = progress_bar(jobs.len(), options.json);
+    let progress = PageProgress::new(jobs.len(), options.json);
     let failed = AtomicUsize::new(0);
     let started = Instant::now();
     let results: Vec<Done> = pool.install(|| {
@@ -511,14 +547,14 @@ pub fn run(options: &Options) -> Result<Outcome, Fatal> {
                 let done = transcribe_one(&transcriber, job, options);
                 if let Done::Failed { reason } = &done {
                     failed.fetch_add(1, Ordering::Relaxed);
-                    bar.suspend(|| eprintln!("error: {}: {reason}", job.input.display()));
+                    progress.println(&format!("error: {}: {reason}", job.input.display()));
                 }
-                bar.inc(1);
+                progress.inc();
                 done
             })
             .collect()
     });
-    bar.finish_and_clear();
+    progress.finish();
     let seconds = started.elapsed().as_secs_f64();
     let failed = failed.into_inner();
     let transcribed = results

@@ -21,7 +21,10 @@ pub use fsutil::{copy_tree, count_files, remove_path, write_atomic};
 pub use hash::{ContentHash, StateDb, hash_file_contents};
 pub use lock::{LockFile, LockedStage};
 pub use process::run_in_process_group;
-pub use progress::{NoProgress, Progress, Reporter, SilentReporter, TerminalReporter, Verbosity};
+pub use progress::{
+    NoProgress, PROGRESS_INTERVAL_ENV, Progress, ProgressLog, Reporter, SilentReporter,
+    TerminalReporter, Verbosity,
+};
 pub use render::{DagFormat, render_dag};
 pub use run::{RunOptions, RunReport, StageReport, StageStatus, cache_key, run};
 pub use spec::{Graph, Pipeline, Stage, normalize_dep};

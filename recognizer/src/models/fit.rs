@@ -504,7 +504,7 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
             state.window_loss_sum += loss_value;
             state.window_batches += 1;
             images += batch.len() as u64;
-            observer.advance(1);
+            // The message first: a log line printed on `advance` shows this step's loss.
             observer.message(&format!(
                 "epoch {} loss {:.4} lr {:.2e} {:.0} img/s",
                 state.epoch + 1,
@@ -512,6 +512,7 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
                 lr,
                 images as f64 / started.elapsed().as_secs_f64().max(1e-9)
             ));
+            observer.advance(1);
             if state.step.is_multiple_of(options.checkpoint_every) {
                 state.history.steps.push(StepRecord {
                     step: state.step,
