@@ -22,7 +22,7 @@ const ARCHITECTURE: &str = "char_cnn";
 /// A trained character model's spec.
 pub type CharModelSpec = ModelSpec<CharCnnConfig>;
 
-struct CharTask {
+pub(super) struct CharTask {
     classes: HashMap<String, usize>,
     /// The training loss's label smoothing (see [`TrainOptions::label_smoothing`]).
     label_smoothing: Option<f32>,
@@ -30,7 +30,7 @@ struct CharTask {
 
 impl CharTask {
     /// Class `i` is `labels[i]`.
-    fn new(labels: &[String], label_smoothing: Option<f32>) -> CharTask {
+    pub(super) fn new(labels: &[String], label_smoothing: Option<f32>) -> CharTask {
         CharTask {
             classes: labels
                 .iter()

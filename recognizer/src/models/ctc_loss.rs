@@ -20,7 +20,7 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, TensorMetadata, TensorPrimitive};
 use rayon::prelude::*;
 
-use crate::networks::cpu::{f32s, tensor};
+use crate::networks::cpu::{Kernel, f32s, generic_kernels, tensor};
 
 /// Where the loss runs: Burn's `CTCLoss` unless the backend brings a kernel.
 pub trait CtcBackend: Backend {
@@ -82,7 +82,8 @@ impl CtcBackend for Flex {
         target_lengths: &[usize],
         blank: usize,
     ) -> FlexTensor {
-        match Problem::of(&log_probs, &targets, input_lengths, target_lengths, blank) {
+        let problem = Problem::of(&log_probs, &targets, input_lengths, target_lengths, blank);
+        match problem.filter(|_| !generic_kernels(Kernel::Ctc)) {
             Some(problem) => problem.nll_tensor(&log_probs),
             None => burn_ctc_nll::<Flex>(log_probs, targets, input_lengths, target_lengths, blank),
         }
@@ -122,13 +123,14 @@ impl<C: CheckpointStrategy> CtcBackend for Autodiff<Flex, C> {
             }
         }
 
-        let Some(problem) = Problem::of(
+        let problem = Problem::of(
             &log_probs.primitive,
             &targets,
             input_lengths,
             target_lengths,
             blank,
-        ) else {
+        );
+        let Some(problem) = problem.filter(|_| !generic_kernels(Kernel::Ctc)) else {
             return burn_ctc_nll::<Self>(log_probs, targets, input_lengths, target_lengths, blank);
         };
         match CtcStep

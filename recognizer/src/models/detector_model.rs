@@ -43,8 +43,8 @@ struct PageBatch {
     truth: Vec<Vec<LineBox>>,
 }
 
-struct DetectorTask {
-    scale: usize,
+pub(super) struct DetectorTask {
+    pub(super) scale: usize,
 }
 
 impl DetectorTask {

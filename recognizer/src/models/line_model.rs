@@ -30,8 +30,8 @@ pub type LineModelSpec = ModelSpec<LineCtcConfig>;
 /// Width buckets for batching: lines within 64 px of each other share a batch.
 const BUCKET_WIDTH: usize = 64;
 
-struct LineTask {
-    vocabulary: Vocabulary,
+pub(super) struct LineTask {
+    pub(super) vocabulary: Vocabulary,
 }
 
 /// A batch as the CTC loss wants it.
@@ -103,7 +103,10 @@ pub fn ctc_loss<B: CtcBackend>(
 
 /// A fresh network whose every id, the batch norms' running statistics included, is a function
 /// of its position: the weights bytes then depend on the seed alone.
-fn initial_network<B: Backend>(config: &LineCtcConfig, device: &B::Device) -> LineCtc<B> {
+pub(super) fn initial_network<B: Backend>(
+    config: &LineCtcConfig,
+    device: &B::Device,
+) -> LineCtc<B> {
     let mut network: LineCtc<B> = with_stable_ids(config.init(device));
     with_stable_running_ids(&mut [&mut network.norm1, &mut network.norm2, &mut network.norm3]);
     network

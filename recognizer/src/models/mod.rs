@@ -6,6 +6,8 @@ mod char_model;
 mod ctc_loss;
 mod detector_model;
 mod fit;
+#[cfg(test)]
+mod generic_path;
 mod history;
 mod line_model;
 mod throughput;

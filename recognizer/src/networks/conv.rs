@@ -25,7 +25,7 @@ use burn::tensor::{TensorMetadata, TensorPrimitive};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-use super::cpu::{f32s, matmul, tensor};
+use super::cpu::{Kernel, f32s, generic_kernels, matmul, tensor};
 
 /// Images whose weight gradients one GEMM chain accumulates before the chunks are summed.
 const GRADIENT_CHUNK: usize = 4;
@@ -201,7 +201,8 @@ impl ConvBackend for Flex {
         bias: Option<FlexTensor>,
         options: ConvOptions<2>,
     ) -> FlexTensor {
-        let Some(geometry) = Geometry::of(&x, &weight, bias.as_ref(), &options) else {
+        let geometry = Geometry::of(&x, &weight, bias.as_ref(), &options);
+        let Some(geometry) = geometry.filter(|_| !generic_kernels(Kernel::Conv)) else {
             return Flex::conv2d(x, weight, bias, options);
         };
         let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
@@ -217,7 +218,8 @@ impl ConvBackend for Flex {
         options: ConvOptions<2>,
         wanted: Wanted,
     ) -> ConvGradients<Flex> {
-        let Some(geometry) = Geometry::of(&x, &weight, Some(&output_grad), &options) else {
+        let geometry = Geometry::of(&x, &weight, Some(&output_grad), &options);
+        let Some(geometry) = geometry.filter(|_| !generic_kernels(Kernel::Conv)) else {
             return burn_conv2d_backward::<Flex>(x, weight, output_grad, options, wanted);
         };
         let (x, weight) = (x.to_contiguous(), weight.to_contiguous());

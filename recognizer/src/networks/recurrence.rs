@@ -23,7 +23,7 @@ use burn::tensor::activation::{sigmoid, tanh};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, TensorMetadata, TensorPrimitive};
 
-use super::cpu::{f32s, matmul, tensor};
+use super::cpu::{Kernel, f32s, generic_kernels, matmul, tensor};
 use crate::kernels::{self, LstmShape, lstm_direction};
 
 /// A backend the BiLSTM runs on: Burn's tensor ops unless the backend brings a kernel.
@@ -136,7 +136,8 @@ impl LstmBackend for Flex {
         forward_weight: FlexTensor,
         backward_weight: FlexTensor,
     ) -> FlexTensor {
-        let Some(dims) = Dims::of([&forward, &backward, &forward_weight, &backward_weight]) else {
+        let dims = Dims::of([&forward, &backward, &forward_weight, &backward_weight]);
+        let Some(dims) = dims.filter(|_| !generic_kernels(Kernel::Lstm)) else {
             return tensor_op_primitives::<Flex>(
                 forward,
                 backward,
@@ -192,7 +193,7 @@ impl<C: CheckpointStrategy> LstmBackend for Autodiff<Flex, C> {
         }
 
         let parents = [&forward, &backward, &forward_weight, &backward_weight];
-        if Dims::of(parents.map(|t| &t.primitive)).is_none() {
+        if generic_kernels(Kernel::Lstm) || Dims::of(parents.map(|t| &t.primitive)).is_none() {
             return tensor_op_primitives::<Self>(
                 forward,
                 backward,
