@@ -235,26 +235,28 @@ fn alto_position(b: &LineBox) -> String {
 }
 
 /// ALTO 4.2 in pixels: `Page` → `PrintSpace` → `TextBlock` → `TextLine` → `String`/`SP`, word
-/// confidence as `WC` (0–1); one `Page` per page.
+/// confidence as `WC` (0–1); one `Page` per page. The software is named in a `Processing`
+/// step, as ALTO 4 has it (its `OCRProcessing` is deprecated). A line read as no words has no
+/// `TextLine`: ALTO's holds at least one `String`. `tests/schemas/alto-4-subset.xsd` is what
+/// this writes.
 pub fn to_alto(pages: &[PageTranscript], source: &str, model: &str) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
         r#"<?xml version="1.0" encoding="UTF-8"?>
-<alto xmlns="http://www.loc.gov/standards/alto/ns-v4#" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="http://www.loc.gov/standards/alto/ns-v4# http://www.loc.gov/standards/alto/v4/alto-4-2.xsd">
+<alto xmlns="http://www.loc.gov/standards/alto/ns-v4#" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="http://www.loc.gov/standards/alto/ns-v4# http://www.loc.gov/standards/alto/v4/alto-4-2.xsd" SCHEMAVERSION="4.2">
   <Description>
     <MeasurementUnit>pixel</MeasurementUnit>
     <sourceImageInformation>
       <fileName>{source}</fileName>
     </sourceImageInformation>
-    <OCRProcessing ID="OCR_0">
-      <ocrProcessingStep>
-        <processingSoftware>
-          <softwareName>textrec</softwareName>
-          <softwareVersion>{version} ({model})</softwareVersion>
-        </processingSoftware>
-      </ocrProcessingStep>
-    </OCRProcessing>
+    <Processing ID="OCR_0">
+      <processingCategory>contentGeneration</processingCategory>
+      <processingSoftware>
+        <softwareName>textrec</softwareName>
+        <softwareVersion>{version} ({model})</softwareVersion>
+      </processingSoftware>
+    </Processing>
   </Description>
   <Layout>
 "#,
@@ -283,6 +285,9 @@ pub fn to_alto(pages: &[PageTranscript], source: &str, model: &str) -> String {
             block = alto_position(&block),
         );
         for (i, line) in page.lines.iter().enumerate() {
+            if line.words.is_empty() {
+                continue;
+            }
             let _ = writeln!(
                 out,
                 r#"          <TextLine ID="line_{p}_{n}" {pos}>"#,
@@ -410,6 +415,28 @@ mod tests {
             );
             assert!(markup.contains("(m\u{fffd})"), "{format:?}: {markup}");
         }
+    }
+
+    #[test]
+    fn a_line_read_as_no_words_is_an_hocr_line_but_no_alto_text_line() {
+        let mut page = page();
+        page.lines.push(PageLine {
+            bbox: LineBox {
+                x0: 10,
+                y0: 50,
+                x1: 110,
+                y1: 70,
+            },
+            text: String::new(),
+            confidence: 0.0,
+            words: Vec::new(),
+        });
+        let pages = std::slice::from_ref(&page);
+        let hocr = OutputFormat::Hocr.render(pages, "p.png", "m");
+        assert!(hocr.contains(r#"id="line_1_2" title="bbox 10 50 110 70; x_wconf 0""#));
+        let alto = OutputFormat::Alto.render(pages, "p.png", "m");
+        assert_eq!(alto.matches("<TextLine ").count(), 1, "{alto}");
+        assert!(!alto.contains("line_1_2"), "{alto}");
     }
 
     #[test]
