@@ -165,7 +165,9 @@ fn union(boxes: impl Iterator<Item = LineBox>, page: &PageTranscript) -> LineBox
 }
 
 /// hOCR 1.2: XHTML with `ocr_page` → `ocr_carea` → `ocr_par` → `ocr_line` → `ocrx_word`,
-/// confidences as `x_wconf` (0–100), as Tesseract writes it; one `ocr_page` per page.
+/// confidences as `x_wconf` (0–100), as Tesseract writes it; one `ocr_page` per page. The
+/// metadata the specification recommends is there too: the page count, and `unknown` (as it
+/// allows) for the languages and scripts, which a bundle does not declare.
 pub fn to_hocr(pages: &[PageTranscript], source: &str, model: &str) -> String {
     let mut out = String::new();
     let title = xml_escape(source);
@@ -179,11 +181,15 @@ pub fn to_hocr(pages: &[PageTranscript], source: &str, model: &str) -> String {
   <meta http-equiv="Content-Type" content="text/html;charset=utf-8"/>
   <meta name="ocr-system" content="textrec {version} ({model})"/>
   <meta name="ocr-capabilities" content="ocr_page ocr_carea ocr_par ocr_line ocrx_word ocrp_wconf"/>
+  <meta name="ocr-number-of-pages" content="{count}"/>
+  <meta name="ocr-langs" content="unknown"/>
+  <meta name="ocr-scripts" content="unknown"/>
  </head>
  <body>
 "#,
         version = env!("CARGO_PKG_VERSION"),
         model = xml_escape(model),
+        count = pages.len(),
     );
     for (index, page) in pages.iter().enumerate() {
         let p = index + 1;
@@ -452,6 +458,7 @@ mod tests {
         assert_eq!(text, "a<b & \"c\"\n\u{c}a<b & \"c\"\n\u{c}");
         let hocr = OutputFormat::Hocr.render(&pages, "scan.tif", "m");
         assert_eq!(hocr.matches(r#"class="ocr_page""#).count(), 2);
+        assert!(hocr.contains(r#"<meta name="ocr-number-of-pages" content="2"/>"#));
         assert!(hocr.contains(
             r#"id="page_2" title="image &quot;scan.tif&quot;; bbox 0 0 300 100; ppageno 1""#
         ));
