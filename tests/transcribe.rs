@@ -3,6 +3,8 @@
 //! training; every output format; bad inputs; `--resume`; paths as they come on Linux (bytes,
 //! links, devices).
 
+#[path = "support/markup.rs"]
+mod markup;
 mod pages;
 
 use std::ffi::OsStr;
@@ -14,8 +16,8 @@ use std::process::{Command, Output};
 
 use image::{DynamicImage, GrayImage, ImageFormat};
 use pages::{
-    page, save, write_bundle, write_bundle_naming, write_bundle_reading_pages,
-    write_bundle_with_language_model,
+    page, save, write_bundle, write_bundle_naming, write_bundle_reading_nothing,
+    write_bundle_reading_pages, write_bundle_with_language_model,
 };
 use serde_json::Value;
 
@@ -110,6 +112,11 @@ fn a_folder_is_transcribed_in_reading_order_in_every_format() {
     assert_eq!(read("first.txt"), "aaa\na\naa\n");
     assert_eq!(read("more/second.txt"), "aa\naa\n");
     assert_eq!(read("more/third.txt"), "a\n");
+    for name in ["first", "more/second", "more/third"] {
+        let out = dir.path().join("out");
+        markup::assert_valid_hocr(&out.join(format!("{name}.hocr")));
+        markup::assert_valid_alto(&out.join(format!("{name}.alto.xml")));
+    }
 
     let json: Value = serde_json::from_str(&read("first.json")).unwrap();
     assert_eq!(json["model"], "textrec-0.1.0");
@@ -219,6 +226,8 @@ fn a_multi_page_tiff_is_one_document_with_every_page() {
     assert_eq!(pages[1]["page"], 2);
     assert_eq!(pages[1]["text"], "a\naaa\n");
     assert_eq!(pages[1]["lines"].as_array().unwrap().len(), 2);
+    markup::assert_valid_hocr(&dir.path().join("out/scan.hocr"));
+    markup::assert_valid_alto(&dir.path().join("out/scan.alto.xml"));
     let hocr = read("scan.hocr");
     let xhtml = roxmltree::ParsingOptions {
         allow_dtd: true,
@@ -690,6 +699,8 @@ fn control_characters_in_a_file_name_leave_hocr_and_alto_well_formed() {
         ],
     );
     assert!(output.status.success(), "{}", stderr(&output));
+    markup::assert_valid_hocr(&dir.path().join("out/p\u{1}q.hocr"));
+    markup::assert_valid_alto(&dir.path().join("out/p\u{1}q.alto.xml"));
     let read = |name: &str| std::fs::read_to_string(dir.path().join("out").join(name)).unwrap();
     let xhtml = roxmltree::ParsingOptions {
         allow_dtd: true,
@@ -706,6 +717,251 @@ fn control_characters_in_a_file_name_leave_hocr_and_alto_well_formed() {
         .find(|n| n.tag_name().name() == "fileName")
         .unwrap();
     assert_eq!(file_name.text(), Some("p\u{fffd}q.png"));
+}
+
+#[test]
+fn lines_read_as_no_words_leave_hocr_and_alto_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = write_bundle_reading_nothing(dir.path());
+    save(
+        DynamicImage::ImageLuma8(page(&[3, 1, 2])),
+        &dir.path().join("scan.png"),
+        ImageFormat::Png,
+    );
+    let output = textrec(
+        dir.path(),
+        &[
+            "transcribe",
+            "scan.png",
+            "-o",
+            "out",
+            "--format",
+            "json,hocr,alto",
+            "--model",
+            bundle.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = dir.path().join("out");
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("scan.json")).unwrap()).unwrap();
+    let lines = json["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 3, "{json}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["text"] == "" && l["words"] == serde_json::json!([])),
+        "{json}"
+    );
+    // hOCR keeps the empty lines; ALTO cannot (a TextLine holds at least one String), so its
+    // one TextBlock is empty.
+    markup::assert_valid_hocr(&out.join("scan.hocr"));
+    markup::assert_valid_alto(&out.join("scan.alto.xml"));
+    let hocr = std::fs::read_to_string(out.join("scan.hocr")).unwrap();
+    assert_eq!(hocr.matches(r#"class="ocr_line""#).count(), 3, "{hocr}");
+    assert_eq!(hocr.matches(r#"class="ocrx_word""#).count(), 0, "{hocr}");
+    let alto = std::fs::read_to_string(out.join("scan.alto.xml")).unwrap();
+    assert_eq!(alto.matches("<TextBlock ").count(), 1, "{alto}");
+    assert_eq!(alto.matches("<TextLine").count(), 0, "{alto}");
+}
+
+/// `doc` with the attribute `name` of the first tag that starts with `tag` set to `value`, or
+/// removed.
+fn with_attribute(doc: &str, tag: &str, name: &str, value: Option<&str>) -> String {
+    let start = doc.find(tag).unwrap_or_else(|| panic!("no {tag} in {doc}"));
+    let end = start + doc[start..].find('>').unwrap();
+    let key = format!(" {name}=\"");
+    let at = start
+        + doc[start..end]
+            .find(&key)
+            .unwrap_or_else(|| panic!("no {name} on {tag}"));
+    let value_end = at + key.len() + doc[at + key.len()..].find('"').unwrap() + 1;
+    let attribute = value.map_or(String::new(), |v| format!(" {name}=\"{v}\""));
+    format!("{}{attribute}{}", &doc[..at], &doc[value_end..])
+}
+
+/// `doc` with its first `from` replaced by `to`.
+fn replaced(doc: &str, from: &str, to: &str) -> String {
+    assert!(doc.contains(from), "no {from} in {doc}");
+    doc.replacen(from, to, 1)
+}
+
+/// The checks the format tests rely on have teeth: the real output passes, and each change
+/// below, one a writer could make, fails for the reason given.
+#[test]
+fn the_format_validators_reject_broken_alto_and_hocr() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = write_bundle(dir.path());
+    save(
+        DynamicImage::ImageLuma8(page(&[3, 1, 2])),
+        &dir.path().join("scan.png"),
+        ImageFormat::Png,
+    );
+    let output = textrec(
+        dir.path(),
+        &[
+            "transcribe",
+            "scan.png",
+            "-o",
+            "out",
+            "--format",
+            "hocr,alto",
+            "--model",
+            bundle.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = dir.path().join("out");
+    let check = |name: &str, doc: &str, problems: fn(&Path) -> Option<String>| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, doc).unwrap();
+        problems(&file)
+    };
+
+    let alto = std::fs::read_to_string(out.join("scan.alto.xml")).unwrap();
+    assert_eq!(check("ok.alto.xml", &alto, markup::alto_problems), None);
+    let description = {
+        let (start, end) = (
+            alto.find("  <Description>").unwrap(),
+            alto.find("  <Layout>").unwrap(),
+        );
+        alto[start..end].to_owned()
+    };
+    // ALTO 4 itself forbids all but three of these: a String without HPOS, a negative HPOS
+    // and units other than pixels are valid ALTO that textrec promises not to write.
+    let broken_alto = [
+        (
+            "a String without HPOS",
+            with_attribute(&alto, "<String ", "HPOS", None),
+            "The attribute 'HPOS' is required but missing",
+        ),
+        (
+            "a Page without PHYSICAL_IMG_NR",
+            with_attribute(&alto, "<Page ", "PHYSICAL_IMG_NR", None),
+            "The attribute 'PHYSICAL_IMG_NR' is required but missing",
+        ),
+        (
+            "Description after Layout",
+            replaced(
+                &alto.replacen(&description, "", 1),
+                "</alto>",
+                &format!("{description}</alto>"),
+            ),
+            "Layout': This element is not expected",
+        ),
+        (
+            "WC above 1",
+            with_attribute(&alto, "<String ", "WC", Some("1.5")),
+            "maxInclusive",
+        ),
+        (
+            "a negative HPOS",
+            with_attribute(&alto, "<TextLine ", "HPOS", Some("-1")),
+            "minInclusive",
+        ),
+        (
+            "a repeated ID",
+            with_attribute(&alto, "<TextLine ", "ID", Some("block_1")),
+            "block_1",
+        ),
+        (
+            "a TextLine without a String",
+            replaced(
+                &alto,
+                "</TextBlock>",
+                r#"<TextLine ID="empty" HPOS="0" VPOS="0" WIDTH="1" HEIGHT="1"/></TextBlock>"#,
+            ),
+            "Missing child element(s)",
+        ),
+        (
+            "SP before the first String",
+            replaced(&alto, "<String ", "<SP/><String "),
+            "SP': This element is not expected",
+        ),
+        (
+            "an attribute ALTO does not have",
+            replaced(&alto, "<String ", r#"<String FONT="serif" "#),
+            "The attribute 'FONT' is not allowed",
+        ),
+        (
+            "a unit other than the pixels written",
+            replaced(&alto, ">pixel<", ">mm10<"),
+            "not an element of the set",
+        ),
+        (
+            "ALTO 3's namespace",
+            replaced(&alto, "ns-v4#\"", "ns-v3#\""),
+            "No matching global declaration",
+        ),
+    ];
+    for (change, doc, reason) in broken_alto {
+        let problems = check("broken.alto.xml", &doc, markup::alto_problems)
+            .unwrap_or_else(|| panic!("{change}: accepted:\n{doc}"));
+        assert!(problems.contains(reason), "{change}: {problems}");
+    }
+
+    let hocr = std::fs::read_to_string(out.join("scan.hocr")).unwrap();
+    assert_eq!(check("ok.hocr", &hocr, markup::hocr_problems), None);
+    let broken_hocr = [
+        (
+            "a tag left open",
+            replaced(&hocr, "</span>", ""),
+            "Opening and ending tag mismatch",
+        ),
+        (
+            "a block inside a line",
+            replaced(
+                &hocr,
+                r#"<span class="ocrx_word""#,
+                r#"<div></div><span class="ocrx_word""#,
+            ),
+            "Element div is not declared in span list of possible children",
+        ),
+        (
+            "a paragraph that is not a p",
+            replaced(
+                &replaced(&hocr, r#"<p class="ocr_par""#, r#"<div class="ocr_par""#),
+                "</p>",
+                "</div>",
+            ),
+            "must have a tag name from ['p']",
+        ),
+        (
+            "a line without a bbox",
+            with_attribute(
+                &hocr,
+                r#"<span class="ocr_line""#,
+                "title",
+                Some("x_wconf 90"),
+            ),
+            "must have title prop 'bbox'",
+        ),
+        (
+            "x_wconf over 100",
+            with_attribute(
+                &hocr,
+                r#"<span class="ocrx_word""#,
+                "title",
+                Some("bbox 40 40 80 64; x_wconf 150"),
+            ),
+            "Value out of range",
+        ),
+        (
+            "no ocr-system",
+            replaced(&hocr, r#"name="ocr-system""#, r#"name="generator""#),
+            "Required metadata field 'ocr-system' missing",
+        ),
+        (
+            "a class the capabilities do not list",
+            replaced(&hocr, " ocr_carea ", " "),
+            r#"Requires the "ocr_carea" capability"#,
+        ),
+    ];
+    for (change, doc, reason) in broken_hocr {
+        let problems = check("broken.hocr", &doc, markup::hocr_problems)
+            .unwrap_or_else(|| panic!("{change}: accepted:\n{doc}"));
+        assert!(problems.contains(reason), "{change}: {problems}");
+    }
 }
 
 #[test]

@@ -17,10 +17,21 @@ use textrec_recognizer::onnx::{Attr, GraphBuilder, Metadata};
 /// `image [N, 1, 32, W]` → max over 32×4 blocks → `[N, W/4, 1]` → per-class affine →
 /// `log_probs [N, W/4, 3]` over `<B>`, `a`, ` `.
 pub fn ink_reader_model() -> Vec<u8> {
+    reader_model([0.0, 20.0, 0.0], [0.0, -6.0, -10.0])
+}
+
+/// [`ink_reader_model`]'s graph reading every column as the CTC blank: a model that finds no
+/// text in lines the detector found (an untrained one, or marks that are not writing).
+pub fn blank_reader_model() -> Vec<u8> {
+    reader_model([0.0, 0.0, 0.0], [0.0, -10.0, -10.0])
+}
+
+/// The line model with per-class weights `w` on a column's ink and biases `b`.
+fn reader_model(w: [f32; 3], b: [f32; 3]) -> Vec<u8> {
     let mut g = GraphBuilder::new();
     g.input("image", &[Err("N"), Ok(1), Ok(32), Err("W")])
-        .weight("w", &[1, 3], &[0.0, 20.0, 0.0])
-        .weight("b", &[3], &[0.0, -6.0, -10.0])
+        .weight("w", &[1, 3], &w)
+        .weight("b", &[3], &b)
         .int64s("shape", &[0, 0, -1])
         .node(
             "MaxPool",
@@ -158,6 +169,12 @@ pub fn write_bundle_reading_pages(dir: &Path, pages_json: &str) -> PathBuf {
 
 pub fn write_bundle(dir: &Path) -> PathBuf {
     let files = BTreeMap::from([("models/lines.onnx".to_owned(), ink_reader_model())]);
+    bundle_file(dir, &files)
+}
+
+/// A bundle whose line model is [`blank_reader_model`].
+pub fn write_bundle_reading_nothing(dir: &Path) -> PathBuf {
+    let files = BTreeMap::from([("models/lines.onnx".to_owned(), blank_reader_model())]);
     bundle_file(dir, &files)
 }
 
