@@ -7,6 +7,7 @@ pub mod corpus;
 pub mod download;
 mod error;
 pub mod fonts;
+pub mod ground_truth;
 pub mod inspect;
 pub mod manifest;
 pub mod mnist;

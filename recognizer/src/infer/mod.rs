@@ -28,6 +28,7 @@ pub use line_recognizer::{LineRecognizer, SlantSearch};
 pub use onnx_runtime::Backend;
 pub use page::{
     InkRows, LineFrame, PAGES, PageLine, PageTranscriber, PageTranscript, PageWord, PagesConfig,
+    cut_lines,
 };
 pub use page_image::{PageImageError, PageImages, decode_page, decode_pages};
 pub use scoring::{CharScores, Confusion, TextErrors, edit_distance, score_chars};

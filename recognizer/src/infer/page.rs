@@ -342,6 +342,17 @@ pub(super) fn paper_and_ink(page: &GrayImage) -> (u8, u8) {
     (paper, ink.min(paper.saturating_sub(32)))
 }
 
+/// The lines of `page` inside `boxes` as the recognizer reads them at `height`, in the default
+/// frame: what a model trained on real pages must see, so that training matches transcription.
+pub fn cut_lines(page: &GrayImage, boxes: &[LineBox], height: usize) -> Vec<Sample> {
+    let (paper, ink) = paper_and_ink(page);
+    let frame = LineFrame::default();
+    boxes
+        .iter()
+        .map(|b| line_sample(page, b, &frame, height, paper, ink).sample)
+        .collect()
+}
+
 /// A line as the recognizer reads it, and where its pixels came from on the page.
 struct LineCut {
     sample: Sample,

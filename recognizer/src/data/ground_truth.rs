@@ -1,0 +1,1118 @@
+//! Ground truth as HTR annotation tools export it, imported as a lines dataset: folders of line
+//! images with `NAME.gt.txt` beside each (the OCR-D, kraken and Calamari convention), PAGE XML
+//! (2013 and 2019 schemas) and ALTO (v2 to v4) with the page images they name. Lines on a page
+//! are cut out exactly as transcription cuts detected lines ([`crate::infer::cut_lines`]), so a
+//! model trained here reads what it will be shown.
+//!
+//! Nothing is written unless every file reads: a missing image, a box outside its image, an
+//! empty transcription or an unknown XML namespace is an error naming the file (and the XML
+//! line), as a half-imported dataset would train on silently missing pages.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::manifest::{DatasetKind, Manifest, Polarity, SplitInfo, count_classes};
+use super::shard::{Sample, ShardWriter};
+use super::split::{Fractions, Split};
+use super::{DataError, Observer};
+use crate::infer::{LineBox, cut_lines, decode_page};
+use crate::vocab::Vocabulary;
+
+/// Bumped whenever the same inputs would give different samples.
+pub const IMPORTER_VERSION: u32 = 1;
+
+const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "tif", "tiff", "bmp", "webp"];
+
+/// Which exports to read; `auto` takes every `.gt.txt` and every PAGE or ALTO file it finds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroundTruthFormat {
+    #[default]
+    Auto,
+    /// Line images with `NAME.gt.txt` beside each.
+    Lines,
+    Page,
+    Alto,
+}
+
+/// What happens to a character outside the vocabulary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutOfVocabulary {
+    /// Fold it to what the vocabulary has (é → e, œ → oe, ’ → '), and drop the lines that
+    /// still have a character it lacks.
+    #[default]
+    Fold,
+    /// Drop every line with a character outside the vocabulary.
+    DropLine,
+}
+
+/// What is kept together in one split.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SplitBy {
+    /// A document: pages named `NAME-1.xml`, `NAME-2.xml`, … in one folder (a trailing `-N` or
+    /// `_N` is a page number); for line images, their folder. One document is one hand in most
+    /// collections, so the splits share no writer.
+    #[default]
+    Document,
+    Page,
+    Line,
+}
+
+/// Where the lines go: every line into one split (a test set kept apart by folder), or
+/// fractions for val and test, drawn by a seeded hash of the [`SplitBy`] key.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SplitRule {
+    All(Split),
+    Fractions(Fractions),
+}
+
+impl Default for SplitRule {
+    fn default() -> Self {
+        SplitRule::Fractions(Fractions::default())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GroundTruthConfig {
+    pub format: GroundTruthFormat,
+    /// Line height of the dataset (what the line model reads).
+    pub height: u16,
+    pub split: SplitRule,
+    pub split_by: SplitBy,
+    pub seed: u64,
+    pub out_of_vocabulary: OutOfVocabulary,
+    pub vocabulary: Vocabulary,
+    /// Name under which the manifest records the sha256 of everything read.
+    pub source_name: String,
+    pub shard_bytes: u64,
+    /// Largest page read, in pixels.
+    pub max_pixels: u64,
+    pub params: serde_json::Value,
+}
+
+/// One transcribed line as the export gives it.
+#[derive(Debug, Clone)]
+struct Annotated {
+    /// `None`: the whole image is the line.
+    bbox: Option<[f64; 4]>,
+    text: String,
+    /// `file:row:column` of its element, or the `.gt.txt` file.
+    origin: String,
+}
+
+/// One image and its lines.
+#[derive(Debug, Clone)]
+struct PageSource {
+    image: PathBuf,
+    /// The XML or `.gt.txt` file that described it.
+    described_by: PathBuf,
+    /// Relative path of `described_by`, for split keys and the record.
+    relative: String,
+    document: String,
+    lines: Vec<Annotated>,
+}
+
+/// Imports the ground truth under `root` into the lines dataset `out` (shards + manifest).
+pub fn import_ground_truth(
+    root: &Path,
+    config: &GroundTruthConfig,
+    out: &Path,
+    observer: &dyn Observer,
+) -> Result<Manifest, DataError> {
+    let mut files = Vec::new();
+    list_files(root, root, &mut files)?;
+    let mut pages = Vec::new();
+    for (path, relative) in &files {
+        let name = relative.rsplit('/').next().unwrap_or(relative);
+        let wants =
+            |f: GroundTruthFormat| config.format == GroundTruthFormat::Auto || config.format == f;
+        if let Some(stem) = name.strip_suffix(".gt.txt") {
+            if wants(GroundTruthFormat::Lines) {
+                pages.push(line_image(path, relative, stem)?);
+            }
+        } else if name.ends_with(".xml")
+            && (wants(GroundTruthFormat::Page) || wants(GroundTruthFormat::Alto))
+        {
+            pages.push(xml_page(path, relative, config.format)?);
+        }
+    }
+    let total: usize = pages.iter().map(|p| p.lines.len()).sum();
+    if total == 0 {
+        return Err(DataError::format(
+            root,
+            "no ground truth here: no `NAME.gt.txt` beside a line image, no PAGE or ALTO file \
+             with a transcribed line",
+        ));
+    }
+    observer.total(total as u64);
+    fs::create_dir_all(out).map_err(DataError::io("create", out))?;
+
+    let mut writers: BTreeMap<Split, ShardWriter> = Split::ALL
+        .into_iter()
+        .map(|s| (s, ShardWriter::new(out, s, config.shard_bytes)))
+        .collect();
+    let mut infos: BTreeMap<Split, (SplitInfo, BTreeSet<String>)> = BTreeMap::new();
+    let mut dropped = DroppedLines::default();
+    let mut provenance = Vec::with_capacity(pages.len());
+    // Pages a few dozen at a time: decoding in parallel, memory bounded by the chunk.
+    for chunk in pages.chunks(32) {
+        let cut: Vec<Result<CutPage, DataError>> = chunk
+            .par_iter()
+            .map(|page| cut_page(page, config))
+            .collect();
+        for (page, result) in chunk.iter().zip(cut) {
+            let CutPage {
+                samples,
+                image_sha256,
+                described_sha256,
+            } = result?;
+            provenance.push(format!(
+                "{} {described_sha256}\n{} {image_sha256}\n",
+                page.relative,
+                page.image.display()
+            ));
+            for (line, mut sample) in page.lines.iter().zip(samples) {
+                observer.advance(1);
+                let Some(text) = fit_to_vocabulary(&line.text, config, &mut dropped, line) else {
+                    continue;
+                };
+                let split = split_of(config, page, line);
+                sample.label = text;
+                sample.style = truncate(&page.document, u8::MAX as usize);
+                let (info, writers_seen) = infos.entry(split).or_insert_with(|| {
+                    (
+                        SplitInfo {
+                            count: 0,
+                            fonts: Vec::new(),
+                            class_counts: BTreeMap::new(),
+                            shards: Vec::new(),
+                        },
+                        BTreeSet::new(),
+                    )
+                });
+                count_classes(DatasetKind::Lines, &sample.label, &mut info.class_counts);
+                info.count += 1;
+                writers_seen.insert(sample.style.clone());
+                writers
+                    .get_mut(&split)
+                    .expect("a writer per split")
+                    .push(&sample)?;
+            }
+        }
+    }
+
+    let mut splits = BTreeMap::new();
+    for (split, writer) in writers {
+        let shards = writer.finish()?;
+        let (mut info, seen) = infos.remove(&split).unwrap_or_else(|| {
+            (
+                SplitInfo {
+                    count: 0,
+                    fonts: Vec::new(),
+                    class_counts: BTreeMap::new(),
+                    shards: Vec::new(),
+                },
+                BTreeSet::new(),
+            )
+        });
+        info.shards = shards;
+        info.fonts = seen.into_iter().collect();
+        splits.insert(split, info);
+    }
+    let kept: u64 = splits.values().map(|s| s.count).sum();
+    if kept == 0 {
+        return Err(DataError::invalid(format!(
+            "every one of the {total} lines under {} was dropped: {}",
+            root.display(),
+            dropped.summary()
+        )));
+    }
+    let mut skipped = Vec::new();
+    if dropped.lines > 0 {
+        let note = dropped.summary();
+        observer.warn(&note);
+        skipped.push(note);
+    }
+    let mut hasher = Sha256::new();
+    for entry in &provenance {
+        hasher.update(entry.as_bytes());
+    }
+    let manifest = Manifest {
+        kind: DatasetKind::Lines,
+        vocabulary: config.vocabulary.tokens().to_vec(),
+        seed: config.seed,
+        generator_version: IMPORTER_VERSION,
+        polarity: Polarity::InkWhite,
+        height: Some(config.height),
+        width: None,
+        sources: BTreeMap::from([(
+            config.source_name.clone(),
+            format!("{:x}", hasher.finalize()),
+        )]),
+        splits,
+        params: config.params.clone(),
+        skipped,
+    };
+    manifest.write(out)?;
+    Ok(manifest)
+}
+
+/// Every regular file under `dir` (links followed), sorted by relative path, hidden ones left
+/// out.
+fn list_files(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) -> Result<(), DataError> {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .map_err(DataError::io("list", dir))?
+        .collect::<Result<_, _>>()
+        .map_err(DataError::io("list", dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let meta = fs::metadata(&path).map_err(DataError::io("read", &path))?;
+        if meta.is_dir() {
+            list_files(root, &path, out)?;
+        } else if meta.is_file() {
+            let relative = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            out.push((path, relative));
+        }
+    }
+    Ok(())
+}
+
+/// `NAME.gt.txt` and the line image beside it (`NAME.png`, OCR-D's `NAME.bin.png`, …).
+fn line_image(gt: &Path, relative: &str, stem: &str) -> Result<PageSource, DataError> {
+    let dir = gt.parent().unwrap_or(Path::new("."));
+    let candidates: Vec<String> = ["", ".bin", ".nrm"]
+        .iter()
+        .flat_map(|infix| IMAGE_EXTENSIONS.map(|ext| format!("{stem}{infix}.{ext}")))
+        .collect();
+    let image = candidates
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            DataError::format(
+                gt,
+                format!(
+                    "no line image beside it (looked for {stem}.png, {stem}.bin.png, {stem}.jpg, \
+                     {stem}.tif and the like)"
+                ),
+            )
+        })?;
+    let text = fs::read_to_string(gt).map_err(DataError::io("read", gt))?;
+    // The transcription is the first line; a trailing newline is the file's, not the text's.
+    let text = text.lines().next().unwrap_or("").to_owned();
+    let folder = relative.rsplit_once('/').map_or(".", |(d, _)| d).to_owned();
+    Ok(PageSource {
+        image,
+        described_by: gt.to_owned(),
+        relative: relative.to_owned(),
+        document: folder,
+        lines: vec![Annotated {
+            bbox: None,
+            text,
+            origin: gt.display().to_string(),
+        }],
+    })
+}
+
+const ALTO_NAMESPACES: [&str; 3] = [
+    "http://www.loc.gov/standards/alto/ns-v2#",
+    "http://www.loc.gov/standards/alto/ns-v3#",
+    "http://www.loc.gov/standards/alto/ns-v4#",
+];
+const PAGE_NAMESPACES: [&str; 2] = [
+    "http://schema.primaresearch.org/PAGE/gts/pagecontent/2013-07-15",
+    "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15",
+];
+
+/// A PAGE or ALTO file: the image it names and its transcribed lines.
+fn xml_page(
+    path: &Path,
+    relative: &str,
+    format: GroundTruthFormat,
+) -> Result<PageSource, DataError> {
+    let text = fs::read_to_string(path).map_err(DataError::io("read", path))?;
+    let doc = roxmltree::Document::parse(&text)
+        .map_err(|e| DataError::format(path, format!("not well-formed XML: {e}")))?;
+    let root = doc.root_element();
+    let namespace = root.tag_name().namespace().unwrap_or("");
+    let at = |node: roxmltree::Node| {
+        let pos = doc.text_pos_at(node.range().start);
+        format!("{}:{}:{}", path.display(), pos.row, pos.col)
+    };
+    let (image_name, lines) = match (root.tag_name().name(), namespace) {
+        ("alto", ns) if ALTO_NAMESPACES.contains(&ns) && format != GroundTruthFormat::Page => {
+            alto_lines(&doc, path, &at)?
+        }
+        ("PcGts", ns) if PAGE_NAMESPACES.contains(&ns) && format != GroundTruthFormat::Alto => {
+            page_lines(&doc, path, &at)?
+        }
+        (name, ns) => {
+            return Err(DataError::format(
+                path,
+                format!(
+                    "root element `{name}` in namespace `{ns}` is not {}: known are PAGE \
+                     (2013-07-15, 2019-07-15) and ALTO (ns-v2#, ns-v3#, ns-v4#)",
+                    match format {
+                        GroundTruthFormat::Page => "PAGE XML",
+                        GroundTruthFormat::Alto => "ALTO",
+                        _ => "PAGE XML or ALTO",
+                    }
+                ),
+            ));
+        }
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let stem = relative
+        .rsplit('/')
+        .next()
+        .unwrap_or(relative)
+        .trim_end_matches(".xml");
+    let image = find_image(dir, image_name.as_deref(), stem).ok_or_else(|| {
+        DataError::format(
+            path,
+            match &image_name {
+                Some(name) => format!("its image `{name}` is not in {}", dir.display()),
+                None => {
+                    format!("it names no image and none is beside it ({stem}.png, {stem}.jpg, …)")
+                }
+            },
+        )
+    })?;
+    let folder = relative.rsplit_once('/').map_or("", |(d, _)| d);
+    let document = match folder {
+        "" => document_of(stem).to_owned(),
+        folder => format!("{folder}/{}", document_of(stem)),
+    };
+    Ok(PageSource {
+        image,
+        described_by: path.to_owned(),
+        relative: relative.to_owned(),
+        document,
+        lines,
+    })
+}
+
+/// The document a page belongs to: its name less a trailing page number (`will_0005-1` →
+/// `will_0005`).
+fn document_of(stem: &str) -> &str {
+    match stem.rfind(['-', '_']) {
+        Some(i)
+            if i > 0 && stem[i + 1..].chars().all(|c| c.is_ascii_digit()) && i + 1 < stem.len() =>
+        {
+            &stem[..i]
+        }
+        _ => stem,
+    }
+}
+
+/// The image a page file names (its file name, in the file's folder), or one named like it.
+fn find_image(dir: &Path, named: Option<&str>, stem: &str) -> Option<PathBuf> {
+    if let Some(named) = named {
+        // Exports name images by path or URL; the file sits beside the XML.
+        let file = named.rsplit(['/', '\\']).next().unwrap_or(named);
+        let path = dir.join(file);
+        return path.is_file().then_some(path);
+    }
+    IMAGE_EXTENSIONS
+        .iter()
+        .map(|ext| dir.join(format!("{stem}.{ext}")))
+        .find(|p| p.is_file())
+}
+
+type Position<'a> = dyn Fn(roxmltree::Node) -> String + 'a;
+
+/// ALTO: `TextLine@HPOS/VPOS/WIDTH/HEIGHT` in pixels, text from its `String@CONTENT`, `SP`
+/// and `HYP` children in order (adjacent strings without an `SP` are words all the same).
+fn alto_lines(
+    doc: &roxmltree::Document,
+    path: &Path,
+    at: &Position,
+) -> Result<(Option<String>, Vec<Annotated>), DataError> {
+    let named = |node: &roxmltree::Node, name: &str| node.tag_name().name() == name;
+    let find = |name: &str| doc.descendants().find(|n| named(n, name));
+    if let Some(unit) = find("MeasurementUnit") {
+        let unit = unit.text().unwrap_or("").trim();
+        if unit != "pixel" {
+            return Err(DataError::format(
+                path,
+                format!(
+                    "MeasurementUnit `{unit}` at {}: only pixel coordinates are read; export \
+                     the ALTO in pixels",
+                    at(find("MeasurementUnit").expect("found above"))
+                ),
+            ));
+        }
+    }
+    let image = find("fileName")
+        .and_then(|n| n.text())
+        .map(|t| t.trim().to_owned());
+    let mut lines = Vec::new();
+    for line in doc.descendants().filter(|n| named(n, "TextLine")) {
+        let number = |attr: &str| -> Result<f64, DataError> {
+            let value = line.attribute(attr).ok_or_else(|| {
+                DataError::format(path, format!("TextLine at {} has no {attr}", at(line)))
+            })?;
+            value
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| {
+                    DataError::format(
+                        path,
+                        format!(
+                            "TextLine at {}: {attr}=\"{value}\" is not a number",
+                            at(line)
+                        ),
+                    )
+                })
+        };
+        let (x, y, w, h) = (
+            number("HPOS")?,
+            number("VPOS")?,
+            number("WIDTH")?,
+            number("HEIGHT")?,
+        );
+        let mut text = String::new();
+        let mut after_word = false;
+        for child in line.children().filter(|n| n.is_element()) {
+            match child.tag_name().name() {
+                "String" | "HYP" => {
+                    if after_word && named(&child, "String") {
+                        text.push(' ');
+                    }
+                    text.push_str(child.attribute("CONTENT").unwrap_or(""));
+                    after_word = named(&child, "String");
+                }
+                "SP" => {
+                    text.push(' ');
+                    after_word = false;
+                }
+                _ => {}
+            }
+        }
+        lines.push(Annotated {
+            bbox: Some([x, y, x + w, y + h]),
+            text,
+            origin: at(line),
+        });
+    }
+    Ok((image, lines))
+}
+
+/// PAGE: `TextLine/Coords@points` (`x,y x,y …`), text from the line's own
+/// `TextEquiv/Unicode` (the one with `index="1"`, else the first).
+fn page_lines(
+    doc: &roxmltree::Document,
+    path: &Path,
+    at: &Position,
+) -> Result<(Option<String>, Vec<Annotated>), DataError> {
+    let named = |node: &roxmltree::Node, name: &str| node.tag_name().name() == name;
+    let page = doc
+        .descendants()
+        .find(|n| named(n, "Page"))
+        .ok_or_else(|| DataError::format(path, "no Page element"))?;
+    let image = page
+        .attribute("imageFilename")
+        .map(|s| s.trim().to_owned())
+        .ok_or_else(|| {
+            DataError::format(path, format!("Page at {} has no imageFilename", at(page)))
+        })?;
+    let mut lines = Vec::new();
+    for line in page.descendants().filter(|n| named(n, "TextLine")) {
+        let coords = line
+            .children()
+            .find(|n| named(n, "Coords"))
+            .and_then(|c| c.attribute("points"))
+            .ok_or_else(|| {
+                DataError::format(
+                    path,
+                    format!("TextLine at {} has no Coords points", at(line)),
+                )
+            })?;
+        let mut bbox = [
+            f64::INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        for point in coords.split_whitespace() {
+            let parsed = point
+                .split_once(',')
+                .and_then(|(x, y)| Some((x.parse::<f64>().ok()?, y.parse::<f64>().ok()?)))
+                .filter(|(x, y)| x.is_finite() && y.is_finite());
+            let (x, y) = parsed.ok_or_else(|| {
+                DataError::format(
+                    path,
+                    format!("TextLine at {}: `{point}` in Coords is not x,y", at(line)),
+                )
+            })?;
+            bbox = [
+                bbox[0].min(x),
+                bbox[1].min(y),
+                bbox[2].max(x),
+                bbox[3].max(y),
+            ];
+        }
+        if !bbox[0].is_finite() {
+            return Err(DataError::format(
+                path,
+                format!("TextLine at {} has empty Coords", at(line)),
+            ));
+        }
+        let equivs: Vec<_> = line.children().filter(|n| named(n, "TextEquiv")).collect();
+        let equiv = equivs
+            .iter()
+            .find(|e| e.attribute("index") == Some("1"))
+            .or(equivs.first());
+        let text = equiv
+            .and_then(|e| e.children().find(|n| named(n, "Unicode")))
+            .and_then(|u| u.text())
+            .unwrap_or("")
+            .to_owned();
+        lines.push(Annotated {
+            bbox: Some(bbox),
+            text,
+            origin: at(line),
+        });
+    }
+    Ok((Some(image), lines))
+}
+
+struct CutPage {
+    samples: Vec<Sample>,
+    image_sha256: String,
+    described_sha256: String,
+}
+
+/// Reads the page's image, checks every line against it, and cuts the lines out.
+fn cut_page(page: &PageSource, config: &GroundTruthConfig) -> Result<CutPage, DataError> {
+    for line in &page.lines {
+        if line.text.trim().is_empty() {
+            return Err(DataError::format(
+                &page.described_by,
+                format!("empty transcription at {}", line.origin),
+            ));
+        }
+    }
+    let bytes = fs::read(&page.image).map_err(DataError::io("read", &page.image))?;
+    let described =
+        fs::read(&page.described_by).map_err(DataError::io("read", &page.described_by))?;
+    let image = decode_page(&bytes, config.max_pixels)
+        .map_err(|e| DataError::format(&page.image, e.to_string()))?;
+    let (width, height) = (f64::from(image.width()), f64::from(image.height()));
+    let mut boxes = Vec::with_capacity(page.lines.len());
+    for line in &page.lines {
+        let [x0, y0, x1, y1] = line.bbox.unwrap_or([0.0, 0.0, width, height]);
+        // Exports round outward by a pixel now and then; a box further out is a wrong image or
+        // wrong coordinates.
+        let slack = 2.0;
+        if x0 < -slack
+            || y0 < -slack
+            || x1 > width + slack
+            || y1 > height + slack
+            || x1 <= x0
+            || y1 <= y0
+        {
+            return Err(DataError::format(
+                &page.described_by,
+                format!(
+                    "the line at {} spans ({x0}, {y0})–({x1}, {y1}), outside its {}×{} image {}",
+                    line.origin,
+                    image.width(),
+                    image.height(),
+                    page.image.display()
+                ),
+            ));
+        }
+        let clamp = |v: f64, max: f64| v.clamp(0.0, max) as u32;
+        boxes.push(LineBox {
+            x0: clamp(x0.floor(), width),
+            y0: clamp(y0.floor(), height),
+            x1: clamp(x1.ceil(), width),
+            y1: clamp(y1.ceil(), height),
+        });
+    }
+    Ok(CutPage {
+        samples: cut_lines(&image, &boxes, usize::from(config.height)),
+        image_sha256: format!("{:x}", Sha256::digest(&bytes)),
+        described_sha256: format!("{:x}", Sha256::digest(&described)),
+    })
+}
+
+/// Lines left out for characters the vocabulary lacks.
+#[derive(Debug, Default)]
+struct DroppedLines {
+    lines: u64,
+    characters: BTreeMap<char, u64>,
+    examples: Vec<String>,
+}
+
+impl DroppedLines {
+    fn summary(&self) -> String {
+        let characters: Vec<String> = self
+            .characters
+            .iter()
+            .map(|(c, n)| format!("{c:?} ×{n}"))
+            .collect();
+        format!(
+            "{} lines dropped for characters outside the vocabulary ({}); e.g. {}",
+            self.lines,
+            characters.join(", "),
+            self.examples.join("; ")
+        )
+    }
+}
+
+/// The line's text as the vocabulary can hold it (whitespace runs made one space, folded if
+/// asked), or `None` when it cannot, counted in `dropped`.
+fn fit_to_vocabulary(
+    text: &str,
+    config: &GroundTruthConfig,
+    dropped: &mut DroppedLines,
+    line: &Annotated,
+) -> Option<String> {
+    let spaced = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let text = match config.out_of_vocabulary {
+        OutOfVocabulary::Fold => fold(&spaced),
+        OutOfVocabulary::DropLine => spaced,
+    };
+    let missing: Vec<char> = text
+        .chars()
+        .filter(|&c| config.vocabulary.index_of(c).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Some(text);
+    }
+    dropped.lines += 1;
+    for c in missing {
+        *dropped.characters.entry(c).or_default() += 1;
+    }
+    if dropped.examples.len() < 3 {
+        dropped
+            .examples
+            .push(format!("{:?} at {}", text, line.origin));
+    }
+    None
+}
+
+/// Folds the letters and marks a Latin-script text commonly has onto plain ASCII: accents
+/// dropped (é → e), ligatures spelled out (œ → oe, ß → ss), typographic quotes and dashes made
+/// plain (’ → ', « → ", – → -).
+pub fn fold(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let folded: &str = match c {
+            'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'ā' | 'ă' | 'ą' => "a",
+            'À' | 'Á' | 'Â' | 'Ã' | 'Ä' | 'Å' | 'Ā' | 'Ă' | 'Ą' => "A",
+            'ç' | 'ć' | 'č' => "c",
+            'Ç' | 'Ć' | 'Č' => "C",
+            'ď' => "d",
+            'Ď' => "D",
+            'è' | 'é' | 'ê' | 'ë' | 'ē' | 'ė' | 'ę' | 'ě' => "e",
+            'È' | 'É' | 'Ê' | 'Ë' | 'Ē' | 'Ė' | 'Ę' | 'Ě' => "E",
+            'ì' | 'í' | 'î' | 'ï' | 'ī' | 'į' => "i",
+            'Ì' | 'Í' | 'Î' | 'Ï' | 'Ī' | 'Į' => "I",
+            'ł' => "l",
+            'Ł' => "L",
+            'ñ' | 'ń' | 'ň' => "n",
+            'Ñ' | 'Ń' | 'Ň' => "N",
+            'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' | 'ō' | 'ő' => "o",
+            'Ò' | 'Ó' | 'Ô' | 'Õ' | 'Ö' | 'Ø' | 'Ō' | 'Ő' => "O",
+            'ř' => "r",
+            'Ř' => "R",
+            'ś' | 'š' | 'ş' => "s",
+            'Ś' | 'Š' | 'Ş' => "S",
+            'ť' | 'ţ' => "t",
+            'Ť' | 'Ţ' => "T",
+            'ù' | 'ú' | 'û' | 'ü' | 'ū' | 'ů' | 'ű' | 'ų' => "u",
+            'Ù' | 'Ú' | 'Û' | 'Ü' | 'Ū' | 'Ů' | 'Ű' | 'Ų' => "U",
+            'ý' | 'ÿ' => "y",
+            'Ý' | 'Ÿ' => "Y",
+            'ź' | 'ż' | 'ž' => "z",
+            'Ź' | 'Ż' | 'Ž' => "Z",
+            'œ' => "oe",
+            'Œ' => "OE",
+            'æ' => "ae",
+            'Æ' => "AE",
+            'ß' => "ss",
+            '’' | '‘' | '‚' | '′' | '`' | '´' => "'",
+            '“' | '”' | '„' | '«' | '»' | '″' => "\"",
+            '–' | '—' | '‐' | '‑' | '−' => "-",
+            '…' => "...",
+            '\u{a0}' | '\u{202f}' => " ",
+            other => {
+                out.push(other);
+                continue;
+            }
+        };
+        out.push_str(folded);
+    }
+    out
+}
+
+fn split_of(config: &GroundTruthConfig, page: &PageSource, line: &Annotated) -> Split {
+    match config.split {
+        SplitRule::All(split) => split,
+        SplitRule::Fractions(fractions) => {
+            let key = match config.split_by {
+                SplitBy::Document => &page.document,
+                SplitBy::Page => &page.relative,
+                SplitBy::Line => &line.origin,
+            };
+            fractions.split_of(config.seed, key.as_bytes())
+        }
+    }
+}
+
+/// `text` cut to at most `max` bytes at a character boundary.
+fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{Dataset, Unobserved};
+    use image::{GrayImage, Luma};
+
+    /// A light page with a dark bar of strokes inside each box.
+    fn page_png(path: &Path, width: u32, height: u32, boxes: &[[u32; 4]]) {
+        let page = GrayImage::from_fn(width, height, |x, y| {
+            let inked = boxes.iter().any(|b| {
+                (b[0]..b[2]).contains(&x) && (b[1] + 4..b[3] - 4).contains(&y) && x % 6 < 3
+            });
+            Luma([if inked { 20 } else { 230 }])
+        });
+        page.save(path).unwrap();
+    }
+
+    fn alto(image: &str, lines: &[([u32; 4], &str)]) -> String {
+        let mut xml = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<alto xmlns="http://www.loc.gov/standards/alto/ns-v4#">
+  <Description><MeasurementUnit>pixel</MeasurementUnit>
+    <sourceImageInformation><fileName>{image}</fileName></sourceImageInformation>
+  </Description>
+  <Layout><Page WIDTH="400" HEIGHT="200" PHYSICAL_IMG_NR="1" ID="p"><PrintSpace>
+    <TextBlock ID="b">
+"#
+        );
+        for (i, ([x0, y0, x1, y1], text)) in lines.iter().enumerate() {
+            let words: Vec<String> = text
+                .split(' ')
+                .map(|w| format!(r#"<String CONTENT="{w}"/>"#))
+                .collect();
+            xml.push_str(&format!(
+                "      <TextLine ID=\"l{i}\" HPOS=\"{x0}\" VPOS=\"{y0}\" WIDTH=\"{}\" HEIGHT=\"{}\">{}</TextLine>\n",
+                x1 - x0,
+                y1 - y0,
+                words.join("<SP/>")
+            ));
+        }
+        xml.push_str("    </TextBlock>\n  </PrintSpace></Page></Layout>\n</alto>\n");
+        xml
+    }
+
+    fn page_xml(image: &str, lines: &[([u32; 4], &str)]) -> String {
+        let mut xml = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<PcGts xmlns="http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15">
+  <Metadata><Creator>test</Creator></Metadata>
+  <Page imageFilename="{image}" imageWidth="400" imageHeight="200">
+    <TextRegion id="r"><Coords points="0,0 400,0 400,200 0,200"/>
+"#
+        );
+        for (i, ([x0, y0, x1, y1], text)) in lines.iter().enumerate() {
+            xml.push_str(&format!(
+                "      <TextLine id=\"l{i}\"><Coords points=\"{x0},{y0} {x1},{y0} {x1},{y1} {x0},{y1}\"/>\
+                 <TextEquiv><Unicode>{text}</Unicode></TextEquiv></TextLine>\n"
+            ));
+        }
+        xml.push_str("    </TextRegion>\n  </Page>\n</PcGts>\n");
+        xml
+    }
+
+    fn config() -> GroundTruthConfig {
+        GroundTruthConfig {
+            format: GroundTruthFormat::Auto,
+            height: 32,
+            split: SplitRule::Fractions(Fractions {
+                val: 0.0,
+                test: 0.0,
+            }),
+            split_by: SplitBy::Document,
+            seed: 1,
+            out_of_vocabulary: OutOfVocabulary::Fold,
+            vocabulary: Vocabulary::default(),
+            source_name: "gt".into(),
+            shard_bytes: 1 << 20,
+            max_pixels: 10_000_000,
+            params: serde_json::Value::Null,
+        }
+    }
+
+    const TOP: [u32; 4] = [20, 20, 380, 60];
+    const BOTTOM: [u32; 4] = [20, 100, 300, 140];
+
+    /// ALTO, PAGE and line images side by side: one dataset, every line in reading order.
+    fn fixture(root: &Path) {
+        fs::create_dir_all(root.join("alto")).unwrap();
+        fs::create_dir_all(root.join("page")).unwrap();
+        fs::create_dir_all(root.join("lines/writer-a")).unwrap();
+        page_png(&root.join("alto/will_7-1.png"), 400, 200, &[TOP, BOTTOM]);
+        fs::write(
+            root.join("alto/will_7-1.xml"),
+            alto(
+                "will_7-1.png",
+                &[(TOP, "Mon père était là"), (BOTTOM, "le 3 mai")],
+            ),
+        )
+        .unwrap();
+        page_png(&root.join("page/scan.png"), 400, 200, &[TOP]);
+        fs::write(
+            root.join("page/scan.xml"),
+            page_xml("scan.png", &[(TOP, "l’œuvre – fin")]),
+        )
+        .unwrap();
+        page_png(
+            &root.join("lines/writer-a/001.bin.png"),
+            200,
+            40,
+            &[[0, 0, 200, 40]],
+        );
+        fs::write(root.join("lines/writer-a/001.gt.txt"), "a  line\n").unwrap();
+    }
+
+    fn labels(dir: &Path, split: Split) -> Vec<(String, String)> {
+        Dataset::open(dir)
+            .unwrap()
+            .samples(split)
+            .map(|s| {
+                let s = s.unwrap();
+                (s.style, s.label)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn alto_page_xml_and_line_images_become_one_lines_dataset() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, out) = (dir.path().join("gt"), dir.path().join("out"));
+        fixture(&root);
+        fs::create_dir_all(&out).unwrap();
+        let manifest = import_ground_truth(&root, &config(), &out, &Unobserved).unwrap();
+        assert_eq!(manifest.kind, DatasetKind::Lines);
+        assert_eq!(manifest.height, Some(32));
+        assert_eq!(
+            labels(&out, Split::Train),
+            [
+                ("alto/will_7".into(), "Mon pere etait la".into()),
+                ("alto/will_7".into(), "le 3 mai".into()),
+                ("lines/writer-a".into(), "a line".into()),
+                ("page/scan".into(), "l'oeuvre - fin".into()),
+            ]
+        );
+        let first = Dataset::open(&out)
+            .unwrap()
+            .samples(Split::Train)
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.height, 32);
+        // The line is cut in the recognizer's frame (set by its ink, as transcription does):
+        // several times wider than high, with ink (white) in it.
+        assert!((96..=520).contains(&first.width), "width {}", first.width);
+        assert!(first.pixels.iter().filter(|&&p| p > 128).count() > 200);
+        assert_eq!(manifest.sources.len(), 1);
+        assert_eq!(
+            manifest.splits[&Split::Train].fonts.len(),
+            3,
+            "three documents"
+        );
+    }
+
+    #[test]
+    fn the_splits_keep_a_documents_pages_together_and_depend_on_the_seed_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("gt");
+        fs::create_dir_all(&root).unwrap();
+        for doc in 0..12 {
+            for page in 0..2 {
+                let name = format!("doc{doc:02}-{page}");
+                page_png(&root.join(format!("{name}.png")), 400, 200, &[TOP]);
+                fs::write(
+                    root.join(format!("{name}.xml")),
+                    alto(&format!("{name}.png"), &[(TOP, "text")]),
+                )
+                .unwrap();
+            }
+        }
+        let mut config = config();
+        config.split = SplitRule::Fractions(Fractions {
+            val: 0.3,
+            test: 0.3,
+        });
+        let run = |name: &str| {
+            let out = dir.path().join(name);
+            fs::create_dir_all(&out).unwrap();
+            import_ground_truth(&root, &config, &out, &Unobserved).unwrap();
+            Split::ALL.map(|s| labels(&out, s).into_iter().map(|l| l.0).collect::<Vec<_>>())
+        };
+        let splits = run("a");
+        assert_eq!(splits, run("b"), "same seed, same splits");
+        for (i, a) in splits.iter().enumerate() {
+            assert!(!a.is_empty(), "split {i} is empty: {splits:?}");
+            for b in &splits[i + 1..] {
+                assert!(
+                    a.iter().all(|d| !b.contains(d)),
+                    "a document in two splits: {splits:?}"
+                );
+            }
+            // Both pages of each document.
+            assert_eq!(a.len() % 2, 0, "{a:?}");
+        }
+    }
+
+    #[test]
+    fn characters_outside_the_vocabulary_drop_their_line_and_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, out) = (dir.path().join("gt"), dir.path().join("out"));
+        fs::create_dir_all(&root).unwrap();
+        page_png(&root.join("p.png"), 400, 200, &[TOP, BOTTOM]);
+        fs::write(
+            root.join("p.xml"),
+            alto("p.png", &[(TOP, "le 3°"), (BOTTOM, "été")]),
+        )
+        .unwrap();
+        fs::create_dir_all(&out).unwrap();
+        let manifest = import_ground_truth(&root, &config(), &out, &Unobserved).unwrap();
+        assert_eq!(labels(&out, Split::Train), [("p".into(), "ete".into())]);
+        assert_eq!(manifest.skipped.len(), 1);
+        assert!(
+            manifest.skipped[0].starts_with("1 lines dropped"),
+            "{:?}",
+            manifest.skipped
+        );
+        assert!(
+            manifest.skipped[0].contains("'°' ×1") && manifest.skipped[0].contains("p.xml:"),
+            "{:?}",
+            manifest.skipped
+        );
+
+        let mut strict = config();
+        strict.out_of_vocabulary = OutOfVocabulary::DropLine;
+        let out = dir.path().join("strict");
+        fs::create_dir_all(&out).unwrap();
+        let error = import_ground_truth(&root, &strict, &out, &Unobserved)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("every one of the 2 lines"), "{error}");
+        assert!(!out.join("manifest.json").exists());
+    }
+
+    /// Each broken export: an error naming the file (and line), and no dataset.
+    #[test]
+    fn bad_ground_truth_is_named_and_leaves_no_dataset() {
+        type Fixture = Box<dyn Fn(&Path)>;
+        let cases: [(&str, Fixture, &str); 6] = [
+            (
+                "a missing image",
+                Box::new(|root| {
+                    fs::write(root.join("p.xml"), alto("gone.png", &[(TOP, "text")])).unwrap();
+                }),
+                "p.xml: its image `gone.png` is not in",
+            ),
+            (
+                "a box outside the image",
+                Box::new(|root| {
+                    page_png(&root.join("p.png"), 400, 200, &[TOP]);
+                    fs::write(
+                        root.join("p.xml"),
+                        alto("p.png", &[([20, 150, 380, 260], "text")]),
+                    )
+                    .unwrap();
+                }),
+                "p.xml:8:7 spans (20, 150)–(380, 260), outside its 400×200 image",
+            ),
+            (
+                "an empty transcription",
+                Box::new(|root| {
+                    page_png(&root.join("p.png"), 400, 200, &[TOP]);
+                    fs::write(root.join("p.xml"), page_xml("p.png", &[(TOP, " ")])).unwrap();
+                }),
+                "empty transcription at",
+            ),
+            (
+                "an unknown namespace",
+                Box::new(|root| {
+                    fs::write(root.join("p.xml"), "<alto xmlns=\"urn:other\"/>").unwrap();
+                }),
+                "p.xml: root element `alto` in namespace `urn:other` is not PAGE XML or ALTO",
+            ),
+            (
+                "a truncated file",
+                Box::new(|root| {
+                    let full = alto("p.png", &[(TOP, "text")]);
+                    fs::write(root.join("p.xml"), &full[..full.len() / 2]).unwrap();
+                }),
+                "p.xml: not well-formed XML",
+            ),
+            (
+                "a line image without its picture",
+                Box::new(|root| {
+                    fs::write(root.join("l.gt.txt"), "text").unwrap();
+                }),
+                "l.gt.txt: no line image beside it",
+            ),
+        ];
+        for (what, make, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let (root, out) = (dir.path().join("gt"), dir.path().join("out"));
+            fs::create_dir_all(&root).unwrap();
+            fs::create_dir_all(&out).unwrap();
+            make(&root);
+            let error = import_ground_truth(&root, &config(), &out, &Unobserved)
+                .expect_err(what)
+                .to_string();
+            assert!(error.contains(expected), "{what}: {error}");
+            assert!(
+                !out.join("manifest.json").exists(),
+                "{what}: a dataset was written"
+            );
+        }
+    }
+
+    #[test]
+    fn folding_spells_out_what_the_vocabulary_lacks() {
+        assert_eq!(
+            fold("Œuvre d’été « à Noël » – 1918…"),
+            "OEuvre d'ete \" a Noel \" - 1918..."
+        );
+        assert_eq!(fold("3° ^e"), "3° ^e");
+        assert_eq!(document_of("will_0005-12"), "will_0005");
+        assert_eq!(document_of("scan"), "scan");
+        assert_eq!(document_of("-3"), "-3");
+        assert_eq!(document_of("page_"), "page_");
+    }
+}
