@@ -31,7 +31,7 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
         "04-unknown-kind.yaml",
         3,
         11,
-        "unknown stage kind `shel`; known kinds: augment, copy, download, evaluate, export, language-model, package, shell, synthesize, train",
+        "unknown stage kind `shel`; known kinds: augment, copy, download, evaluate, export, ground-truth, language-model, package, shell, synthesize, train",
     ),
     ("05-missing-kind.yaml", 3, 5, "missing field `kind`"),
     (
@@ -139,6 +139,18 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
         10,
         7,
         "stage `train-lines` (train params): training: label_smoothing is for the char_cnn classifier (line_ctc and line_fcn have no class targets to smooth); remove it from this stage",
+    ),
+    (
+        "27-init-not-a-dep.yaml",
+        10,
+        7,
+        "stage `finetune` (train params): `train` reads one dataset (deps; plus the `init` model when fine-tuning)",
+    ),
+    (
+        "28-init-with-network.yaml",
+        10,
+        7,
+        "stage `finetune` (train params): `network` and `init` both given: a fine-tune keeps the network of `models/lines`; remove `network`",
     ),
 ];
 

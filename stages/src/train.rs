@@ -34,6 +34,10 @@ struct Params {
     /// Size of the network, read as the model's own `*Network`; unset fields keep the defaults.
     #[serde(default)]
     network: Option<serde_json::Value>,
+    /// A model directory (another train stage's out) to start from: a fine-tune. It must be
+    /// one of the deps, so that the stage re-runs when those weights change.
+    #[serde(default)]
+    init: Option<String>,
 }
 
 /// `network` for char_cnn. One struct per model, so a field of another model is an unknown
@@ -133,6 +137,8 @@ impl DetectorNetwork {
 struct Validated {
     training: TrainOptions,
     model: Model,
+    /// Index in the deps of the model to start from.
+    init: Option<usize>,
 }
 
 enum Model {
@@ -143,9 +149,35 @@ enum Model {
 
 fn validate(stage: &Stage) -> Result<Validated, String> {
     let params: Params = parse_params(&stage.params)?;
-    if stage.deps.len() != 1 || stage.outs.len() != 1 || stage.metrics.len() > 1 {
-        return Err("`train` reads one dataset (deps), writes one model directory (outs) and at most one metrics file".into());
+    let deps = 1 + usize::from(params.init.is_some());
+    if stage.deps.len() != deps || stage.outs.len() != 1 || stage.metrics.len() > 1 {
+        return Err("`train` reads one dataset (deps; plus the `init` model when fine-tuning), writes one model directory (outs) and at most one metrics file".into());
     }
+    let init = match &params.init {
+        None => None,
+        Some(init) => {
+            if params.network.is_some() {
+                return Err(format!(
+                    "`network` and `init` both given: a fine-tune keeps the network of `{init}`; remove `network`"
+                ));
+            }
+            let normalized = textrec_pipeline::normalize_dep(init)
+                .map_err(|e| format!("`init: {init}`: {e}"))?;
+            let index = stage
+                .deps
+                .iter()
+                .position(|d| *d == normalized)
+                .ok_or_else(|| {
+                    format!("`init: {init}` must be one of the deps (the dataset, then the model to start from)")
+                })?;
+            if index == 0 {
+                return Err(format!(
+                    "`init: {init}` is the first dep, which is the dataset; list the dataset first and the model after it"
+                ));
+            }
+            Some(index)
+        }
+    };
     params
         .training
         .validate()
@@ -165,6 +197,7 @@ fn validate(stage: &Stage) -> Result<Validated, String> {
     Ok(Validated {
         training: params.training,
         model,
+        init,
     })
 }
 
@@ -214,12 +247,14 @@ fn train_on<B: TrainingBackend>(
     device: &B::Device,
 ) -> Result<(TrainOutcome, (&'static str, f64)), StageFailure> {
     let out = &ctx.outs[0].1;
+    let init = params.init.map(|i| ctx.deps[i].as_path());
     Ok(match &params.model {
         Model::Char(network) => {
             let (spec, _) = train_char_model::<B>(
                 &ctx.deps[0],
                 &params.training,
                 network.clone(),
+                init,
                 out,
                 &ctx.resume,
                 observer,
@@ -233,6 +268,7 @@ fn train_on<B: TrainingBackend>(
                 &ctx.deps[0],
                 &params.training,
                 network.clone(),
+                init,
                 out,
                 &ctx.resume,
                 observer,
@@ -247,6 +283,7 @@ fn train_on<B: TrainingBackend>(
                 &ctx.deps[0],
                 &params.training,
                 network.clone(),
+                init,
                 out,
                 &ctx.resume,
                 observer,

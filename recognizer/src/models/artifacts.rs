@@ -111,6 +111,39 @@ pub(crate) fn expect_architecture(
     })
 }
 
+/// The spec of the model a fine-tune starts from (`init`), checked against what this training
+/// makes: the same architecture, and the same classes in the same order as `dataset_dir`'s
+/// vocabulary (a class index means one token to the weights), each mismatch naming both sides.
+pub(crate) fn init_spec<N: DeserializeOwned>(
+    dir: &Path,
+    architecture: &str,
+    dataset_dir: &Path,
+    vocabulary: &[String],
+) -> Result<ModelSpec<N>, ModelError> {
+    expect_architecture(dir, &model_architecture(dir)?, architecture)?;
+    let spec: ModelSpec<N> = read_spec(dir)?;
+    if spec.vocabulary != vocabulary {
+        let differs = spec
+            .vocabulary
+            .iter()
+            .zip(vocabulary)
+            .position(|(a, b)| a != b)
+            .unwrap_or(spec.vocabulary.len().min(vocabulary.len()));
+        return Err(ModelError::Invalid {
+            reason: format!(
+                "init {} predicts {} classes and {} has {}; they differ from class {differs}                  ({:?} vs {:?}): fine-tune on a dataset with the model's vocabulary",
+                dir.display(),
+                spec.vocabulary.len(),
+                dataset_dir.display(),
+                vocabulary.len(),
+                spec.vocabulary.get(differs),
+                vocabulary.get(differs),
+            ),
+        });
+    }
+    Ok(spec)
+}
+
 fn pretty<T: Serialize>(value: &T) -> Vec<u8> {
     let mut json = serde_json::to_vec_pretty(value).expect("model records serialise");
     json.push(b'\n');

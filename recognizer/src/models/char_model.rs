@@ -8,8 +8,8 @@ use burn::prelude::*;
 
 use super::TrainingBackend;
 use super::artifacts::{
-    ModelSpec, dataset_fingerprint, expect_architecture, load_weights, model_architecture,
-    read_spec, save_model,
+    ModelSpec, dataset_fingerprint, expect_architecture, init_spec, load_weights,
+    model_architecture, read_spec, save_model,
 };
 use super::fit::{Task, TrainOptions, exclusive_training, fit, with_stable_ids};
 use super::{History, ModelError};
@@ -115,10 +115,12 @@ impl<B: TrainingBackend> Task<B> for CharTask {
 /// Trains a character model on `dataset_dir` and writes `weights.mpk`, `model.json`,
 /// `history.json`, `history.csv` and `curves.png` into `out`. `network_config` sizes the
 /// network; its classes are taken from the dataset.
+#[allow(clippy::too_many_arguments)]
 pub fn train_char_model<B: TrainingBackend>(
     dataset_dir: &Path,
     options: &TrainOptions,
     network_config: Option<CharCnnConfig>,
+    init: Option<&Path>,
     out: &Path,
     resume_dir: &Path,
     observer: &dyn Observer,
@@ -136,14 +138,23 @@ pub fn train_char_model<B: TrainingBackend>(
     }
     let vocabulary = dataset.manifest.vocabulary.clone();
     // The dataset decides what the network predicts; the caller only sizes it.
-    let mut config = network_config.unwrap_or_else(|| CharCnnConfig::new(vocabulary.len()));
+    let mut config = match init {
+        Some(dir) => {
+            let spec: CharModelSpec = init_spec(dir, ARCHITECTURE, dataset_dir, &vocabulary)?;
+            spec.network
+        }
+        None => network_config.unwrap_or_else(|| CharCnnConfig::new(vocabulary.len())),
+    };
     config.classes = vocabulary.len();
     config
         .validate()
         .map_err(|reason| ModelError::Invalid { reason })?;
     let _exclusive = exclusive_training(observer);
     B::seed(device, options.seed);
-    let network: CharCnn<B> = with_stable_ids(config.init(device));
+    let mut network: CharCnn<B> = with_stable_ids(config.init(device));
+    if let Some(dir) = init {
+        network = load_weights(dir, network, device)?;
+    }
     let task = CharTask::new(&vocabulary, options.label_smoothing);
     let (kept, history, outcome) = fit(
         &task, network, &dataset, options, resume_dir, observer, device,

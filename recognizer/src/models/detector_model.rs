@@ -11,8 +11,8 @@ use image::{GrayImage, Luma};
 
 use super::TrainingBackend;
 use super::artifacts::{
-    ModelSpec, dataset_fingerprint, expect_architecture, load_weights, model_architecture,
-    read_spec, save_model,
+    ModelSpec, dataset_fingerprint, expect_architecture, init_spec, load_weights,
+    model_architecture, read_spec, save_model,
 };
 use super::fit::{Task, TrainOptions, exclusive_training, fit, with_stable_ids};
 use super::{History, ModelError};
@@ -214,10 +214,12 @@ impl<B: TrainingBackend> Task<B> for DetectorTask {
 
 /// Trains a line detector on the pages dataset in `dataset_dir` and writes `weights.mpk`,
 /// `model.json`, `history.json`, `history.csv` and `curves.png` into `out`.
+#[allow(clippy::too_many_arguments)]
 pub fn train_detector_model<B: TrainingBackend>(
     dataset_dir: &Path,
     options: &TrainOptions,
     network_config: Option<LineFcnConfig>,
+    init: Option<&Path>,
     out: &Path,
     resume_dir: &Path,
     observer: &dyn Observer,
@@ -233,13 +235,19 @@ pub fn train_detector_model<B: TrainingBackend>(
             ),
         });
     }
-    let config = network_config.unwrap_or_else(LineFcnConfig::new);
+    let config = match init {
+        Some(dir) => init_spec::<LineFcnConfig>(dir, ARCHITECTURE, dataset_dir, &[])?.network,
+        None => network_config.unwrap_or_else(LineFcnConfig::new),
+    };
     config
         .validate()
         .map_err(|reason| ModelError::Invalid { reason })?;
     let _exclusive = exclusive_training(observer);
     B::seed(device, options.seed);
-    let network: LineFcn<B> = with_stable_ids(config.init(device));
+    let mut network: LineFcn<B> = with_stable_ids(config.init(device));
+    if let Some(dir) = init {
+        network = load_weights(dir, network, device)?;
+    }
     let scale = config.scale;
     let task = DetectorTask { scale };
     let (kept, history, outcome) = fit(

@@ -8,8 +8,8 @@ use burn::tensor::TensorPrimitive;
 
 use super::TrainingBackend;
 use super::artifacts::{
-    ModelSpec, dataset_fingerprint, expect_architecture, load_weights, model_architecture,
-    read_spec, save_model,
+    ModelSpec, dataset_fingerprint, expect_architecture, init_spec, load_weights,
+    model_architecture, read_spec, save_model,
 };
 use super::ctc_loss::CtcBackend;
 use super::fit::{
@@ -211,11 +211,14 @@ impl<B: TrainingBackend> Task<B> for LineTask {
 
 /// Trains a line model on `dataset_dir` and writes the model directory `out` (see
 /// [`super::artifacts`]). `network_config` sizes the network; its classes and height are taken
-/// from the dataset.
+/// from the dataset. With `init`, training starts from that model directory's weights (and
+/// network) instead: a fine-tune.
+#[allow(clippy::too_many_arguments)]
 pub fn train_line_model<B: TrainingBackend>(
     dataset_dir: &Path,
     options: &TrainOptions,
     network_config: Option<LineCtcConfig>,
+    init: Option<&Path>,
     out: &Path,
     resume_dir: &Path,
     observer: &dyn Observer,
@@ -237,7 +240,23 @@ pub fn train_line_model<B: TrainingBackend>(
     })?;
     let height = dataset.manifest.height.unwrap_or(0) as usize;
     // The dataset decides what the network reads and predicts; the caller only sizes it.
-    let mut config = network_config.unwrap_or_else(|| LineCtcConfig::new(vocabulary.len()));
+    let mut config = match init {
+        Some(dir) => {
+            let spec: LineModelSpec = init_spec(dir, ARCHITECTURE, dataset_dir, &tokens)?;
+            if spec.input_height != height {
+                return Err(ModelError::Invalid {
+                    reason: format!(
+                        "init {} reads lines {} px high and {} holds lines {height} px high",
+                        dir.display(),
+                        spec.input_height,
+                        dataset_dir.display()
+                    ),
+                });
+            }
+            spec.network
+        }
+        None => network_config.unwrap_or_else(|| LineCtcConfig::new(vocabulary.len())),
+    };
     config.classes = vocabulary.len();
     config.height = height;
     config
@@ -245,7 +264,10 @@ pub fn train_line_model<B: TrainingBackend>(
         .map_err(|reason| ModelError::Invalid { reason })?;
     let _exclusive = exclusive_training(observer);
     B::seed(device, options.seed);
-    let network: LineCtc<B> = initial_network(&config, device);
+    let mut network: LineCtc<B> = initial_network(&config, device);
+    if let Some(dir) = init {
+        network = load_weights(dir, network, device)?;
+    }
     let task = LineTask { vocabulary };
     let (kept, history, outcome) = fit(
         &task, network, &dataset, options, resume_dir, observer, device,
