@@ -325,6 +325,99 @@ fn a_quality_gate_below_the_floor_fails_with_the_measured_number() {
     assert!(stderr.contains("below min_accuracy 0.999"), "{stderr}");
 }
 
+/// The line model of [`LINE_STAGES`], released as `configs/finetune.yaml` expects it.
+const LINE_RELEASE: &str = r#"
+  - name: release
+    kind: package
+    deps: [lines.onnx, evaluate.json, p.yaml]
+    params: {version: 0.1.0}
+    outs: [release/textrec-0.1.0.tar.gz]
+"#;
+
+/// Writes the `lines` dataset's samples as a user's ground truth: dark ink on light paper, one
+/// PNG with its `.gt.txt` per line, a folder per four lines (a folder is a document).
+fn ground_truth_from_lines(ws: &Workspace) {
+    use textrec_recognizer::data::{Dataset, Split};
+    let dataset = Dataset::open(&ws.path("lines")).unwrap();
+    let mut n = 0;
+    for split in Split::ALL {
+        for sample in dataset.samples(split) {
+            let sample = sample.unwrap();
+            let dir = ws.path(&format!("my-ground-truth/hand-{:02}", n / 4));
+            std::fs::create_dir_all(&dir).unwrap();
+            let paper: Vec<u8> = sample.pixels.iter().map(|p| 255 - p).collect();
+            image::GrayImage::from_raw(u32::from(sample.width), u32::from(sample.height), paper)
+                .unwrap()
+                .save(dir.join(format!("{n:03}.png")))
+                .unwrap();
+            std::fs::write(
+                dir.join(format!("{n:03}.gt.txt")),
+                format!("{}\n", sample.label),
+            )
+            .unwrap();
+            n += 1;
+        }
+    }
+}
+
+#[test]
+fn configs_finetune_fine_tunes_a_release_on_ones_own_lines_into_a_new_bundle() {
+    let ws = Workspace::new();
+    ws.write("p.yaml", &pipeline(&format!("{LINE_STAGES}{LINE_RELEASE}")));
+    ws.write("sentences.txt", &sentences());
+    ws.run_ok(&["run", "p.yaml"]);
+    ground_truth_from_lines(&ws);
+    let config = include_str!("../configs/finetune.yaml");
+    ws.write("configs/finetune.yaml", config);
+    ws.run_ok(&[
+        "run",
+        "configs/finetune.yaml",
+        // Two epochs, and the loss of every step, for the check below.
+        "-S",
+        "finetune.training.epochs=2",
+        "-S",
+        "finetune.training.checkpoint_every=1",
+    ]);
+
+    let history = |dir: &str| -> serde_json::Value {
+        serde_json::from_str(&ws.read(&format!("{dir}/history.json"))).unwrap()
+    };
+    let step_loss = |dir: &str, i: usize| history(dir)["steps"][i]["train_loss"].as_f64().unwrap();
+    // The release's first four steps and its last four (the fine-tune trains on different
+    // batches of the same lines, so its first step starts near where the release ended, not
+    // where a fresh network starts; measured: 7.35 → 4.65, the fine-tune's first step 4.05).
+    let (fresh, trained) = (step_loss("model", 0), step_loss("model", 1));
+    let finetuned = step_loss("models/lines-finetuned", 0);
+    assert!(
+        finetuned < (fresh + trained) / 2.0,
+        "fine-tune's first loss {finetuned}; the release's training began at {fresh} and ended at {trained}"
+    );
+    let spec: serde_json::Value =
+        serde_json::from_str(&ws.read("models/lines-finetuned/model.json")).unwrap();
+    let base: serde_json::Value = serde_json::from_str(&ws.read("model/model.json")).unwrap();
+    assert_eq!(spec["network"], base["network"]);
+    assert_eq!(spec["vocabulary"], base["vocabulary"]);
+    // Before and after, on the same held-out lines.
+    for file in [
+        "metrics/finetune-before.json",
+        "metrics/finetune-after.json",
+    ] {
+        let metrics: serde_json::Value = serde_json::from_str(&ws.read(file)).unwrap();
+        assert!(metrics["cer"].as_f64().is_some(), "{file}: {metrics}");
+        assert!(
+            metrics["lines"].as_u64().unwrap() > 0,
+            "{file}: {metrics}"
+        );
+    }
+    let bundle = ws.path("release/textrec-finetuned-0.1.0.tar.gz");
+    let verification = textrec_recognizer::bundle::verify(&bundle).unwrap();
+    assert!(
+        verification.is_ok(),
+        "{:?}",
+        verification.problems().collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn the_line_recognizer_trains_exports_with_its_lstm_and_is_scored_by_cer() {
     let ws = Workspace::new();

@@ -69,7 +69,7 @@ fn default_split() -> Split {
 fn validate(stage: &Stage) -> Result<Params, String> {
     let params: Params = parse_params(&stage.params)?;
     if !(2..=4).contains(&stage.deps.len()) || stage.outs.len() != 1 || stage.metrics.len() != 1 {
-        return Err("`evaluate` reads [model.onnx, dataset], then for line models optionally a language model (.lm) and, on pages, a learned line detector's .onnx; it writes a report directory (outs) and a metrics file".into());
+        return Err("`evaluate` reads [model.onnx (or a release bundle's line model), dataset], then for line models optionally a language model (.lm) and, on pages, a learned line detector's .onnx; it writes a report directory (outs) and a metrics file".into());
     }
     if let Some(search) = &params.slant_search {
         search.check()?;
@@ -138,7 +138,18 @@ impl StageKind for Evaluate {
             Some(p) => read_previous(&ctx.workdir.join(p))?,
             None => None,
         };
-        let bytes = std::fs::read(model).map_err(|e| format!("{}: {e}", model.display()))?;
+        let mut bytes = std::fs::read(model).map_err(|e| format!("{}: {e}", model.display()))?;
+        if model.to_string_lossy().ends_with(".tar.gz") {
+            // A release bundle: its line model, to measure a release before fine-tuning it.
+            let bundle = textrec_recognizer::bundle::Bundle::from_bytes(&bytes)
+                .map_err(|e| format!("{}: {e}", model.display()))?;
+            bytes = bundle
+                .models()
+                .iter()
+                .find(|m| m.architecture().as_deref() == Some("line_ctc"))
+                .map(|m| m.bytes.to_vec())
+                .ok_or_else(|| format!("{}: the bundle has no line model", model.display()))?;
+        }
         let architecture = metadata(&bytes, "textrec.architecture").unwrap_or_default();
         let observer = StageObserver { ctx };
         let (language_model, detector) = extra_deps(&ctx.deps[2..])?;

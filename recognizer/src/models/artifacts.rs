@@ -120,28 +120,47 @@ pub(crate) fn init_spec<N: DeserializeOwned>(
     dataset_dir: &Path,
     vocabulary: &[String],
 ) -> Result<ModelSpec<N>, ModelError> {
-    expect_architecture(dir, &model_architecture(dir)?, architecture)?;
-    let spec: ModelSpec<N> = read_spec(dir)?;
-    if spec.vocabulary != vocabulary {
-        let differs = spec
-            .vocabulary
-            .iter()
-            .zip(vocabulary)
-            .position(|(a, b)| a != b)
-            .unwrap_or(spec.vocabulary.len().min(vocabulary.len()));
+    if !dir.is_dir() {
         return Err(ModelError::Invalid {
             reason: format!(
-                "init {} predicts {} classes and {} has {}; they differ from class {differs}                  ({:?} vs {:?}): fine-tune on a dataset with the model's vocabulary",
-                dir.display(),
-                spec.vocabulary.len(),
-                dataset_dir.display(),
-                vocabulary.len(),
-                spec.vocabulary.get(differs),
-                vocabulary.get(differs),
+                "init {}: a {architecture} fine-tune starts from a model directory (a train                  stage's out)",
+                dir.display()
             ),
         });
     }
+    expect_architecture(dir, &model_architecture(dir)?, architecture)?;
+    let spec: ModelSpec<N> = read_spec(dir)?;
+    check_init_vocabulary(dir, &spec.vocabulary, dataset_dir, vocabulary)?;
     Ok(spec)
+}
+
+/// Fails unless the init model predicts the dataset's classes in the same order, naming both.
+pub(crate) fn check_init_vocabulary(
+    init: &Path,
+    model: &[String],
+    dataset_dir: &Path,
+    vocabulary: &[String],
+) -> Result<(), ModelError> {
+    if model == vocabulary {
+        return Ok(());
+    }
+    let differs = model
+        .iter()
+        .zip(vocabulary)
+        .position(|(a, b)| a != b)
+        .unwrap_or(model.len().min(vocabulary.len()));
+    Err(ModelError::Invalid {
+        reason: format!(
+            "init {} predicts {} classes and {} has {}; they differ from class {differs} \
+             ({:?} vs {:?}): fine-tune on a dataset with the model's vocabulary",
+            init.display(),
+            model.len(),
+            dataset_dir.display(),
+            vocabulary.len(),
+            model.get(differs),
+            vocabulary.get(differs),
+        ),
+    })
 }
 
 fn pretty<T: Serialize>(value: &T) -> Vec<u8> {

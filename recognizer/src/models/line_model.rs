@@ -8,8 +8,8 @@ use burn::tensor::TensorPrimitive;
 
 use super::TrainingBackend;
 use super::artifacts::{
-    ModelSpec, dataset_fingerprint, expect_architecture, init_spec, load_weights,
-    model_architecture, read_spec, save_model,
+    ModelSpec, check_init_vocabulary, dataset_fingerprint, expect_architecture, init_spec,
+    load_weights, model_architecture, read_spec, save_model,
 };
 use super::ctc_loss::CtcBackend;
 use super::fit::{
@@ -209,6 +209,67 @@ impl<B: TrainingBackend> Task<B> for LineTask {
     }
 }
 
+/// Where a fine-tune's weights come from: a model directory, or a line model's ONNX (a file, or
+/// the one in a release bundle).
+enum Init {
+    Directory(std::path::PathBuf, Box<LineModelSpec>),
+    Onnx(crate::onnx::LineCtcOnnx),
+}
+
+impl Init {
+    /// Reads `path` and checks it against the dataset's vocabulary and line height.
+    fn read(
+        path: &Path,
+        dataset_dir: &Path,
+        tokens: &[String],
+        height: usize,
+    ) -> Result<Init, ModelError> {
+        let (init, model_height) = if path.is_dir() {
+            let spec: LineModelSpec = init_spec(path, ARCHITECTURE, dataset_dir, tokens)?;
+            let model_height = spec.input_height;
+            (Init::Directory(path.to_owned(), Box::new(spec)), model_height)
+        } else {
+            let bytes = std::fs::read(path).map_err(ModelError::io("read", path))?;
+            let name = path.to_string_lossy();
+            let onnx = if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+                let bundle =
+                    crate::bundle::Bundle::from_bytes(&bytes).map_err(|e| ModelError::Invalid {
+                        reason: format!("init {}: {e}", path.display()),
+                    })?;
+                let models = bundle.models();
+                let line = models
+                    .iter()
+                    .find(|m| m.architecture().as_deref() == Some(ARCHITECTURE))
+                    .ok_or_else(|| ModelError::Invalid {
+                        reason: format!(
+                            "init {}: the bundle has no line_ctc model",
+                            path.display()
+                        ),
+                    })?;
+                crate::onnx::read_line_ctc_onnx(line.bytes)
+            } else {
+                crate::onnx::read_line_ctc_onnx(&bytes)
+            }
+            .map_err(|e| ModelError::Invalid {
+                reason: format!("init {}: {e}", path.display()),
+            })?;
+            check_init_vocabulary(path, &onnx.vocabulary, dataset_dir, tokens)?;
+            let model_height = onnx.config.height;
+            (Init::Onnx(onnx), model_height)
+        };
+        if model_height != height {
+            return Err(ModelError::Invalid {
+                reason: format!(
+                    "init {} reads lines {model_height} px high and {} holds lines {height} px high",
+                    path.display(),
+                    dataset_dir.display()
+                ),
+            });
+        }
+        Ok(init)
+    }
+}
+
 /// Trains a line model on `dataset_dir` and writes the model directory `out` (see
 /// [`super::artifacts`]). `network_config` sizes the network; its classes and height are taken
 /// from the dataset. With `init`, training starts from that model directory's weights (and
@@ -240,21 +301,12 @@ pub fn train_line_model<B: TrainingBackend>(
     })?;
     let height = dataset.manifest.height.unwrap_or(0) as usize;
     // The dataset decides what the network reads and predicts; the caller only sizes it.
-    let mut config = match init {
-        Some(dir) => {
-            let spec: LineModelSpec = init_spec(dir, ARCHITECTURE, dataset_dir, &tokens)?;
-            if spec.input_height != height {
-                return Err(ModelError::Invalid {
-                    reason: format!(
-                        "init {} reads lines {} px high and {} holds lines {height} px high",
-                        dir.display(),
-                        spec.input_height,
-                        dataset_dir.display()
-                    ),
-                });
-            }
-            spec.network
-        }
+    let init = init
+        .map(|path| Init::read(path, dataset_dir, &tokens, height))
+        .transpose()?;
+    let mut config = match &init {
+        Some(Init::Directory(_, spec)) => spec.network.clone(),
+        Some(Init::Onnx(onnx)) => onnx.config.clone(),
         None => network_config.unwrap_or_else(|| LineCtcConfig::new(vocabulary.len())),
     };
     config.classes = vocabulary.len();
@@ -265,8 +317,10 @@ pub fn train_line_model<B: TrainingBackend>(
     let _exclusive = exclusive_training(observer);
     B::seed(device, options.seed);
     let mut network: LineCtc<B> = initial_network(&config, device);
-    if let Some(dir) = init {
-        network = load_weights(dir, network, device)?;
+    match init {
+        Some(Init::Directory(dir, _)) => network = load_weights(&dir, network, device)?,
+        Some(Init::Onnx(onnx)) => network = onnx.load_into(network, device)?,
+        None => {}
     }
     let task = LineTask { vocabulary };
     let (kept, history, outcome) = fit(
