@@ -168,7 +168,10 @@ enum DataCommand {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
-    /// Time a fully cached re-run of a large pipeline (default: 20 stages, 10,000 files, 500 MB).
+    /// Time a fully cached re-run of a large pipeline (default: 20 stages, 10,000 files, 500 MB),
+    /// as a chain and with one directory shared by several stages (plus a one-file edit in it).
+    #[command(after_help = "Examples:\n  cargo xtask bench pipeline\n  \
+        cargo xtask bench pipeline --shape fan-out --fan-out 6 --runs 20")]
     Pipeline(bench::PipelineBench),
     /// Transcribe held-out pages with textrec on tract and on ONNX Runtime (ORT_DYLIB_PATH) and
     /// with Tesseract (when installed): pages/s, page CER, line latency, peak RSS.
