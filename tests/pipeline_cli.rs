@@ -106,6 +106,41 @@ fn changing_an_input_file_reruns_its_consumers() {
     assert_eq!(run.reason("a"), "dep `input.txt` changed");
 }
 
+/// s0 → s1 → s2 → s3 → s4; s0, s2 and s4 also depend on `shared/` and write how many files it
+/// holds, so an edit there re-runs exactly them, and a new file changes what they write.
+const FAN_OUT: &str = r#"
+stages:
+  - {name: s0, kind: shell, deps: [shared], params: {cmd: 'ls "$DEP_0" | wc -l > "$OUT"'}, outs: [o0.txt]}
+  - {name: s1, kind: shell, deps: [o0.txt], params: {cmd: 'cat "$DEP_0" > "$OUT"'}, outs: [o1.txt]}
+  - {name: s2, kind: shell, deps: [shared, o1.txt], params: {cmd: 'ls "$DEP_0" | wc -l > "$OUT"'}, outs: [o2.txt]}
+  - {name: s3, kind: shell, deps: [o2.txt], params: {cmd: 'cat "$DEP_0" > "$OUT"'}, outs: [o3.txt]}
+  - {name: s4, kind: shell, deps: [shared, o3.txt], params: {cmd: 'ls "$DEP_0" | wc -l > "$OUT"'}, outs: [o4.txt]}
+"#;
+
+#[test]
+fn an_edit_in_a_directory_several_stages_share_reruns_exactly_those_stages() {
+    let all = ["s0", "s1", "s2", "s3", "s4"];
+    let ws = Workspace::new();
+    for n in 0..30 {
+        ws.write(&format!("shared/{n:02}.txt"), &n.to_string());
+    }
+    ws.write("p.yaml", FAN_OUT);
+    assert_eq!(ws.run(&[]).with_status("ran"), all);
+    assert_eq!(ws.run(&[]).with_status("cached"), all);
+
+    ws.write("shared/17.txt", "edited");
+    let edited = ws.run(&[]);
+    assert_eq!(edited.with_status("ran"), ["s0", "s2", "s4"]);
+    assert_eq!(edited.with_status("cached"), ["s1", "s3"]);
+    assert_eq!(edited.reason("s4"), "dep `shared` changed");
+
+    // Now each of them writes 31, so the stages after them re-run too.
+    ws.write("shared/30.txt", "new");
+    assert_eq!(ws.run(&[]).with_status("ran"), all);
+    assert_eq!(ws.read("o4.txt").trim(), "31");
+    assert_eq!(ws.run(&[]).with_status("cached"), all);
+}
+
 #[test]
 fn deleting_an_output_reruns_its_producer_only() {
     let ws = chain();

@@ -4,14 +4,20 @@
 //! An entry is trusted only when the file's metadata is identical *and* the hash was taken well
 //! after the file's last modification: a file written in the same clock tick as its hashing could
 //! change again without its mtime moving (git's "racy" problem), so such entries are re-hashed.
+//!
+//! A db lives for one run and answers each path once: a directory that many stages depend on is
+//! walked once, not once per stage. During a run the workspace changes only where the engine moves
+//! a stage's outputs into place (stages write into staging directories), and it then calls
+//! [`StateDb::forget`] for them, so a stage that depends on a freshly written output sees its new
+//! hash.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
@@ -40,6 +46,10 @@ struct StateFile {
     entries: HashMap<String, Entry>,
 }
 
+/// This run's answer for one path; its lock is held while the path is hashed, so stages that ask
+/// for the same path at once wait for one hashing instead of each doing it.
+type Slot = Arc<Mutex<Option<Option<ContentHash>>>>;
+
 /// Hashes paths, reusing the hashes of files whose metadata has not changed.
 #[derive(Debug)]
 pub struct StateDb {
@@ -48,6 +58,10 @@ pub struct StateDb {
     touched: Mutex<HashMap<String, Entry>>,
     /// Whether any file was (re-)hashed, i.e. whether saving would change anything.
     rehashed: AtomicBool,
+    /// Paths already answered in this run (`None`: it did not exist), by absolute path.
+    answered: Mutex<HashMap<PathBuf, Slot>>,
+    /// Files looked at (metadata against the db, or read), so tests can see what a run costs.
+    files_checked: AtomicUsize,
 }
 
 impl StateDb {
@@ -59,26 +73,49 @@ impl StateDb {
             .filter(|state| state.version == STATE_VERSION)
             .map(|state| state.entries)
             .unwrap_or_default();
-        StateDb {
-            path: path.to_path_buf(),
-            known,
-            touched: Mutex::default(),
-            rehashed: AtomicBool::new(false),
-        }
+        StateDb::with_entries(path.to_path_buf(), known)
     }
 
     /// An empty db that never persists; for hashing outside a workspace.
     pub fn in_memory() -> StateDb {
+        StateDb::with_entries(PathBuf::new(), HashMap::new())
+    }
+
+    fn with_entries(path: PathBuf, known: HashMap<String, Entry>) -> StateDb {
         StateDb {
-            path: PathBuf::new(),
-            known: HashMap::new(),
+            path,
+            known,
             touched: Mutex::default(),
             rehashed: AtomicBool::new(false),
+            answered: Mutex::default(),
+            files_checked: AtomicUsize::new(0),
         }
     }
 
-    /// The content hash of a file or directory, `None` if it does not exist.
+    /// The content hash of a file or directory, `None` if it does not exist. Answered once per
+    /// path: later calls return the first answer until [`StateDb::forget`] drops it.
     pub fn hash_path(&self, path: &Path) -> io::Result<Option<ContentHash>> {
+        let slot = lock(&self.answered)
+            .entry(path.to_path_buf())
+            .or_default()
+            .clone();
+        let mut answer = lock(&slot);
+        if let Some(hash) = &*answer {
+            return Ok(hash.clone());
+        }
+        let hash = self.hash_now(path)?;
+        *answer = Some(hash.clone());
+        Ok(hash)
+    }
+
+    /// Drops the answers for `path` and for every path inside it or containing it: something new
+    /// was moved there, so their hashes may have changed.
+    pub fn forget(&self, path: &Path) {
+        lock(&self.answered)
+            .retain(|known, _| !known.starts_with(path) && !path.starts_with(known));
+    }
+
+    fn hash_now(&self, path: &Path) -> io::Result<Option<ContentHash>> {
         let meta = match fs::metadata(path) {
             Ok(meta) => meta,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -114,6 +151,7 @@ impl StateDb {
     }
 
     fn hash_file(&self, path: &Path, meta: &fs::Metadata) -> io::Result<ContentHash> {
+        self.files_checked.fetch_add(1, Ordering::Relaxed);
         let key = path.to_string_lossy().into_owned();
         let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
         let ctime_ns = meta.ctime() * 1_000_000_000 + meta.ctime_nsec();
@@ -144,10 +182,13 @@ impl StateDb {
     }
 
     fn touch(&self, key: String, entry: Entry) {
-        self.touched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, entry);
+        lock(&self.touched).insert(key, entry);
+    }
+
+    /// How many files this db has looked at so far.
+    #[cfg(test)]
+    pub(crate) fn files_checked(&self) -> usize {
+        self.files_checked.load(Ordering::Relaxed)
     }
 
     /// Writes the db atomically. Keeps the entries used by this run, plus, when `keep_untouched`
@@ -156,7 +197,7 @@ impl StateDb {
         if self.path.as_os_str().is_empty() {
             return Ok(());
         }
-        let touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        let touched = lock(&self.touched);
         let dropped_some = !keep_untouched && touched.len() != self.known.len();
         if !self.rehashed.load(Ordering::Relaxed) && !dropped_some {
             return Ok(());
@@ -174,6 +215,12 @@ impl StateDb {
         let bytes = serde_json::to_vec(&state).map_err(io::Error::other)?;
         crate::fsutil::write_atomic(&self.path, &bytes)
     }
+}
+
+/// A poisoned lock still guards consistent data here: each guarded value is changed in one step
+/// (an insert, a removal, an assignment), so a panic never leaves one half-written.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Recursively lists regular files under `dir` with their `/`-separated relative paths.
@@ -244,6 +291,38 @@ mod tests {
     }
 
     #[test]
+    fn a_path_is_answered_once_until_something_at_inside_or_around_it_is_forgotten() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        fs::create_dir_all(dir.join("sub")).unwrap();
+        fs::write(dir.join("sub/b.txt"), "beta").unwrap();
+        fs::write(dir.join("sub2.txt"), "two").unwrap();
+        let paths = [dir.clone(), dir.join("sub/b.txt"), dir.join("sub2.txt")];
+        let db = StateDb::in_memory();
+        let before: Vec<_> = paths.iter().map(|p| db.hash_path(p).unwrap()).collect();
+
+        fs::write(dir.join("sub/b.txt"), "BETA").unwrap();
+        fs::write(dir.join("sub2.txt"), "TWO").unwrap();
+        let checked = db.files_checked();
+        let again: Vec<_> = paths.iter().map(|p| db.hash_path(p).unwrap()).collect();
+        assert_eq!(again, before, "this run's first answers");
+        assert_eq!(
+            db.files_checked(),
+            checked,
+            "answered without looking at any file"
+        );
+
+        // `d` contains `d/sub`, `d/sub/b.txt` is inside it; `d/sub2.txt` only shares a prefix.
+        db.forget(&dir.join("sub"));
+        let fresh = |p: &Path| StateDb::in_memory().hash_path(p).unwrap();
+        assert_eq!(db.hash_path(&paths[0]).unwrap(), fresh(&paths[0]));
+        assert_ne!(db.hash_path(&paths[0]).unwrap(), before[0]);
+        assert_eq!(db.hash_path(&paths[1]).unwrap(), fresh(&paths[1]));
+        assert_ne!(db.hash_path(&paths[1]).unwrap(), before[1]);
+        assert_eq!(db.hash_path(&paths[2]).unwrap(), before[2]);
+    }
+
+    #[test]
     fn a_file_hashed_right_after_writing_is_rehashed_next_time() {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("f");
@@ -277,12 +356,7 @@ mod tests {
             hash: "remembered".into(),
             hashed_at_ns: now_ns() + 10 * RACY_WINDOW_NS,
         };
-        let db = StateDb {
-            path: PathBuf::new(),
-            known: HashMap::from([(key, entry)]),
-            touched: Mutex::default(),
-            rehashed: AtomicBool::new(false),
-        };
+        let db = StateDb::with_entries(PathBuf::new(), HashMap::from([(key, entry)]));
         assert_eq!(db.hash_path(&file).unwrap().unwrap(), "remembered");
     }
 }

@@ -533,9 +533,14 @@ impl<'a> Engine<'a> {
             ctx.outs
                 .iter()
                 .map(|(out, staged)| (out.clone(), staged.clone(), self.pipeline.resolve(out))),
-        )?;
+        );
+        // Whether it all went in or was put back, what this run hashed there may be out of date.
+        self.forget_outputs(stage);
+        let commit = commit?;
         if let Err(e) = self.record(stage, inputs, metrics, started) {
-            return Err(commit.roll_back(e));
+            let message = commit.roll_back(e);
+            self.forget_outputs(stage);
+            return Err(message);
         }
         // Recorded: only now may the replaced outputs and the checkpoints go.
         if let Err(e) = commit.finish() {
@@ -551,6 +556,15 @@ impl<'a> Engine<'a> {
             ));
         }
         Ok(())
+    }
+
+    /// Makes the state db forget this run's hashes of the stage's output paths (and of paths
+    /// inside or around them), after something new was moved there: its record, and the stages
+    /// downstream that depend on these paths, must see what is there now.
+    fn forget_outputs(&self, stage: &Stage) {
+        for out in stage.all_outs() {
+            self.state.forget(&self.pipeline.resolve(out));
+        }
     }
 
     /// Hashes the outputs now in place and records the run in the lock file. If the lock cannot
@@ -985,6 +999,166 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(dir.path().join("a.txt")).unwrap(),
             "one"
+        );
+    }
+
+    /// Writes something new to every output on every run (a run counter): an output whose name
+    /// has no `.` becomes a directory holding `inner.txt`.
+    struct Stamp;
+
+    static STAMPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    impl crate::stage::StageKind for Stamp {
+        fn name(&self) -> &'static str {
+            "stamp"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn summary(&self) -> &'static str {
+            "writes a new stamp to every output"
+        }
+        fn check(&self, _: &Stage) -> Result<(), String> {
+            Ok(())
+        }
+        fn run(&self, ctx: &StageContext<'_>) -> Result<(), crate::stage::StageFailure> {
+            for (out, path) in &ctx.outs {
+                let stamp = format!(
+                    "{} run {}\n",
+                    ctx.stage.name,
+                    STAMPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                );
+                if out.contains('.') {
+                    std::fs::write(path, stamp)?;
+                } else {
+                    std::fs::create_dir_all(path)?;
+                    std::fs::write(path.join("inner.txt"), stamp)?;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn stamp_pipeline(dir: &std::path::Path, stages: &str) -> (Pipeline, Registry) {
+        let file = dir.join("p.yaml");
+        std::fs::write(&file, format!("stages:\n{stages}")).unwrap();
+        let mut registry = Registry::new();
+        registry.register(Stamp);
+        let pipeline = Pipeline::load(&file, &registry, &[]).unwrap();
+        (pipeline, registry)
+    }
+
+    fn statuses(report: &RunReport) -> Vec<(&str, StageStatus)> {
+        report
+            .stages
+            .iter()
+            .map(|s| (s.name.as_str(), s.status))
+            .collect()
+    }
+
+    #[test]
+    fn a_directory_many_stages_depend_on_is_looked_at_once_per_run() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("shared")).unwrap();
+        for n in 0..20 {
+            std::fs::write(dir.path().join(format!("shared/{n}.txt")), n.to_string()).unwrap();
+        }
+        // Four stages that may all run at once, and one after the first of them.
+        let (pipeline, registry) = stamp_pipeline(
+            dir.path(),
+            "  - {name: s0, kind: stamp, deps: [shared], outs: [o0.txt]}\n  \
+             - {name: s1, kind: stamp, deps: [shared], outs: [o1.txt]}\n  \
+             - {name: s2, kind: stamp, deps: [shared], outs: [o2.txt]}\n  \
+             - {name: s3, kind: stamp, deps: [shared], outs: [o3.txt]}\n  \
+             - {name: s4, kind: stamp, deps: [shared, o0.txt], outs: [o4.txt]}\n",
+        );
+        let reporter = crate::progress::SilentReporter;
+        let options = RunOptions {
+            jobs: 4,
+            ..RunOptions::default()
+        };
+        assert!(run(&pipeline, &registry, &options, &reporter).unwrap().ok);
+
+        let engine = Engine::new(
+            &pipeline,
+            &registry,
+            Workspace::new(&pipeline.workdir),
+            LockFile::load(&pipeline.lock_path()).unwrap(),
+            &reporter,
+            &options,
+        );
+        let report = engine.execute_all(&[true; 5], options.jobs);
+        assert!(
+            report
+                .stages
+                .iter()
+                .all(|s| s.status == StageStatus::Cached),
+            "{:?}",
+            statuses(&report)
+        );
+        assert_eq!(
+            engine.state.files_checked(),
+            20 + 5,
+            "each shared file once, and each output once (s4's dep o0.txt is s0's output)"
+        );
+    }
+
+    #[test]
+    fn outputs_rewritten_in_a_run_are_seen_anew_by_their_record_and_by_the_stages_after() {
+        let dir = tempfile::tempdir().unwrap();
+        // b depends on a directory holding a's output, c on a file inside a's output, d on a's
+        // output itself.
+        let (pipeline, registry) = stamp_pipeline(
+            dir.path(),
+            "  - {name: a, kind: stamp, outs: [gen/a.txt, tree]}\n  \
+             - {name: b, kind: stamp, deps: [gen], outs: [b.txt]}\n  \
+             - {name: c, kind: stamp, deps: [tree/inner.txt], outs: [c.txt]}\n  \
+             - {name: d, kind: stamp, deps: [gen/a.txt], outs: [d.txt]}\n",
+        );
+        let reporter = crate::progress::SilentReporter;
+        let options = RunOptions::default();
+        assert!(run(&pipeline, &registry, &options, &reporter).unwrap().ok);
+
+        // Edited by hand: this run hashes a's outputs to find them modified, then a rewrites
+        // them; what it hashed before must not be what a records or what b, c and d see.
+        std::fs::write(dir.path().join("gen/a.txt"), "edited").unwrap();
+        std::fs::write(dir.path().join("tree/inner.txt"), "edited").unwrap();
+        let report = run(&pipeline, &registry, &options, &reporter).unwrap();
+        assert_eq!(
+            statuses(&report),
+            [
+                ("a", StageStatus::Ran),
+                ("b", StageStatus::Ran),
+                ("c", StageStatus::Ran),
+                ("d", StageStatus::Ran)
+            ]
+        );
+        assert!(
+            report.stages[0].reason.contains("was modified"),
+            "{}",
+            report.stages[0].reason
+        );
+        let hash = |rel: &str| {
+            StateDb::in_memory()
+                .hash_path(&dir.path().join(rel))
+                .unwrap()
+                .unwrap()
+        };
+        let lock = LockFile::load(&pipeline.lock_path()).unwrap();
+        assert_eq!(lock.stages["a"].outs["gen/a.txt"], hash("gen/a.txt"));
+        assert_eq!(lock.stages["a"].outs["tree"], hash("tree"));
+        assert_eq!(lock.stages["b"].deps["gen"], hash("gen"));
+        assert_eq!(
+            lock.stages["c"].deps["tree/inner.txt"],
+            hash("tree/inner.txt")
+        );
+        assert_eq!(lock.stages["d"].deps["gen/a.txt"], hash("gen/a.txt"));
+
+        let again = run(&pipeline, &registry, &options, &reporter).unwrap();
+        assert!(
+            again.stages.iter().all(|s| s.status == StageStatus::Cached),
+            "{:?}",
+            statuses(&again)
         );
     }
 
