@@ -11,6 +11,7 @@
 //! [`StateDb::forget`] for them, so a stage that depends on a freshly written output sees its new
 //! hash.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
@@ -30,7 +31,7 @@ const STATE_VERSION: u32 = 1;
 /// A content hash, hex encoded. Files and directories hash differently even for equal bytes.
 pub type ContentHash = String;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Entry {
     size: u64,
     mtime_ns: i64,
@@ -38,12 +39,23 @@ struct Entry {
     ino: u64,
     hash: ContentHash,
     hashed_at_ns: i64,
+    /// Whether this run reused the entry, so that saving keeps it. A flag rather than a copy
+    /// into a second map: a no-op run reuses every entry, often tens of thousands of them.
+    #[serde(skip)]
+    used: AtomicBool,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct StateFile {
     version: u32,
     entries: HashMap<String, Entry>,
+}
+
+/// [`StateFile`] as written: borrowed from the db, not copied.
+#[derive(Serialize)]
+struct StateFileRef<'a> {
+    version: u32,
+    entries: HashMap<&'a str, &'a Entry>,
 }
 
 /// This run's answer for one path; its lock is held while the path is hashed, so stages that ask
@@ -55,9 +67,8 @@ type Slot = Arc<Mutex<Option<Option<ContentHash>>>>;
 pub struct StateDb {
     path: PathBuf,
     known: HashMap<String, Entry>,
-    touched: Mutex<HashMap<String, Entry>>,
-    /// Whether any file was (re-)hashed, i.e. whether saving would change anything.
-    rehashed: AtomicBool,
+    /// Files this run read and hashed (new, changed or racy), by path.
+    fresh: Mutex<HashMap<String, Entry>>,
     /// Paths already answered in this run (`None`: it did not exist), by absolute path.
     answered: Mutex<HashMap<PathBuf, Slot>>,
     /// Files looked at (metadata against the db, or read), so tests can see what a run costs.
@@ -85,8 +96,7 @@ impl StateDb {
         StateDb {
             path,
             known,
-            touched: Mutex::default(),
-            rehashed: AtomicBool::new(false),
+            fresh: Mutex::default(),
             answered: Mutex::default(),
             files_checked: AtomicUsize::new(0),
         }
@@ -124,24 +134,22 @@ impl StateDb {
         if meta.is_dir() {
             self.hash_dir(path).map(Some)
         } else {
-            self.hash_file(path, &meta).map(Some)
+            self.hash_file(path, &Stamp::of(&meta))
+                .map(|hash| Some(hash.into_owned()))
         }
     }
 
     fn hash_dir(&self, root: &Path) -> io::Result<ContentHash> {
         let mut files = Vec::new();
-        collect_files(root, String::new(), &mut files)?;
-        files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let hashes: Vec<ContentHash> = files
+        collect_files(root, "", &mut files)?;
+        files.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+        let hashes: Vec<Cow<'_, str>> = files
             .par_iter()
-            .map(|(_, path)| {
-                let meta = fs::metadata(path)?;
-                self.hash_file(path, &meta)
-            })
+            .map(|file| self.hash_file(&file.path, &file.stamp))
             .collect::<io::Result<_>>()?;
         let mut hasher = blake3::Hasher::new();
         hasher.update(b"textrec-dir-v1\0");
-        for ((rel, _), hash) in files.iter().zip(&hashes) {
+        for (Found { rel, .. }, hash) in files.iter().zip(&hashes) {
             hasher.update(rel.as_bytes());
             hasher.update(b"\0");
             hasher.update(hash.as_bytes());
@@ -150,39 +158,41 @@ impl StateDb {
         Ok(hasher.finalize().to_hex().to_string())
     }
 
-    fn hash_file(&self, path: &Path, meta: &fs::Metadata) -> io::Result<ContentHash> {
+    /// The hash of the file at `path` with metadata `stamp`: the db's, borrowed, when the
+    /// metadata matches a settled entry, else read from the file.
+    fn hash_file(&self, path: &Path, stamp: &Stamp) -> io::Result<Cow<'_, str>> {
         self.files_checked.fetch_add(1, Ordering::Relaxed);
-        let key = path.to_string_lossy().into_owned();
-        let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-        let ctime_ns = meta.ctime() * 1_000_000_000 + meta.ctime_nsec();
-        if let Some(entry) = self.known.get(&key) {
-            let same = entry.size == meta.len()
+        let key = path.to_string_lossy();
+        let Stamp {
+            size,
+            mtime_ns,
+            ctime_ns,
+            ino,
+        } = *stamp;
+        if let Some(entry) = self.known.get(key.as_ref()) {
+            let same = entry.size == size
                 && entry.mtime_ns == mtime_ns
                 && entry.ctime_ns == ctime_ns
-                && entry.ino == meta.ino();
+                && entry.ino == ino;
             let settled = entry.hashed_at_ns - mtime_ns.max(ctime_ns) > RACY_WINDOW_NS;
             if same && settled {
-                self.touch(key, entry.clone());
-                return Ok(entry.hash.clone());
+                entry.used.store(true, Ordering::Relaxed);
+                return Ok(Cow::Borrowed(&entry.hash));
             }
         }
         let hashed_at_ns = now_ns();
         let hash = hash_file_contents(path)?;
-        self.rehashed.store(true, Ordering::Relaxed);
         let entry = Entry {
-            size: meta.len(),
+            size,
             mtime_ns,
             ctime_ns,
-            ino: meta.ino(),
+            ino,
             hash: hash.clone(),
             hashed_at_ns,
+            used: AtomicBool::new(true),
         };
-        self.touch(key, entry);
-        Ok(hash)
-    }
-
-    fn touch(&self, key: String, entry: Entry) {
-        lock(&self.touched).insert(key, entry);
+        lock(&self.fresh).insert(key.into_owned(), entry);
+        Ok(Cow::Owned(hash))
     }
 
     /// How many files this db has looked at so far.
@@ -197,18 +207,22 @@ impl StateDb {
         if self.path.as_os_str().is_empty() {
             return Ok(());
         }
-        let touched = lock(&self.touched);
-        let dropped_some = !keep_untouched && touched.len() != self.known.len();
-        if !self.rehashed.load(Ordering::Relaxed) && !dropped_some {
+        let fresh = lock(&self.fresh);
+        let keep = |(path, entry): &(&String, &Entry)| {
+            keep_untouched || entry.used.load(Ordering::Relaxed) || fresh.contains_key(*path)
+        };
+        let dropped_some = self.known.iter().any(|known| !keep(&known));
+        if fresh.is_empty() && !dropped_some {
             return Ok(());
         }
-        let mut entries = if keep_untouched {
-            self.known.clone()
-        } else {
-            HashMap::new()
-        };
-        entries.extend(touched.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let state = StateFile {
+        let mut entries: HashMap<&str, &Entry> = self
+            .known
+            .iter()
+            .filter(keep)
+            .map(|(path, entry)| (path.as_str(), entry))
+            .collect();
+        entries.extend(fresh.iter().map(|(path, entry)| (path.as_str(), entry)));
+        let state = StateFileRef {
             version: STATE_VERSION,
             entries,
         };
@@ -223,21 +237,70 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Recursively lists regular files under `dir` with their `/`-separated relative paths.
-fn collect_files(dir: &Path, prefix: String, out: &mut Vec<(String, PathBuf)>) -> io::Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() {
-            name
+/// The metadata that decides whether a file's db entry still holds.
+#[derive(Clone, Copy)]
+struct Stamp {
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    ino: u64,
+}
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Stamp {
+        Stamp {
+            size: meta.len(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// A file found under a directory being hashed.
+struct Found {
+    /// `/`-separated, relative to the directory.
+    rel: String,
+    path: PathBuf,
+    stamp: Stamp,
+}
+
+/// Recursively lists the files under `dir` (following symlinks) with their metadata.
+fn collect_files(dir: &Path, prefix: &str, out: &mut Vec<Found>) -> io::Result<()> {
+    let entries = fs::read_dir(dir)?.collect::<io::Result<Vec<_>>>()?;
+    // One lookup per entry, relative to the open directory, in parallel (a directory may hold
+    // tens of thousands of files); only a symlink needs the full path, to see what it points at.
+    let found: Vec<(Found, bool)> = entries
+        .par_iter()
+        .with_min_len(64)
+        .map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let path = entry.path();
+            let meta = if entry.file_type()?.is_symlink() {
+                fs::metadata(&path)?
+            } else {
+                entry.metadata()?
+            };
+            let found = Found {
+                rel,
+                path,
+                stamp: Stamp::of(&meta),
+            };
+            Ok((found, meta.is_dir()))
+        })
+        .collect::<io::Result<_>>()?;
+    // The directory stays open only while its own entries are looked at.
+    drop(entries);
+    for (file, is_dir) in found {
+        if is_dir {
+            collect_files(&file.path, &file.rel, out)?;
         } else {
-            format!("{prefix}/{name}")
-        };
-        let path = entry.path();
-        if fs::metadata(&path)?.is_dir() {
-            collect_files(&path, rel, out)?;
-        } else {
-            out.push((rel, path));
+            out.push(file);
         }
     }
     Ok(())
@@ -355,8 +418,65 @@ mod tests {
             ino: meta.ino(),
             hash: "remembered".into(),
             hashed_at_ns: now_ns() + 10 * RACY_WINDOW_NS,
+            ..Entry::default()
         };
         let db = StateDb::with_entries(PathBuf::new(), HashMap::from([(key, entry)]));
         assert_eq!(db.hash_path(&file).unwrap().unwrap(), "remembered");
+    }
+
+    /// A settled entry for `file` that remembers `hash`.
+    fn settled(file: &Path, hash: &str) -> (String, Entry) {
+        let stamp = Stamp::of(&fs::metadata(file).unwrap());
+        let entry = Entry {
+            size: stamp.size,
+            mtime_ns: stamp.mtime_ns,
+            ctime_ns: stamp.ctime_ns,
+            ino: stamp.ino,
+            hash: hash.into(),
+            hashed_at_ns: now_ns() + 10 * RACY_WINDOW_NS,
+            ..Entry::default()
+        };
+        (file.to_string_lossy().into_owned(), entry)
+    }
+
+    #[test]
+    fn saving_keeps_what_the_run_used_drops_the_rest_unless_partial_and_skips_a_no_op() {
+        let tmp = tempfile::tempdir().unwrap();
+        let [a, b, c] = ["a", "b", "c"].map(|name| tmp.path().join(name));
+        for file in [&a, &b, &c] {
+            fs::write(file, "x").unwrap();
+        }
+        let state = tmp.path().join("state.json");
+        let db = |entries: Vec<(String, Entry)>| {
+            StateDb::with_entries(state.clone(), entries.into_iter().collect())
+        };
+        let saved = || {
+            let mut keys: Vec<String> = StateDb::open(&state).known.into_keys().collect();
+            keys.sort();
+            keys
+        };
+        let name = |file: &Path| file.to_string_lossy().into_owned();
+
+        // Everything known was used and nothing was read: nothing to write.
+        let full = db(vec![settled(&a, "ha"), settled(&b, "hb")]);
+        assert_eq!(full.hash_path(&a).unwrap().unwrap(), "ha");
+        assert_eq!(full.hash_path(&b).unwrap().unwrap(), "hb");
+        full.save(false).unwrap();
+        assert!(!state.exists());
+
+        // A full run that used `a` only forgets `b`.
+        let full = db(vec![settled(&a, "ha"), settled(&b, "hb")]);
+        full.hash_path(&a).unwrap();
+        full.save(false).unwrap();
+        assert_eq!(saved(), [name(&a)]);
+
+        // A partial run keeps what it did not look at, and adds what it read.
+        let partial = db(vec![settled(&a, "ha"), settled(&b, "hb")]);
+        assert_eq!(
+            partial.hash_path(&c).unwrap().unwrap(),
+            hash_file_contents(&c).unwrap()
+        );
+        partial.save(true).unwrap();
+        assert_eq!(saved(), [name(&a), name(&b), name(&c)]);
     }
 }
