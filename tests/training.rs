@@ -404,10 +404,7 @@ fn configs_finetune_fine_tunes_a_release_on_ones_own_lines_into_a_new_bundle() {
     ] {
         let metrics: serde_json::Value = serde_json::from_str(&ws.read(file)).unwrap();
         assert!(metrics["cer"].as_f64().is_some(), "{file}: {metrics}");
-        assert!(
-            metrics["lines"].as_u64().unwrap() > 0,
-            "{file}: {metrics}"
-        );
+        assert!(metrics["lines"].as_u64().unwrap() > 0, "{file}: {metrics}");
     }
     let bundle = ws.path("release/textrec-finetuned-0.1.0.tar.gz");
     let verification = textrec_recognizer::bundle::verify(&bundle).unwrap();

@@ -227,7 +227,10 @@ impl Init {
         let (init, model_height) = if path.is_dir() {
             let spec: LineModelSpec = init_spec(path, ARCHITECTURE, dataset_dir, tokens)?;
             let model_height = spec.input_height;
-            (Init::Directory(path.to_owned(), Box::new(spec)), model_height)
+            (
+                Init::Directory(path.to_owned(), Box::new(spec)),
+                model_height,
+            )
         } else {
             let bytes = std::fs::read(path).map_err(ModelError::io("read", path))?;
             let name = path.to_string_lossy();
