@@ -509,3 +509,124 @@ fn train_slant_degrees_widens_the_train_split_only() {
         "{stderr}"
     );
 }
+
+/// A page with one dark line of strokes inside `[x0, y0, x1, y1)`, as PNG bytes.
+fn page_png(line: [u32; 4]) -> Vec<u8> {
+    let page = image::GrayImage::from_fn(300, 120, |x, y| {
+        let inked = (line[0]..line[2]).contains(&x) && (line[1] + 4..line[3] - 4).contains(&y);
+        image::Luma([if inked && x % 6 < 3 { 20 } else { 230 }])
+    });
+    let mut png = Vec::new();
+    page.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    png
+}
+
+fn alto_page(image: &str, [x0, y0, x1, y1]: [u32; 4], text: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<alto xmlns="http://www.loc.gov/standards/alto/ns-v4#">
+  <Description><MeasurementUnit>pixel</MeasurementUnit>
+    <sourceImageInformation><fileName>{image}</fileName></sourceImageInformation></Description>
+  <Layout><Page ID="p" WIDTH="300" HEIGHT="120"><PrintSpace><TextBlock ID="b">
+    <TextLine ID="l" HPOS="{x0}" VPOS="{y0}" WIDTH="{}" HEIGHT="{}"><String CONTENT="{text}"/></TextLine>
+  </TextBlock></PrintSpace></Page></Layout>
+</alto>
+"#,
+        x1 - x0,
+        y1 - y0
+    )
+}
+
+#[test]
+fn a_published_file_list_arrives_through_textrec_mirror_and_imports_as_ground_truth() {
+    let hex = textrec_recognizer::data::download::sha256_bytes;
+    let ws = Workspace::new();
+    // The publisher's tree, copied to a local folder (as `../shared/datasets` is for CI).
+    let files: Vec<(String, Vec<u8>)> = [("hand-1", "Mon pere"), ("hand-2", "le 3 mai")]
+        .iter()
+        .flat_map(|(hand, text)| {
+            let line = [20, 30, 280, 70];
+            [
+                (format!("{hand}/will-0.png"), page_png(line)),
+                (
+                    format!("{hand}/will-0.xml"),
+                    alto_page("will-0.png", line, text).into_bytes(),
+                ),
+            ]
+        })
+        .collect();
+    let manifest: String = files
+        .iter()
+        .map(|(path, bytes)| format!("{}  {path}\n", hex(bytes)))
+        .collect();
+    for (path, bytes) in &files {
+        let target = ws.path(&format!("copy/{path}"));
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(target, bytes).unwrap();
+    }
+    ws.write("copy/MANIFEST.sha256", &manifest);
+    // The publisher itself is out of reach.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!(
+        "http://127.0.0.1:{}/data",
+        closed.local_addr().unwrap().port()
+    );
+    drop(closed);
+    ws.write(
+        "p.yaml",
+        &format!(
+            r#"
+stages:
+  - name: fetch
+    kind: download
+    params:
+      retries: 0
+      sources:
+        - {{name: wills, files: "{base}", sha256: {}}}
+    outs: [downloads]
+  - name: real-lines
+    kind: ground-truth
+    deps: [downloads/wills]
+    params: {{split: test}}
+    outs: [data/real]
+"#,
+            hex(manifest.as_bytes())
+        ),
+    );
+    let run = |mirror: Option<&str>| {
+        let mut command = ws.command(&["run", "p.yaml"]);
+        command.env("TEXTREC_CACHE_DIR", ws.path("cache"));
+        match mirror {
+            Some(m) => command.env("TEXTREC_MIRROR", m),
+            None => command.env_remove("TEXTREC_MIRROR"),
+        };
+        command.output().unwrap()
+    };
+    let offline = run(None);
+    let stderr = String::from_utf8_lossy(&offline.stderr);
+    assert!(!offline.status.success());
+    assert!(
+        stderr.contains("MANIFEST.sha256") && stderr.contains("mirror"),
+        "{stderr}"
+    );
+
+    let mirrored = run(Some(&format!("/nonexistent:{}", ws.path("copy").display())));
+    let stderr = String::from_utf8_lossy(&mirrored.stderr);
+    assert!(mirrored.status.success(), "{stderr}");
+    let dataset = Dataset::open(&ws.path("data/real")).unwrap();
+    let lines: Vec<(String, String)> = dataset
+        .samples(Split::Test)
+        .map(|s| {
+            let s = s.unwrap();
+            (s.style, s.label)
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("hand-1/will".to_owned(), "Mon pere".to_owned()),
+            ("hand-2/will".to_owned(), "le 3 mai".to_owned())
+        ]
+    );
+}

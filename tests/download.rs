@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use textrec_recognizer::data::DataError;
 use textrec_recognizer::data::download::{
-    DownloadCache, FetchOptions, Origin, Source, Unpack, parse_npm_spec, unpack,
+    DownloadCache, FetchOptions, FileList, Origin, Source, Unpack, parse_npm_spec, unpack,
 };
 
 /// The unpacked size limit of the tests that do not test it.
@@ -129,8 +129,32 @@ fn serve(mut stream: TcpStream, log: &Mutex<Vec<String>>, drops: &Mutex<u32>) {
                 send(&mut stream, "200 OK", &full, full.len());
             }
         }
+        listed if listed_file(listed).is_some() => {
+            let bytes = listed_file(listed).unwrap();
+            send(&mut stream, "200 OK", &bytes, bytes.len());
+        }
         _ => send(&mut stream, "404 Not Found", b"no", 2),
     }
+}
+
+/// The files of the published list under `/list/` (and a listing that escapes, under `/bad/`).
+fn listed_file(path: &str) -> Option<Vec<u8>> {
+    let files: [(&str, &[u8]); 2] = [("a/one.txt", b"one\n"), ("b/two.txt", b"two\n")];
+    match path {
+        "/list/MANIFEST.sha256" => Some(list_manifest(&files).into_bytes()),
+        "/bad/MANIFEST.sha256" => Some(format!("{}  ../escape.txt\n", sha256(b"x")).into_bytes()),
+        _ => files
+            .iter()
+            .find(|(name, _)| path.strip_prefix("/list/") == Some(name))
+            .map(|(_, bytes)| bytes.to_vec()),
+    }
+}
+
+fn list_manifest(files: &[(&str, &[u8])]) -> String {
+    files
+        .iter()
+        .map(|(name, bytes)| format!("{}  {name}\n", sha256(bytes)))
+        .collect()
 }
 
 fn url_source(name: &str, url: String, sha256: String) -> Source {
@@ -139,6 +163,7 @@ fn url_source(name: &str, url: String, sha256: String) -> Source {
         origin: Origin::Url(url),
         sha256: Some(sha256),
         unpack: Unpack::Auto,
+        listed_path: None,
     }
 }
 
@@ -319,7 +344,7 @@ fn offline_fetches_fall_back_to_the_mirror_and_otherwise_say_how_to_use_one() {
     let mirror = tempfile::tempdir().unwrap();
     std::fs::write(mirror.path().join("data.bin"), body()).unwrap();
     let options = FetchOptions {
-        mirror: Some(mirror.path().to_owned()),
+        mirrors: vec![mirror.path().to_owned()],
         ..quick()
     };
     let (path, fetched) = cache.fetch(&source, &options).unwrap();
@@ -371,6 +396,7 @@ fn local_tarballs_are_verified_and_unpacked() {
         origin: Origin::File(tarball.clone()),
         sha256: Some(sha256(&bytes)),
         unpack: Unpack::Auto,
+        listed_path: None,
     };
     let (file, fetched) = cache.fetch(&source, &quick()).unwrap();
     assert_eq!(fetched.via, "file");
@@ -488,6 +514,7 @@ fn unpack_archive(
         origin: Origin::File(path.clone()),
         sha256: None,
         unpack: Unpack::Auto,
+        listed_path: None,
     };
     unpack(&source, &path, &work.join("out"), max_bytes)
 }
@@ -751,9 +778,10 @@ fn an_npm_spec_that_is_a_path_is_refused_before_the_mirror_is_searched() {
         origin: Origin::Npm("pkg@1.0.0/../../secret".into()),
         sha256: Some(sha256(b"not in the mirror")),
         unpack: Unpack::Auto,
+        listed_path: None,
     };
     let options = FetchOptions {
-        mirror: Some(mirror),
+        mirrors: vec![mirror],
         ..quick()
     };
     let cache = DownloadCache::new(work.path().join("cache"));
@@ -811,6 +839,7 @@ fn imported_entries_get_the_same_mode_as_downloaded_ones() {
                 origin: Origin::File(local.clone()),
                 sha256: None,
                 unpack: Unpack::Auto,
+                listed_path: None,
             },
             &quick(),
         )
@@ -858,4 +887,124 @@ fn the_fallback_cache_in_a_shared_directory_is_private() {
     let elsewhere = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(elsewhere.path(), &root).unwrap();
     refused("a link");
+}
+
+/// The regular files under `dir`, by relative path.
+fn files_under(dir: &Path) -> Vec<String> {
+    tree(dir)
+        .into_iter()
+        .filter(|(_, kind)| *kind == "file")
+        .map(|(path, _)| path)
+        .collect()
+}
+
+fn file_list(base: String, include: &[&str]) -> FileList {
+    let manifest = listed_file("/list/MANIFEST.sha256").unwrap();
+    FileList {
+        name: "set".into(),
+        base,
+        manifest: "MANIFEST.sha256".into(),
+        manifest_sha256: sha256(&manifest),
+        include: include.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+#[test]
+fn a_file_list_is_fetched_file_by_file_each_verified_by_its_listing() {
+    let server = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let cache = DownloadCache::new(work.path().join("cache"));
+    let mut via = Vec::new();
+    let placed = cache
+        .fetch_file_list(
+            &file_list(server.url("/list"), &[]),
+            &quick(),
+            &work.path().join("all"),
+            |f| via.push(f.via.clone()),
+        )
+        .unwrap();
+    assert_eq!(placed.len(), 2);
+    assert_eq!(via, ["network"; 3], "the listing, then each file");
+    assert_eq!(
+        files_under(&work.path().join("all")),
+        ["a/one.txt", "b/two.txt"]
+    );
+    assert_eq!(
+        std::fs::read(work.path().join("all/b/two.txt")).unwrap(),
+        b"two\n"
+    );
+
+    // A subset, from the cache this time.
+    let mut via = Vec::new();
+    cache
+        .fetch_file_list(
+            &file_list(server.url("/list"), &["b/"]),
+            &quick(),
+            &work.path().join("some"),
+            |f| via.push(f.via.clone()),
+        )
+        .unwrap();
+    assert_eq!(files_under(&work.path().join("some")), ["b/two.txt"]);
+    assert_eq!(via, ["cache"; 2]);
+
+    // A listing that is not the pinned one is refused before any file is fetched.
+    let mut wrong = file_list(server.url("/list"), &[]);
+    wrong.manifest_sha256 = "0".repeat(64);
+    let fresh = DownloadCache::new(work.path().join("cache2"));
+    let error = fresh
+        .fetch_file_list(&wrong, &quick(), &work.path().join("wrong"), |_| {})
+        .unwrap_err();
+    assert!(matches!(error, DataError::Checksum { .. }), "{error}");
+    assert!(!work.path().join("wrong").exists());
+
+    // A listing whose path leaves the tree.
+    let escape = FileList {
+        base: server.url("/bad"),
+        manifest_sha256: sha256(&listed_file("/bad/MANIFEST.sha256").unwrap()),
+        ..file_list(String::new(), &[])
+    };
+    let error = fresh
+        .fetch_file_list(&escape, &quick(), &work.path().join("bad"), |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error
+            .contains("MANIFEST.sha256 line 1: the path must be relative and stay inside the list"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_offline_file_list_is_read_from_a_mirror_of_the_tree() {
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!(
+        "http://127.0.0.1:{}/list",
+        closed.local_addr().unwrap().port()
+    );
+    drop(closed);
+    let work = tempfile::tempdir().unwrap();
+    let mirror = work.path().join("mirror");
+    for path in ["MANIFEST.sha256", "a/one.txt", "b/two.txt"] {
+        let target = mirror.join(path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(&target, listed_file(&format!("/list/{path}")).unwrap()).unwrap();
+    }
+    let options = FetchOptions {
+        mirrors: vec![work.path().join("empty"), mirror],
+        ..quick()
+    };
+    let mut via = Vec::new();
+    DownloadCache::new(work.path().join("cache"))
+        .fetch_file_list(
+            &file_list(base, &[]),
+            &options,
+            &work.path().join("out"),
+            |f| via.push(f.via.clone()),
+        )
+        .unwrap();
+    assert_eq!(via, ["mirror"; 3]);
+    assert_eq!(
+        files_under(&work.path().join("out")),
+        ["a/one.txt", "b/two.txt"]
+    );
 }

@@ -12,7 +12,7 @@ use textrec_pipeline::{
 };
 use textrec_recognizer::data::Observer;
 use textrec_recognizer::data::download::{
-    DownloadCache, FetchOptions, Origin, Source, Unpack, parse_npm_spec, unpack,
+    DownloadCache, FetchOptions, FileList, Origin, Source, Unpack, parse_npm_spec, unpack,
 };
 
 use crate::observe::StageObserver;
@@ -35,9 +35,10 @@ pub struct SourceRecord {
 #[serde(deny_unknown_fields)]
 struct Params {
     sources: Vec<SourceParams>,
-    /// A directory searched first for each file (by sha256 or file name).
+    /// Directories searched first for each file (by sha256, file name, or path in a file list),
+    /// after those in `TEXTREC_MIRROR`: one, or a list.
     #[serde(default)]
-    mirror: Option<String>,
+    mirror: Mirrors,
     #[serde(default = "default_timeout")]
     timeout_seconds: f64,
     #[serde(default = "default_retries")]
@@ -49,6 +50,10 @@ struct Params {
     /// What one source may unpack to, all files together (sparse files count in full).
     #[serde(default = "default_max_unpacked_bytes")]
     max_unpacked_bytes: u64,
+}
+
+fn default_manifest() -> String {
+    "MANIFEST.sha256".into()
 }
 
 fn default_timeout() -> f64 {
@@ -67,12 +72,45 @@ fn default_max_unpacked_bytes() -> u64 {
     16 << 30
 }
 
+/// The environment variable that names mirror directories (`:`-separated, as `PATH`), searched
+/// before a pipeline's own `mirror:`: how a machine without network is fed without editing the
+/// pipeline.
+pub const MIRROR_ENV: &str = "TEXTREC_MIRROR";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+enum Mirrors {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Mirrors {
+    fn paths(&self) -> Vec<&str> {
+        match self {
+            Mirrors::None => Vec::new(),
+            Mirrors::One(path) => vec![path],
+            Mirrors::Many(paths) => paths.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SourceParams {
     name: String,
     #[serde(default)]
     url: Option<String>,
+    /// A file list: the base URL of files listed with their sha256 in `manifest`, whose own
+    /// sha256 is `sha256`.
+    #[serde(default)]
+    files: Option<String>,
+    #[serde(default = "default_manifest")]
+    manifest: String,
+    /// Path prefixes of a file list to fetch (all files when empty).
+    #[serde(default)]
+    include: Vec<String>,
     #[serde(default)]
     file: Option<String>,
     #[serde(default)]
@@ -86,14 +124,21 @@ struct SourceParams {
 }
 
 impl SourceParams {
+    /// Where the source comes from; a file list is recorded as the URL of its manifest.
     fn origin(&self) -> Result<Origin, String> {
-        match (&self.url, &self.file, &self.npm, &self.apt) {
-            (Some(u), None, None, None) => Ok(Origin::Url(u.clone())),
-            (None, Some(f), None, None) => Ok(Origin::File(PathBuf::from(f))),
-            (None, None, Some(n), None) => Ok(Origin::Npm(n.clone())),
-            (None, None, None, Some(a)) => Ok(Origin::Apt(a.clone())),
+        let files = self
+            .files
+            .as_ref()
+            .map(|base| format!("{}/{}", base.trim_end_matches('/'), self.manifest));
+        match (&self.url, &files, &self.file, &self.npm, &self.apt) {
+            (Some(u), None, None, None, None) | (None, Some(u), None, None, None) => {
+                Ok(Origin::Url(u.clone()))
+            }
+            (None, None, Some(f), None, None) => Ok(Origin::File(PathBuf::from(f))),
+            (None, None, None, Some(n), None) => Ok(Origin::Npm(n.clone())),
+            (None, None, None, None, Some(a)) => Ok(Origin::Apt(a.clone())),
             _ => Err(format!(
-                "source `{}` needs exactly one of `url`, `file`, `npm`, `apt`",
+                "source `{}` needs exactly one of `url`, `files`, `file`, `npm`, `apt`",
                 self.name
             )),
         }
@@ -121,6 +166,11 @@ fn validate(stage: &Stage) -> Result<Params, String> {
             return Err(format!("two sources are named `{name}`"));
         }
         names.push(name);
+        if source.files.is_none() && !source.include.is_empty() {
+            return Err(format!(
+                "source `{name}`: `include` selects files of a `files:` list"
+            ));
+        }
         match source.origin()? {
             Origin::Url(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
                 return Err(format!(
@@ -184,12 +234,26 @@ impl StageKind for Download {
         let params = validate(ctx.stage)?;
         let out = &ctx.outs[0].1;
         let cache = DownloadCache::from_env()?;
+        let mut mirrors: Vec<PathBuf> = std::env::var_os(MIRROR_ENV)
+            .map(|v| {
+                std::env::split_paths(&v)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        mirrors.extend(
+            params
+                .mirror
+                .paths()
+                .into_iter()
+                .map(|m| ctx.workdir.join(m)),
+        );
         let options = FetchOptions {
             timeout: seconds("timeout_seconds", params.timeout_seconds, false)?,
             retries: params.retries,
             backoff: seconds("backoff_seconds", params.backoff_seconds, true)?,
             max_bytes: params.max_bytes,
-            mirror: params.mirror.as_ref().map(|m| ctx.workdir.join(m)),
+            mirrors,
         };
         let observer = StageObserver { ctx };
         observer.total(params.sources.len() as u64);
@@ -201,14 +265,48 @@ impl StageKind for Download {
                 Origin::File(path) => Origin::File(ctx.workdir.join(path)),
                 other => other,
             };
+            ctx.progress
+                .set_message(format!("{} ({})", spec.name, cache.root().display()));
+            if let (Some(base), Some(sha256)) = (&spec.files, &spec.sha256) {
+                let list = FileList {
+                    name: spec.name.clone(),
+                    base: base.clone(),
+                    manifest: spec.manifest.clone(),
+                    manifest_sha256: sha256.clone(),
+                    include: spec.include.clone(),
+                };
+                let (mut bytes, mut via) = (0, BTreeMap::<String, usize>::new());
+                let files = cache.fetch_file_list(&list, &options, &out.join(&spec.name), |f| {
+                    bytes += f.bytes;
+                    *via.entry(f.via.clone()).or_default() += 1;
+                    for note in &f.notes {
+                        observer.warn(note);
+                    }
+                })?;
+                observer.log(&format!(
+                    "{}: {} files of {}, {bytes} bytes, via {via:?}",
+                    spec.name,
+                    files.len(),
+                    spec.manifest
+                ));
+                record.insert(
+                    spec.name.clone(),
+                    SourceRecord {
+                        origin: spec.origin()?,
+                        sha256: sha256.clone(),
+                        bytes,
+                    },
+                );
+                observer.advance(1);
+                continue;
+            }
             let source = Source {
                 name: spec.name.clone(),
                 origin,
                 sha256: spec.sha256.clone(),
                 unpack: spec.unpack,
+                listed_path: None,
             };
-            ctx.progress
-                .set_message(format!("{} ({})", spec.name, cache.root().display()));
             let (file, fetched) = cache.fetch(&source, &options)?;
             for note in &fetched.notes {
                 observer.warn(note);

