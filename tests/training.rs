@@ -284,28 +284,36 @@ fn a_fine_tune_starts_from_its_init_model() {
         "run", "p.yaml", "--only", "download", "--only", "chars", "--only", "train", "--only",
         "finetune",
     ]);
-    let history = |dir: &str| -> serde_json::Value {
-        serde_json::from_str(&ws.read(&format!("{dir}/history.json"))).unwrap()
-    };
-    let first_loss = |dir: &str| history(dir)["steps"][0]["train_loss"].as_f64().unwrap();
-    let (fresh, trained) = (
-        first_loss("model"),
-        history("model")["epochs"][1]["train_loss"]
-            .as_f64()
-            .unwrap(),
-    );
-    let finetuned = first_loss("model-finetuned");
-    // A network that starts from the trained weights starts where training ended, not where a
-    // fresh one starts (measured: fresh 4.37, trained 3.12, the fine-tune's first step 3.00).
+    let history: serde_json::Value = serde_json::from_str(&ws.read("model/history.json")).unwrap();
+    // Where the init's training began and ended (measured: 4.37 and 3.12; the fine-tune's first
+    // step 3.00).
+    let fresh = step_loss(&ws, "model", 0);
+    let trained = history["epochs"][1]["train_loss"].as_f64().unwrap();
+    assert_fine_tuned_from(&ws, "model", "model-finetuned", fresh, trained);
+}
+
+/// The train loss logged at the `i`th checkpoint of the model in `dir`.
+fn step_loss(ws: &Workspace, dir: &str, i: usize) -> f64 {
+    let history: serde_json::Value =
+        serde_json::from_str(&ws.read(&format!("{dir}/history.json"))).unwrap();
+    history["steps"][i]["train_loss"].as_f64().unwrap()
+}
+
+/// The model in `finetuned` started from `init`'s weights: its first step's loss sits nearer
+/// where the init's training ended (`trained`) than where a fresh network starts (`fresh`), and
+/// it kept the init's network (not the default one the stage would build) and classes.
+fn assert_fine_tuned_from(ws: &Workspace, init: &str, finetuned: &str, fresh: f64, trained: f64) {
+    let first = step_loss(ws, finetuned, 0);
     assert!(
-        finetuned < (fresh + trained) / 2.0,
-        "fine-tune's first loss {finetuned}; the init's first {fresh} and last epoch {trained}"
+        first < (fresh + trained) / 2.0,
+        "the fine-tune's first loss {first}; the init's training began at {fresh} and ended at {trained}"
     );
-    // The network is the init's (channels [16, 48]), not the default one the stage would build.
-    let spec: serde_json::Value =
-        serde_json::from_str(&ws.read("model-finetuned/model.json")).unwrap();
-    let base: serde_json::Value = serde_json::from_str(&ws.read("model/model.json")).unwrap();
-    assert_eq!(spec["network"], base["network"]);
+    let spec = |dir: &str| -> serde_json::Value {
+        serde_json::from_str(&ws.read(&format!("{dir}/model.json"))).unwrap()
+    };
+    let (tuned, base) = (spec(finetuned), spec(init));
+    assert_eq!(tuned["network"], base["network"]);
+    assert_eq!(tuned["vocabulary"], base["vocabulary"]);
 }
 
 #[test]
@@ -379,24 +387,10 @@ fn configs_finetune_fine_tunes_a_release_on_ones_own_lines_into_a_new_bundle() {
         "finetune.training.checkpoint_every=1",
     ]);
 
-    let history = |dir: &str| -> serde_json::Value {
-        serde_json::from_str(&ws.read(&format!("{dir}/history.json"))).unwrap()
-    };
-    let step_loss = |dir: &str, i: usize| history(dir)["steps"][i]["train_loss"].as_f64().unwrap();
-    // The release's first four steps and its last four (the fine-tune trains on different
-    // batches of the same lines, so its first step starts near where the release ended, not
-    // where a fresh network starts; measured: 7.35 → 4.65, the fine-tune's first step 4.05).
-    let (fresh, trained) = (step_loss("model", 0), step_loss("model", 1));
-    let finetuned = step_loss("models/lines-finetuned", 0);
-    assert!(
-        finetuned < (fresh + trained) / 2.0,
-        "fine-tune's first loss {finetuned}; the release's training began at {fresh} and ended at {trained}"
-    );
-    let spec: serde_json::Value =
-        serde_json::from_str(&ws.read("models/lines-finetuned/model.json")).unwrap();
-    let base: serde_json::Value = serde_json::from_str(&ws.read("model/model.json")).unwrap();
-    assert_eq!(spec["network"], base["network"]);
-    assert_eq!(spec["vocabulary"], base["vocabulary"]);
+    // The release's first four steps and its last four (measured: 7.35 and 4.65; the
+    // fine-tune's first step, on other batches of the same lines, 4.05).
+    let (fresh, trained) = (step_loss(&ws, "model", 0), step_loss(&ws, "model", 1));
+    assert_fine_tuned_from(&ws, "model", "models/lines-finetuned", fresh, trained);
     // Before and after, on the same held-out lines.
     for file in [
         "metrics/finetune-before.json",

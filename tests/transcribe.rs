@@ -719,30 +719,35 @@ fn control_characters_in_a_file_name_leave_hocr_and_alto_well_formed() {
     assert_eq!(file_name.text(), Some("p\u{fffd}q.png"));
 }
 
-#[test]
-fn lines_read_as_no_words_leave_hocr_and_alto_valid() {
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = write_bundle_reading_nothing(dir.path());
+/// Transcribes a three-line `scan.png` into `out/` in `formats` with `bundle`; returns `out/`.
+fn transcribe_scan(dir: &Path, bundle: &Path, formats: &str) -> std::path::PathBuf {
     save(
         DynamicImage::ImageLuma8(page(&[3, 1, 2])),
-        &dir.path().join("scan.png"),
+        &dir.join("scan.png"),
         ImageFormat::Png,
     );
     let output = textrec(
-        dir.path(),
+        dir,
         &[
             "transcribe",
             "scan.png",
             "-o",
             "out",
             "--format",
-            "json,hocr,alto",
+            formats,
             "--model",
             bundle.to_str().unwrap(),
         ],
     );
     assert!(output.status.success(), "{}", stderr(&output));
-    let out = dir.path().join("out");
+    dir.join("out")
+}
+
+#[test]
+fn lines_read_as_no_words_leave_hocr_and_alto_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = write_bundle_reading_nothing(dir.path());
+    let out = transcribe_scan(dir.path(), &bundle, "json,hocr,alto");
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("scan.json")).unwrap()).unwrap();
     let lines = json["lines"].as_array().unwrap();
@@ -792,26 +797,7 @@ fn replaced(doc: &str, from: &str, to: &str) -> String {
 fn the_format_validators_reject_broken_alto_and_hocr() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = write_bundle(dir.path());
-    save(
-        DynamicImage::ImageLuma8(page(&[3, 1, 2])),
-        &dir.path().join("scan.png"),
-        ImageFormat::Png,
-    );
-    let output = textrec(
-        dir.path(),
-        &[
-            "transcribe",
-            "scan.png",
-            "-o",
-            "out",
-            "--format",
-            "hocr,alto",
-            "--model",
-            bundle.to_str().unwrap(),
-        ],
-    );
-    assert!(output.status.success(), "{}", stderr(&output));
-    let out = dir.path().join("out");
+    let out = transcribe_scan(dir.path(), &bundle, "hocr,alto");
     let check = |name: &str, doc: &str, problems: fn(&Path) -> Option<String>| {
         let file = dir.path().join(name);
         std::fs::write(&file, doc).unwrap();

@@ -187,17 +187,7 @@ pub fn import_ground_truth(
                 let split = split_of(config, page, line);
                 sample.label = text;
                 sample.style = truncate(&page.document, u8::MAX as usize);
-                let (info, writers_seen) = infos.entry(split).or_insert_with(|| {
-                    (
-                        SplitInfo {
-                            count: 0,
-                            fonts: Vec::new(),
-                            class_counts: BTreeMap::new(),
-                            shards: Vec::new(),
-                        },
-                        BTreeSet::new(),
-                    )
-                });
+                let (info, writers_seen) = infos.entry(split).or_default();
                 count_classes(DatasetKind::Lines, &sample.label, &mut info.class_counts);
                 info.count += 1;
                 writers_seen.insert(sample.style.clone());
@@ -212,17 +202,7 @@ pub fn import_ground_truth(
     let mut splits = BTreeMap::new();
     for (split, writer) in writers {
         let shards = writer.finish()?;
-        let (mut info, seen) = infos.remove(&split).unwrap_or_else(|| {
-            (
-                SplitInfo {
-                    count: 0,
-                    fonts: Vec::new(),
-                    class_counts: BTreeMap::new(),
-                    shards: Vec::new(),
-                },
-                BTreeSet::new(),
-            )
-        });
+        let (mut info, seen) = infos.remove(&split).unwrap_or_default();
         info.shards = shards;
         info.fonts = seen.into_iter().collect();
         splits.insert(split, info);

@@ -57,7 +57,7 @@ pub enum Polarity {
     InkBlack,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SplitInfo {
     pub count: u64,
