@@ -630,3 +630,47 @@ stages:
         ]
     );
 }
+
+/// `configs/real-hands.yaml` plans cleanly where a release exists, and the listing it ships is
+/// the one its `sha256` pins (the run itself needs the publisher or a mirror of its files).
+#[test]
+fn configs_real_hands_plans_and_pins_the_listing_it_ships() {
+    let ws = Workspace::new();
+    let config = include_str!("../configs/real-hands.yaml");
+    let listing = include_str!("../configs/tdp/MANIFEST.sha256");
+    ws.write("configs/real-hands.yaml", config);
+    ws.write("configs/tdp/MANIFEST.sha256", listing);
+    ws.write("release/textrec-0.1.0.tar.gz", "");
+    let pin = textrec_recognizer::data::download::sha256_bytes(listing.as_bytes());
+    assert!(
+        config.contains(&format!("sha256: {pin}")),
+        "configs/real-hands.yaml must pin the listing's sha256 {pin}"
+    );
+    assert_eq!(
+        listing.lines().filter(|l| l.contains("  batch-2/")).count(),
+        228
+    );
+    let out = ws.xtask(&["run", "configs/real-hands.yaml", "--dry-run", "--json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let would_run: Vec<&str> = plan["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "would-run")
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        would_run,
+        [
+            "real-hands-download",
+            "real-hands-lines",
+            "real-hands-evaluate"
+        ]
+    );
+}

@@ -904,6 +904,7 @@ fn file_list(base: String, include: &[&str]) -> FileList {
         name: "set".into(),
         base,
         manifest: "MANIFEST.sha256".into(),
+        local_manifest: None,
         manifest_sha256: sha256(&manifest),
         include: include.iter().map(|p| p.to_string()).collect(),
     }

@@ -102,8 +102,8 @@ struct SourceParams {
     name: String,
     #[serde(default)]
     url: Option<String>,
-    /// A file list: the base URL of files listed with their sha256 in `manifest`, whose own
-    /// sha256 is `sha256`.
+    /// A file list: the base URL of files listed with their sha256 in `manifest` (a path under
+    /// it, or a local file listed in `deps`), whose own sha256 is `sha256`.
     #[serde(default)]
     files: Option<String>,
     #[serde(default = "default_manifest")]
@@ -268,10 +268,15 @@ impl StageKind for Download {
             ctx.progress
                 .set_message(format!("{} ({})", spec.name, cache.root().display()));
             if let (Some(base), Some(sha256)) = (&spec.files, &spec.sha256) {
+                let local = normalize_dep(&spec.manifest)
+                    .ok()
+                    .filter(|m| ctx.stage.deps.contains(m))
+                    .map(|_| ctx.workdir.join(&spec.manifest));
                 let list = FileList {
                     name: spec.name.clone(),
                     base: base.clone(),
                     manifest: spec.manifest.clone(),
+                    local_manifest: local,
                     manifest_sha256: sha256.clone(),
                     include: spec.include.clone(),
                 };

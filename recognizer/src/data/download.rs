@@ -29,6 +29,9 @@ pub struct FileList {
     pub base: String,
     /// The listing's path under `base` (e.g. `MANIFEST.sha256`).
     pub manifest: String,
+    /// The listing as a local file instead (a publisher that lists no sha256s: the listing
+    /// ships with the pipeline).
+    pub local_manifest: Option<PathBuf>,
     pub manifest_sha256: String,
     /// Path prefixes to fetch (e.g. `batch-2/`); all files when empty.
     pub include: Vec<String>,
@@ -508,7 +511,10 @@ impl DownloadCache {
         let base = list.base.trim_end_matches('/');
         let manifest = Source {
             name: list.name.clone(),
-            origin: Origin::Url(format!("{base}/{}", list.manifest)),
+            origin: match &list.local_manifest {
+                Some(path) => Origin::File(path.clone()),
+                None => Origin::Url(format!("{base}/{}", list.manifest)),
+            },
             sha256: Some(list.manifest_sha256.clone()),
             unpack: Unpack::None,
             listed_path: Some(list.manifest.clone()),
