@@ -31,7 +31,7 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
         "04-unknown-kind.yaml",
         3,
         11,
-        "unknown stage kind `shel`; known kinds: augment, copy, download, evaluate, export, ground-truth, language-model, package, shell, synthesize, train",
+        "unknown stage kind `shel`; known kinds: augment, copy, download, evaluate, export, ground-truth, language-model, mix, package, shell, synthesize, train",
     ),
     ("05-missing-kind.yaml", 3, 5, "missing field `kind`"),
     (
@@ -151,6 +151,12 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
         10,
         7,
         "stage `finetune` (train params): `network` and `init` both given: a fine-tune keeps the network of `models/lines`; remove `network`",
+    ),
+    (
+        "29-mix-weights.yaml",
+        10,
+        7,
+        "stage `mixed` (mix params): `weights` has 1 entries for 2 deps: one weight per dataset",
     ),
 ];
 

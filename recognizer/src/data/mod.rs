@@ -10,6 +10,7 @@ pub mod fonts;
 pub mod ground_truth;
 pub mod inspect;
 pub mod manifest;
+pub mod mix;
 pub mod mnist;
 pub mod raster;
 pub mod shard;
