@@ -536,6 +536,14 @@ fn provenance(origin: &str, spec: &str) -> (String, &'static str) {
             format!("the project's file `{spec}`"),
             "the project's own (textrec: MIT OR Apache-2.0)",
         ),
+        "files" if spec.contains("/CREMMA-AN-TestamentsDePoilus/") => (
+            format!("real handwriting, Testaments de Poilus (ALTO), files under `{spec}`"),
+            "CC BY 4.0: Archives nationales (projet Testaments de Poilus) and the CREMMA project, via HTR-United; attribution required",
+        ),
+        "files" => (
+            format!("files listed under `{spec}`"),
+            "see the publisher's licence",
+        ),
         _ => (
             format!("`{spec}`"),
             "not recorded: check it before redistributing",
@@ -550,7 +558,7 @@ fn sources(upstream: &LockFile) -> Vec<[String; 4]> {
         let listed = record.params.get("sources").and_then(Value::as_array);
         for source in listed.into_iter().flatten() {
             let text = |key: &str| source.get(key).and_then(Value::as_str);
-            let (origin, spec) = ["npm", "apt", "url", "file"]
+            let (origin, spec) = ["npm", "apt", "url", "files", "file"]
                 .into_iter()
                 .find_map(|origin| text(origin).map(|spec| (origin, spec)))
                 .unwrap_or(("unknown", "?"));
@@ -560,6 +568,22 @@ fn sources(upstream: &LockFile) -> Vec<[String; 4]> {
                 what,
                 text("sha256").map_or_else(String::new, |s| format!("`{s}`")),
                 licence.to_owned(),
+            ]);
+        }
+    }
+    // Real handwriting imported from a folder of ground truth (the user's own, as a rule): the
+    // card names the folder and its content hash, and cannot know its licence.
+    for (name, record) in upstream
+        .stages
+        .iter()
+        .filter(|(_, r)| r.kind == "ground-truth")
+    {
+        for (dep, hash) in &record.deps {
+            rows.push([
+                name.clone(),
+                format!("real handwriting imported from the ground truth in `{dep}`"),
+                format!("`{hash}` (content hash)"),
+                "the annotations' own (not recorded: check it before redistributing)".to_owned(),
             ]);
         }
     }
@@ -945,6 +969,36 @@ mod tests {
             "{card}"
         );
         assert!(card.contains("## Known limits\n\nOnly digits.\n"), "{card}");
+
+        // Real handwriting: a published file list, and a user's own ground truth.
+        let mut real = upstream();
+        real.stages.insert(
+            "real-download".into(),
+            record(
+                "download",
+                json!({"sources": [{"name": "tdp", "files": "https://example.org/CREMMA-AN-TestamentsDePoilus/c/data", "sha256": "630f"}]}),
+                &[],
+                &["data/real-downloads"],
+            ),
+        );
+        real.stages.insert(
+            "my-lines".into(),
+            record(
+                "ground-truth",
+                json!({}),
+                &["my-ground-truth"],
+                &["data/my-lines"],
+            ),
+        );
+        let card = model_card(&params, &[], &[], &real, &[]);
+        assert!(
+            card.contains("| `tdp` | real handwriting, Testaments de Poilus (ALTO), files under `https://example.org/CREMMA-AN-TestamentsDePoilus/c/data` | `630f` | CC BY 4.0"),
+            "{card}"
+        );
+        assert!(
+            card.contains("| `my-lines` | real handwriting imported from the ground truth in `my-ground-truth` | `h` (content hash) | the annotations' own"),
+            "{card}"
+        );
         assert!(card.contains(INTENDED_USE), "{card}");
         let lock = release_lock(&upstream());
         let parsed = LockFile::parse(Path::new("pipeline.lock"), &lock).unwrap();
