@@ -128,7 +128,7 @@ pub fn import_ground_truth(
     observer: &dyn Observer,
 ) -> Result<Manifest, DataError> {
     let mut files = Vec::new();
-    list_files(root, root, &mut files)?;
+    list_files(root, root, &mut BTreeSet::new(), &mut files)?;
     let mut pages = Vec::new();
     for (path, relative) in &files {
         let name = relative.rsplit('/').next().unwrap_or(relative);
@@ -246,8 +246,18 @@ pub fn import_ground_truth(
 }
 
 /// Every regular file under `dir` (links followed), sorted by relative path, hidden ones left
-/// out.
-fn list_files(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) -> Result<(), DataError> {
+/// out. A directory met again through a link (a loop, or two links to one place) is read once.
+fn list_files(
+    root: &Path,
+    dir: &Path,
+    visited: &mut BTreeSet<(u64, u64)>,
+    out: &mut Vec<(PathBuf, String)>,
+) -> Result<(), DataError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(dir).map_err(DataError::io("read", dir))?;
+    if !visited.insert((meta.dev(), meta.ino())) {
+        return Ok(());
+    }
     let mut entries: Vec<_> = fs::read_dir(dir)
         .map_err(DataError::io("list", dir))?
         .collect::<Result<_, _>>()
@@ -260,7 +270,7 @@ fn list_files(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) -> Resu
         }
         let meta = fs::metadata(&path).map_err(DataError::io("read", &path))?;
         if meta.is_dir() {
-            list_files(root, &path, out)?;
+            list_files(root, &path, visited, out)?;
         } else if meta.is_file() {
             let relative = path
                 .strip_prefix(root)
@@ -900,6 +910,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (root, out) = (dir.path().join("gt"), dir.path().join("out"));
         fixture(&root);
+        // A link back up the tree is followed once, not forever.
+        std::os::unix::fs::symlink(&root, root.join("page/again")).unwrap();
         fs::create_dir_all(&out).unwrap();
         let manifest = import_ground_truth(&root, &config(), &out, &Unobserved).unwrap();
         assert_eq!(manifest.kind, DatasetKind::Lines);
