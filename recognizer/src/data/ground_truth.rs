@@ -38,6 +38,10 @@ pub enum GroundTruthFormat {
     Lines,
     Page,
     Alto,
+    /// The IAM Handwriting Database's forms: `xml/ID.xml` (`handwritten-part/line@text`, boxes
+    /// from its words' `cmp`) with `ID.png` or `ID.jpg` anywhere under the folder; a form's
+    /// document is its writer, so splits share no writer.
+    Iam,
 }
 
 /// What happens to a character outside the vocabulary.
@@ -129,6 +133,19 @@ pub fn import_ground_truth(
 ) -> Result<Manifest, DataError> {
     let mut files = Vec::new();
     list_files(root, root, &mut BTreeSet::new(), &mut files)?;
+    // Images by file stem, for exports that keep pages apart from their XML (IAM's forms/).
+    let mut images: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for (path, _) in &files {
+        let is_image = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+        if let (true, Some(stem)) = (is_image, path.file_stem().and_then(|s| s.to_str())) {
+            images
+                .entry(stem.to_owned())
+                .or_insert_with(|| path.clone());
+        }
+    }
     let mut pages = Vec::new();
     for (path, relative) in &files {
         let name = relative.rsplit('/').next().unwrap_or(relative);
@@ -139,9 +156,11 @@ pub fn import_ground_truth(
                 pages.push(line_image(path, relative, stem)?);
             }
         } else if name.ends_with(".xml")
-            && (wants(GroundTruthFormat::Page) || wants(GroundTruthFormat::Alto))
+            && (wants(GroundTruthFormat::Page)
+                || wants(GroundTruthFormat::Alto)
+                || wants(GroundTruthFormat::Iam))
         {
-            pages.push(xml_page(path, relative, config.format)?);
+            pages.push(xml_page(path, relative, config.format, &images)?);
         }
     }
     let total: usize = pages.iter().map(|p| p.lines.len()).sum();
@@ -330,13 +349,34 @@ const PAGE_NAMESPACES: [&str; 2] = [
     "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15",
 ];
 
-/// A PAGE or ALTO file: the image it names and its transcribed lines.
+/// An XML file's text: UTF-8, or ISO-8859-1 where its declaration says so (IAM's forms do).
+fn xml_text(path: &Path) -> Result<String, DataError> {
+    let bytes = fs::read(path).map_err(DataError::io("read", path))?;
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(text),
+        Err(e) => {
+            let bytes = e.into_bytes();
+            let head = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).to_ascii_lowercase();
+            if head.contains("encoding=\"iso-8859-1\"") || head.contains("encoding='iso-8859-1'") {
+                Ok(bytes.iter().map(|&b| char::from(b)).collect())
+            } else {
+                Err(DataError::format(
+                    path,
+                    "not UTF-8, and its XML declaration names no ISO-8859-1 encoding",
+                ))
+            }
+        }
+    }
+}
+
+/// A PAGE, ALTO or IAM file: the image it names and its transcribed lines.
 fn xml_page(
     path: &Path,
     relative: &str,
     format: GroundTruthFormat,
+    images: &BTreeMap<String, PathBuf>,
 ) -> Result<PageSource, DataError> {
-    let text = fs::read_to_string(path).map_err(DataError::io("read", path))?;
+    let text = xml_text(path)?;
     let doc = roxmltree::Document::parse(&text)
         .map_err(|e| DataError::format(path, format!("not well-formed XML: {e}")))?;
     let root = doc.root_element();
@@ -352,12 +392,15 @@ fn xml_page(
         ("PcGts", ns) if PAGE_NAMESPACES.contains(&ns) && format != GroundTruthFormat::Alto => {
             page_lines(&doc, path, &at)?
         }
+        ("form", "") if matches!(format, GroundTruthFormat::Auto | GroundTruthFormat::Iam) => {
+            return iam_form(&doc, path, relative, images, &at);
+        }
         (name, ns) => {
             return Err(DataError::format(
                 path,
                 format!(
                     "root element `{name}` in namespace `{ns}` is not {}: known are PAGE \
-                     (2013-07-15, 2019-07-15) and ALTO (ns-v2#, ns-v3#, ns-v4#)",
+                     (2013-07-15, 2019-07-15), ALTO (ns-v2#, ns-v3#, ns-v4#) and IAM (`form`)",
                     match format {
                         GroundTruthFormat::Page => "PAGE XML",
                         GroundTruthFormat::Alto => "ALTO",
@@ -394,6 +437,85 @@ fn xml_page(
         described_by: path.to_owned(),
         relative: relative.to_owned(),
         document,
+        lines,
+    })
+}
+
+/// An IAM form: each `handwritten-part/line`, boxed by the union of its words' `cmp` boxes (as
+/// FSDL crops IAM lines), its text from `@text`; the image is `ID.png` or `ID.jpg` anywhere
+/// under the folder, and the document is the writer.
+fn iam_form(
+    doc: &roxmltree::Document,
+    path: &Path,
+    relative: &str,
+    images: &BTreeMap<String, PathBuf>,
+    at: &Position,
+) -> Result<PageSource, DataError> {
+    let form = doc.root_element();
+    let id = form
+        .attribute("id")
+        .ok_or_else(|| DataError::format(path, format!("form at {} has no id", at(form))))?;
+    let writer = form
+        .attribute("writer-id")
+        .ok_or_else(|| DataError::format(path, format!("form at {} has no writer-id", at(form))))?;
+    let image = images.get(id).cloned().ok_or_else(|| {
+        DataError::format(
+            path,
+            format!("the image of form {id} ({id}.png, {id}.jpg) is nowhere in the folder"),
+        )
+    })?;
+    let named = |node: &roxmltree::Node, name: &str| node.tag_name().name() == name;
+    let mut lines = Vec::new();
+    let part = form.children().find(|n| named(n, "handwritten-part"));
+    for line in part
+        .iter()
+        .flat_map(|p| p.children().filter(|n| named(n, "line")))
+    {
+        let mut bbox = [
+            f64::INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        for cmp in line.descendants().filter(|n| named(n, "cmp")) {
+            let number = |attr: &str| -> Result<f64, DataError> {
+                cmp.attribute(attr)
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(|| {
+                        DataError::format(path, format!("cmp at {} has no numeric {attr}", at(cmp)))
+                    })
+            };
+            let (x, y, w, h) = (
+                number("x")?,
+                number("y")?,
+                number("width")?,
+                number("height")?,
+            );
+            bbox = [
+                bbox[0].min(x),
+                bbox[1].min(y),
+                bbox[2].max(x + w),
+                bbox[3].max(y + h),
+            ];
+        }
+        if !bbox[0].is_finite() {
+            return Err(DataError::format(
+                path,
+                format!("line at {} has no word boxes (cmp)", at(line)),
+            ));
+        }
+        lines.push(Annotated {
+            bbox: Some(bbox),
+            text: line.attribute("text").unwrap_or("").to_owned(),
+            origin: at(line),
+        });
+    }
+    Ok(PageSource {
+        image,
+        described_by: path.to_owned(),
+        relative: relative.to_owned(),
+        document: format!("writer {writer}"),
         lines,
     })
 }
@@ -1093,6 +1215,80 @@ mod tests {
                 "{what}: a dataset was written"
             );
         }
+    }
+
+    /// IAM's layout: `forms/ID.png` apart from `xml/ID.xml`; lines boxed by their words.
+    #[test]
+    fn iam_forms_become_lines_split_by_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, out) = (dir.path().join("iamdb"), dir.path().join("out"));
+        fs::create_dir_all(root.join("forms")).unwrap();
+        fs::create_dir_all(root.join("xml")).unwrap();
+        for (form, writer) in [("a01-000u", "000"), ("a01-003", "001"), ("b02-010", "000")] {
+            page_png(
+                &root.join(format!("forms/{form}.png")),
+                400,
+                200,
+                &[TOP, BOTTOM],
+            );
+            let word = |id: &str, text: &str, [x0, y0, x1, y1]: [u32; 4]| {
+                format!(
+                    r#"<word id="{id}" tag="NN" text="{text}"><cmp x="{x0}" y="{y0}" width="{}" height="{}"/></word>"#,
+                    x1 - x0,
+                    y1 - y0
+                )
+            };
+            let xml = format!(
+                r#"<?xml version="1.0" encoding="ISO-8859-1"?>
+<form created="2000-01-01" height="200" id="{form}" width="400" writer-id="{writer}">
+<machine-printed-part><machine-print-line text="A MOVE to stop"/></machine-printed-part>
+<handwritten-part>
+<line id="{form}-00" text="A MOVE to &quot;stop&quot;" segmentation="ok">{}{}</line>
+<line id="{form}-01" text="Mr. Gaitsk@ll" segmentation="err">{}</line>
+</handwritten-part>
+</form>
+"#,
+                word("w0", "A", [20, 20, 100, 60]),
+                word("w1", "MOVE", [120, 24, 380, 58]),
+                word("w2", "Mr.", BOTTOM),
+            );
+            // IAM's files are ISO-8859-1: an é as the single byte 0xE9.
+            let latin1: Vec<u8> = xml
+                .bytes()
+                .map(|b| if b == b'@' { 0xE9 } else { b })
+                .collect();
+            fs::write(root.join(format!("xml/{form}.xml")), latin1).unwrap();
+        }
+        let mut config = config();
+        config.format = GroundTruthFormat::Iam;
+        config.split = SplitRule::Fractions(Fractions {
+            val: 0.5,
+            test: 0.0,
+        });
+        let manifest = import_ground_truth(&root, &config, &out, &Unobserved).unwrap();
+        let all: Vec<(String, String)> = Split::ALL.iter().flat_map(|&s| labels(&out, s)).collect();
+        assert_eq!(all.len(), 6);
+        assert!(
+            all.iter().any(|(_, t)| t == "A MOVE to \"stop\""),
+            "{all:?}"
+        );
+        assert!(all.iter().any(|(_, t)| t == "Mr. Gaitskell"), "{all:?}");
+        // Writer 000 wrote two forms: they land in one split together.
+        for split in Split::ALL {
+            let writers = &manifest.splits[&split].fonts;
+            assert!(writers.len() <= 2, "{writers:?}");
+        }
+        let with_writer_000: Vec<Split> = Split::ALL
+            .into_iter()
+            .filter(|s| manifest.splits[s].fonts.contains(&"writer 000".to_owned()))
+            .collect();
+        assert_eq!(with_writer_000.len(), 1, "{manifest:?}");
+
+        fs::remove_file(root.join("forms/a01-003.png")).unwrap();
+        let error = import_ground_truth(&root, &config, &dir.path().join("out2"), &Unobserved)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("the image of form a01-003"), "{error}");
     }
 
     #[test]
