@@ -518,6 +518,13 @@ impl Bundle {
     pub fn models(&self) -> Vec<BundledModel<'_>> {
         models(&self.files)
     }
+
+    /// The first model whose `textrec.architecture` is `architecture` (`line_ctc`, `line_fcn`).
+    pub fn model_of(&self, architecture: &str) -> Option<BundledModel<'_>> {
+        self.models()
+            .into_iter()
+            .find(|m| m.architecture().as_deref() == Some(architecture))
+    }
 }
 
 fn models(files: &BTreeMap<String, Vec<u8>>) -> Vec<BundledModel<'_>> {

@@ -144,9 +144,7 @@ impl StageKind for Evaluate {
             let bundle = textrec_recognizer::bundle::Bundle::from_bytes(&bytes)
                 .map_err(|e| format!("{}: {e}", model.display()))?;
             bytes = bundle
-                .models()
-                .iter()
-                .find(|m| m.architecture().as_deref() == Some("line_ctc"))
+                .model_of("line_ctc")
                 .map(|m| m.bytes.to_vec())
                 .ok_or_else(|| format!("{}: the bundle has no line model", model.display()))?;
         }

@@ -209,10 +209,8 @@ impl PageTranscriber {
         };
         // Opening checks every file against the manifest's sha256.
         let bundle = Bundle::open(path).map_err(|e| bad(e.to_string()))?;
-        let models = bundle.models();
-        let line_model = models
-            .iter()
-            .find(|m| m.architecture().as_deref() == Some("line_ctc"))
+        let line_model = bundle
+            .model_of("line_ctc")
             .ok_or_else(|| bad("the bundle has no line_ctc model".into()))?;
         let origin = path.join(line_model.name);
         let (recognizer, notice) =
@@ -249,9 +247,8 @@ impl PageTranscriber {
             .or(config.map(|c| c.line_detector))
             .unwrap_or(DetectorKind::Projection);
         if detector == DetectorKind::Learned {
-            let model = models
-                .iter()
-                .find(|m| m.architecture().as_deref() == Some("line_fcn"))
+            let model = bundle
+                .model_of("line_fcn")
                 .ok_or_else(|| bad("the bundle has no learned line detector (line_fcn)".into()))?;
             transcriber.detector = LineDetector::Learned(LearnedDetector::from_bytes(
                 model.bytes,

@@ -239,10 +239,8 @@ impl Init {
                     crate::bundle::Bundle::from_bytes(&bytes).map_err(|e| ModelError::Invalid {
                         reason: format!("init {}: {e}", path.display()),
                     })?;
-                let models = bundle.models();
-                let line = models
-                    .iter()
-                    .find(|m| m.architecture().as_deref() == Some(ARCHITECTURE))
+                let line = bundle
+                    .model_of(ARCHITECTURE)
                     .ok_or_else(|| ModelError::Invalid {
                         reason: format!(
                             "init {}: the bundle has no line_ctc model",
