@@ -1,7 +1,8 @@
 //! The download cache against a real HTTP server on 127.0.0.1 started by the test: success,
 //! resume after a dropped connection, wrong checksum, 404, a stalled server, size limits, the
-//! mirror fallback and a corrupt cache entry; and hostile archives and caches: links, modes,
-//! sizes, npm specs that are paths, links planted in the cache, a shared fallback directory.
+//! mirror fallback and a corrupt cache entry; and hostile archives (tar.gz, deb, zip) and caches:
+//! links, modes, sizes, npm specs that are paths, links planted in the cache, a shared fallback
+//! directory.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -738,6 +739,117 @@ fn the_unpacked_size_is_capped_with_sparse_files_and_link_copies_in_full() {
             Member::File("half", 0o644, &half),
             Member::Symlink("again", "half"),
         ])),
+    );
+}
+
+/// A zip of `members` (hard links and devices do not exist in zip); files deflated.
+fn zip_of(members: &[Member]) -> Vec<u8> {
+    use zip::write::SimpleFileOptions;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    for member in members {
+        match *member {
+            Member::File(path, mode, bytes) => {
+                zip.start_file(path, options.unix_permissions(mode))
+                    .unwrap();
+                zip.write_all(bytes).unwrap();
+            }
+            Member::Dir(path, mode) => zip
+                .add_directory(path, options.unix_permissions(mode))
+                .unwrap(),
+            Member::Symlink(path, target) => zip.add_symlink(path, target, options).unwrap(),
+            Member::HardLink(..) | Member::CharDevice(_) => unreachable!("not in a zip"),
+        }
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+#[test]
+fn a_zip_is_unpacked_by_the_same_rules() {
+    let work = tempfile::tempdir().unwrap();
+    let archive = zip_of(&[
+        Member::Dir("iamdb/", 0o555),
+        Member::File("iamdb/forms/a01-000u.jpg", 0o4777, b"FORM"),
+        Member::File("iamdb/task/testset.txt", 0o644, b"a01-000u-00\n"),
+        Member::Symlink("iamdb/again.jpg", "forms/a01-000u.jpg"),
+        Member::Symlink("iamdb/passwd", "../../../../../../etc/passwd"),
+        Member::File("../escape.txt", 0o644, b"x"),
+    ]);
+    let skipped = unpack_archive(work.path(), "iamdb.zip", &archive, UNLIMITED).unwrap();
+    let out = work.path().join("out");
+    let files: Vec<String> = tree(&out)
+        .into_iter()
+        .map(|(path, kind)| format!("{path} {kind}"))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "iamdb dir",
+            "iamdb/again.jpg file",
+            "iamdb/forms dir",
+            "iamdb/forms/a01-000u.jpg file",
+            "iamdb/task dir",
+            "iamdb/task/testset.txt file",
+        ]
+    );
+    assert_eq!(std::fs::read(out.join("iamdb/again.jpg")).unwrap(), b"FORM");
+    assert_eq!(mode(&out.join("iamdb")), 0o755);
+    assert_eq!(mode(&out.join("iamdb/forms/a01-000u.jpg")), 0o755);
+    assert!(!work.path().join("escape.txt").exists());
+    assert_eq!(skipped.len(), 2, "{skipped:#?}");
+    assert!(skipped[0].starts_with("`iamdb/passwd`") || skipped[1].starts_with("`iamdb/passwd`"));
+}
+
+#[test]
+fn a_damaged_or_oversized_zip_is_an_error_naming_it() {
+    let members = [Member::File(
+        "matlab/emnist-byclass.mat",
+        0o644,
+        &[7u8; 4096][..],
+    )];
+    let archive = zip_of(&members);
+    let error = |file_name: &str, bytes: &[u8], limit: u64| {
+        let work = tempfile::tempdir().unwrap();
+        unpack_archive(work.path(), file_name, bytes, limit)
+            .unwrap_err()
+            .to_string()
+    };
+
+    let truncated = error("truncated.zip", &archive[..archive.len() / 2], UNLIMITED);
+    assert!(
+        truncated.contains("truncated.zip") && truncated.contains("not a readable zip archive"),
+        "{truncated}"
+    );
+
+    // One byte of the deflated body changed: the stream no longer decodes.
+    let mut damaged = archive.clone();
+    let central = damaged.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+    damaged[central - 8] ^= 0x55;
+    let damaged = error("damaged.zip", &damaged, UNLIMITED);
+    assert!(
+        damaged.contains("damaged.zip: unpacking `matlab/emnist-byclass.mat`"),
+        "{damaged}"
+    );
+
+    // One byte of a stored body changed: only the entry's CRC-32, checked at its end, tells.
+    let mut stored = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    stored.start_file("data.bin", options).unwrap();
+    stored.write_all(&[7u8; 4096]).unwrap();
+    let mut stored = stored.finish().unwrap().into_inner();
+    let body = stored
+        .windows(64)
+        .position(|w| w.iter().all(|&b| b == 7))
+        .unwrap();
+    stored[body + 100] = 8;
+    let crc = error("crc.zip", &stored, UNLIMITED);
+    assert!(crc.contains("crc.zip: unpacking `data.bin`"), "{crc}");
+
+    let big = error("big.zip", &archive, 4095);
+    assert!(
+        big.contains("big.zip") && big.contains("4095 bytes"),
+        "{big}"
     );
 }
 

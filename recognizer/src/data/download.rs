@@ -115,12 +115,13 @@ pub struct Source {
 #[serde(rename_all = "kebab-case")]
 pub enum Unpack {
     /// By origin and file name: npm → tar.gz, apt → deb, `*.tar.gz`/`*.tgz` → tar.gz, `*.deb`
-    /// → deb, anything else is copied as is.
+    /// → deb, `*.zip` → zip, anything else is copied as is.
     #[default]
     Auto,
     None,
     TarGz,
     Deb,
+    Zip,
 }
 
 /// Network behaviour of `url` sources.
@@ -886,6 +887,7 @@ pub fn unpack(
             (Origin::Apt(_), _) => Unpack::Deb,
             (_, Some(name)) if name.ends_with(".tar.gz") || name.ends_with(".tgz") => Unpack::TarGz,
             (_, Some(name)) if name.ends_with(".deb") => Unpack::Deb,
+            (_, Some(name)) if name.ends_with(".zip") => Unpack::Zip,
             _ => Unpack::None,
         },
         other => other,
@@ -897,6 +899,7 @@ pub fn unpack(
                 .unpack(flate2::read::GzDecoder::new(input))
         }
         Unpack::Deb => unpack_deb(source, file, dir, max_bytes),
+        Unpack::Zip => TreeWriter::new(source, file, dir, max_bytes).unpack_zip(),
         Unpack::None | Unpack::Auto => {
             let name = file_name_of(&source.origin).unwrap_or_else(|| source.name.clone());
             let target = dir.join(name);
@@ -973,7 +976,8 @@ enum Link {
 /// How many links one lookup follows before it counts as a loop (Linux's limit).
 const MAX_LINK_HOPS: usize = 40;
 
-/// Writes a tar stream's entries under `root` by the rules of [`unpack`].
+/// Writes an archive's entries (a tar stream's or a zip file's) under `root` by the rules of
+/// [`unpack`].
 struct TreeWriter<'a> {
     source: &'a Source,
     archive: &'a Path,
@@ -1009,31 +1013,19 @@ impl<'a> TreeWriter<'a> {
             let mut entry = entry.map_err(|e| self.unreadable(e))?;
             let raw = entry.path().map_err(|e| self.unreadable(e))?.into_owned();
             let shown = raw.display().to_string();
-            let Some(path) = tree_path(&raw) else {
-                self.skipped
-                    .push(format!("`{shown}`: `..` leaves the tree"));
+            let Some(path) = self.place(&shown, &raw) else {
                 continue;
             };
-            if path.as_os_str().is_empty() {
-                continue;
-            }
-            if let Some(link) = path
-                .ancestors()
-                .skip(1)
-                .find(|a| self.links.contains_key(*a))
-            {
-                let link = link.display();
-                self.skipped
-                    .push(format!("`{shown}`: lies under the link `{link}`"));
-                continue;
-            }
             let mode = entry.header().mode().map_err(|e| self.unreadable(e))?;
             let kind = entry.header().entry_type();
             match kind {
                 tar::EntryType::Directory => self.directory(&path, mode)?,
                 tar::EntryType::Regular
                 | tar::EntryType::Continuous
-                | tar::EntryType::GNUSparse => self.file(&path, &mut entry, mode)?,
+                | tar::EntryType::GNUSparse => {
+                    let size = entry.size();
+                    self.file(&path, &mut entry, size, mode)?
+                }
                 tar::EntryType::Symlink | tar::EntryType::Link => {
                     let target = entry
                         .link_name()
@@ -1071,6 +1063,30 @@ impl<'a> TreeWriter<'a> {
         Ok(self.skipped)
     }
 
+    /// Where an entry named `raw` goes in the tree; `None` (and a line in the log where that
+    /// loses something) for the root itself, a path with `..`, or one under a link.
+    fn place(&mut self, shown: &str, raw: &Path) -> Option<PathBuf> {
+        let Some(path) = tree_path(raw) else {
+            self.skipped
+                .push(format!("`{shown}`: `..` leaves the tree"));
+            return None;
+        };
+        if path.as_os_str().is_empty() {
+            return None;
+        }
+        if let Some(link) = path
+            .ancestors()
+            .skip(1)
+            .find(|a| self.links.contains_key(*a))
+        {
+            let link = link.display();
+            self.skipped
+                .push(format!("`{shown}`: lies under the link `{link}`"));
+            return None;
+        }
+        Some(path)
+    }
+
     fn directory(&mut self, path: &Path, mode: u32) -> Result<(), DataError> {
         let full = self.root.join(path);
         self.links.remove(path);
@@ -1079,23 +1095,79 @@ impl<'a> TreeWriter<'a> {
             .map_err(DataError::io("set the mode of", &full))
     }
 
+    /// A zip file's entries. Zip has no hard links; a symbolic link is an entry whose Unix mode
+    /// says so and whose content is the target. Entries without a Unix mode (written on Windows)
+    /// get 0644 or 0755.
+    fn unpack_zip(mut self) -> Result<Vec<String>, DataError> {
+        let zip_path = self.archive;
+        let input = File::open(zip_path).map_err(DataError::io("open", zip_path))?;
+        let unreadable = |e: zip::result::ZipError| {
+            DataError::format(zip_path, format!("not a readable zip archive: {e}"))
+        };
+        let mut archive = zip::ZipArchive::new(io::BufReader::new(input)).map_err(unreadable)?;
+        for index in 0..archive.len() {
+            let mut entry = archive.by_index(index).map_err(unreadable)?;
+            let shown = entry.name().to_owned();
+            let Some(path) = self.place(&shown, Path::new(&shown)) else {
+                continue;
+            };
+            if entry.is_dir() {
+                self.directory(&path, entry.unix_mode().unwrap_or(0o755))?;
+            } else if entry.is_symlink() {
+                let mut target = String::new();
+                (&mut entry)
+                    .take(4096)
+                    .read_to_string(&mut target)
+                    .map_err(|e| {
+                        DataError::format(zip_path, format!("unpacking `{shown}`: {e}"))
+                    })?;
+                self.link(&shown, path, Link::Symbolic(PathBuf::from(target)))?;
+            } else if entry
+                .unix_mode()
+                .is_none_or(|mode| mode & 0o170000 == 0o100000 || mode & 0o170000 == 0)
+            {
+                let (size, mode) = (entry.size(), entry.unix_mode().unwrap_or(0o644));
+                self.file(&path, &mut entry, size, mode)?;
+            } else {
+                self.skipped
+                    .push(format!("`{shown}`: neither a file, a directory nor a link"));
+            }
+        }
+        self.make_links()?;
+        Ok(self.skipped)
+    }
+
+    /// Writes one regular file of `size` bytes (as the archive declares it).
     fn file(
         &mut self,
         path: &Path,
-        entry: &mut tar::Entry<'_, impl Read>,
+        entry: &mut impl Read,
+        size: u64,
         mode: u32,
     ) -> Result<(), DataError> {
-        // The size a sparse entry expands to: refused before a byte is written.
-        self.spend(entry.size())?;
+        // The size a sparse entry expands to, or a zip entry declares: refused before a byte is
+        // written, and no more than that is read.
+        self.spend(size)?;
         let full = self.root.join(path);
         self.links.remove(path);
         if let Some(parent) = full.parent() {
             create_dirs(parent)?;
         }
         let mut out = File::create(&full).map_err(DataError::io("create", &full))?;
-        io::copy(entry, &mut out).map_err(|e| {
+        // One byte past the declared size: a zip entry's checksum is checked at its end, and
+        // an entry longer than it declares is refused.
+        let copied = io::copy(&mut entry.take(size.saturating_add(1)), &mut out).map_err(|e| {
             DataError::format(self.archive, format!("unpacking `{}`: {e}", path.display()))
         })?;
+        if copied > size {
+            return Err(DataError::format(
+                self.archive,
+                format!(
+                    "`{}` holds more than the {size} bytes it declares",
+                    path.display()
+                ),
+            ));
+        }
         fs::set_permissions(&full, fs::Permissions::from_mode(file_mode(mode)))
             .map_err(DataError::io("set the mode of", &full))
     }
