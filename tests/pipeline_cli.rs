@@ -190,6 +190,35 @@ fn dry_run_and_status_say_why_and_touch_nothing() {
     assert_eq!(ws.read("p.lock"), lock);
 }
 
+/// FSDL's experiments, on archives this machine cannot fetch.
+const FSDL_CONFIGS: &[(&str, &str)] = &[("iam", include_str!("../configs/iam.yaml"))];
+
+/// The experiments users run on data this machine cannot fetch (FSDL's archives) still load,
+/// validate every stage's params and plan, as they would on a networked machine.
+#[test]
+fn the_fsdl_configs_plan_cleanly_offline() {
+    let ws = Workspace::new();
+    ws.write("configs/text/sentences.txt", "a line\n");
+    for (name, config) in FSDL_CONFIGS {
+        ws.write(&format!("configs/{name}.yaml"), config);
+        let path = format!("configs/{name}.yaml");
+        let out = ws.xtask(&["run", &path, "--dry-run", "--json"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{path}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let plan: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        let stages = plan["stages"].as_array().unwrap();
+        assert!(
+            stages.len() > 5 && stages.iter().all(|s| s["status"] == "would-run"),
+            "{path}: {plan}"
+        );
+    }
+    assert!(!ws.exists("data"), "a dry run wrote outputs");
+}
+
 #[test]
 fn overrides_change_params_for_one_run_and_are_type_checked() {
     let ws = chain();

@@ -523,3 +523,153 @@ fn sentences() -> String {
         .map(|i| format!("{} {} {} boxes\n", SUBJECTS[i % 6], VERBS[i % 5], i + 2))
         .collect()
 }
+
+/// A tiny `iamdb.zip` in FSDL's layout: `iamdb/forms/ID.jpg` at half the scan's size,
+/// `iamdb/xml/ID.xml` measuring the scan, and the LWITLRT task lists naming lines. Eight forms
+/// by eight writers, three lines each; words are bars of ink, one per letter.
+fn iam_archive() -> Vec<u8> {
+    use std::io::Write;
+    const FORMS: [(&str, &str); 8] = [
+        ("a01-000u", "000"),
+        ("a01-003", "001"),
+        ("b01-010", "002"),
+        ("c02-020", "003"),
+        ("d03-030", "004"),
+        ("e04-040", "005"),
+        ("f05-050", "006"),
+        ("g06-060", "007"),
+    ];
+    const TEXTS: [&str; 3] = ["the fox ran", "six zebras sat", "my dog"];
+    let options = zip::write::SimpleFileOptions::default();
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (f, &(form, writer)) in FORMS.iter().enumerate() {
+        let mut image = image::GrayImage::from_pixel(600, 450, image::Luma([235]));
+        let mut lines = String::new();
+        for (l, text) in TEXTS.iter().enumerate() {
+            let (mut x, y) = (100 + 10 * f as u32, 300 + 120 * l as u32);
+            let mut words = String::new();
+            for (w, word) in text.split(' ').enumerate() {
+                let width = 36 * word.len() as u32;
+                words.push_str(&format!(
+                    r#"<word id="{form}-{l:02}-{w:02}" text="{word}"><cmp x="{x}" y="{y}" width="{width}" height="60"/></word>"#
+                ));
+                for c in 0..word.len() as u32 {
+                    let (bar_x, top) = (x / 2 + 18 * c + 4, y / 2 + 4 + (c % 3) * 3);
+                    for px in bar_x..bar_x + 8 {
+                        for py in top..y / 2 + 26 {
+                            image.put_pixel(px, py, image::Luma([30]));
+                        }
+                    }
+                }
+                x += width + 40;
+            }
+            lines.push_str(&format!(
+                "<line id=\"{form}-{l:02}\" text=\"{text}\">{words}</line>\n"
+            ));
+        }
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>\n<form height=\"900\" id=\"{form}\" \
+             width=\"1200\" writer-id=\"{writer}\">\n<machine-printed-part><machine-print-line \
+             text=\"the fox ran\"/></machine-printed-part>\n<handwritten-part>\n{lines}\
+             </handwritten-part>\n</form>\n"
+        );
+        let mut jpeg = Vec::new();
+        image
+            .write_to(
+                &mut std::io::Cursor::new(&mut jpeg),
+                image::ImageFormat::Jpeg,
+            )
+            .unwrap();
+        zip.start_file(format!("iamdb/forms/{form}.jpg"), options)
+            .unwrap();
+        zip.write_all(&jpeg).unwrap();
+        zip.start_file(format!("iamdb/xml/{form}.xml"), options)
+            .unwrap();
+        zip.write_all(xml.as_bytes()).unwrap();
+    }
+    for (list, forms) in [
+        ("testset", &FORMS[6..8]),
+        ("validationset1", &FORMS[4..5]),
+        ("validationset2", &FORMS[5..6]),
+    ] {
+        let ids: String = forms
+            .iter()
+            .flat_map(|(form, _)| (0..3).map(move |l| format!("{form}-{l:02}\n")))
+            .collect();
+        zip.start_file(format!("iamdb/task/{list}.txt"), options)
+            .unwrap();
+        zip.write_all(ids.as_bytes()).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+#[test]
+fn configs_iam_runs_end_to_end_on_an_iam_layout_archive_served_locally() {
+    use sha2::Digest;
+    let archive = iam_archive();
+    let sha256 = format!("{:x}", sha2::Sha256::digest(&archive));
+    let base = support::serve_files(vec![("iamdb.zip".into(), archive)]);
+    let ws = Workspace::new();
+    ws.write("configs/iam.yaml", include_str!("../configs/iam.yaml"));
+    ws.write("configs/text/sentences.txt", &sentences());
+    let sources = format!(
+        "iam-download.sources=[{{name: iam, url: \"{base}/iamdb.zip\", sha256: {sha256}}}]"
+    );
+    ws.run_ok(&[
+        "run",
+        "configs/iam.yaml",
+        "-S",
+        &sources,
+        "-S",
+        "synthetic-lines.counts={train: 48, val: 8, test: 8}",
+        "-S",
+        "pretrain.network={channels: [8, 16, 16], lstm_hidden: 16}",
+        "-S",
+        "pretrain.training={seed: 1, epochs: 1, batch_size: 8, warmup_steps: 2, checkpoint_every: 4, patience: 0}",
+        "-S",
+        "train-iam.training={seed: 1, epochs: 1, batch_size: 8, warmup_steps: 2, checkpoint_every: 4, patience: 0}",
+        "-S",
+        "export-iam.parity_samples=4",
+    ]);
+
+    // FSDL's split: the task lists' forms in test and val, the rest in train; writers apart.
+    use textrec_recognizer::data::{Dataset, Split};
+    let lines = Dataset::open(&ws.path("data/iam-lines")).unwrap();
+    let writers = |split| lines.manifest.splits[&split].fonts.clone();
+    assert_eq!(writers(Split::Test), ["writer 006", "writer 007"]);
+    assert_eq!(writers(Split::Val), ["writer 004", "writer 005"]);
+    assert_eq!(writers(Split::Train).len(), 4);
+    assert_eq!(lines.manifest.splits[&Split::Train].count, 12);
+    let line = lines.samples(Split::Test).next().unwrap().unwrap();
+    assert_eq!((line.label.as_str(), line.height), ("the fox ran", 32));
+
+    // The paragraphs: the handwritten part only (in the half-size JPEG, 256 × 150 px below the
+    // printed line, 16 px around it), halved again, with the three line boxes.
+    let paragraphs = Dataset::open(&ws.path("data/iam-paragraphs")).unwrap();
+    let page = paragraphs.samples(Split::Test).next().unwrap().unwrap();
+    assert_eq!(page.label, "the fox ran\nsix zebras sat\nmy dog");
+    assert_eq!(page.boxes.len(), 3);
+    assert!(
+        (page.width, page.height) == (144, 91),
+        "{}×{}",
+        page.width,
+        page.height
+    );
+
+    for metrics in ["metrics/iam-lines.json", "metrics/iam-paragraphs.json"] {
+        let metrics: serde_json::Value = serde_json::from_str(&ws.read(metrics)).unwrap();
+        assert!(metrics["cer"].as_f64().is_some(), "{metrics}");
+    }
+    let bundle = ws.path("release/textrec-iam-0.1.0.tar.gz");
+    let verification = textrec_recognizer::bundle::verify(&bundle).unwrap();
+    assert!(
+        verification.is_ok(),
+        "{:?}",
+        verification.problems().collect::<Vec<_>>()
+    );
+    // IAM's terms travel with the weights.
+    let opened = textrec_recognizer::bundle::Bundle::open(&bundle).unwrap();
+    let card = String::from_utf8(opened.file("MODEL_CARD.md").unwrap().to_vec()).unwrap();
+    assert!(card.contains("IAM Handwriting Database"), "{card}");
+    assert!(card.contains("non-commercial research only"), "{card}");
+}

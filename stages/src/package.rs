@@ -587,6 +587,29 @@ fn sources(upstream: &LockFile) -> Vec<[String; 4]> {
             ]);
         }
     }
+    // Published handwriting datasets, known by the stage that imports them: whatever mirror
+    // served the archive, its licence travels with the weights.
+    for (name, record) in &upstream.stages {
+        let (what, licence) = match record.kind.as_str() {
+            "iam" => (
+                "real handwriting, the IAM Handwriting Database (FSDL's `iamdb`)",
+                "non-commercial research only (IAM database terms, FKI, University of Bern): models trained on it inherit the restriction",
+            ),
+            "emnist" => (
+                "real handwritten characters, EMNIST ByClass (Cohen et al., 2017, from NIST Special Database 19)",
+                "NIST Special Database 19 terms (see NIST); cite Cohen et al., 2017",
+            ),
+            _ => continue,
+        };
+        for (dep, hash) in &record.deps {
+            rows.push([
+                name.clone(),
+                format!("{what}, imported from `{dep}`"),
+                format!("`{hash}` (content hash)"),
+                licence.to_owned(),
+            ]);
+        }
+    }
     rows
 }
 
@@ -990,7 +1013,20 @@ mod tests {
                 &["data/my-lines"],
             ),
         );
+        real.stages.insert(
+            "iam".into(),
+            record(
+                "iam",
+                json!({}),
+                &["data/iam-downloads/iam/iamdb"],
+                &["data/iam-lines"],
+            ),
+        );
         let card = model_card(&params, &[], &[], &real, &[]);
+        assert!(
+            card.contains("| `iam` | real handwriting, the IAM Handwriting Database (FSDL's `iamdb`), imported from `data/iam-downloads/iam/iamdb` | `h` (content hash) | non-commercial research only"),
+            "{card}"
+        );
         assert!(
             card.contains("| `tdp` | real handwriting, Testaments de Poilus (ALTO), files under `https://example.org/CREMMA-AN-TestamentsDePoilus/c/data` | `630f` | CC BY 4.0"),
             "{card}"

@@ -160,3 +160,39 @@ pub fn find_named(dir: &Path, name: &str) -> Vec<PathBuf> {
     }
     found
 }
+
+/// Serves `files` (`/NAME` → bytes) over HTTP/1.1 on 127.0.0.1 until the test ends; returns the
+/// base URL. What a published dataset looks like to `download`, without leaving the machine.
+pub fn serve_files(files: Vec<(String, Vec<u8>)>) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(&stream);
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                header.clear();
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let mut stream = &stream;
+            let _ = match files.iter().find(|(name, _)| path == format!("/{name}")) {
+                Some((_, body)) => write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+                .and_then(|()| stream.write_all(body)),
+                None => write!(
+                    stream,
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                ),
+            };
+        }
+    });
+    base
+}

@@ -22,6 +22,7 @@ use super::split::{Fractions, Split};
 use super::{DataError, Observer};
 use crate::infer::{LineBox, cut_lines, decode_page};
 use crate::vocab::Vocabulary;
+use image::GrayImage;
 
 /// Bumped whenever the same inputs would give different samples.
 pub const IMPORTER_VERSION: u32 = 1;
@@ -99,7 +100,85 @@ pub struct GroundTruthConfig {
     pub shard_bytes: u64,
     /// Largest page read, in pixels.
     pub max_pixels: u64,
+    /// Pages (by file stem) that a split list puts in a split, from [`read_split_lists`]; the
+    /// others follow `split`.
+    pub listed: SplitLists,
+    /// Also write the pages that have line geometry as a pages dataset, for the line detector
+    /// and page evaluation.
+    pub pages: Option<PagesOutput>,
     pub params: serde_json::Value,
+}
+
+/// Where and how pages are written beside the lines.
+#[derive(Debug, Clone)]
+pub struct PagesOutput {
+    pub dir: PathBuf,
+    /// Each page is the region its lines cover, this many source pixels wider on every side.
+    pub margin: u32,
+    /// Then resized by this factor (FSDL halves IAM's paragraphs).
+    pub scale: f32,
+}
+
+/// Page IDs named by split lists: a listed ID is a page's file stem or one of its lines'
+/// (`STEM-…`, as IAM's task lists name lines), so each ID also names the stems it extends.
+#[derive(Debug, Clone, Default)]
+pub struct SplitLists {
+    /// `None` where lines of one page are listed in two splits.
+    by_stem: BTreeMap<String, Option<Split>>,
+}
+
+impl SplitLists {
+    /// The split a page is listed in; an error when its lines are listed in two.
+    fn split_of(&self, page: &PageSource) -> Result<Option<Split>, DataError> {
+        let name = page.relative.rsplit('/').next().unwrap_or(&page.relative);
+        let stem = name
+            .strip_suffix(".gt.txt")
+            .or_else(|| name.rsplit_once('.').map(|(stem, _)| stem))
+            .unwrap_or(name);
+        match self.by_stem.get(stem) {
+            None => Ok(None),
+            Some(Some(split)) => Ok(Some(*split)),
+            Some(None) => Err(DataError::format(
+                &page.described_by,
+                format!("the split lists put lines of page `{stem}` in two different splits"),
+            )),
+        }
+    }
+}
+
+/// Reads split lists: files of IDs, one per line, each list naming the pages of one split.
+pub fn read_split_lists(lists: &[(Split, PathBuf)]) -> Result<SplitLists, DataError> {
+    let mut by_stem: BTreeMap<String, Option<Split>> = BTreeMap::new();
+    let mut whole: BTreeMap<String, (Split, &Path)> = BTreeMap::new();
+    for (split, path) in lists {
+        let text = fs::read_to_string(path).map_err(DataError::io("read", path))?;
+        for id in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if let Some((other, file)) = whole.insert(id.to_owned(), (*split, path))
+                && other != *split
+            {
+                return Err(DataError::format(
+                    path,
+                    format!(
+                        "`{id}` is listed for {} here and for {} in {}",
+                        split.name(),
+                        other.name(),
+                        file.display()
+                    ),
+                ));
+            }
+            let stems = id
+                .match_indices('-')
+                .map(|(i, _)| &id[..i])
+                .chain(std::iter::once(id));
+            for stem in stems {
+                let entry = by_stem.entry(stem.to_owned()).or_insert(Some(*split));
+                if *entry != Some(*split) {
+                    *entry = None;
+                }
+            }
+        }
+    }
+    Ok(SplitLists { by_stem })
 }
 
 /// One transcribed line as the export gives it.
@@ -122,6 +201,9 @@ struct PageSource {
     relative: String,
     document: String,
     lines: Vec<Annotated>,
+    /// The page size the boxes are given in, where it may differ from the image's (FSDL's
+    /// IAM forms are JPEGs at half the size of the scans the XML measures).
+    declared_size: Option<(f64, f64)>,
 }
 
 /// Imports the ground truth under `root` into the lines dataset `out` (shards + manifest).
@@ -174,11 +256,15 @@ pub fn import_ground_truth(
     observer.total(total as u64);
     fs::create_dir_all(out).map_err(DataError::io("create", out))?;
 
-    let mut writers: BTreeMap<Split, ShardWriter> = Split::ALL
-        .into_iter()
-        .map(|s| (s, ShardWriter::new(out, s, config.shard_bytes)))
-        .collect();
-    let mut infos: BTreeMap<Split, (SplitInfo, BTreeSet<String>)> = BTreeMap::new();
+    let mut lines = SplitWriters::new(out, config.shard_bytes);
+    if let Some(pages) = &config.pages {
+        fs::create_dir_all(&pages.dir).map_err(DataError::io("create", &pages.dir))?;
+    }
+    let mut page_writers = config
+        .pages
+        .as_ref()
+        .map(|p| SplitWriters::new(&p.dir, config.shard_bytes));
+    let mut pages_left_out = 0u64;
     let mut dropped = DroppedLines::default();
     let mut provenance = Vec::with_capacity(pages.len());
     // Pages a few dozen at a time: decoding in parallel, memory bounded by the chunk.
@@ -190,6 +276,7 @@ pub fn import_ground_truth(
         for (page, result) in chunk.iter().zip(cut) {
             let CutPage {
                 samples,
+                page: region,
                 image_sha256,
                 described_sha256,
             } = result?;
@@ -198,34 +285,34 @@ pub fn import_ground_truth(
                 page.relative,
                 page.image.display()
             ));
+            let listed = config.listed.split_of(page)?;
+            let mut kept = Vec::with_capacity(page.lines.len());
             for (line, mut sample) in page.lines.iter().zip(samples) {
                 observer.advance(1);
                 let Some(text) = fit_to_vocabulary(&line.text, config, &mut dropped, line) else {
                     continue;
                 };
-                let split = split_of(config, page, line);
+                let split = listed.unwrap_or_else(|| split_of(config, page, Some(line)));
                 sample.label = text;
                 sample.style = truncate(&page.document, u8::MAX as usize);
-                let (info, writers_seen) = infos.entry(split).or_default();
-                count_classes(DatasetKind::Lines, &sample.label, &mut info.class_counts);
-                info.count += 1;
-                writers_seen.insert(sample.style.clone());
-                writers
-                    .get_mut(&split)
-                    .expect("a writer per split")
-                    .push(&sample)?;
+                lines.push(split, DatasetKind::Lines, &sample)?;
+                kept.push(sample.label);
+            }
+            if let (Some(writers), Some(mut region)) = (page_writers.as_mut(), region) {
+                // A page's label must hold every line its boxes show.
+                if kept.len() < page.lines.len() {
+                    pages_left_out += 1;
+                    continue;
+                }
+                region.label = kept.join("\n");
+                region.style = truncate(&page.document, u8::MAX as usize);
+                let split = listed.unwrap_or_else(|| split_of(config, page, None));
+                writers.push(split, DatasetKind::Pages, &region)?;
             }
         }
     }
 
-    let mut splits = BTreeMap::new();
-    for (split, writer) in writers {
-        let shards = writer.finish()?;
-        let (mut info, seen) = infos.remove(&split).unwrap_or_default();
-        info.shards = shards;
-        info.fonts = seen.into_iter().collect();
-        splits.insert(split, info);
-    }
+    let splits = lines.finish()?;
     let kept: u64 = splits.values().map(|s| s.count).sum();
     if kept == 0 {
         return Err(DataError::invalid(format!(
@@ -260,8 +347,68 @@ pub fn import_ground_truth(
         params: config.params.clone(),
         skipped,
     };
+    if let (Some(output), Some(writers)) = (&config.pages, page_writers) {
+        let mut skipped = Vec::new();
+        if pages_left_out > 0 {
+            let note = format!(
+                "{pages_left_out} pages left out of the pages dataset: a line of each was dropped"
+            );
+            observer.warn(&note);
+            skipped.push(note);
+        }
+        Manifest {
+            kind: DatasetKind::Pages,
+            polarity: Polarity::InkBlack,
+            height: None,
+            splits: writers.finish()?,
+            skipped,
+            ..manifest.clone()
+        }
+        .write(&output.dir)?;
+    }
     manifest.write(out)?;
     Ok(manifest)
+}
+
+/// A dataset's shard writers, one per split, and what each split holds.
+struct SplitWriters {
+    writers: BTreeMap<Split, ShardWriter>,
+    infos: BTreeMap<Split, (SplitInfo, BTreeSet<String>)>,
+}
+
+impl SplitWriters {
+    fn new(dir: &Path, shard_bytes: u64) -> SplitWriters {
+        SplitWriters {
+            writers: Split::ALL
+                .into_iter()
+                .map(|s| (s, ShardWriter::new(dir, s, shard_bytes)))
+                .collect(),
+            infos: BTreeMap::new(),
+        }
+    }
+
+    fn push(&mut self, split: Split, kind: DatasetKind, sample: &Sample) -> Result<(), DataError> {
+        let (info, styles) = self.infos.entry(split).or_default();
+        count_classes(kind, &sample.label, &mut info.class_counts);
+        info.count += 1;
+        styles.insert(sample.style.clone());
+        self.writers
+            .get_mut(&split)
+            .expect("a writer per split")
+            .push(sample)
+    }
+
+    fn finish(mut self) -> Result<BTreeMap<Split, SplitInfo>, DataError> {
+        let mut splits = BTreeMap::new();
+        for (split, writer) in self.writers {
+            let shards = writer.finish()?;
+            let (mut info, styles) = self.infos.remove(&split).unwrap_or_default();
+            info.shards = shards;
+            info.fonts = styles.into_iter().collect();
+            splits.insert(split, info);
+        }
+        Ok(splits)
+    }
 }
 
 /// Every regular file under `dir` (links followed), sorted by relative path, hidden ones left
@@ -336,6 +483,7 @@ fn line_image(gt: &Path, relative: &str, stem: &str) -> Result<PageSource, DataE
             text,
             origin: gt.display().to_string(),
         }],
+        declared_size: None,
     })
 }
 
@@ -438,12 +586,15 @@ fn xml_page(
         relative: relative.to_owned(),
         document,
         lines,
+        declared_size: None,
     })
 }
 
 /// An IAM form: each `handwritten-part/line`, boxed by the union of its words' `cmp` boxes (as
 /// FSDL crops IAM lines), its text from `@text`; the image is `ID.png` or `ID.jpg` anywhere
-/// under the folder, and the document is the writer.
+/// under the folder, and the document is the writer. The boxes measure the scan, whose size
+/// the form's `width` and `height` give: an image of another size (FSDL's half-size JPEGs) is
+/// measured in proportion.
 fn iam_form(
     doc: &roxmltree::Document,
     path: &Path,
@@ -464,6 +615,13 @@ fn iam_form(
             format!("the image of form {id} ({id}.png, {id}.jpg) is nowhere in the folder"),
         )
     })?;
+    // The scan's size, which the boxes measure (absent: the image is the scan).
+    let size = |attr: &str| {
+        form.attribute(attr)
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v > 0.0)
+    };
+    let declared_size = size("width").zip(size("height"));
     let named = |node: &roxmltree::Node, name: &str| node.tag_name().name() == name;
     let mut lines = Vec::new();
     let part = form.children().find(|n| named(n, "handwritten-part"));
@@ -517,6 +675,7 @@ fn iam_form(
         relative: relative.to_owned(),
         document: format!("writer {writer}"),
         lines,
+        declared_size,
     })
 }
 
@@ -709,6 +868,9 @@ fn page_lines(
 
 struct CutPage {
     samples: Vec<Sample>,
+    /// The region the lines cover, with its line boxes and no label yet, when pages are asked
+    /// for and the page has line geometry.
+    page: Option<Sample>,
     image_sha256: String,
     described_sha256: String,
 }
@@ -729,9 +891,16 @@ fn cut_page(page: &PageSource, config: &GroundTruthConfig) -> Result<CutPage, Da
     let image = decode_page(&bytes, config.max_pixels)
         .map_err(|e| DataError::format(&page.image, e.to_string()))?;
     let (width, height) = (f64::from(image.width()), f64::from(image.height()));
+    let (scale_x, scale_y) = page
+        .declared_size
+        .map_or((1.0, 1.0), |(w, h)| (width / w, height / h));
     let mut boxes = Vec::with_capacity(page.lines.len());
     for line in &page.lines {
-        let [x0, y0, x1, y1] = line.bbox.unwrap_or([0.0, 0.0, width, height]);
+        let [x0, y0, x1, y1] = line
+            .bbox
+            .map_or([0.0, 0.0, width, height], |[x0, y0, x1, y1]| {
+                [x0 * scale_x, y0 * scale_y, x1 * scale_x, y1 * scale_y]
+            });
         // Exports round outward by a pixel now and then; a box further out is a wrong image or
         // wrong coordinates.
         let slack = 2.0;
@@ -761,11 +930,70 @@ fn cut_page(page: &PageSource, config: &GroundTruthConfig) -> Result<CutPage, Da
             y1: clamp(y1.ceil(), height),
         });
     }
+    let has_geometry = page.lines.iter().all(|l| l.bbox.is_some());
+    let region = match &config.pages {
+        Some(pages) if has_geometry => Some(page_region(&image, &boxes, pages)),
+        _ => None,
+    };
     Ok(CutPage {
         samples: cut_lines(&image, &boxes, usize::from(config.height)),
+        page: region,
         image_sha256: format!("{:x}", Sha256::digest(&bytes)),
         described_sha256: format!("{:x}", Sha256::digest(&described)),
     })
+}
+
+/// The part of `image` that `boxes` cover, `margin` wider on each side, resized by `scale`,
+/// with the boxes in its frame: dark ink on light paper, as scans and synthetic pages are.
+fn page_region(image: &GrayImage, boxes: &[LineBox], pages: &PagesOutput) -> Sample {
+    let margin = pages.margin;
+    let x0 = boxes
+        .iter()
+        .map(|b| b.x0)
+        .min()
+        .unwrap_or(0)
+        .saturating_sub(margin);
+    let y0 = boxes
+        .iter()
+        .map(|b| b.y0)
+        .min()
+        .unwrap_or(0)
+        .saturating_sub(margin);
+    let x1 = (boxes.iter().map(|b| b.x1).max().unwrap_or(0) + margin).min(image.width());
+    let y1 = (boxes.iter().map(|b| b.y1).max().unwrap_or(0) + margin).min(image.height());
+    let crop = image::imageops::crop_imm(image, x0, y0, x1 - x0, y1 - y0).to_image();
+    let to_page = |v: u32, origin: u32, max: u32| {
+        ((f64::from(v - origin) * f64::from(pages.scale)).round() as u32).min(max) as u16
+    };
+    let (width, height) = (
+        ((f64::from(crop.width()) * f64::from(pages.scale)).round() as u32)
+            .clamp(1, u32::from(u16::MAX)),
+        ((f64::from(crop.height()) * f64::from(pages.scale)).round() as u32)
+            .clamp(1, u32::from(u16::MAX)),
+    );
+    let resized = if (width, height) == crop.dimensions() {
+        crop
+    } else {
+        image::imageops::resize(&crop, width, height, image::imageops::FilterType::Triangle)
+    };
+    Sample {
+        label: String::new(),
+        style: String::new(),
+        width: width as u16,
+        height: height as u16,
+        boxes: boxes
+            .iter()
+            .map(|b| {
+                [
+                    to_page(b.x0, x0, width),
+                    to_page(b.y0, y0, height),
+                    to_page(b.x1, x0, width),
+                    to_page(b.y1, y0, height),
+                ]
+            })
+            .collect(),
+        pixels: resized.into_raw(),
+    }
 }
 
 /// Lines left out for characters the vocabulary lacks.
@@ -879,14 +1107,16 @@ pub fn fold(text: &str) -> String {
     out
 }
 
-fn split_of(config: &GroundTruthConfig, page: &PageSource, line: &Annotated) -> Split {
+/// The split of a line (`Some`) or of a whole page (`None`, by its document or its file) by
+/// the `split` rule.
+fn split_of(config: &GroundTruthConfig, page: &PageSource, line: Option<&Annotated>) -> Split {
     match config.split {
         SplitRule::All(split) => split,
         SplitRule::Fractions(fractions) => {
-            let key = match config.split_by {
-                SplitBy::Document => &page.document,
-                SplitBy::Page => &page.relative,
-                SplitBy::Line => &line.origin,
+            let key = match (config.split_by, line) {
+                (SplitBy::Document, _) => &page.document,
+                (SplitBy::Line, Some(line)) => &line.origin,
+                (SplitBy::Page | SplitBy::Line, _) => &page.relative,
             };
             fractions.split_of(config.seed, key.as_bytes())
         }
@@ -980,6 +1210,8 @@ mod tests {
             source_name: "gt".into(),
             shard_bytes: 1 << 20,
             max_pixels: 10_000_000,
+            listed: SplitLists::default(),
+            pages: None,
             params: serde_json::Value::Null,
         }
     }
@@ -1217,11 +1449,9 @@ mod tests {
         }
     }
 
-    /// IAM's layout: `forms/ID.png` apart from `xml/ID.xml`; lines boxed by their words.
-    #[test]
-    fn iam_forms_become_lines_split_by_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let (root, out) = (dir.path().join("iamdb"), dir.path().join("out"));
+    /// IAM's layout: `forms/ID.png` apart from `xml/ID.xml`; lines boxed by their words, in
+    /// coordinates of a scan `scan_scale` times the image's size (FSDL's JPEGs are half-size).
+    fn iam_forms(root: &Path, scan_scale: u32) {
         fs::create_dir_all(root.join("forms")).unwrap();
         fs::create_dir_all(root.join("xml")).unwrap();
         for (form, writer) in [("a01-000u", "000"), ("a01-003", "001"), ("b02-010", "000")] {
@@ -1231,7 +1461,8 @@ mod tests {
                 200,
                 &[TOP, BOTTOM],
             );
-            let word = |id: &str, text: &str, [x0, y0, x1, y1]: [u32; 4]| {
+            let word = |id: &str, text: &str, box_: [u32; 4]| {
+                let [x0, y0, x1, y1] = box_.map(|v| v * scan_scale);
                 format!(
                     r#"<word id="{id}" tag="NN" text="{text}"><cmp x="{x0}" y="{y0}" width="{}" height="{}"/></word>"#,
                     x1 - x0,
@@ -1240,7 +1471,7 @@ mod tests {
             };
             let xml = format!(
                 r#"<?xml version="1.0" encoding="ISO-8859-1"?>
-<form created="2000-01-01" height="200" id="{form}" width="400" writer-id="{writer}">
+<form created="2000-01-01" height="{}" id="{form}" width="{}" writer-id="{writer}">
 <machine-printed-part><machine-print-line text="A MOVE to stop"/></machine-printed-part>
 <handwritten-part>
 <line id="{form}-00" text="A MOVE to &quot;stop&quot;" segmentation="ok">{}{}</line>
@@ -1248,6 +1479,8 @@ mod tests {
 </handwritten-part>
 </form>
 "#,
+                200 * scan_scale,
+                400 * scan_scale,
                 word("w0", "A", [20, 20, 100, 60]),
                 word("w1", "MOVE", [120, 24, 380, 58]),
                 word("w2", "Mr.", BOTTOM),
@@ -1259,6 +1492,13 @@ mod tests {
                 .collect();
             fs::write(root.join(format!("xml/{form}.xml")), latin1).unwrap();
         }
+    }
+
+    #[test]
+    fn iam_forms_become_lines_split_by_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, out) = (dir.path().join("iamdb"), dir.path().join("out"));
+        iam_forms(&root, 1);
         let mut config = config();
         config.format = GroundTruthFormat::Iam;
         config.split = SplitRule::Fractions(Fractions {
@@ -1289,6 +1529,74 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("the image of form a01-003"), "{error}");
+    }
+
+    /// FSDL's IAM: half-size images, the task lists' line IDs as the split, paragraphs as pages.
+    #[test]
+    fn iam_split_lists_half_size_scans_and_paragraph_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("iamdb");
+        let (out, pages) = (dir.path().join("lines"), dir.path().join("pages"));
+        iam_forms(&root, 2);
+        fs::create_dir_all(root.join("task")).unwrap();
+        fs::write(root.join("task/testset.txt"), "a01-003-00\na01-003-01\n").unwrap();
+        fs::write(root.join("task/validationset1.txt"), "b02-010-00\n").unwrap();
+        let mut config = config();
+        config.format = GroundTruthFormat::Iam;
+        config.listed = read_split_lists(&[
+            (Split::Test, root.join("task/testset.txt")),
+            (Split::Val, root.join("task/validationset1.txt")),
+        ])
+        .unwrap();
+        config.pages = Some(PagesOutput {
+            dir: pages.clone(),
+            margin: 10,
+            scale: 0.5,
+        });
+        import_ground_truth(&root, &config, &out, &Unobserved).unwrap();
+        let styles = |dir: &Path, split| -> Vec<String> {
+            labels(dir, split)
+                .into_iter()
+                .map(|(style, _)| style)
+                .collect()
+        };
+        // Listed forms go where their lines are listed, the rest to train.
+        assert_eq!(styles(&out, Split::Test), ["writer 001", "writer 001"]);
+        assert_eq!(styles(&out, Split::Val), ["writer 000", "writer 000"]);
+        assert_eq!(styles(&out, Split::Train), ["writer 000", "writer 000"]);
+
+        // One page per form: the paragraph (20..380 × 20..140 in the image, 10 px more each
+        // side), halved, with both lines' boxes inside it.
+        let manifest = Dataset::open(&pages).unwrap().manifest.clone();
+        assert_eq!(manifest.kind, DatasetKind::Pages);
+        assert_eq!(manifest.polarity, Polarity::InkBlack);
+        let page = Dataset::open(&pages)
+            .unwrap()
+            .samples(Split::Test)
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!((page.width, page.height), (190, 70));
+        assert_eq!(page.label, "A MOVE to \"stop\"\nMr. Gaitskell");
+        assert_eq!(page.boxes, [[5, 5, 185, 25], [5, 45, 145, 65]]);
+        // Dark ink on light paper, as scans are.
+        let dark = page.pixels.iter().filter(|&&p| p < 128).count();
+        assert!(dark > 100 && dark < page.pixels.len() / 2, "{dark}");
+
+        // A line in two splits' lists is an error naming both lists.
+        fs::write(root.join("task/validationset2.txt"), "a01-003-01\n").unwrap();
+        let error = read_split_lists(&[
+            (Split::Test, root.join("task/testset.txt")),
+            (Split::Val, root.join("task/validationset2.txt")),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains(
+                "validationset2.txt: `a01-003-01` is listed for val here and for test in"
+            ),
+            "{error}"
+        );
     }
 
     #[test]
