@@ -520,7 +520,7 @@ fn time_limits_outside_0_to_1e9_seconds_are_usage_errors() {
         ("--shutdown-timeout", "soon"),
     ] {
         let (code, stderr) = refused_start(&[&format!("{option}={value}")]);
-        assert_eq!(code, Some(1), "{option} {value}: {stderr}");
+        assert_eq!(code, Some(2), "{option} {value}: {stderr}");
         assert!(
             stderr.contains(&format!("invalid value '{value}' for '{option}")),
             "{option} {value}: {stderr}"
@@ -624,7 +624,7 @@ fn a_bad_token_file_is_refused_naming_the_file() {
     for (path, reason) in cases {
         let path = path.to_str().unwrap();
         let (code, stderr) = refused_start(&["--token-file", path]);
-        assert_eq!(code, Some(1), "{path}: {stderr}");
+        assert_eq!(code, Some(2), "{path}: {stderr}");
         assert!(stderr.contains(path), "{path}: {stderr}");
         assert!(stderr.contains(reason), "{path}: {stderr}");
     }

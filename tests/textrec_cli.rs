@@ -106,13 +106,13 @@ fn verify_passes_a_good_bundle_and_fails_a_tampered_one_naming_the_file() {
     tamper_with_the_model(&path);
     let bad = verify(&[path.as_os_str()]);
     let stderr = String::from_utf8_lossy(&bad.stderr);
-    assert_eq!(bad.status.code(), Some(2), "{stderr}");
+    assert_eq!(bad.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("`models/chars.onnx` does not match the manifest"),
         "{stderr}"
     );
     let json = verify(&["--json".as_ref(), path.as_os_str()]);
-    assert_eq!(json.status.code(), Some(2));
+    assert_eq!(json.status.code(), Some(1));
     let report: Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(report["ok"], false);
     let files = report["files"].as_array().unwrap();
@@ -130,20 +130,20 @@ fn verify_passes_a_good_bundle_and_fails_a_tampered_one_naming_the_file() {
 }
 
 #[test]
-fn verify_fails_on_something_that_is_not_a_bundle_and_usage_errors_exit_1() {
+fn verify_fails_on_something_that_is_not_a_bundle_and_usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.tar.gz");
     std::fs::write(&junk, b"not gzip").unwrap();
     let out = verify(&[junk.as_os_str()]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("junk.tar.gz: not a valid tar.gz"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let missing = verify(&[dir.path().join("nope.tar.gz").as_os_str()]);
-    assert_eq!(missing.status.code(), Some(2));
-    assert_eq!(verify(&[]).status.code(), Some(1), "no BUNDLE is bad usage");
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(verify(&[]).status.code(), Some(2), "no BUNDLE is bad usage");
 }
 
 #[test]
@@ -157,7 +157,7 @@ fn verify_json_reports_a_path_that_is_not_utf8_lossily() {
     let good = write_test_bundle(&folder);
     let junk = folder.join("junk.tar.gz");
     std::fs::write(&junk, b"not gzip").unwrap();
-    for (bundle, code, ok) in [(&good, 0, true), (&junk, 2, false)] {
+    for (bundle, code, ok) in [(&good, 0, true), (&junk, 1, false)] {
         let out = verify(&["--json".as_ref(), bundle.as_os_str()]);
         assert_eq!(
             out.status.code(),

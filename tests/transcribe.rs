@@ -471,7 +471,7 @@ fn bad_inputs_are_named_with_their_reason_and_the_batch_goes_on() {
             bundle.to_str().unwrap(),
         ],
     );
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let errors = stderr(&output);
     for (file, reason) in [
         ("empty.png", "empty"),
@@ -603,7 +603,7 @@ fn without_a_model_or_an_input_the_error_says_what_to_do() {
     );
 
     let output = textrec(dir.path(), &["transcribe", "missing.png", "-o", "out"]);
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("missing.png: no such file"));
 
     std::fs::write(dir.path().join("broken.tar.gz"), b"not a bundle").unwrap();
@@ -646,7 +646,7 @@ fn two_inputs_that_would_write_one_output_are_refused_naming_both() {
         let output = textrec(dir.path(), &args);
         assert_eq!(
             output.status.code(),
-            Some(1),
+            Some(2),
             "{inputs:?}: {}",
             stderr(&output)
         );
@@ -1060,7 +1060,7 @@ fn an_input_is_read_no_further_than_max_pixels_allows() {
             }
         },
     );
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let errors = stderr(&output);
     for file in ["zero.png", "big.tif"] {
         assert!(

@@ -13,15 +13,27 @@ use textrec_recognizer::Vocabulary;
 use textrec_recognizer::bundle::{self, BundleError, TensorSummary, Verification};
 use textrec_recognizer::infer::{Backend, DetectorKind};
 
-/// Exit status when a bundle fails verification (`verify`) or some inputs could not be
-/// transcribed (`transcribe`; the others were).
-const FAILED: u8 = 2;
-/// Exit status on bad usage (unknown verb or option, missing argument or input).
-const USAGE: u8 = 1;
-/// Exit status when no model could be loaded (`transcribe`): none found, or a bad bundle.
-const NO_MODEL: u8 = 3;
-/// Exit status when the server cannot start (address in use) or fails (`serve`).
-const SERVE_FAILED: u8 = 4;
+/// The exit statuses of `textrec`, numbered as `cargo xtask`'s are: 1 the work failed, 2 bad
+/// usage (clap's own choice), then statuses of their own.
+#[derive(Debug, Clone, Copy)]
+#[repr(u8)]
+enum Exit {
+    /// A bundle fails verification (`verify`), or some inputs could not be transcribed
+    /// (`transcribe`; the others were).
+    Failed = 1,
+    /// Unknown verb or option, missing argument or input.
+    Usage = 2,
+    /// No model could be loaded (`transcribe`, `serve`): none found, or a bad bundle.
+    NoModel = 3,
+    /// The server cannot start (address in use) or fails (`serve`).
+    ServeFailed = 4,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit as u8)
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -52,7 +64,7 @@ its path and reason; the others are still transcribed. Links are followed, each 
 Two inputs that would write the same output (a/page.png and b/page.png) are refused before any
 work. In JSON, path bytes that are not UTF-8 are written as U+FFFD.
 
-Exit status: 0 every input transcribed, 2 some inputs failed (each named on stderr), 1 bad usage
+Exit status: 0 every input transcribed, 1 some inputs failed (each named on stderr), 2 bad usage
 (unknown option, missing input, two inputs with one output), 3 no model could be loaded.
 
 Examples:
@@ -126,7 +138,7 @@ Other sites are refused: on a loopback address, a Host that is not a loopback na
 Listening beyond loopback, give --token-file (and TLS through a reverse proxy; see the README).
 
 SIGTERM or Ctrl-C stops accepting, finishes the requests in flight (at most --shutdown-timeout),
-and exits 0. Exit status: 1 bad usage (a bad --token-file too), 3 no model could be loaded, 4
+and exits 0. Exit status: 2 bad usage (a bad --token-file too), 3 no model could be loaded, 4
 the server cannot start.
 
 Examples:
@@ -196,7 +208,7 @@ Examples:
     /// Check a release bundle: every file against the sha256 in its manifest.json, and every
     /// model loaded and run once with tract.
     #[command(after_help = "\
-Exit status: 0 when the bundle verifies, 2 when it does not (the message names the file), 1 on
+Exit status: 0 when the bundle verifies, 1 when it does not (the message names the file), 2 on
 bad usage.
 
 Examples:
@@ -218,7 +230,7 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() {
-                ExitCode::from(USAGE)
+                Exit::Usage.into()
             } else {
                 ExitCode::SUCCESS
             };
@@ -260,7 +272,7 @@ fn main() -> ExitCode {
                 Ok(token) => token,
                 Err(e) => {
                     eprintln!("error: {e:#}");
-                    return ExitCode::from(USAGE);
+                    return Exit::Usage.into();
                 }
             };
             let model = match model {
@@ -269,7 +281,7 @@ fn main() -> ExitCode {
                     Ok(model) => model,
                     Err(e) => {
                         eprintln!("error: {e:#}");
-                        return ExitCode::from(NO_MODEL);
+                        return Exit::NoModel.into();
                     }
                 },
             };
@@ -278,7 +290,7 @@ fn main() -> ExitCode {
                 Ok(t) => t,
                 Err(e) => {
                     eprintln!("error: cannot load the model {}: {e:#}", model.display());
-                    return ExitCode::from(NO_MODEL);
+                    return Exit::NoModel.into();
                 }
             };
             let options = serve::Options {
@@ -299,7 +311,7 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
-                    ExitCode::from(SERVE_FAILED)
+                    Exit::ServeFailed.into()
                 }
             }
         }
@@ -333,14 +345,14 @@ fn main() -> ExitCode {
             };
             match transcribe::run(&options) {
                 Ok(transcribe::Outcome::AllTranscribed) => ExitCode::SUCCESS,
-                Ok(transcribe::Outcome::SomeFailed) => ExitCode::from(FAILED),
+                Ok(transcribe::Outcome::SomeFailed) => Exit::Failed.into(),
                 Err(transcribe::Fatal::Usage(e)) => {
                     eprintln!("error: {e:#}");
-                    ExitCode::from(USAGE)
+                    Exit::Usage.into()
                 }
                 Err(transcribe::Fatal::Model(e)) => {
                     eprintln!("error: {e:#}");
-                    ExitCode::from(NO_MODEL)
+                    Exit::NoModel.into()
                 }
             }
         }
@@ -387,7 +399,7 @@ fn verify(path: &Path, json: bool) -> ExitCode {
             } else {
                 eprintln!("error: {message}");
             }
-            return ExitCode::from(FAILED);
+            return Exit::Failed.into();
         }
     };
     if json {
@@ -398,7 +410,7 @@ fn verify(path: &Path, json: bool) -> ExitCode {
     if verification.is_ok() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(FAILED)
+        Exit::Failed.into()
     }
 }
 
