@@ -59,6 +59,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             ],
         ),
     )?;
+    gate("app alone", app_alone(&root))?;
     // The GPU backend is not in the default build; this keeps it compiling (and lint-clean).
     gate(
         "cuda build",
@@ -141,6 +142,29 @@ fn cargo_with_env(root: &Path, args: &[&str], env: &[(&str, &OsStr)]) -> anyhow:
         bail!("`cargo {}` {status}", args.join(" "));
     }
     Ok(())
+}
+
+/// What `textrec` must not pull in when built on its own (`cargo install --path app`): training
+/// (Burn) and where datasets come from (an HTTP client, TLS roots, archives, fonts).
+const NOT_IN_THE_APP: [&str; 6] = ["burn", "ureq", "rustls", "webpki-roots", "zip", "ab_glyph"];
+
+/// The user binary built by itself: none of [`NOT_IN_THE_APP`] among its dependencies, and it
+/// compiles with the recognizer's default features (the workspace build turns on more).
+fn app_alone(root: &Path) -> anyhow::Result<()> {
+    let app = resolved_features(root, &["-p", "textrec", "-e", "normal"])?;
+    let pulled: Vec<&String> = app
+        .keys()
+        .filter(|package| {
+            let name = package.split_whitespace().next().unwrap_or("");
+            NOT_IN_THE_APP.contains(&name)
+        })
+        .collect();
+    if !pulled.is_empty() {
+        bail!(
+            "`textrec` depends on {pulled:?}: the app reads models, it neither trains nor fetches              data; keep these behind the recognizer's `train` and `datasets` features"
+        );
+    }
+    cargo(root, &["check", "-p", "textrec"])
 }
 
 /// `cargo xtask` resolves features for the xtask package alone, `cargo test --workspace` for every

@@ -1,23 +1,30 @@
 //! Datasets: fetching sources, synthesising handwriting, the shard format, augmentation and
 //! inspection. FSDL's `data/` package: everything a model needs to get its inputs.
 
+#[cfg(feature = "datasets")]
 pub mod augment;
 pub mod batch;
 pub mod corpus;
+#[cfg(feature = "datasets")]
 pub mod download;
 mod error;
+#[cfg(feature = "datasets")]
 pub mod fonts;
 pub mod ground_truth;
+#[cfg(feature = "datasets")]
 pub mod inspect;
 pub mod manifest;
 pub mod mix;
 pub mod mnist;
+#[cfg(feature = "datasets")]
 pub mod raster;
 pub mod shard;
 pub mod split;
+#[cfg(feature = "datasets")]
 pub mod synth;
 #[cfg(feature = "uci-digits")]
 pub mod uci_digits;
+#[cfg(feature = "datasets")]
 pub mod woff;
 
 pub use error::DataError;

@@ -9,6 +9,7 @@ use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 use super::{History, ModelError, TrainOptions, TrainOutcome};
 use crate::data::manifest::MANIFEST;
@@ -56,7 +57,7 @@ pub(crate) fn read_spec<S: DeserializeOwned>(dir: &Path) -> Result<S, ModelError
 pub(crate) fn dataset_fingerprint(dataset_dir: &Path) -> Result<String, ModelError> {
     let path = dataset_dir.join(MANIFEST);
     let manifest = std::fs::read(&path).map_err(ModelError::io("read", &path))?;
-    Ok(crate::data::download::sha256_bytes(&manifest))
+    Ok(format!("{:x}", sha2::Sha256::digest(&manifest)))
 }
 
 /// Writes the weights, the spec, the history and its curves into `out`.
