@@ -7,6 +7,7 @@ pub mod batch;
 pub mod corpus;
 #[cfg(feature = "datasets")]
 pub mod download;
+pub mod emnist;
 mod error;
 #[cfg(feature = "datasets")]
 pub mod fonts;
@@ -14,6 +15,7 @@ pub mod ground_truth;
 #[cfg(feature = "datasets")]
 pub mod inspect;
 pub mod manifest;
+pub mod mat;
 pub mod mix;
 pub mod mnist;
 #[cfg(feature = "datasets")]

@@ -190,7 +190,7 @@ pub fn synthesize(
         .skip(1)
         .filter_map(|t| t.chars().next())
         .collect();
-    let classes: Vec<char> = characters.iter().copied().filter(|&c| c != ' ').collect();
+    let classes = char_classes(&vocabulary);
     let mut skipped = Vec::new();
 
     let (fonts, warnings) = load_fonts(
@@ -396,6 +396,19 @@ pub fn synthesize(
     };
     manifest.write(out)?;
     Ok(manifest)
+}
+
+/// The classes of a chars dataset: the vocabulary less the blank and the space, which no
+/// single-character image shows. Every chars dataset lists them in this order, so datasets
+/// from different sources mix and train one classifier.
+pub fn char_classes(vocabulary: &Vocabulary) -> Vec<char> {
+    vocabulary
+        .tokens()
+        .iter()
+        .skip(1)
+        .filter_map(|t| t.chars().next())
+        .filter(|&c| c != ' ')
+        .collect()
 }
 
 /// The random generator of one sample.
