@@ -4,6 +4,7 @@
 mod augment;
 mod copy;
 mod download;
+mod emnist;
 mod error;
 mod evaluate;
 mod export;
@@ -20,6 +21,7 @@ mod train;
 pub use augment::Augment;
 pub use copy::Copy;
 pub use download::Download;
+pub use emnist::Emnist;
 pub use error::StageError;
 pub use evaluate::Evaluate;
 pub use export::Export;
@@ -43,6 +45,7 @@ pub fn registry() -> Registry {
     registry.register(Synthesize);
     registry.register(GroundTruth);
     registry.register(Iam);
+    registry.register(Emnist);
     registry.register(Mix);
     registry.register(Augment);
     registry.register(Train);
