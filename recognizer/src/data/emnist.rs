@@ -393,9 +393,10 @@ fn choose(part: &Part<'_>, config: &EmnistConfig) -> (Vec<usize>, Option<String>
         }
     }
     let note = format!(
-        "{}: balanced as FSDL does ({draws} draws with replacement per class, the mean count): \
-         {} of {usable} images kept",
+        "{}: balanced as FSDL does ({draws} draw{} with replacement per class, the mean \
+         count): {} of {usable} images kept",
         part.name,
+        if draws == 1 { "" } else { "s" },
         kept.len()
     );
     (kept.into_iter().collect(), Some(note))
