@@ -191,7 +191,10 @@ fn dry_run_and_status_say_why_and_touch_nothing() {
 }
 
 /// FSDL's experiments, on archives this machine cannot fetch.
-const FSDL_CONFIGS: &[(&str, &str)] = &[("iam", include_str!("../configs/iam.yaml"))];
+const FSDL_CONFIGS: &[(&str, &str)] = &[
+    ("iam", include_str!("../configs/iam.yaml")),
+    ("emnist", include_str!("../configs/emnist.yaml")),
+];
 
 /// The experiments users run on data this machine cannot fetch (FSDL's archives) still load,
 /// validate every stage's params and plan, as they would on a networked machine.
