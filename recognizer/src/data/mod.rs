@@ -7,6 +7,7 @@ pub mod batch;
 pub mod corpus;
 #[cfg(feature = "datasets")]
 pub mod download;
+#[cfg(feature = "datasets")]
 pub mod emnist;
 mod error;
 #[cfg(feature = "datasets")]
@@ -15,6 +16,7 @@ pub mod ground_truth;
 #[cfg(feature = "datasets")]
 pub mod inspect;
 pub mod manifest;
+#[cfg(feature = "datasets")]
 pub mod mat;
 pub mod mix;
 pub mod mnist;
