@@ -11,6 +11,7 @@ pub mod metrics;
 mod process;
 mod progress;
 mod render;
+mod report;
 mod run;
 mod spec;
 mod stage;
@@ -26,7 +27,8 @@ pub use progress::{
     TerminalReporter, Verbosity,
 };
 pub use render::{DagFormat, render_dag};
-pub use run::{RunOptions, RunReport, StageReport, StageStatus, cache_key, run};
-pub use spec::{Graph, Pipeline, Stage, normalize_dep};
-pub use stage::{Registry, StageContext, StageFailure, StageKind, parse_params};
+pub use report::{RunReport, StageReport, StageStatus};
+pub use run::{RunOptions, cache_key, run};
+pub use spec::{Graph, Pipeline, normalize_dep};
+pub use stage::{Registry, Stage, StageContext, StageFailure, StageKind, parse_params};
 pub use workspace::Workspace;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::run::{StageReport, StageStatus};
+use crate::report::{StageReport, StageStatus};
 
 /// Progress of one running stage. Cheap to call often.
 pub trait Progress: Send + Sync {

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
-use serde::Serialize;
 use serde_json::Value;
 
 use crate::commit::Commit;
@@ -16,8 +15,9 @@ use crate::fsutil::remove_path;
 use crate::hash::{ContentHash, StateDb};
 use crate::lock::{LockFile, LockedStage, flatten_metrics};
 use crate::progress::{Progress, Reporter};
-use crate::spec::{Pipeline, Stage};
-use crate::stage::{Registry, StageContext};
+use crate::report::{RunReport, StageReport, StageStatus};
+use crate::spec::Pipeline;
+use crate::stage::{Registry, Stage, StageContext};
 use crate::workspace::Workspace;
 
 /// What to run and how.
@@ -45,33 +45,6 @@ impl Default for RunOptions {
             dry_run: false,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StageStatus {
-    Ran,
-    Cached,
-    Failed,
-    Skipped,
-    /// Dry run / status: the stage is stale.
-    WouldRun,
-}
-
-/// The outcome of one stage, as printed by `--json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct StageReport {
-    pub name: String,
-    pub status: StageStatus,
-    pub seconds: f64,
-    /// Why it ran, why it was skipped, or what failed.
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RunReport {
-    pub stages: Vec<StageReport>,
-    pub ok: bool,
 }
 
 /// Runs (or with `dry_run`, plans) a pipeline.

@@ -11,7 +11,7 @@ use serde_json::Value;
 use serde_saphyr::Spanned;
 
 use crate::error::{Error, SpecError};
-use crate::stage::Registry;
+use crate::stage::{Registry, Stage};
 
 /// A loaded, validated pipeline.
 #[derive(Debug)]
@@ -24,32 +24,6 @@ pub struct Pipeline {
     /// Stages in file order.
     pub stages: Vec<Stage>,
     pub graph: Graph,
-}
-
-/// One declared stage.
-#[derive(Debug, Clone)]
-pub struct Stage {
-    pub name: String,
-    pub kind: String,
-    pub desc: Option<String>,
-    /// Inputs: files or directories, relative to the workdir, normalised (`a/b`, no `./`).
-    pub deps: Vec<String>,
-    /// Outputs the stage produces, relative to the workdir.
-    pub outs: Vec<String>,
-    /// JSON files the stage produces whose numbers are recorded in the lock (`metrics show`).
-    pub metrics: Vec<String>,
-    /// The `params:` mapping, after `-S` overrides.
-    pub params: Value,
-    /// Where the stage's name is written (1-based line and column), for errors.
-    pub line: u64,
-    pub column: u64,
-}
-
-impl Stage {
-    /// Everything the stage writes: outs, then metrics files.
-    pub fn all_outs(&self) -> impl Iterator<Item = &String> {
-        self.outs.iter().chain(&self.metrics)
-    }
 }
 
 /// Edges between stages (by index into [`Pipeline::stages`]).

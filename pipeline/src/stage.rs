@@ -10,7 +10,32 @@ use serde_json::Value;
 
 use crate::lock::LockFile;
 use crate::progress::Progress;
-use crate::spec::Stage;
+
+/// One declared stage.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: String,
+    pub kind: String,
+    pub desc: Option<String>,
+    /// Inputs: files or directories, relative to the workdir, normalised (`a/b`, no `./`).
+    pub deps: Vec<String>,
+    /// Outputs the stage produces, relative to the workdir.
+    pub outs: Vec<String>,
+    /// JSON files the stage produces whose numbers are recorded in the lock (`metrics show`).
+    pub metrics: Vec<String>,
+    /// The `params:` mapping, after `-S` overrides.
+    pub params: Value,
+    /// Where the stage's name is written (1-based line and column), for errors.
+    pub line: u64,
+    pub column: u64,
+}
+
+impl Stage {
+    /// Everything the stage writes: outs, then metrics files.
+    pub fn all_outs(&self) -> impl Iterator<Item = &String> {
+        self.outs.iter().chain(&self.metrics)
+    }
+}
 
 /// The error a stage kind reports; the engine records its message and fails the stage.
 pub type StageFailure = Box<dyn std::error::Error + Send + Sync>;
