@@ -21,8 +21,8 @@ use tract_onnx::tract_core::ops::cnn::conv::KernelFormat;
 use tract_onnx::tract_core::ops::cnn::{Conv, PaddingSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
+use super::op_io::{concrete_nchw, f32_input, f32_output};
 use super::tiling_max_pool::TilingMaxPool;
-use super::tract_model::{concrete_nchw, f32_input, f32_output};
 
 thread_local! {
     /// Buffers a convolution leaves for the next one on the thread: the padded image and the

@@ -12,7 +12,7 @@ use image::GrayImage;
 use serde::{Deserialize, Serialize};
 
 use super::line_detector::{LineBox, ProjectionDetector};
-use super::page::paper_and_ink;
+use super::page_image::paper_and_ink;
 use super::plans::Plans;
 use super::{InferError, metadata};
 

@@ -9,6 +9,7 @@ pub mod line_detector;
 mod line_recognizer;
 mod log_softmax;
 mod onnx_runtime;
+mod op_io;
 mod page;
 mod page_image;
 mod plans;

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::learned_detector::{DetectorKind, LearnedDetector, LineDetector};
 use super::line_detector::LineBox;
+use super::page_image::paper_and_ink;
 use super::{Backend, InferError, LineRecognizer, SlantSearch};
 use crate::bundle::Bundle;
 use crate::ctc::Decoded;
@@ -313,30 +314,6 @@ impl PageTranscriber {
             recognize_ms: started.elapsed().as_secs_f64() * 1e3,
         })
     }
-}
-
-/// The page's paper and ink gray levels (high and low percentiles), so a faint pencil page and
-/// a black-marker page both reach the recognizer as full-strength ink on empty paper.
-pub(super) fn paper_and_ink(page: &GrayImage) -> (u8, u8) {
-    let mut histogram = [0u64; 256];
-    for p in page.pixels() {
-        histogram[p.0[0] as usize] += 1;
-    }
-    let total: u64 = histogram.iter().sum();
-    let percentile = |fraction: f64| {
-        let target = (total as f64 * fraction) as u64;
-        let mut seen = 0;
-        for (level, &count) in histogram.iter().enumerate() {
-            seen += count;
-            if seen > target {
-                return level as u8;
-            }
-        }
-        255
-    };
-    let (paper, ink) = (percentile(0.9), percentile(0.005));
-    // A blank page: no contrast to stretch.
-    (paper, ink.min(paper.saturating_sub(32)))
 }
 
 /// The lines of `page` inside `boxes` as the recognizer reads them at `height`, in the default

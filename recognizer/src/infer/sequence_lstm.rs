@@ -20,7 +20,7 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops;
 
-use super::tract_model::{f32_input, f32_output};
+use super::op_io::{f32_input, f32_output};
 use crate::kernels::{LstmShape, lstm_direction, matmul};
 
 /// Parses an ONNX `LSTM` node as tract does, noting whether it fits the whole-sequence op.

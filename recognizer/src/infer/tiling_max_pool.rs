@@ -14,7 +14,7 @@ use tract_onnx::tract_core::ops::cnn::{MaxPool, PaddingSpec};
 use tract_onnx::tract_core::ops::math::Max;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use super::tract_model::{concrete_nchw, f32_input, f32_output};
+use super::op_io::{concrete_nchw, f32_input, f32_output};
 
 /// Replaces every tract `MaxPool` of `model` that tiles its NCHW f32 input of concrete shape by
 /// a [`TilingMaxPool`], with the ReLU that only feeds it when there is one; others are left alone.
