@@ -1,8 +1,12 @@
 //! textrec's ML core, FSDL's `text_recognizer` in Rust. A library first: training, export and
 //! transcription are callable without the pipeline, YAML or a CLI.
 //!
-//! Today: the label [`vocab`]ulary every model shares, [`ctc`] decoding of per-step class scores,
-//! and [`data`]: downloads, synthetic handwriting datasets, shards, augmentation, inspection.
+//! From the bottom up: the label [`vocab`]ulary every model shares, the character [`lm`] and
+//! [`ctc`] decoding of per-step class scores; [`data`] (the shard format, manifests, batches,
+//! imports of real handwriting; with feature `datasets`, downloads, synthesis and augmentation);
+//! `networks` (architectures) and `models` (training, checkpoints), feature `train`; [`onnx`]
+//! export and its checks; [`infer`], models read and run in tract (page images, line detection,
+//! transcription, scoring); [`bundle`], release bundles. ARCHITECTURE.md has the map.
 
 pub mod bundle;
 pub mod ctc;
