@@ -24,6 +24,8 @@ use tract_onnx::pb;
 use tract_onnx::pb::tensor_shape_proto::dimension;
 use tract_onnx::prelude::*;
 
+use crate::Architecture;
+
 /// The manifest's name inside the top directory.
 pub const MANIFEST: &str = "manifest.json";
 /// The manifest format this code writes and reads.
@@ -520,10 +522,10 @@ impl Bundle {
     }
 
     /// The first model whose `textrec.architecture` is `architecture` (`line_ctc`, `line_fcn`).
-    pub fn model_of(&self, architecture: &str) -> Option<BundledModel<'_>> {
+    pub fn model_of(&self, architecture: Architecture) -> Option<BundledModel<'_>> {
         self.models()
             .into_iter()
-            .find(|m| m.architecture().as_deref() == Some(architecture))
+            .find(|m| m.architecture().as_deref() == Some(architecture.name()))
     }
 }
 

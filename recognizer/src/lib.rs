@@ -8,6 +8,7 @@
 //! export and its checks; [`infer`], models read and run in tract (page images, line detection,
 //! transcription, scoring); [`bundle`], release bundles. ARCHITECTURE.md has the map.
 
+pub mod architecture;
 pub mod bundle;
 pub mod ctc;
 pub mod data;
@@ -22,5 +23,6 @@ pub mod networks;
 pub mod onnx;
 pub mod vocab;
 
+pub use architecture::Architecture;
 pub use ctc::{Decoded, DecodedChar, greedy_decode};
 pub use vocab::{Vocabulary, VocabularyError};

@@ -17,12 +17,12 @@ use std::time::Instant;
 use serde::Deserialize;
 use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::data::{Dataset, DatasetKind, Observer, Sample, Split};
-use textrec_recognizer::greedy_decode;
 use textrec_recognizer::infer::{
     CharClassifier, DetectionScore, LearnedDetector, LineBox, LineDetector, LineRecognizer,
     PageTranscriber, SlantSearch, TextErrors, metadata, score_chars,
 };
 use textrec_recognizer::lm::CharLm;
+use textrec_recognizer::{Architecture, greedy_decode};
 
 use crate::observe::StageObserver;
 
@@ -144,15 +144,30 @@ impl StageKind for Evaluate {
             let bundle = textrec_recognizer::bundle::Bundle::from_bytes(&bytes)
                 .map_err(|e| format!("{}: {e}", model.display()))?;
             bytes = bundle
-                .model_of("line_ctc")
+                .model_of(Architecture::LineCtc)
                 .map(|m| m.bytes.to_vec())
                 .ok_or_else(|| format!("{}: the bundle has no line model", model.display()))?;
         }
-        let architecture = metadata(&bytes, "textrec.architecture").unwrap_or_default();
+        let architecture = metadata(&bytes, "textrec.architecture")
+            .ok_or_else(|| {
+                format!(
+                    "{}: no textrec.architecture metadata: not a textrec model",
+                    model.display()
+                )
+            })?
+            .parse::<Architecture>()
+            .map_err(|e| format!("{}: {e}", model.display()))?;
         let observer = StageObserver { ctx };
         let (language_model, detector) = extra_deps(&ctx.deps[2..])?;
-        let (metrics, headline) = match architecture.as_str() {
-            "line_ctc" => {
+        let (metrics, headline) = match architecture {
+            Architecture::LineFcn => {
+                return Err(format!(
+                    "{}: a line detector is scored on pages, as a dep after the dataset beside a line model",
+                    model.display()
+                )
+                .into());
+            }
+            Architecture::LineCtc => {
                 if params.min_accuracy.is_some() || params.uci_digits {
                     return Err(
                         "min_accuracy and uci_digits apply to character models; use max_cer".into(),
@@ -193,7 +208,7 @@ impl StageKind for Evaluate {
                     )?
                 }
             }
-            _ => {
+            Architecture::CharCnn => {
                 if ctx.deps.len() > 2 {
                     return Err(
                         "a language model or line detector is evaluated with a line model".into(),

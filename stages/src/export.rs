@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
+use textrec_recognizer::Architecture;
 use textrec_recognizer::data::{Dataset, Split};
 use textrec_recognizer::models::{
     CpuInference, load_char_model, load_detector_model, load_line_model, model_architecture,
@@ -64,26 +65,23 @@ impl StageKind for Export {
         let model = &ctx.deps[0];
         let architecture = model_architecture(model)?;
         // The detector's parity check runs on one page (a page is thousands of outputs).
-        let checked = if architecture == "line_fcn" {
+        let checked = if architecture == Architecture::LineFcn {
             1.min(samples.len())
         } else {
             samples.len()
         };
-        let (bytes, max_diff) = match architecture.as_str() {
-            "char_cnn" => {
+        let (bytes, max_diff) = match architecture {
+            Architecture::CharCnn => {
                 let (spec, network) = load_char_model::<CpuInference>(model, &device)?;
                 export_char_cnn(&network, &spec, &samples, &device)?
             }
-            "line_ctc" => {
+            Architecture::LineCtc => {
                 let (spec, network) = load_line_model::<CpuInference>(model, &device)?;
                 export_line_ctc(&network, &spec, &samples, &device)?
             }
-            "line_fcn" => {
+            Architecture::LineFcn => {
                 let (spec, network) = load_detector_model::<CpuInference>(model, &device)?;
                 export_line_fcn(&network, &spec, &samples, &device)?
-            }
-            other => {
-                return Err(format!("{}: no exporter for a {other} model", model.display()).into());
             }
         };
         std::fs::write(&ctx.outs[0].1, bytes)?;

@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use textrec_pipeline::{LockFile, LockedStage, Stage, StageContext, StageFailure, StageKind};
+use textrec_recognizer::Architecture;
 use textrec_recognizer::bundle::{self, check_name, check_version, write_bundle};
 use textrec_recognizer::infer::{DetectorKind, PAGES, PagesConfig, SlantSearch, metadata};
 use textrec_recognizer::lm::CharLm;
@@ -171,7 +172,9 @@ impl StageKind for Package {
             .map(|m| (m.stem.as_str(), m.preprocessing()))
             .collect();
         files.insert("preprocessing.json".into(), pretty(&preprocessing));
-        let line_model = models.iter().find(|m| m.architecture == "line_ctc");
+        let line_model = models
+            .iter()
+            .find(|m| m.architecture == Architecture::LineCtc);
         let mut lm_entry = None;
         if let Some((entry, lm, bytes)) = language_model {
             let line_model =
@@ -249,7 +252,9 @@ fn pages_config(models: &[Model], metrics: &[Measured]) -> Result<PagesConfig, S
         .parse()
         .map_err(|e| format!("metrics file `{dep}`: line_detector: {e}"))?;
     if line_detector == DetectorKind::Learned
-        && !models.iter().any(|m| m.architecture == "line_fcn")
+        && !models
+            .iter()
+            .any(|m| m.architecture == Architecture::LineFcn)
     {
         return Err(format!(
             "metrics file `{dep}` found the learned line detector better, but no line_fcn model \
@@ -291,7 +296,7 @@ struct Model {
     dep: String,
     stem: String,
     bytes: Vec<u8>,
-    architecture: String,
+    architecture: Architecture,
     vocabulary: Vec<String>,
     /// `None`: any height (page models, which carry `textrec.scale` instead).
     input_height: Option<usize>,
@@ -333,7 +338,9 @@ impl Model {
         Ok(Model {
             dep: dep.to_owned(),
             stem: stem(dep).to_owned(),
-            architecture: required("textrec.architecture")?,
+            architecture: required("textrec.architecture")?
+                .parse()
+                .map_err(|e| format!("`{dep}`: {e}"))?,
             vocabulary,
             input_height,
             input_width,
@@ -352,7 +359,7 @@ impl Model {
 
     fn preprocessing(&self) -> Preprocessing<'_> {
         Preprocessing {
-            architecture: &self.architecture,
+            architecture: self.architecture.name(),
             input_height: self.input_height,
             input_width: self.input_width,
             normalisation: &self.normalisation,
@@ -738,11 +745,11 @@ mod tests {
         }
     }
 
-    fn model(architecture: &str) -> Model {
+    fn model(architecture: Architecture) -> Model {
         Model {
             dep: format!("onnx/{architecture}.onnx"),
-            stem: architecture.into(),
-            architecture: architecture.into(),
+            stem: architecture.name().into(),
+            architecture,
             vocabulary: Vec::new(),
             input_height: Some(32),
             input_width: None,
@@ -768,7 +775,7 @@ mod tests {
 
     #[test]
     fn pages_json_names_the_detector_the_page_evaluation_found_better() {
-        let with_detector = [model("line_ctc"), model("line_fcn")];
+        let with_detector = [model(Architecture::LineCtc), model(Architecture::LineFcn)];
         let pick = |models: &[Model], metrics: &[Measured]| pages_config(models, metrics);
         assert_eq!(
             pick(&with_detector, &[page_metrics(Some("learned"))])
@@ -789,7 +796,11 @@ mod tests {
                 .line_detector,
             DetectorKind::Projection
         );
-        let missing = pick(&[model("line_ctc")], &[page_metrics(Some("learned"))]).unwrap_err();
+        let missing = pick(
+            &[model(Architecture::LineCtc)],
+            &[page_metrics(Some("learned"))],
+        )
+        .unwrap_err();
         assert!(
             missing.to_string().contains("no line_fcn model"),
             "{missing}"

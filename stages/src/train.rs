@@ -2,9 +2,10 @@
 //! or `line_fcn`, the learned line detector) on a dataset, with checkpoints that let a killed run resume, and write the
 //! weights, spec, history and curves.
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
+use textrec_recognizer::Architecture;
 use textrec_recognizer::data::Observer;
 use textrec_recognizer::models::{
     CpuTraining, Device, TrainOptions, TrainOutcome, TrainingBackend, train_char_model,
@@ -16,14 +17,6 @@ use crate::observe::StageObserver;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Train;
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Architecture {
-    CharCnn,
-    LineCtc,
-    LineFcn,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use rayon::prelude::*;
 use serde_json::{Value, json};
+use textrec_recognizer::Architecture;
 use textrec_recognizer::bundle::Bundle;
 use textrec_recognizer::data::{Dataset, Sample, Split};
 use textrec_recognizer::infer::{
@@ -172,9 +173,7 @@ pub fn infer(args: &InferBench) -> anyhow::Result<ExitCode> {
     let pages: Vec<_> = pages.iter().cycle().take(args.count).cloned().collect();
     let bundle = Bundle::open(&args.model)?;
     let lines = bundle
-        .models()
-        .into_iter()
-        .find(|m| m.architecture().as_deref() == Some("line_ctc"))
+        .model_of(Architecture::LineCtc)
         .context("the bundle has no line model")?
         .bytes
         .to_vec();
@@ -225,11 +224,7 @@ pub fn infer(args: &InferBench) -> anyhow::Result<ExitCode> {
         }
     }
     let mut detectors = vec![LineDetector::default()];
-    if let Some(model) = bundle
-        .models()
-        .into_iter()
-        .find(|m| m.architecture().as_deref() == Some("line_fcn"))
-    {
+    if let Some(model) = bundle.model_of(Architecture::LineFcn) {
         detectors.push(LineDetector::Learned(LearnedDetector::from_bytes(
             model.bytes,
             &args.model.join(model.name),

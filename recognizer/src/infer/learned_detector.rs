@@ -15,6 +15,7 @@ use super::line_detector::{LineBox, ProjectionDetector};
 use super::page_image::paper_and_ink;
 use super::plans::Plans;
 use super::{InferError, metadata};
+use crate::Architecture;
 
 /// The fraction of a line box's height, around its middle, that the network learns to mark:
 /// small enough that the cores of touching lines never touch, so each line is one component.
@@ -227,7 +228,7 @@ impl LearnedDetector {
             reason,
         };
         match metadata(bytes, "textrec.architecture").as_deref() {
-            Some("line_fcn") => {}
+            Some(name) if name == Architecture::LineFcn.name() => {}
             Some(other) => {
                 return Err(bad(format!("this is a {other} model, not a line detector")));
             }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::onnx_runtime::{Backend, OrtModel};
 use super::plans::Plans;
 use super::{InferError, metadata};
+use crate::Architecture;
 use crate::ctc::{Decoded, beam_decode, greedy_decode};
 use crate::data::Sample;
 use crate::data::batch::collate;
@@ -94,7 +95,7 @@ impl LineRecognizer {
         };
         let architecture = metadata(bytes, "textrec.architecture")
             .ok_or_else(|| bad("no textrec.architecture metadata: not a textrec model".into()))?;
-        if architecture != "line_ctc" {
+        if architecture != Architecture::LineCtc.name() {
             return Err(bad(format!(
                 "this is a {architecture} model, not a line recognizer"
             )));

@@ -13,6 +13,7 @@ use super::learned_detector::{DetectorKind, LearnedDetector, LineDetector};
 use super::line_detector::LineBox;
 use super::page_image::paper_and_ink;
 use super::{Backend, InferError, LineRecognizer, SlantSearch};
+use crate::Architecture;
 use crate::bundle::Bundle;
 use crate::ctc::Decoded;
 use crate::data::Sample;
@@ -211,7 +212,7 @@ impl PageTranscriber {
         // Opening checks every file against the manifest's sha256.
         let bundle = Bundle::open(path).map_err(|e| bad(e.to_string()))?;
         let line_model = bundle
-            .model_of("line_ctc")
+            .model_of(Architecture::LineCtc)
             .ok_or_else(|| bad("the bundle has no line_ctc model".into()))?;
         let origin = path.join(line_model.name);
         let (recognizer, notice) =
@@ -249,7 +250,7 @@ impl PageTranscriber {
             .unwrap_or(DetectorKind::Projection);
         if detector == DetectorKind::Learned {
             let model = bundle
-                .model_of("line_fcn")
+                .model_of(Architecture::LineFcn)
                 .ok_or_else(|| bad("the bundle has no learned line detector (line_fcn)".into()))?;
             transcriber.detector = LineDetector::Learned(LearnedDetector::from_bytes(
                 model.bytes,

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use super::{History, ModelError, TrainOptions, TrainOutcome};
+use crate::Architecture;
 use crate::data::manifest::MANIFEST;
 
 pub const WEIGHTS: &str = "weights.mpk";
@@ -20,8 +21,7 @@ pub const SPEC: &str = "model.json";
 /// Everything needed to rebuild and feed a trained model; `N` is the network's config.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelSpec<N> {
-    /// `char_cnn` or `line_ctc`.
-    pub architecture: String,
+    pub architecture: Architecture,
     pub network: N,
     /// Class index → token.
     pub vocabulary: Vec<String>,
@@ -36,10 +36,10 @@ pub struct ModelSpec<N> {
 }
 
 /// The `architecture` a model directory declares, to pick the loader.
-pub fn model_architecture(dir: &Path) -> Result<String, ModelError> {
+pub fn model_architecture(dir: &Path) -> Result<Architecture, ModelError> {
     #[derive(Deserialize)]
     struct Head {
-        architecture: String,
+        architecture: Architecture,
     }
     Ok(read_spec::<Head>(dir)?.architecture)
 }
@@ -100,8 +100,8 @@ pub(crate) fn load_weights<B: Backend, M: Module<B>>(
 /// Fails unless `spec` is of the `expected` architecture, naming both.
 pub(crate) fn expect_architecture(
     dir: &Path,
-    found: &str,
-    expected: &str,
+    found: Architecture,
+    expected: Architecture,
 ) -> Result<(), ModelError> {
     if found == expected {
         return Ok(());
@@ -117,19 +117,19 @@ pub(crate) fn expect_architecture(
 /// vocabulary (a class index means one token to the weights), each mismatch naming both sides.
 pub(crate) fn init_spec<N: DeserializeOwned>(
     dir: &Path,
-    architecture: &str,
+    architecture: Architecture,
     dataset_dir: &Path,
     vocabulary: &[String],
 ) -> Result<ModelSpec<N>, ModelError> {
     if !dir.is_dir() {
         return Err(ModelError::Invalid {
             reason: format!(
-                "init {}: a {architecture} fine-tune starts from a model directory (a train                  stage's out)",
+                "init {}: a {architecture} fine-tune starts from a model directory (a train stage's out)",
                 dir.display()
             ),
         });
     }
-    expect_architecture(dir, &model_architecture(dir)?, architecture)?;
+    expect_architecture(dir, model_architecture(dir)?, architecture)?;
     let spec: ModelSpec<N> = read_spec(dir)?;
     check_init_vocabulary(dir, &spec.vocabulary, dataset_dir, vocabulary)?;
     Ok(spec)

@@ -13,11 +13,12 @@ use super::artifacts::{
 };
 use super::fit::{Task, TrainOptions, exclusive_training, fit, with_stable_ids};
 use super::{History, ModelError};
+use crate::Architecture;
 use crate::data::batch::Batch;
 use crate::data::{Dataset, DatasetKind, Observer};
 use crate::networks::{CharCnn, CharCnnConfig};
 
-const ARCHITECTURE: &str = "char_cnn";
+const ARCHITECTURE: Architecture = Architecture::CharCnn;
 
 /// A trained character model's spec.
 pub type CharModelSpec = ModelSpec<CharCnnConfig>;
@@ -161,7 +162,7 @@ pub fn train_char_model<B: TrainingBackend>(
     )?;
 
     let spec = CharModelSpec {
-        architecture: ARCHITECTURE.into(),
+        architecture: ARCHITECTURE,
         network: config,
         vocabulary,
         input_height: crate::networks::CHAR_SIDE,
@@ -180,7 +181,7 @@ pub fn load_char_model<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<(CharModelSpec, CharCnn<B>), ModelError> {
-    expect_architecture(dir, &model_architecture(dir)?, ARCHITECTURE)?;
+    expect_architecture(dir, model_architecture(dir)?, ARCHITECTURE)?;
     let spec: CharModelSpec = read_spec(dir)?;
     let network = load_weights(dir, spec.network.init::<B>(device), device)?;
     Ok((spec, network))

@@ -16,12 +16,13 @@ use super::artifacts::{
 };
 use super::fit::{Task, TrainOptions, exclusive_training, fit, with_stable_ids};
 use super::{History, ModelError};
+use crate::Architecture;
 use crate::data::batch::Batch;
 use crate::data::{Dataset, DatasetKind, Observer};
 use crate::infer::{DetectionScore, DetectorMaps, LineBox, detector_input};
 use crate::networks::{LineFcn, LineFcnConfig};
 
-const ARCHITECTURE: &str = "line_fcn";
+const ARCHITECTURE: Architecture = Architecture::LineFcn;
 
 /// A trained line detector's spec.
 pub type DetectorModelSpec = ModelSpec<LineFcnConfig>;
@@ -254,7 +255,7 @@ pub fn train_detector_model<B: TrainingBackend>(
         &task, network, &dataset, options, resume_dir, observer, device,
     )?;
     let spec = DetectorModelSpec {
-        architecture: ARCHITECTURE.into(),
+        architecture: ARCHITECTURE,
         network: config,
         vocabulary: Vec::new(),
         input_height: 32,
@@ -276,7 +277,7 @@ pub fn load_detector_model<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<(DetectorModelSpec, LineFcn<B>), ModelError> {
-    expect_architecture(dir, &model_architecture(dir)?, ARCHITECTURE)?;
+    expect_architecture(dir, model_architecture(dir)?, ARCHITECTURE)?;
     let spec: DetectorModelSpec = read_spec(dir)?;
     let network = load_weights(dir, spec.network.init::<B>(device), device)?;
     Ok((spec, network))

@@ -16,13 +16,14 @@ use super::fit::{
     Task, TrainOptions, exclusive_training, fit, with_stable_ids, with_stable_running_ids,
 };
 use super::{History, ModelError};
+use crate::Architecture;
 use crate::data::batch::Batch;
 use crate::data::{Dataset, DatasetKind, Observer};
 use crate::infer::TextErrors;
 use crate::networks::{LINE_DOWNSAMPLE, LineCtc, LineCtcConfig};
 use crate::vocab::{BLANK_INDEX, Vocabulary};
 
-const ARCHITECTURE: &str = "line_ctc";
+const ARCHITECTURE: Architecture = Architecture::LineCtc;
 
 /// A trained line model's spec.
 pub type LineModelSpec = ModelSpec<LineCtcConfig>;
@@ -328,7 +329,7 @@ pub fn train_line_model<B: TrainingBackend>(
         &task, network, &dataset, options, resume_dir, observer, device,
     )?;
     let spec = LineModelSpec {
-        architecture: ARCHITECTURE.into(),
+        architecture: ARCHITECTURE,
         network: config,
         vocabulary: tokens,
         input_height: height,
@@ -349,7 +350,7 @@ pub fn load_line_model<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<(LineModelSpec, LineCtc<B>), ModelError> {
-    expect_architecture(dir, &model_architecture(dir)?, ARCHITECTURE)?;
+    expect_architecture(dir, model_architecture(dir)?, ARCHITECTURE)?;
     let spec: LineModelSpec = read_spec(dir)?;
     let network = load_weights(dir, spec.network.init::<B>(device), device)?;
     Ok((spec, network))

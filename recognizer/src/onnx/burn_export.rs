@@ -97,7 +97,7 @@ pub(crate) fn parity_batch(samples: &[Sample], multiple: usize) -> Result<Batch,
 /// The `textrec.*` metadata every exported model carries.
 pub(crate) fn metadata<N>(spec: &ModelSpec<N>) -> Metadata {
     let mut metadata = Metadata::default()
-        .with("textrec.architecture", spec.architecture.clone())
+        .with("textrec.architecture", spec.architecture.name())
         .with(
             "textrec.vocabulary",
             serde_json::to_string(&spec.vocabulary).expect("strings serialise"),

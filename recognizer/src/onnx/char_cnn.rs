@@ -6,6 +6,7 @@ use super::burn_export::{
     add_conv, add_linear, check_parity, encode_checked, metadata, parity_batch, values,
 };
 use super::graph::{Attr, GraphBuilder};
+use crate::Architecture;
 use crate::data::Sample;
 use crate::models::{CharModelSpec, ModelError};
 use crate::networks::{CHAR_SIDE, CharCnn, ConvBackend};
@@ -66,7 +67,7 @@ pub fn export_char_cnn<B: ConvBackend>(
         &[("transB", Attr::Int(0))],
     )
     .output("logits", &[Err("N"), Ok(spec.vocabulary.len() as i64)]);
-    let model = g.build("char_cnn", &metadata(spec));
+    let model = g.build(Architecture::CharCnn.name(), &metadata(spec));
     let bytes = encode_checked(&model)?;
     let batch = parity_batch(parity_samples, 1)?;
     let shape = [batch.len(), 1, batch.height, batch.width];

@@ -12,6 +12,7 @@ use super::burn_export::{
     add_conv, add_linear, check_parity, encode_checked, metadata, parity_batch, values,
 };
 use super::graph::{Attr, GraphBuilder};
+use crate::Architecture;
 use crate::data::Sample;
 use crate::models::{LineModelSpec, ModelError};
 use crate::networks::{LINE_DOWNSAMPLE, LineCtc, LineCtcConfig, LstmDirection, NetworkBackend};
@@ -205,7 +206,7 @@ pub fn export_line_ctc<B: NetworkBackend>(
         &[Err("batch"), Err("steps"), Ok(classes as i64)],
     );
     let model = g.build(
-        "line_ctc",
+        Architecture::LineCtc.name(),
         &metadata(spec).with("textrec.downsample", LINE_DOWNSAMPLE.to_string()),
     );
     let bytes = encode_checked(&model)?;
@@ -248,7 +249,7 @@ pub fn read_line_ctc_onnx(bytes: &[u8]) -> Result<LineCtcOnnx, ModelError> {
         .map(|p| (p.key.as_str(), p.value.as_str()))
         .collect();
     match meta.get("textrec.architecture") {
-        Some(&"line_ctc") => {}
+        Some(name) if *name == Architecture::LineCtc.name() => {}
         other => {
             return Err(invalid(format!(
                 "this is a {} model, not a line_ctc model",
@@ -457,7 +458,7 @@ mod tests {
         // skipped tensor shows.
         network = network.map(&mut Perturb(0));
         let spec = LineModelSpec {
-            architecture: "line_ctc".into(),
+            architecture: crate::Architecture::LineCtc,
             network: config.clone(),
             vocabulary: vocabulary.clone(),
             input_height: config.height,

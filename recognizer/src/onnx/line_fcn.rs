@@ -6,6 +6,7 @@ use image::GrayImage;
 
 use super::burn_export::{add_conv, check_parity, encode_checked, metadata, values};
 use super::graph::{Attr, GraphBuilder};
+use crate::Architecture;
 use crate::data::Sample;
 use crate::infer::detector_input;
 use crate::models::{DetectorModelSpec, ModelError};
@@ -56,7 +57,7 @@ pub fn export_line_fcn<B: ConvBackend>(
     )
     .output("maps", &[Err("N"), Ok(3), Err("H"), Err("W")]);
     let model = g.build(
-        "line_fcn",
+        Architecture::LineFcn.name(),
         &metadata(spec).with("textrec.scale", spec.network.scale.to_string()),
     );
     let bytes = encode_checked(&model)?;
