@@ -193,8 +193,9 @@ fn a_model_without_textrec_metadata_is_refused_naming_it() {
     assert_eq!(run.code, 1);
     assert_eq!(run.status("release"), "failed");
     assert!(
-        run.reason("release")
-            .contains("`onnx/chars.onnx` has no textrec.vocabulary metadata"),
+        run.reason("release").contains(
+            "`onnx/chars.onnx`: no textrec.architecture metadata: not a textrec model: only models written by `export`"
+        ),
         "{}",
         run.reason("release")
     );

@@ -25,6 +25,7 @@ use tract_onnx::pb::tensor_shape_proto::dimension;
 use tract_onnx::prelude::*;
 
 use crate::Architecture;
+use crate::model_metadata::ModelMetadata;
 
 /// The manifest's name inside the top directory.
 pub const MANIFEST: &str = "manifest.json";
@@ -457,9 +458,9 @@ pub struct BundledModel<'a> {
 }
 
 impl BundledModel<'_> {
-    /// The model's `textrec.architecture` metadata (`char_cnn`, `line_ctc`, ...).
-    pub fn architecture(&self) -> Option<String> {
-        crate::infer::metadata(self.bytes, "textrec.architecture")
+    /// The architecture its metadata names; `None` for a model textrec did not export.
+    pub fn architecture(&self) -> Option<Architecture> {
+        ModelMetadata::read(self.bytes).ok().map(|m| m.architecture)
     }
 
     /// Loads the model in tract and runs it once; see [`check_model`].
@@ -525,7 +526,7 @@ impl Bundle {
     pub fn model_of(&self, architecture: Architecture) -> Option<BundledModel<'_>> {
         self.models()
             .into_iter()
-            .find(|m| m.architecture().as_deref() == Some(architecture.name()))
+            .find(|m| m.architecture() == Some(architecture))
     }
 }
 
@@ -689,18 +690,17 @@ pub fn check_model(entry: &str, bytes: &[u8]) -> Result<ModelSummary, BundleErro
     };
     let proto =
         pb::ModelProto::decode(bytes).map_err(|e| bad(format!("not an ONNX model: {e}")))?;
-    let meta = |key: &str| {
+    let metadata = ModelMetadata::from_props(
         proto
             .metadata_props
             .iter()
-            .find(|p| p.key == key)
-            .map(|p| p.value.clone())
-    };
-    let architecture = meta("textrec.architecture")
-        .ok_or_else(|| bad("no textrec.architecture metadata: not a textrec model".into()))?;
-    let size = |key: &str| meta(key).and_then(|v| v.parse::<usize>().ok());
-    let free_size = size("textrec.input_width")
-        .or_else(|| size("textrec.input_height").and_then(|h| h.checked_mul(4)));
+            .map(|p| (p.key.as_str(), p.value.as_str())),
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    let architecture = metadata.architecture.name().to_owned();
+    let free_size = metadata
+        .input_width
+        .or_else(|| metadata.input_height.and_then(|h| h.checked_mul(4)));
     let graph = proto
         .graph
         .as_ref()
@@ -938,7 +938,7 @@ mod tests {
         assert_eq!(manifest.files.len(), 3, "the manifest does not list itself");
         let text = std::str::from_utf8(bundle.file(MANIFEST).unwrap()).unwrap();
         assert!(!text.contains("time") && !text.contains("host"), "{text}");
-        let models: Vec<(&str, Option<String>)> = bundle
+        let models: Vec<(&str, Option<Architecture>)> = bundle
             .models()
             .iter()
             .map(|m| (m.name, m.architecture()))
@@ -946,8 +946,8 @@ mod tests {
         assert_eq!(
             models,
             [
-                ("models/chars.onnx", Some("char_cnn".to_owned())),
-                ("models/lines.onnx", Some("line_ctc".to_owned())),
+                ("models/chars.onnx", Some(Architecture::CharCnn)),
+                ("models/lines.onnx", Some(Architecture::LineCtc)),
             ]
         );
     }

@@ -16,6 +16,7 @@ pub mod infer;
 mod kernels;
 pub mod lm;
 pub mod memory;
+pub mod model_metadata;
 #[cfg(feature = "train")]
 pub mod models;
 #[cfg(feature = "train")]

@@ -19,9 +19,10 @@ use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_param
 use textrec_recognizer::data::{Dataset, DatasetKind, Observer, Sample, Split};
 use textrec_recognizer::infer::{
     CharClassifier, DetectionScore, LearnedDetector, LineBox, LineDetector, LineRecognizer,
-    PageTranscriber, SlantSearch, TextErrors, metadata, score_chars,
+    PageTranscriber, SlantSearch, TextErrors, score_chars,
 };
 use textrec_recognizer::lm::CharLm;
+use textrec_recognizer::model_metadata::ModelMetadata;
 use textrec_recognizer::{Architecture, greedy_decode};
 
 use crate::observe::StageObserver;
@@ -148,15 +149,9 @@ impl StageKind for Evaluate {
                 .map(|m| m.bytes.to_vec())
                 .ok_or_else(|| format!("{}: the bundle has no line model", model.display()))?;
         }
-        let architecture = metadata(&bytes, "textrec.architecture")
-            .ok_or_else(|| {
-                format!(
-                    "{}: no textrec.architecture metadata: not a textrec model",
-                    model.display()
-                )
-            })?
-            .parse::<Architecture>()
-            .map_err(|e| format!("{}: {e}", model.display()))?;
+        let architecture = ModelMetadata::read(&bytes)
+            .map_err(|e| format!("{}: {e}", model.display()))?
+            .architecture;
         let observer = StageObserver { ctx };
         let (language_model, detector) = extra_deps(&ctx.deps[2..])?;
         let (metrics, headline) = match architecture {

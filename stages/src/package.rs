@@ -13,8 +13,9 @@ use serde_json::Value;
 use textrec_pipeline::{LockFile, LockedStage, Stage, StageContext, StageFailure, StageKind};
 use textrec_recognizer::Architecture;
 use textrec_recognizer::bundle::{self, check_name, check_version, write_bundle};
-use textrec_recognizer::infer::{DetectorKind, PAGES, PagesConfig, SlantSearch, metadata};
+use textrec_recognizer::infer::{DetectorKind, PAGES, PagesConfig, SlantSearch};
 use textrec_recognizer::lm::CharLm;
+use textrec_recognizer::model_metadata::{MetadataError, ModelMetadata, key};
 
 use crate::error::StageError;
 
@@ -310,44 +311,26 @@ struct Model {
 
 impl Model {
     fn read(dep: &str, bytes: Vec<u8>) -> Result<Model, StageFailure> {
-        let required = |key: &str| {
-            metadata(&bytes, key).ok_or_else(|| {
-                format!(
-                    "`{dep}` has no {key} metadata: only models written by `export` can be packaged"
-                )
-            })
+        let unexported = |e: MetadataError| {
+            format!("`{dep}`: {e}: only models written by `export` can be packaged")
         };
-        let vocabulary = required("textrec.vocabulary")?;
-        let vocabulary = serde_json::from_str(&vocabulary).map_err(|e| {
-            format!("`{dep}`: textrec.vocabulary is not a JSON array of strings: {e}")
-        })?;
-        let input_height = required("textrec.input_height")?;
-        let input_height: usize = input_height
-            .parse()
-            .map_err(|_| format!("`{dep}`: textrec.input_height `{input_height}` is not a size"))?;
-        // A page model reads any size; its textrec.input_height only sizes `verify`'s test run.
-        let input_height = metadata(&bytes, "textrec.scale")
-            .is_none()
-            .then_some(input_height);
-        let input_width = metadata(&bytes, "textrec.input_width")
-            .map(|w| {
-                w.parse()
-                    .map_err(|_| format!("`{dep}`: textrec.input_width `{w}` is not a size"))
-            })
-            .transpose()?;
+        let metadata = ModelMetadata::read(&bytes).map_err(unexported)?;
+        let input_height = ModelMetadata::required(metadata.input_height, key::INPUT_HEIGHT)
+            .map_err(unexported)?;
         Ok(Model {
             dep: dep.to_owned(),
             stem: stem(dep).to_owned(),
-            architecture: required("textrec.architecture")?
-                .parse()
-                .map_err(|e| format!("`{dep}`: {e}"))?,
-            vocabulary,
-            input_height,
-            input_width,
-            normalisation: required("textrec.normalisation")?,
-            polarity: metadata(&bytes, "textrec.polarity"),
-            model_version: metadata(&bytes, "textrec.model_version"),
-            training_data_sha256: metadata(&bytes, "textrec.training_data_sha256"),
+            architecture: metadata.architecture,
+            vocabulary: ModelMetadata::required(metadata.vocabulary, key::VOCABULARY)
+                .map_err(unexported)?,
+            // A page model reads any size; its input height only sizes `verify`'s test run.
+            input_height: metadata.scale.is_none().then_some(input_height),
+            input_width: metadata.input_width,
+            normalisation: ModelMetadata::required(metadata.normalisation, key::NORMALISATION)
+                .map_err(unexported)?,
+            polarity: metadata.polarity,
+            model_version: metadata.model_version,
+            training_data_sha256: metadata.training_data_sha256,
             bytes,
         })
     }

@@ -2,12 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use prost::Message;
-use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
 use crate::data::Sample;
 use crate::data::batch::collate;
+use crate::model_metadata::{MetadataError, ModelMetadata, key};
 
 /// Failures loading or running an exported model.
 #[derive(Debug, thiserror::Error)]
@@ -37,16 +36,6 @@ pub struct CharClassifier {
     plan: Plan,
 }
 
-/// A `textrec.*` metadata value of an encoded model.
-pub fn metadata(bytes: &[u8], key: &str) -> Option<String> {
-    let model = pb::ModelProto::decode(bytes).ok()?;
-    model
-        .metadata_props
-        .into_iter()
-        .find(|p| p.key == key)
-        .map(|p| p.value)
-}
-
 impl CharClassifier {
     /// Loads `path` and builds a plan for batches of `batch` images.
     pub fn load(path: &Path, batch: usize) -> Result<CharClassifier, InferError> {
@@ -58,12 +47,14 @@ impl CharClassifier {
             path: path.to_owned(),
             reason,
         };
-        let vocabulary: Vec<String> = metadata(&bytes, "textrec.vocabulary")
-            .and_then(|v| serde_json::from_str(&v).ok())
-            .ok_or_else(|| bad("no textrec.vocabulary metadata: not a textrec model".into()))?;
-        let side: usize = metadata(&bytes, "textrec.input_height")
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| bad("no textrec.input_height metadata".into()))?;
+        let read = || -> Result<(Vec<String>, usize), MetadataError> {
+            let metadata = ModelMetadata::read(&bytes)?;
+            Ok((
+                ModelMetadata::required(metadata.vocabulary, key::VOCABULARY)?,
+                ModelMetadata::required(metadata.input_height, key::INPUT_HEIGHT)?,
+            ))
+        };
+        let (vocabulary, side) = read().map_err(|e| bad(e.to_string()))?;
         let batch = batch.max(1);
         let plan = super::read_onnx(&bytes)
             .and_then(|m| m.with_input_fact(0, f32::fact([batch, 1, side, side]).into()))

@@ -11,11 +11,12 @@ use std::path::Path;
 use image::GrayImage;
 use serde::{Deserialize, Serialize};
 
+use super::InferError;
 use super::line_detector::{LineBox, ProjectionDetector};
 use super::page_image::paper_and_ink;
 use super::plans::Plans;
-use super::{InferError, metadata};
 use crate::Architecture;
+use crate::model_metadata::{ModelMetadata, key};
 
 /// The fraction of a line box's height, around its middle, that the network learns to mark:
 /// small enough that the cores of touching lines never touch, so each line is one component.
@@ -227,21 +228,15 @@ impl LearnedDetector {
             path: origin.to_owned(),
             reason,
         };
-        match metadata(bytes, "textrec.architecture").as_deref() {
-            Some(name) if name == Architecture::LineFcn.name() => {}
-            Some(other) => {
-                return Err(bad(format!("this is a {other} model, not a line detector")));
-            }
-            None => {
-                return Err(bad(
-                    "no textrec.architecture metadata: not a textrec model".into()
-                ));
-            }
+        let metadata = ModelMetadata::read(bytes).map_err(|e| bad(e.to_string()))?;
+        if metadata.architecture != Architecture::LineFcn {
+            return Err(bad(format!(
+                "this is a {} model, not a line detector",
+                metadata.architecture
+            )));
         }
-        let scale = metadata(bytes, "textrec.scale")
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&v| v > 0)
-            .ok_or_else(|| bad("no textrec.scale metadata (a positive whole number)".into()))?;
+        let scale =
+            ModelMetadata::required(metadata.scale, key::SCALE).map_err(|e| bad(e.to_string()))?;
         let detector = LearnedDetector {
             scale,
             plans: Plans::read(bytes, origin)?,

@@ -11,14 +11,15 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::InferError;
 use super::onnx_runtime::{Backend, OrtModel};
 use super::plans::Plans;
-use super::{InferError, metadata};
 use crate::Architecture;
 use crate::ctc::{Decoded, beam_decode, greedy_decode};
 use crate::data::Sample;
 use crate::data::batch::collate;
 use crate::lm::CharLm;
+use crate::model_metadata::{ModelMetadata, key};
 use crate::vocab::Vocabulary;
 
 /// Batches are padded to a multiple of this width (the training batches' bucket, so the model
@@ -93,25 +94,20 @@ impl LineRecognizer {
             path: origin.to_owned(),
             reason,
         };
-        let architecture = metadata(bytes, "textrec.architecture")
-            .ok_or_else(|| bad("no textrec.architecture metadata: not a textrec model".into()))?;
-        if architecture != Architecture::LineCtc.name() {
+        let metadata = ModelMetadata::read(bytes).map_err(|e| bad(e.to_string()))?;
+        if metadata.architecture != Architecture::LineCtc {
             return Err(bad(format!(
-                "this is a {architecture} model, not a line recognizer"
+                "this is a {} model, not a line recognizer",
+                metadata.architecture
             )));
         }
-        let tokens: Vec<String> = metadata(bytes, "textrec.vocabulary")
-            .and_then(|v| serde_json::from_str(&v).ok())
-            .ok_or_else(|| bad("no textrec.vocabulary metadata".into()))?;
+        let tokens = ModelMetadata::required(metadata.vocabulary, key::VOCABULARY)
+            .map_err(|e| bad(e.to_string()))?;
         let vocabulary = Vocabulary::from_tokens(tokens).map_err(|e| bad(e.to_string()))?;
-        let number = |key: &str| {
-            metadata(bytes, key)
-                .and_then(|v| v.parse::<usize>().ok())
-                .filter(|&v| v > 0)
-                .ok_or_else(|| bad(format!("no {key} metadata")))
-        };
-        let height = number("textrec.input_height")?;
-        let downsample = number("textrec.downsample")?;
+        let height = ModelMetadata::required(metadata.input_height, key::INPUT_HEIGHT)
+            .map_err(|e| bad(e.to_string()))?;
+        let downsample = ModelMetadata::required(metadata.downsample, key::DOWNSAMPLE)
+            .map_err(|e| bad(e.to_string()))?;
         let recognizer = LineRecognizer {
             vocabulary,
             height,

@@ -18,7 +18,7 @@ mod sequence_lstm;
 mod tiling_max_pool;
 mod tract_model;
 
-pub use char_classifier::{CharClassifier, InferError, metadata};
+pub use char_classifier::{CharClassifier, InferError};
 pub use formats::{OutputFormat, to_alto, to_hocr, to_json};
 pub use learned_detector::{
     CORE as DETECTOR_CORE, DetectorInput, DetectorKind, DetectorMaps, LearnedDetector,

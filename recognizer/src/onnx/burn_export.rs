@@ -10,9 +10,10 @@ use prost::Message;
 use tract_onnx::pb;
 
 use super::check::{check_structure, run_tract};
-use super::graph::{GraphBuilder, Metadata};
+use super::graph::GraphBuilder;
 use crate::data::Sample;
 use crate::data::batch::{Batch, collate};
+use crate::model_metadata::ModelMetadata;
 use crate::models::{ModelError, ModelSpec};
 
 /// Parity tolerance between tract and Burn on the same inputs, numpy's `isclose` rule: each
@@ -94,25 +95,20 @@ pub(crate) fn parity_batch(samples: &[Sample], multiple: usize) -> Result<Batch,
     Ok(collate(samples, multiple, false))
 }
 
-/// The `textrec.*` metadata every exported model carries.
-pub(crate) fn metadata<N>(spec: &ModelSpec<N>) -> Metadata {
-    let mut metadata = Metadata::default()
-        .with("textrec.architecture", spec.architecture.name())
-        .with(
-            "textrec.vocabulary",
-            serde_json::to_string(&spec.vocabulary).expect("strings serialise"),
-        )
-        .with("textrec.input_height", spec.input_height.to_string());
-    if let Some(width) = spec.input_width {
-        metadata = metadata.with("textrec.input_width", width.to_string());
+/// The `textrec.*` metadata every exported model carries; each architecture adds its own.
+pub(crate) fn metadata<N>(spec: &ModelSpec<N>) -> ModelMetadata {
+    ModelMetadata {
+        architecture: spec.architecture,
+        vocabulary: Some(spec.vocabulary.clone()),
+        input_height: Some(spec.input_height),
+        input_width: spec.input_width,
+        normalisation: Some(spec.normalisation.clone()),
+        model_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        training_data_sha256: Some(spec.dataset_manifest_sha256.clone()),
+        downsample: None,
+        scale: None,
+        polarity: None,
     }
-    metadata
-        .with("textrec.normalisation", spec.normalisation.clone())
-        .with("textrec.model_version", env!("CARGO_PKG_VERSION"))
-        .with(
-            "textrec.training_data_sha256",
-            spec.dataset_manifest_sha256.clone(),
-        )
 }
 
 /// Runs the encoded model in tract on `input` (`shape`) and compares with Burn's `reference`

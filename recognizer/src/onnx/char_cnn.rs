@@ -67,7 +67,7 @@ pub fn export_char_cnn<B: ConvBackend>(
         &[("transB", Attr::Int(0))],
     )
     .output("logits", &[Err("N"), Ok(spec.vocabulary.len() as i64)]);
-    let model = g.build(Architecture::CharCnn.name(), &metadata(spec));
+    let model = g.build(Architecture::CharCnn.name(), &(&metadata(spec)).into());
     let bytes = encode_checked(&model)?;
     let batch = parity_batch(parity_samples, 1)?;
     let shape = [batch.len(), 1, batch.height, batch.width];

@@ -4,6 +4,8 @@ use tract_onnx::pb::{
     self, attribute_proto::AttributeType, tensor_shape_proto::dimension, type_proto,
 };
 
+use crate::model_metadata::ModelMetadata;
+
 pub const OPSET: i64 = 17;
 /// ONNX Runtime 1.31 refuses IR > 13 and tract's schema is IR 8.
 pub const IR_VERSION: i64 = 8;
@@ -18,6 +20,14 @@ impl Metadata {
     pub fn with(mut self, key: &str, value: impl Into<String>) -> Self {
         self.entries.push((key.to_owned(), value.into()));
         self
+    }
+}
+
+impl From<&ModelMetadata> for Metadata {
+    fn from(metadata: &ModelMetadata) -> Metadata {
+        Metadata {
+            entries: metadata.entries(),
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use super::burn_export::{
 use super::graph::{Attr, GraphBuilder};
 use crate::Architecture;
 use crate::data::Sample;
+use crate::model_metadata::{ModelMetadata, key};
 use crate::models::{LineModelSpec, ModelError};
 use crate::networks::{LINE_DOWNSAMPLE, LineCtc, LineCtcConfig, LstmDirection, NetworkBackend};
 
@@ -207,7 +208,11 @@ pub fn export_line_ctc<B: NetworkBackend>(
     );
     let model = g.build(
         Architecture::LineCtc.name(),
-        &metadata(spec).with("textrec.downsample", LINE_DOWNSAMPLE.to_string()),
+        &(&ModelMetadata {
+            downsample: Some(LINE_DOWNSAMPLE),
+            ..metadata(spec)
+        })
+            .into(),
     );
     let bytes = encode_checked(&model)?;
     let batch = parity_batch(parity_samples, LINE_DOWNSAMPLE)?;
@@ -243,28 +248,23 @@ pub fn read_line_ctc_onnx(bytes: &[u8]) -> Result<LineCtcOnnx, ModelError> {
     let invalid = |reason: String| ModelError::Invalid { reason };
     let model =
         pb::ModelProto::decode(bytes).map_err(|e| invalid(format!("not an ONNX model: {e}")))?;
-    let meta: HashMap<&str, &str> = model
-        .metadata_props
-        .iter()
-        .map(|p| (p.key.as_str(), p.value.as_str()))
-        .collect();
-    match meta.get("textrec.architecture") {
-        Some(name) if *name == Architecture::LineCtc.name() => {}
-        other => {
-            return Err(invalid(format!(
-                "this is a {} model, not a line_ctc model",
-                other.unwrap_or(&"non-textrec")
-            )));
-        }
+    let metadata = ModelMetadata::from_props(
+        model
+            .metadata_props
+            .iter()
+            .map(|p| (p.key.as_str(), p.value.as_str())),
+    )
+    .map_err(|e| invalid(e.to_string()))?;
+    if metadata.architecture != Architecture::LineCtc {
+        return Err(invalid(format!(
+            "this is a {} model, not a line_ctc model",
+            metadata.architecture
+        )));
     }
-    let vocabulary: Vec<String> = meta
-        .get("textrec.vocabulary")
-        .and_then(|v| serde_json::from_str(v).ok())
-        .ok_or_else(|| invalid("no textrec.vocabulary metadata".into()))?;
-    let height: usize = meta
-        .get("textrec.input_height")
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| invalid("no textrec.input_height metadata".into()))?;
+    let vocabulary = ModelMetadata::required(metadata.vocabulary, key::VOCABULARY)
+        .map_err(|e| invalid(e.to_string()))?;
+    let height = ModelMetadata::required(metadata.input_height, key::INPUT_HEIGHT)
+        .map_err(|e| invalid(e.to_string()))?;
     let graph = model.graph.ok_or_else(|| invalid("no graph".into()))?;
     let mut tensors: HashMap<String, (Vec<usize>, Vec<f32>)> = HashMap::new();
     for t in graph.initializer {

@@ -9,6 +9,7 @@ use super::graph::{Attr, GraphBuilder};
 use crate::Architecture;
 use crate::data::Sample;
 use crate::infer::detector_input;
+use crate::model_metadata::ModelMetadata;
 use crate::models::{DetectorModelSpec, ModelError};
 use crate::networks::{ConvBackend, LINE_FCN_DILATIONS, LineFcn};
 
@@ -58,7 +59,11 @@ pub fn export_line_fcn<B: ConvBackend>(
     .output("maps", &[Err("N"), Ok(3), Err("H"), Err("W")]);
     let model = g.build(
         Architecture::LineFcn.name(),
-        &metadata(spec).with("textrec.scale", spec.network.scale.to_string()),
+        &(&ModelMetadata {
+            scale: Some(spec.network.scale),
+            ..metadata(spec)
+        })
+            .into(),
     );
     let bytes = encode_checked(&model)?;
 
