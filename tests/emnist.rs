@@ -166,14 +166,6 @@ fn configs_emnist_runs_end_to_end_on_an_emnist_layout_archive_served_locally() {
             .is_some()
     );
 
-    let bundle = ws.path("release/textrec-emnist-0.1.0.tar.gz");
-    let verification = textrec_recognizer::bundle::verify(&bundle).unwrap();
-    assert!(
-        verification.is_ok(),
-        "{:?}",
-        verification.problems().collect::<Vec<_>>()
-    );
-    let opened = textrec_recognizer::bundle::Bundle::open(&bundle).unwrap();
-    let card = String::from_utf8(opened.file("MODEL_CARD.md").unwrap().to_vec()).unwrap();
+    let card = support::verified_model_card(&ws.path("release/textrec-emnist-0.1.0.tar.gz"));
     assert!(card.contains("EMNIST ByClass"), "{card}");
 }

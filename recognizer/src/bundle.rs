@@ -690,13 +690,7 @@ pub fn check_model(entry: &str, bytes: &[u8]) -> Result<ModelSummary, BundleErro
     };
     let proto =
         pb::ModelProto::decode(bytes).map_err(|e| bad(format!("not an ONNX model: {e}")))?;
-    let metadata = ModelMetadata::from_props(
-        proto
-            .metadata_props
-            .iter()
-            .map(|p| (p.key.as_str(), p.value.as_str())),
-    )
-    .map_err(|e| bad(e.to_string()))?;
+    let metadata = ModelMetadata::from_proto(&proto).map_err(|e| bad(e.to_string()))?;
     let architecture = metadata.architecture.name().to_owned();
     let free_size = metadata
         .input_width

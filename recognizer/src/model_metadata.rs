@@ -69,6 +69,11 @@ impl ModelMetadata {
         let model = pb::ModelProto::decode(bytes).map_err(|e| MetadataError::NotOnnx {
             reason: e.to_string(),
         })?;
+        ModelMetadata::from_proto(&model)
+    }
+
+    /// The metadata of a decoded model.
+    pub fn from_proto(model: &pb::ModelProto) -> Result<ModelMetadata, MetadataError> {
         ModelMetadata::from_props(
             model
                 .metadata_props

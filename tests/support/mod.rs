@@ -196,3 +196,16 @@ pub fn serve_files(files: Vec<(String, Vec<u8>)>) -> String {
     });
     base
 }
+
+/// The model card of the release bundle at `bundle`, once the bundle verifies.
+pub fn verified_model_card(bundle: &Path) -> String {
+    let verification = textrec_recognizer::bundle::verify(bundle).unwrap();
+    assert!(
+        verification.is_ok(),
+        "{}: {:?}",
+        bundle.display(),
+        verification.problems().collect::<Vec<_>>()
+    );
+    let opened = textrec_recognizer::bundle::Bundle::open(bundle).unwrap();
+    String::from_utf8(opened.file("MODEL_CARD.md").unwrap().to_vec()).unwrap()
+}

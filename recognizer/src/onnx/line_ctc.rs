@@ -248,13 +248,7 @@ pub fn read_line_ctc_onnx(bytes: &[u8]) -> Result<LineCtcOnnx, ModelError> {
     let invalid = |reason: String| ModelError::Invalid { reason };
     let model =
         pb::ModelProto::decode(bytes).map_err(|e| invalid(format!("not an ONNX model: {e}")))?;
-    let metadata = ModelMetadata::from_props(
-        model
-            .metadata_props
-            .iter()
-            .map(|p| (p.key.as_str(), p.value.as_str())),
-    )
-    .map_err(|e| invalid(e.to_string()))?;
+    let metadata = ModelMetadata::from_proto(&model).map_err(|e| invalid(e.to_string()))?;
     if metadata.architecture != Architecture::LineCtc {
         return Err(invalid(format!(
             "this is a {} model, not a line_ctc model",
