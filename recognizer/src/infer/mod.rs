@@ -1,12 +1,12 @@
 //! Inference with exported ONNX models through tract: what `evaluate`, `textrec transcribe` and
 //! `textrec serve` run.
 
-mod char_classifier;
+mod char_cnn;
 mod conv_block;
 mod formats;
-mod learned_detector;
+mod line_ctc;
 pub mod line_detector;
-mod line_recognizer;
+mod line_fcn;
 mod log_softmax;
 mod onnx_runtime;
 mod op_io;
@@ -18,14 +18,14 @@ mod sequence_lstm;
 mod tiling_max_pool;
 mod tract_model;
 
-pub use char_classifier::{CharClassifier, InferError};
+pub use char_cnn::{CharClassifier, InferError};
 pub use formats::{OutputFormat, to_alto, to_hocr, to_json};
-pub use learned_detector::{
+pub use line_ctc::{LineRecognizer, SlantSearch};
+pub use line_detector::{DetectionScore, LineBox, ProjectionDetector};
+pub use line_fcn::{
     CORE as DETECTOR_CORE, DetectorInput, DetectorKind, DetectorMaps, LearnedDetector,
     LineDetector, detector_input,
 };
-pub use line_detector::{DetectionScore, LineBox, ProjectionDetector};
-pub use line_recognizer::{LineRecognizer, SlantSearch};
 pub use onnx_runtime::Backend;
 pub use page::{
     InkRows, LineFrame, PAGES, PageLine, PageTranscriber, PageTranscript, PageWord, PagesConfig,

@@ -9,8 +9,8 @@ use image::GrayImage;
 use image::imageops::{FilterType, resize};
 use serde::Serialize;
 
-use super::learned_detector::{DetectorKind, LearnedDetector, LineDetector};
 use super::line_detector::LineBox;
+use super::line_fcn::{DetectorKind, LearnedDetector, LineDetector};
 use super::page_image::paper_and_ink;
 use super::{Backend, InferError, LineRecognizer, SlantSearch};
 use crate::Architecture;

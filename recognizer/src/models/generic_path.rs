@@ -9,10 +9,10 @@ use burn::prelude::*;
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
 
-use super::char_model::CharTask;
-use super::detector_model::DetectorTask;
+use super::char_cnn::CharTask;
 use super::fit::{Task, optimizer, train_step, with_stable_ids};
-use super::line_model::{LineTask, initial_network};
+use super::line_ctc::{LineTask, initial_network};
+use super::line_fcn::DetectorTask;
 use super::{CpuTraining, TrainOptions, seeded_exclusively};
 use crate::data::batch::Batch;
 use crate::networks::cpu::{Kernel, with_generic_kernels};

@@ -2,28 +2,28 @@
 //! (schedule, clipping, early stopping, checkpoints and resume), evaluation and weights I/O.
 
 mod artifacts;
-mod char_model;
+mod char_cnn;
 mod ctc_loss;
-mod detector_model;
 mod fit;
 #[cfg(test)]
 mod generic_path;
 mod history;
-mod line_model;
+mod line_ctc;
+mod line_fcn;
 mod throughput;
 
 pub use artifacts::{ModelSpec, SPEC, WEIGHTS, model_architecture};
-pub use char_model::{CharModelSpec, char_training_throughput, load_char_model, train_char_model};
+pub use char_cnn::{CharModelSpec, char_training_throughput, load_char_model, train_char_model};
 pub use ctc_loss::CtcBackend;
-pub use detector_model::{DetectorModelSpec, load_detector_model, train_detector_model};
 #[cfg(test)]
 pub(crate) use fit::seeded_exclusively;
 pub use fit::{Device, Keep, TrainOptions, TrainOutcome};
 pub use history::{EpochRecord, History};
-pub use line_model::{
+pub use line_ctc::{
     LineModelSpec, ctc_loss, decode_batch, line_training_throughput, load_line_model,
     train_line_model,
 };
+pub use line_fcn::{DetectorModelSpec, load_detector_model, train_detector_model};
 pub use throughput::Throughput;
 
 /// The bound every trainable backend meets (CPU flex, CUDA), so callers can pick one: autodiff

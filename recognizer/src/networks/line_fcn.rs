@@ -22,7 +22,7 @@ pub struct LineFcnConfig {
     #[config(default = "[16, 16, 32, 32]")]
     pub channels: [usize; 4],
     /// Page pixels per input pixel: pages are area-averaged down this much before the network
-    /// (see `infer::learned_detector`).
+    /// (see `infer::line_fcn`).
     #[config(default = 4)]
     pub scale: usize,
 }
