@@ -1,29 +1,13 @@
 //! The exported character classifier, run by tract with a fixed-shape plan (docs/decisions.md 3).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tract_onnx::prelude::*;
 
+use super::InferError;
 use crate::data::Sample;
 use crate::data::batch::collate;
 use crate::model_metadata::{MetadataError, ModelMetadata, key};
-
-/// Failures loading or running an exported model.
-#[derive(Debug, thiserror::Error)]
-pub enum InferError {
-    #[error("read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{}: {reason}", path.display())]
-    Model { path: PathBuf, reason: String },
-    #[error("inference failed: {0}")]
-    Run(String),
-    #[error(transparent)]
-    Data(#[from] crate::data::DataError),
-}
 
 type Plan = std::sync::Arc<TypedSimplePlan>;
 

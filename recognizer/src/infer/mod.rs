@@ -3,6 +3,7 @@
 
 mod char_cnn;
 mod conv_block;
+mod error;
 mod formats;
 mod line_ctc;
 pub mod line_detector;
@@ -18,7 +19,8 @@ mod sequence_lstm;
 mod tiling_max_pool;
 mod tract_model;
 
-pub use char_cnn::{CharClassifier, InferError};
+pub use char_cnn::CharClassifier;
+pub use error::InferError;
 pub use formats::{OutputFormat, to_alto, to_hocr, to_json};
 pub use line_ctc::{LineRecognizer, SlantSearch};
 pub use line_detector::{DetectionScore, LineBox, ProjectionDetector};

@@ -1,0 +1,20 @@
+//! What goes wrong loading or running an exported model, for every reader in `infer`.
+
+use std::path::PathBuf;
+
+/// Failures loading or running an exported model.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error("read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {reason}", path.display())]
+    Model { path: PathBuf, reason: String },
+    #[error("inference failed: {0}")]
+    Run(String),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+}
