@@ -214,7 +214,7 @@ impl<B: TrainingBackend> Task<B> for LineTask {
 /// the one in a release bundle).
 enum Init {
     Directory(std::path::PathBuf, Box<LineModelSpec>),
-    Onnx(crate::onnx::LineCtcOnnx),
+    Onnx(super::LineCtcOnnx),
 }
 
 impl Init {
@@ -248,9 +248,9 @@ impl Init {
                             path.display()
                         ),
                     })?;
-                crate::onnx::read_line_ctc_onnx(line.bytes)
+                super::read_line_ctc_onnx(line.bytes)
             } else {
-                crate::onnx::read_line_ctc_onnx(&bytes)
+                super::read_line_ctc_onnx(&bytes)
             }
             .map_err(|e| ModelError::Invalid {
                 reason: format!("init {}: {e}", path.display()),

@@ -10,6 +10,7 @@ mod generic_path;
 mod history;
 mod line_ctc;
 mod line_fcn;
+mod onnx_init;
 mod throughput;
 
 pub use artifacts::{ModelSpec, SPEC, WEIGHTS, model_architecture};
@@ -24,6 +25,7 @@ pub use line_ctc::{
     train_line_model,
 };
 pub use line_fcn::{DetectorModelSpec, load_detector_model, train_detector_model};
+pub use onnx_init::{LineCtcOnnx, read_line_ctc_onnx};
 pub use throughput::Throughput;
 
 /// The bound every trainable backend meets (CPU flex, CUDA), so callers can pick one: autodiff

@@ -19,6 +19,6 @@ pub use char_cnn::export_char_cnn;
 pub use check::{StructureError, check_structure, run_tract};
 pub use graph::{Attr, GraphBuilder, IR_VERSION, Metadata, OPSET};
 #[cfg(feature = "train")]
-pub use line_ctc::{LineCtcOnnx, export_line_ctc, read_line_ctc_onnx};
+pub use line_ctc::export_line_ctc;
 #[cfg(feature = "train")]
 pub use line_fcn::export_line_fcn;
