@@ -930,7 +930,8 @@ fn cut_page(page: &PageSource, config: &GroundTruthConfig) -> Result<CutPage, Da
             y1: clamp(y1.ceil(), height),
         });
     }
-    let has_geometry = page.lines.iter().all(|l| l.bbox.is_some());
+    // A page without lines shows a detector nothing to find, and has no region to cut.
+    let has_geometry = !page.lines.is_empty() && page.lines.iter().all(|l| l.bbox.is_some());
     let region = match &config.pages {
         Some(pages) if has_geometry => Some(page_region(&image, &boxes, pages)),
         _ => None,
@@ -1541,6 +1542,13 @@ mod tests {
         fs::create_dir_all(root.join("task")).unwrap();
         fs::write(root.join("task/testset.txt"), "a01-003-00\na01-003-01\n").unwrap();
         fs::write(root.join("task/validationset1.txt"), "b02-010-00\n").unwrap();
+        // A form whose handwritten part is empty: no lines, so no page either.
+        page_png(&root.join("forms/c03-000.png"), 400, 200, &[]);
+        fs::write(
+            root.join("xml/c03-000.xml"),
+            r#"<form height="400" id="c03-000" width="800" writer-id="009"><handwritten-part/></form>"#,
+        )
+        .unwrap();
         let mut config = config();
         config.format = GroundTruthFormat::Iam;
         config.listed = read_split_lists(&[
@@ -1569,6 +1577,8 @@ mod tests {
         // side), halved, with both lines' boxes inside it.
         let manifest = Dataset::open(&pages).unwrap().manifest.clone();
         assert_eq!(manifest.kind, DatasetKind::Pages);
+        let counts = Split::ALL.map(|s| manifest.splits.get(&s).map_or(0, |i| i.count));
+        assert_eq!(counts, [1, 1, 1], "train, val, test pages");
         assert_eq!(manifest.polarity, Polarity::InkBlack);
         let page = Dataset::open(&pages)
             .unwrap()
