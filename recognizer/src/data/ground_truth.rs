@@ -125,16 +125,14 @@ pub struct PagesOutput {
 pub struct SplitLists {
     /// `None` where lines of one page are listed in two splits.
     by_stem: BTreeMap<String, Option<Split>>,
+    /// Each list file with the stems its IDs name, to catch a list that names no page.
+    files: Vec<(PathBuf, usize, BTreeSet<String>)>,
 }
 
 impl SplitLists {
     /// The split a page is listed in; an error when its lines are listed in two.
     fn split_of(&self, page: &PageSource) -> Result<Option<Split>, DataError> {
-        let name = page.relative.rsplit('/').next().unwrap_or(&page.relative);
-        let stem = name
-            .strip_suffix(".gt.txt")
-            .or_else(|| name.rsplit_once('.').map(|(stem, _)| stem))
-            .unwrap_or(name);
+        let stem = page.stem();
         match self.by_stem.get(stem) {
             None => Ok(None),
             Some(Some(split)) => Ok(Some(*split)),
@@ -144,15 +142,41 @@ impl SplitLists {
             )),
         }
     }
+
+    /// Fails on a list whose IDs name none of `pages`: the wrong file, or IDs in another form,
+    /// would otherwise leave its split silently empty.
+    fn check_against(&self, pages: &[PageSource]) -> Result<(), DataError> {
+        let stems: BTreeSet<&str> = pages.iter().map(PageSource::stem).collect();
+        for (path, ids, named) in &self.files {
+            if !named.is_empty() && !named.iter().any(|s| stems.contains(s.as_str())) {
+                let example = stems.first().copied().unwrap_or("NAME");
+                return Err(DataError::format(
+                    path,
+                    format!(
+                        "its {} listed ID(s) name none of the {} pages here: an ID is a page's \
+                         file name without extension (`{example}`) or one of its lines' \
+                         (`{example}-00`)",
+                        ids,
+                        pages.len()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Reads split lists: files of IDs, one per line, each list naming the pages of one split.
 pub fn read_split_lists(lists: &[(Split, PathBuf)]) -> Result<SplitLists, DataError> {
     let mut by_stem: BTreeMap<String, Option<Split>> = BTreeMap::new();
     let mut whole: BTreeMap<String, (Split, &Path)> = BTreeMap::new();
+    let mut files = Vec::with_capacity(lists.len());
     for (split, path) in lists {
         let text = fs::read_to_string(path).map_err(DataError::io("read", path))?;
+        let mut named = BTreeSet::new();
+        let mut ids = 0;
         for id in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            ids += 1;
             if let Some((other, file)) = whole.insert(id.to_owned(), (*split, path))
                 && other != *split
             {
@@ -171,14 +195,16 @@ pub fn read_split_lists(lists: &[(Split, PathBuf)]) -> Result<SplitLists, DataEr
                 .map(|(i, _)| &id[..i])
                 .chain(std::iter::once(id));
             for stem in stems {
+                named.insert(stem.to_owned());
                 let entry = by_stem.entry(stem.to_owned()).or_insert(Some(*split));
                 if *entry != Some(*split) {
                     *entry = None;
                 }
             }
         }
+        files.push((path.clone(), ids, named));
     }
-    Ok(SplitLists { by_stem })
+    Ok(SplitLists { by_stem, files })
 }
 
 /// One transcribed line as the export gives it.
@@ -204,6 +230,16 @@ struct PageSource {
     /// The page size the boxes are given in, where it may differ from the image's (FSDL's
     /// IAM forms are JPEGs at half the size of the scans the XML measures).
     declared_size: Option<(f64, f64)>,
+}
+
+impl PageSource {
+    /// Its file's name without extension (`.gt.txt` counting as one): the ID split lists use.
+    fn stem(&self) -> &str {
+        let name = self.relative.rsplit('/').next().unwrap_or(&self.relative);
+        name.strip_suffix(".gt.txt")
+            .or_else(|| name.rsplit_once('.').map(|(stem, _)| stem))
+            .unwrap_or(name)
+    }
 }
 
 /// Imports the ground truth under `root` into the lines dataset `out` (shards + manifest).
@@ -245,6 +281,7 @@ pub fn import_ground_truth(
             pages.push(xml_page(path, relative, config.format, &images)?);
         }
     }
+    config.listed.check_against(&pages)?;
     let total: usize = pages.iter().map(|p| p.lines.len()).sum();
     if total == 0 {
         return Err(DataError::format(
@@ -1592,6 +1629,20 @@ mod tests {
         // Dark ink on light paper, as scans are.
         let dark = page.pixels.iter().filter(|&&p| p < 128).count();
         assert!(dark > 100 && dark < page.pixels.len() / 2, "{dark}");
+
+        // A list that names none of the pages (another collection's IDs) is an error naming it,
+        // and nothing is written.
+        fs::write(root.join("task/other.txt"), "z99-999-00\n").unwrap();
+        config.listed = read_split_lists(&[(Split::Test, root.join("task/other.txt"))]).unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        let error = import_ground_truth(&root, &config, &elsewhere, &Unobserved)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("other.txt: its 1 listed ID(s) name none of the 4 pages here"),
+            "{error}"
+        );
+        assert!(!elsewhere.join("manifest.json").exists());
 
         // A line in two splits' lists is an error naming both lists.
         fs::write(root.join("task/validationset2.txt"), "a01-003-01\n").unwrap();
