@@ -167,8 +167,12 @@ impl LineCtcOnnx {
                 let (id, tensor, mapper) = param.consume();
                 let shape = tensor.dims().to_vec();
                 let loaded = match self.values.next() {
+                    // A tensor made from data tracks no gradient: without the parameter's own
+                    // flag, a fine-tune from a release would train nothing (the loss stayed
+                    // flat over 600 steps).
                     Some((dims, values)) if dims == shape => {
                         Tensor::from_data(TensorData::new(values, shape), &self.device)
+                            .set_require_grad(tensor.is_require_grad())
                     }
                     other => {
                         self.mismatch.get_or_insert(format!(

@@ -232,7 +232,9 @@ mod tests {
     use burn::module::{Module, ModuleVisitor, Param};
 
     use super::*;
-    use crate::models::{CpuInference as B, TrainOptions, TrainOutcome, read_line_ctc_onnx};
+    use crate::models::{
+        CpuInference as B, CpuTraining, TrainOptions, TrainOutcome, read_line_ctc_onnx,
+    };
     use crate::networks::LineCtcConfig;
 
     /// Every parameter's values, in visiting order.
@@ -296,6 +298,29 @@ mod tests {
         let fresh: LineCtc<B> = onnx.config.init(&device);
         let loaded = onnx.load_into(fresh, &device).unwrap();
         assert_eq!(parameters(&loaded), parameters(&network));
+
+        // Loaded for training, a weight is trainable where a fresh network's is (the batch
+        // norms' running statistics are not): a fine-tune must be able to move it.
+        struct Frozen(usize);
+        impl burn::module::ModuleVisitor<CpuTraining> for Frozen {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<CpuTraining, D>>) {
+                self.0 += usize::from(!param.val().is_require_grad());
+            }
+        }
+        let frozen = |network: &LineCtc<CpuTraining>| {
+            let mut frozen = Frozen(0);
+            network.visit(&mut frozen);
+            frozen.0
+        };
+        let onnx = read_line_ctc_onnx(&bytes).unwrap();
+        let trainable: LineCtc<CpuTraining> = onnx.config.init(&device);
+        let fresh_frozen = frozen(&trainable);
+        let trainable = onnx.load_into(trainable, &device).unwrap();
+        assert_eq!(
+            frozen(&trainable),
+            fresh_frozen,
+            "weights loaded without gradients"
+        );
 
         let error = read_line_ctc_onnx(&bytes[..bytes.len() / 2]).unwrap_err();
         assert!(error.to_string().contains("not an ONNX model"), "{error}");
