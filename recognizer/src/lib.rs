@@ -22,6 +22,7 @@ pub mod models;
 #[cfg(feature = "train")]
 pub mod networks;
 pub mod onnx;
+pub mod setting;
 pub mod vocab;
 
 pub use architecture::Architecture;

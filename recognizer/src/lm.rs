@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use crate::setting::{InvalidSetting, require};
 use crate::vocab::{BLANK_INDEX, Vocabulary, VocabularyError};
 
 /// The first bytes of a `.lm` file.
@@ -68,14 +69,25 @@ impl Default for BeamSearch {
 }
 
 impl BeamSearch {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.beam_width == 0 {
-            return Err("beam_width must be ≥ 1".into());
-        }
-        if !self.lm_weight.is_finite() || self.lm_weight < 0.0 || !self.length_bonus.is_finite() {
-            return Err("lm_weight must be finite and ≥ 0, length_bonus finite".into());
-        }
-        Ok(())
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        require(
+            self.beam_width >= 1,
+            "beam_width",
+            self.beam_width,
+            "at least 1",
+        )?;
+        require(
+            self.lm_weight.is_finite() && self.lm_weight >= 0.0,
+            "lm_weight",
+            self.lm_weight,
+            "a finite number >= 0",
+        )?;
+        require(
+            self.length_bonus.is_finite(),
+            "length_bonus",
+            self.length_bonus,
+            "a finite number",
+        )
     }
 }
 
@@ -329,7 +341,7 @@ impl CharLm {
             .ok_or_else(|| bad("the header is cut off".into()))
             .and_then(|h| serde_json::from_slice(h).map_err(|e| bad(format!("header: {e}"))))?;
         check_shape(header.order, header.tokens.len())?;
-        header.search.validate().map_err(bad)?;
+        header.search.validate().map_err(|e| bad(e.to_string()))?;
         let body = &rest[4 + header_len..];
         // The count comes from the file: a product that wraps could match a short body and
         // then size the map below.

@@ -73,7 +73,7 @@ fn validate(stage: &Stage) -> Result<Params, String> {
         return Err("`evaluate` reads [model.onnx (or a release bundle's line model), dataset], then for line models optionally a language model (.lm) and, on pages, a learned line detector's .onnx; it writes a report directory (outs) and a metrics file".into());
     }
     if let Some(search) = &params.slant_search {
-        search.check()?;
+        search.check().map_err(|e| e.to_string())?;
     }
     if params.max_regression.is_some() && params.previous.is_none() {
         return Err(

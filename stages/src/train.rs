@@ -101,7 +101,8 @@ impl CharNetwork {
         }
         config.hidden = self.hidden.unwrap_or(config.hidden);
         config.dropout = self.dropout.unwrap_or(config.dropout);
-        config.validate().map(|()| config)
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
     }
 }
 
@@ -112,7 +113,8 @@ impl LineNetwork {
         config.channels = exactly(&self.channels)?.unwrap_or(config.channels);
         config.lstm_hidden = self.lstm_hidden.unwrap_or(config.lstm_hidden);
         config.dropout = self.dropout.unwrap_or(config.dropout);
-        config.validate().map(|()| config)
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
     }
 }
 
@@ -121,7 +123,8 @@ impl DetectorNetwork {
         let mut config = LineFcnConfig::new();
         config.channels = exactly(&self.channels)?.unwrap_or(config.channels);
         config.scale = self.scale.unwrap_or(config.scale);
-        config.validate().map(|()| config)
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
     }
 }
 

@@ -14,6 +14,7 @@ use super::raster::{Affine, Ink};
 use super::shard::{Sample, ShardWriter};
 use super::split::{Split, stable_hash};
 use super::{DataError, Observer};
+use crate::setting::{InvalidSetting, require};
 
 /// Augmentation strengths; each draw picks a value uniformly up to the maximum. Zero disables.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,17 +59,20 @@ impl Default for Augmentation {
 
 impl Augmentation {
     /// Checks ranges; the message names the offending field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         let [lo, hi] = self.scale;
-        if !(lo > 0.0 && lo <= hi) {
-            return Err(format!("scale: [{lo}, {hi}] must satisfy 0 < min <= max"));
-        }
-        if !(0.0..=1.0).contains(&self.erase_probability) {
-            return Err(format!(
-                "erase_probability: {} is not in 0..=1",
-                self.erase_probability
-            ));
-        }
+        require(
+            lo > 0.0 && lo <= hi,
+            "scale",
+            self.scale,
+            "[min, max] with 0 < min <= max",
+        )?;
+        require(
+            (0.0..=1.0).contains(&self.erase_probability),
+            "erase_probability",
+            self.erase_probability,
+            "in 0..=1",
+        )?;
         for (name, v) in [
             ("rotate_degrees", self.rotate_degrees),
             ("shear", self.shear),
@@ -79,9 +83,7 @@ impl Augmentation {
             ("noise", self.noise),
             ("erase_max_fraction", self.erase_max_fraction),
         ] {
-            if !(v >= 0.0 && v.is_finite()) {
-                return Err(format!("{name}: {v} must be a finite number >= 0"));
-            }
+            require(v >= 0.0 && v.is_finite(), name, v, "a finite number >= 0")?;
         }
         Ok(())
     }
@@ -164,7 +166,9 @@ pub fn augment_dataset(
         ));
     }
     let augmentation = &plan.augmentation;
-    augmentation.validate().map_err(DataError::invalid)?;
+    augmentation
+        .validate()
+        .map_err(|e| DataError::invalid(e.to_string()))?;
     std::fs::create_dir_all(out).map_err(DataError::io("create", out))?;
     let total: u64 = input.manifest.splits.values().map(|s| s.count).sum();
     observer.total(total);
@@ -279,6 +283,6 @@ mod tests {
             scale: [1.2, 0.8],
             ..Augmentation::default()
         };
-        assert!(aug.validate().unwrap_err().starts_with("scale"));
+        assert_eq!(aug.validate().unwrap_err().setting, "scale");
     }
 }

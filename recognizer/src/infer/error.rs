@@ -17,4 +17,6 @@ pub enum InferError {
     Run(String),
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    Setting(#[from] crate::setting::InvalidSetting),
 }

@@ -20,6 +20,7 @@ use crate::data::Sample;
 use crate::data::batch::collate;
 use crate::lm::CharLm;
 use crate::model_metadata::{ModelMetadata, key};
+use crate::setting::{InvalidSetting, require};
 use crate::vocab::Vocabulary;
 
 /// Batches are padded to a multiple of this width (the training batches' bucket, so the model
@@ -42,17 +43,19 @@ pub struct SlantSearch {
 
 impl SlantSearch {
     /// Shears within ±1 (45°) and a margin that is not negative.
-    pub fn check(&self) -> Result<(), String> {
-        if self.shears.is_empty() || self.shears.iter().any(|k| !(-1.0..=1.0).contains(k)) {
-            return Err(format!(
-                "slant_search.shears {:?}: give one or more shears within -1..=1",
-                self.shears
-            ));
-        }
-        if self.margin.is_nan() || self.margin < 0.0 {
-            return Err(format!("slant_search.margin {} must be >= 0", self.margin));
-        }
-        Ok(())
+    pub fn check(&self) -> Result<(), InvalidSetting> {
+        require(
+            !self.shears.is_empty() && self.shears.iter().all(|k| (-1.0..=1.0).contains(k)),
+            "slant_search.shears",
+            &self.shears,
+            "one or more shears within -1..=1",
+        )?;
+        require(
+            self.margin >= 0.0,
+            "slant_search.margin",
+            self.margin,
+            "a number >= 0",
+        )
     }
 }
 
@@ -165,7 +168,7 @@ impl LineRecognizer {
     /// Reads every line at the search's slants too (about one more model run per shear).
     pub fn set_slant_search(&mut self, search: Option<SlantSearch>) -> Result<(), InferError> {
         if let Some(search) = &search {
-            search.check().map_err(InferError::Run)?;
+            search.check()?;
         }
         self.slant_search = search;
         Ok(())
@@ -398,9 +401,15 @@ mod tests {
     fn a_slant_search_needs_shears_within_45_degrees_and_a_margin_not_below_zero() {
         let search = |shears: Vec<f64>, margin| SlantSearch { shears, margin }.check();
         assert!(search(vec![-0.3, 0.3], 2.0).is_ok());
-        assert!(search(vec![], 2.0).unwrap_err().contains("one or more"));
+        assert_eq!(
+            search(vec![], 2.0).unwrap_err().setting,
+            "slant_search.shears"
+        );
         assert!(search(vec![1.5], 2.0).is_err());
-        assert!(search(vec![0.3], -1.0).unwrap_err().contains("margin"));
+        assert_eq!(
+            search(vec![0.3], -1.0).unwrap_err().setting,
+            "slant_search.margin"
+        );
         assert!(search(vec![0.3], f64::NAN).is_err());
     }
 }

@@ -147,9 +147,7 @@ pub fn train_char_model<B: TrainingBackend>(
         None => network_config.unwrap_or_else(|| CharCnnConfig::new(vocabulary.len())),
     };
     config.classes = vocabulary.len();
-    config
-        .validate()
-        .map_err(|reason| ModelError::Invalid { reason })?;
+    config.validate()?;
     let _exclusive = exclusive_training(observer);
     B::seed(device, options.seed);
     let mut network: CharCnn<B> = with_stable_ids(config.init(device));

@@ -33,6 +33,7 @@ use super::history::{EpochRecord, History, StepRecord};
 use crate::data::batch::{Batch, Batcher};
 use crate::data::split::stable_hash;
 use crate::data::{DataError, Dataset, Observer, Sample, Split};
+use crate::setting::{InvalidSetting, require};
 
 /// Where training runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,32 +130,47 @@ impl Default for TrainOptions {
 }
 
 impl TrainOptions {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.epochs == 0 || self.batch_size == 0 || self.checkpoint_every == 0 {
-            return Err("epochs, batch_size and checkpoint_every must be > 0".into());
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        require(self.epochs > 0, "epochs", self.epochs, "at least 1")?;
+        require(
+            self.batch_size > 0,
+            "batch_size",
+            self.batch_size,
+            "at least 1",
+        )?;
+        require(
+            self.checkpoint_every > 0,
+            "checkpoint_every",
+            self.checkpoint_every,
+            "at least 1",
+        )?;
+        require(
+            self.learning_rate > 0.0 && self.learning_rate.is_finite(),
+            "learning_rate",
+            self.learning_rate,
+            "a positive number",
+        )?;
+        require(
+            (0.0..=1.0).contains(&self.min_learning_rate_ratio),
+            "min_learning_rate_ratio",
+            self.min_learning_rate_ratio,
+            "in 0..=1",
+        )?;
+        if let Some(decay) = self.ema_decay {
+            require(
+                decay > 0.0 && decay < 1.0,
+                "ema_decay",
+                decay,
+                "between 0 and 1, exclusive (0.999 is typical)",
+            )?;
         }
-        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return Err(format!(
-                "learning_rate {} must be a positive number",
-                self.learning_rate
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.min_learning_rate_ratio) {
-            return Err("min_learning_rate_ratio must be in 0..=1".into());
-        }
-        if let Some(decay) = self.ema_decay
-            && !(decay > 0.0 && decay < 1.0)
-        {
-            return Err(format!(
-                "ema_decay {decay} must be between 0 and 1, exclusive (0.999 is typical)"
-            ));
-        }
-        if let Some(alpha) = self.label_smoothing
-            && !(0.0..1.0).contains(&alpha)
-        {
-            return Err(format!(
-                "label_smoothing {alpha} must be at least 0 and below 1 (0.1 is typical)"
-            ));
+        if let Some(alpha) = self.label_smoothing {
+            require(
+                (0.0..1.0).contains(&alpha),
+                "label_smoothing",
+                alpha,
+                "at least 0 and below 1 (0.1 is typical)",
+            )?;
         }
         Ok(())
     }
@@ -404,9 +420,7 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
     observer: &dyn Observer,
     device: &B::Device,
 ) -> Result<Fitted<B, T>, ModelError> {
-    options
-        .validate()
-        .map_err(|reason| ModelError::Invalid { reason })?;
+    options.validate()?;
     let train_count = dataset.split(Split::Train).map_or(0, |s| s.count);
     if train_count == 0 {
         return Err(ModelError::Invalid {
@@ -1024,9 +1038,9 @@ mod tests {
         assert_eq!(with(0.1).validate(), Ok(()));
         for alpha in [1.0, -0.1, f32::NAN] {
             assert_eq!(
-                with(alpha).validate(),
+                with(alpha).validate().map_err(|e| e.to_string()),
                 Err(format!(
-                    "label_smoothing {alpha} must be at least 0 and below 1 (0.1 is typical)"
+                    "label_smoothing {alpha:?} must be at least 0 and below 1 (0.1 is typical)"
                 ))
             );
         }

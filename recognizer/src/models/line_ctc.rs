@@ -313,9 +313,7 @@ pub fn train_line_model<B: TrainingBackend>(
     };
     config.classes = vocabulary.len();
     config.height = height;
-    config
-        .validate()
-        .map_err(|reason| ModelError::Invalid { reason })?;
+    config.validate()?;
     let _exclusive = exclusive_training(observer);
     B::seed(device, options.seed);
     let mut network: LineCtc<B> = initial_network(&config, device);

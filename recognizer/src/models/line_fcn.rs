@@ -240,9 +240,7 @@ pub fn train_detector_model<B: TrainingBackend>(
         Some(dir) => init_spec::<LineFcnConfig>(dir, ARCHITECTURE, dataset_dir, &[])?.network,
         None => network_config.unwrap_or_else(LineFcnConfig::new),
     };
-    config
-        .validate()
-        .map_err(|reason| ModelError::Invalid { reason })?;
+    config.validate()?;
     let _exclusive = exclusive_training(observer);
     B::seed(device, options.seed);
     let mut network: LineFcn<B> = with_stable_ids(config.init(device));

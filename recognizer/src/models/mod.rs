@@ -116,6 +116,8 @@ pub enum ModelError {
 
     #[error("{reason}")]
     Invalid { reason: String },
+    #[error(transparent)]
+    Setting(#[from] crate::setting::InvalidSetting),
 
     #[error(
         "ONNX parity check failed: tract and Burn differ by {abs_diff:e} where Burn gives {value} \

@@ -82,7 +82,7 @@ pub fn read_line_ctc_onnx(bytes: &[u8]) -> Result<LineCtcOnnx, ModelError> {
     config.height = height;
     config.channels = [convs[0].0[0], convs[1].0[0], convs[2].0[0]];
     config.lstm_hidden = hidden;
-    config.validate().map_err(invalid)?;
+    config.validate().map_err(|e| invalid(e.to_string()))?;
     if head_dims != [2 * hidden, vocabulary.len()] {
         return Err(invalid(format!(
             "head.weight is {head_dims:?}, not [{}, {}]",

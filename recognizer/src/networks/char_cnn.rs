@@ -6,6 +6,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, Relu};
 use burn::prelude::*;
 
 use super::conv::{ConvBackend, conv2d};
+use crate::setting::{InvalidSetting, require};
 
 /// Input side: the EMNIST-like 28×28 character images.
 pub const SIDE: usize = 28;
@@ -35,15 +36,22 @@ pub struct CharCnn<B: Backend> {
 }
 
 impl CharCnnConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.classes < 2 || [self.conv1_channels, self.conv2_channels, self.hidden].contains(&0)
-        {
-            return Err("classes must be ≥ 2 and every layer non-empty".into());
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!("dropout {} must be in [0, 1)", self.dropout));
-        }
-        Ok(())
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        require(self.classes >= 2, "classes", self.classes, "at least 2")?;
+        let channels = [self.conv1_channels, self.conv2_channels];
+        require(
+            !channels.contains(&0),
+            "channels",
+            channels,
+            "at least 1 each",
+        )?;
+        require(self.hidden >= 1, "hidden", self.hidden, "at least 1")?;
+        require(
+            (0.0..1.0).contains(&self.dropout),
+            "dropout",
+            self.dropout,
+            "in [0, 1)",
+        )
     }
 
     /// Features after the two valid 3×3 convolutions (28 → 26 → 24) and 2×2 pooling (→ 12).

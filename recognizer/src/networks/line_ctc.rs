@@ -12,6 +12,7 @@ use burn::prelude::*;
 
 use super::NetworkBackend;
 use super::conv::conv2d;
+use crate::setting::{InvalidSetting, require};
 use burn::tensor::activation::log_softmax;
 
 use super::batch_norm::batch_norm;
@@ -56,20 +57,32 @@ impl LineCtcConfig {
         self.channels[2] * (self.height / 8)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
-        if self.height == 0 || !self.height.is_multiple_of(8) {
-            return Err(format!(
-                "line height {} must be a multiple of 8",
-                self.height
-            ));
-        }
-        if self.classes < 2 || self.lstm_hidden == 0 || self.channels.contains(&0) {
-            return Err("classes must be ≥ 2 and every layer non-empty".into());
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!("dropout {} must be in [0, 1)", self.dropout));
-        }
-        Ok(())
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        require(
+            self.height != 0 && self.height.is_multiple_of(8),
+            "line height",
+            self.height,
+            "a multiple of 8",
+        )?;
+        require(self.classes >= 2, "classes", self.classes, "at least 2")?;
+        require(
+            !self.channels.contains(&0),
+            "channels",
+            self.channels,
+            "at least 1 each",
+        )?;
+        require(
+            self.lstm_hidden >= 1,
+            "lstm_hidden",
+            self.lstm_hidden,
+            "at least 1",
+        )?;
+        require(
+            (0.0..1.0).contains(&self.dropout),
+            "dropout",
+            self.dropout,
+            "in [0, 1)",
+        )
     }
 
     pub fn init<B: Backend>(&self, device: &B::Device) -> LineCtc<B> {

@@ -10,6 +10,7 @@ use burn::nn::{PaddingConfig2d, Relu};
 use burn::prelude::*;
 
 use super::conv::{ConvBackend, conv2d};
+use crate::setting::{InvalidSetting, require};
 
 /// Dilation of each 3×3 convolution, in order.
 pub const DILATIONS: [usize; 4] = [1, 2, 4, 8];
@@ -36,14 +37,19 @@ pub struct LineFcn<B: Backend> {
 }
 
 impl LineFcnConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.channels.contains(&0) {
-            return Err("every convolution needs at least one channel".into());
-        }
-        if !(1..=16).contains(&self.scale) {
-            return Err(format!("scale {} must be in 1..=16", self.scale));
-        }
-        Ok(())
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        require(
+            !self.channels.contains(&0),
+            "channels",
+            self.channels,
+            "at least 1 each",
+        )?;
+        require(
+            (1..=16).contains(&self.scale),
+            "scale",
+            self.scale,
+            "in 1..=16",
+        )
     }
 
     pub fn init<B: Backend>(&self, device: &B::Device) -> LineFcn<B> {
