@@ -12,6 +12,7 @@ pub mod architecture;
 pub mod bundle;
 pub mod ctc;
 pub mod data;
+pub mod eval;
 pub mod infer;
 mod kernels;
 pub mod lm;

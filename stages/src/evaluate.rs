@@ -17,9 +17,10 @@ use std::time::Instant;
 use serde::Deserialize;
 use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::data::{Dataset, DatasetKind, Observer, Sample, Split};
+use textrec_recognizer::eval::{self, CER_TIE, PageScores, TruthPage};
 use textrec_recognizer::infer::{
-    CharClassifier, DetectionScore, LearnedDetector, LineBox, LineDetector, LineRecognizer,
-    PageTranscriber, SlantSearch, TextErrors, score_chars,
+    CharClassifier, LearnedDetector, LineDetector, LineRecognizer, PageTranscriber, SlantSearch,
+    TextErrors, score_chars,
 };
 use textrec_recognizer::lm::CharLm;
 use textrec_recognizer::model_metadata::ModelMetadata;
@@ -653,35 +654,23 @@ fn save_line(line: &Sample, path: &Path) -> Result<(), StageFailure> {
     Ok(())
 }
 
-/// One line detector's results over the split.
+/// One line detector's results over the split, and the first page's lines as the recognizer
+/// read them (Markdown rows).
 #[derive(Default)]
-struct PageScores {
-    detection: DetectionScore,
-    errors: TextErrors,
-    by_writer: BTreeMap<String, (DetectionScore, TextErrors)>,
-    /// Markdown rows: the first page's lines as the recognizer read them.
+struct DetectorRun {
+    scores: PageScores,
     examples: String,
 }
 
-impl PageScores {
-    /// Detection F1 × mean IoU: the tie-breaker when two detectors read equally well.
-    fn detection_quality(&self) -> f64 {
-        self.detection.f1() * self.detection.mean_iou()
-    }
-
-    fn metrics(&self) -> serde_json::Value {
-        serde_json::json!({
-            "cer": self.errors.cer(),
-            "wer": self.errors.wer(),
-            "detection_recall": self.detection.recall(),
-            "detection_precision": self.detection.precision(),
-            "detection_mean_iou": self.detection.mean_iou(),
-        })
-    }
+fn page_metrics(scores: &PageScores) -> serde_json::Value {
+    serde_json::json!({
+        "cer": scores.errors.cer(),
+        "wer": scores.errors.wer(),
+        "detection_recall": scores.detection.recall(),
+        "detection_precision": scores.detection.precision(),
+        "detection_mean_iou": scores.detection.mean_iou(),
+    })
 }
-
-/// Page CERs closer than this are a tie, broken by detection quality.
-const CER_TIE: f64 = 0.005;
 
 /// Detected lines and page text against the truth, page by page, for every detector in
 /// `detectors`; the one with the lowest page CER (ties: better detection) is named the default.
@@ -694,44 +683,28 @@ fn evaluate_pages(
     observer: &dyn Observer,
 ) -> Result<(serde_json::Value, Headline), StageFailure> {
     announce_split(dataset, params, observer)?;
-    let mut scores: Vec<PageScores> = detectors.iter().map(|_| PageScores::default()).collect();
+    let mut runs: Vec<DetectorRun> = detectors.iter().map(|_| DetectorRun::default()).collect();
     let mut oracle = TextErrors::default();
-    for (index, sample) in dataset.samples(params.split).enumerate() {
-        let sample = sample?;
-        let page = image::GrayImage::from_raw(
-            u32::from(sample.width),
-            u32::from(sample.height),
-            sample.pixels.clone(),
-        )
-        .ok_or("a page's pixels do not match its size")?;
-        let truth: Vec<LineBox> = sample
-            .boxes
-            .iter()
-            .map(|&b| LineBox::from_array(b))
-            .collect();
-        for (detector, scores) in detectors.iter().zip(&mut scores) {
-            let found = detector.detect(&page)?;
-            let transcript = transcriber.read_lines(&page, found.clone())?;
-            let score = DetectionScore::of(&truth, &found, 0.5);
-            let errors = TextErrors::of(&sample.label, transcript.text().trim_end());
-            scores.detection.add(&score);
-            scores.errors.add(errors);
-            let writer = scores.by_writer.entry(sample.style.clone()).or_default();
-            writer.0.add(&score);
-            writer.1.add(errors);
+    for (index, truth) in TruthPage::read_split(dataset, params.split).enumerate() {
+        let truth = truth?;
+        let page = &truth.image;
+        for (detector, run) in detectors.iter().zip(&mut runs) {
+            let found = detector.detect(page)?;
+            let transcript = transcriber.read_lines(page, found.clone())?;
+            run.scores.add(&truth, &found, &transcript.text());
             if index == 0 {
                 let dir = format!("lines-{}", detector.kind());
                 std::fs::create_dir_all(report.join(&dir))?;
-                let truths: Vec<&str> = sample.label.lines().collect();
+                let truths: Vec<&str> = truth.text.lines().collect();
                 for (i, (cut, line)) in transcriber
-                    .line_images(&page, &found)
+                    .line_images(page, &found)
                     .iter()
                     .zip(&transcript.lines)
                     .enumerate()
                 {
                     let file = format!("{dir}/{i:02}.png");
                     save_line(cut, &report.join(&file))?;
-                    scores.examples.push_str(&format!(
+                    run.examples.push_str(&format!(
                         "| ![]({file}) | `{}` | `{}` | {:.2} |\n",
                         truths.get(i).unwrap_or(&"").replace('|', "\\|"),
                         line.text.replace('|', "\\|"),
@@ -740,22 +713,13 @@ fn evaluate_pages(
                 }
             }
         }
-        let oracle_text = transcriber.read_lines(&page, truth)?.text();
-        oracle.add(TextErrors::of(&sample.label, oracle_text.trim_end()));
+        let oracle_text = transcriber.read_lines(page, truth.boxes.clone())?.text();
+        oracle.add(truth.errors(&oracle_text));
         observer.advance(1);
     }
-    let best = (0..detectors.len())
-        .min_by(|&a, &b| {
-            let (a, b) = (&scores[a], &scores[b]);
-            let (cer_a, cer_b) = (a.errors.cer(), b.errors.cer());
-            if (cer_a - cer_b).abs() < CER_TIE {
-                b.detection_quality().total_cmp(&a.detection_quality())
-            } else {
-                cer_a.total_cmp(&cer_b)
-            }
-        })
-        .ok_or("no line detector to evaluate")?;
-    let chosen = &scores[best];
+    let scores: Vec<&PageScores> = runs.iter().map(|run| &run.scores).collect();
+    let best = eval::best_detector(&scores).ok_or("no line detector to evaluate")?;
+    let chosen = scores[best];
     let first = &scores[0].detection;
     let mut md = format!(
         "# Page evaluation ({} split, {} pages, {} lines)\n\n\
@@ -798,16 +762,16 @@ fn evaluate_pages(
             e.cer()
         ));
     }
-    for (detector, s) in detectors.iter().zip(&scores) {
+    for (detector, run) in detectors.iter().zip(&runs) {
         md.push_str(&format!(
             "\n## The first page's lines as the recognizer read them ({} detector)\n\n\
              | line | truth (same position) | read | confidence |\n|---|---|---|---|\n{}",
             detector.kind(),
-            s.examples
+            run.examples
         ));
     }
     std::fs::write(report.join("report.md"), md)?;
-    let mut metrics = chosen.metrics();
+    let mut metrics = page_metrics(chosen);
     metrics["pages"] = first.pages.into();
     metrics["lines"] = first.truth_lines.into();
     metrics["true_boxes_cer"] = oracle.cer().into();
@@ -820,7 +784,7 @@ fn evaluate_pages(
     metrics["detectors"] = detectors
         .iter()
         .zip(&scores)
-        .map(|(d, s)| (d.kind().name().to_owned(), s.metrics()))
+        .map(|(d, s)| (d.kind().name().to_owned(), page_metrics(s)))
         .collect::<serde_json::Map<_, _>>()
         .into();
     let cer = chosen.errors.cer();

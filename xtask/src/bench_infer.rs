@@ -14,8 +14,9 @@ use serde_json::{Value, json};
 use textrec_recognizer::Architecture;
 use textrec_recognizer::bundle::Bundle;
 use textrec_recognizer::data::{Dataset, Sample, Split};
+use textrec_recognizer::eval::{self, TruthPage};
 use textrec_recognizer::infer::{
-    Backend, LearnedDetector, LineDetector, LineRecognizer, PageTranscriber, TextErrors,
+    Backend, LearnedDetector, LineDetector, LineRecognizer, PageTranscriber,
 };
 
 #[derive(Debug, Args)]
@@ -47,19 +48,10 @@ fn peak_rss_mb() -> f64 {
     usage.ru_maxrss as f64 / 1024.0
 }
 
-fn to_image(sample: &Sample) -> anyhow::Result<image::GrayImage> {
-    image::GrayImage::from_raw(
-        u32::from(sample.width),
-        u32::from(sample.height),
-        sample.pixels.clone(),
-    )
-    .context("a page's pixels do not match its size")
-}
-
 /// pages/s and CER of `transcribe` over every page, `jobs` at once.
 fn time_pages(
     transcriber: &PageTranscriber,
-    pages: &[(image::GrayImage, String)],
+    pages: &[TruthPage],
     jobs: usize,
 ) -> anyhow::Result<(f64, f64)> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build()?;
@@ -67,14 +59,11 @@ fn time_pages(
     let texts: Vec<String> = pool.install(|| {
         pages
             .par_iter()
-            .map(|(page, _)| transcriber.transcribe(page).map(|t| t.text()))
+            .map(|page| transcriber.transcribe(&page.image).map(|t| t.text()))
             .collect::<Result<_, _>>()
     })?;
     let seconds = started.elapsed().as_secs_f64();
-    let mut errors = TextErrors::default();
-    for ((_, truth), text) in pages.iter().zip(&texts) {
-        errors.add(TextErrors::of(truth, text.trim_end()));
-    }
+    let errors = eval::text_errors(pages, &texts);
     Ok((pages.len() as f64 / seconds, errors.cer()))
 }
 
@@ -118,14 +107,14 @@ fn line_latencies(recognizers: &[&LineRecognizer], width: u16) -> anyhow::Result
 }
 
 /// Tesseract 5 on the same pages, one process per page, `jobs` at once.
-fn tesseract(pages: &[(image::GrayImage, String)], jobs: usize) -> anyhow::Result<(f64, f64)> {
+fn tesseract(pages: &[TruthPage], jobs: usize) -> anyhow::Result<(f64, f64)> {
     let dir = tempfile::tempdir()?;
     let files: Vec<PathBuf> = pages
         .iter()
         .enumerate()
-        .map(|(i, (page, _))| {
+        .map(|(i, page)| {
             let path = dir.path().join(format!("{i:04}.png"));
-            page.save(&path).map(|()| path)
+            page.image.save(&path).map(|()| path)
         })
         .collect::<Result<_, _>>()?;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build()?;
@@ -149,11 +138,12 @@ fn tesseract(pages: &[(image::GrayImage, String)], jobs: usize) -> anyhow::Resul
             .collect::<Result<_, _>>()
     })?;
     let seconds = started.elapsed().as_secs_f64();
-    let mut errors = TextErrors::default();
-    for ((_, truth), text) in pages.iter().zip(&texts) {
+    // Tesseract separates paragraphs with blank lines, which the truth does not have.
+    let texts = texts.iter().map(|text| {
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-        errors.add(TextErrors::of(truth, &lines.join("\n")));
-    }
+        lines.join("\n")
+    });
+    let errors = eval::text_errors(pages, texts);
     Ok((pages.len() as f64 / seconds, errors.cer()))
 }
 
@@ -161,11 +151,7 @@ pub fn infer(args: &InferBench) -> anyhow::Result<ExitCode> {
     let split: Split = serde_json::from_value(json!(args.split))
         .with_context(|| format!("unknown split {:?}", args.split))?;
     let dataset = Dataset::open(&args.pages)?;
-    let mut pages = Vec::new();
-    for sample in dataset.samples(split) {
-        let sample = sample?;
-        pages.push((to_image(&sample)?, sample.label));
-    }
+    let pages = TruthPage::read_split(&dataset, split).collect::<Result<Vec<_>, _>>()?;
     if pages.is_empty() {
         bail!("{} has no {} pages", args.pages.display(), args.split);
     }
@@ -233,12 +219,12 @@ pub fn infer(args: &InferBench) -> anyhow::Result<ExitCode> {
     let mut detection_ms = serde_json::Map::new();
     for detector in &detectors {
         // One pass first, so the learned detector's plans for these page sizes exist.
-        for (page, _) in &pages[..distinct.min(pages.len())] {
-            detector.detect(page)?;
+        for page in &pages[..distinct.min(pages.len())] {
+            detector.detect(&page.image)?;
         }
         let started = Instant::now();
-        for (page, _) in &pages {
-            detector.detect(page)?;
+        for page in &pages {
+            detector.detect(&page.image)?;
         }
         let ms = started.elapsed().as_secs_f64() * 1e3 / pages.len() as f64;
         detection_ms.insert(detector.kind().name().into(), ms.into());
