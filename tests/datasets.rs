@@ -542,7 +542,7 @@ fn alto_page(image: &str, [x0, y0, x1, y1]: [u32; 4], text: &str) -> String {
 fn a_published_file_list_arrives_through_textrec_mirror_and_imports_as_ground_truth() {
     let hex = textrec_recognizer::data::download::sha256_bytes;
     let ws = Workspace::new();
-    // The publisher's tree, copied to a local folder (as `../shared/datasets` is for CI).
+    // The publisher's tree, copied to a local folder (as CI mirrors the publisher's files).
     let files: Vec<(String, Vec<u8>)> = [("hand-1", "Mon pere"), ("hand-2", "le 3 mai")]
         .iter()
         .flat_map(|(hand, text)| {

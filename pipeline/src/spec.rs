@@ -311,7 +311,8 @@ fn convert_stage(
     })
 }
 
-/// `rel` resolved lexically against `workdir`, so `../x` works before the workdir exists.
+/// `rel` resolved lexically against `workdir`, so a path that climbs out with `..`
+/// works before the workdir exists.
 fn resolve_in(workdir: &Path, rel: &str) -> PathBuf {
     absolute_lexical(&workdir.join(rel))
 }

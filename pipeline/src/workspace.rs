@@ -87,7 +87,7 @@ impl Workspace {
         Ok(RunGuard { file, stale_holder })
     }
 
-    /// Removes what killed runs left behind. Call only while holding the [`RunGuard`].
+    /// Removes what killed runs left behind. Call only while holding the `RunGuard`.
     pub fn clean_leftovers(&self) -> Result<(), Error> {
         for sub in ["staging", "trash"] {
             let path = self.dir.join(sub);

@@ -744,13 +744,13 @@ pub fn check_model(entry: &str, bytes: &[u8]) -> Result<ModelSummary, BundleErro
     }
 
     let tract_error = |e: TractError| bad(format!("tract cannot load it: {e:#}"));
-    let mut model = crate::infer::read_onnx(bytes).map_err(tract_error)?;
+    let mut model = crate::tract::read_onnx(bytes).map_err(tract_error)?;
     for (i, input) in inputs.iter().enumerate() {
         model = model
             .with_input_fact(i, f32::fact(input.shape.as_slice()).into())
             .map_err(tract_error)?;
     }
-    let plan = crate::infer::optimized(model)
+    let plan = crate::tract::optimized(model)
         .and_then(|m| m.into_runnable())
         .map_err(tract_error)?;
     let zeros = inputs
@@ -758,7 +758,7 @@ pub fn check_model(entry: &str, bytes: &[u8]) -> Result<ModelSummary, BundleErro
         .map(|input| Tensor::zero::<f32>(&input.shape).map(TValue::from))
         .collect::<TractResult<TVec<TValue>>>()
         .map_err(tract_error)?;
-    let results = crate::infer::without_panics("running", || plan.run(zeros))
+    let results = crate::tract::without_panics("running", || plan.run(zeros))
         .map_err(|e| bad(format!("tract cannot run it: {e:#}")))?;
 
     let mut outputs = Vec::with_capacity(results.len());

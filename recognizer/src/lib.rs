@@ -5,14 +5,17 @@
 //! [`ctc`] decoding of per-step class scores; [`data`] (the shard format, manifests, batches,
 //! imports of real handwriting; with feature `datasets`, downloads, synthesis and augmentation);
 //! `networks` (architectures) and `models` (training, checkpoints), feature `train`; [`onnx`]
-//! export and its checks; [`infer`], models read and run in tract (page images, line detection,
-//! transcription, scoring); [`bundle`], release bundles. ARCHITECTURE.md has the map.
+//! export and its checks; [`tract`], how every model is read and planned in tract (with
+//! textrec's kernels); [`bundle`], release bundles; [`infer`], models run on pages (page images,
+//! line detection, transcription, scoring). ARCHITECTURE.md has the map.
 
 pub mod architecture;
 pub mod bundle;
 pub mod ctc;
 pub mod data;
 pub mod eval;
+#[cfg(feature = "datasets")]
+pub mod ground_truth;
 pub mod infer;
 mod kernels;
 pub mod lm;
@@ -24,6 +27,7 @@ pub mod models;
 pub mod networks;
 pub mod onnx;
 pub mod setting;
+pub mod tract;
 pub mod vocab;
 
 pub use architecture::Architecture;

@@ -1,3 +1,6 @@
+//! `StageError`, the typed failures of the stage kinds, with the file or param they concern;
+//! the engine shows them through `StageFailure`.
+
 use std::io;
 use std::path::PathBuf;
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::data::Split;
-use textrec_recognizer::data::ground_truth::{
+use textrec_recognizer::ground_truth::{
     GroundTruthConfig, GroundTruthFormat, IMPORTER_VERSION, OutOfVocabulary, PagesOutput, SplitBy,
     SplitRule, import_ground_truth, read_split_lists,
 };

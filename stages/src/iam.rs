@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::data::Split;
-use textrec_recognizer::data::ground_truth::{GroundTruthFormat, IMPORTER_VERSION, SplitRule};
+use textrec_recognizer::ground_truth::{GroundTruthFormat, IMPORTER_VERSION, SplitRule};
 
 use crate::ground_truth::ImportParams;
 

@@ -59,6 +59,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             ],
         ),
     )?;
+    gate("tidy", tidy(&root))?;
     gate("app alone", app_alone(&root))?;
     // The GPU backend is not in the default build; this keeps it compiling (and lint-clean).
     gate(
@@ -142,6 +143,17 @@ fn cargo_with_env(root: &Path, args: &[&str], env: &[(&str, &OsStr)]) -> anyhow:
         bail!("`cargo {}` {status}", args.join(" "));
     }
     Ok(())
+}
+
+/// `cargo xtask tidy` (module docs, paths, module circles), then the API docs with every
+/// rustdoc warning an error: a broken intra-doc link is a map pointing nowhere.
+fn tidy(root: &Path) -> anyhow::Result<()> {
+    crate::tidy::run(root)?;
+    cargo_with_env(
+        root,
+        &["doc", "--workspace", "--no-deps"],
+        &[("RUSTDOCFLAGS", OsStr::new("-D warnings"))],
+    )
 }
 
 /// What `textrec` must not pull in when built on its own (`cargo install --path app`): training

@@ -7,6 +7,7 @@ mod bench_serve;
 mod bench_train;
 mod ci;
 mod data;
+mod tidy;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -87,7 +88,17 @@ enum Command {
     /// Benchmarks (numbers, not pass/fail tests).
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Run every CI gate: fmt, clippy, tests, cargo-deny, the smoke pipeline twice.
+    /// Check that every module has a `//!` doc, no comment or document points outside the
+    /// repository, and no two sibling modules import each other (directly or round a circle).
+    #[command(
+        after_help = "A gate of `cargo xtask ci`. Each finding names the file and line; a circle names \
+        one import on each of its edges."
+    )]
+    Tidy {
+        /// The checkout to check (default: this one).
+        root: Option<PathBuf>,
+    },
+    /// Run every CI gate: fmt, clippy, tidy and docs, tests, cargo-deny, the smoke pipeline twice.
     #[command(
         after_help = "This is the README's test command; .ci/run and GitHub Actions run exactly it."
     )]
@@ -293,6 +304,13 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Infer(args)) => bench_infer::infer(&args),
         Command::Bench(BenchCommand::Serve(args)) => bench_serve::serve(&args),
         Command::Bench(BenchCommand::Train(args)) => bench_train::train(&args),
+        Command::Tidy { root } => {
+            let root = match root {
+                Some(root) => root,
+                None => workspace_root()?,
+            };
+            tidy::run(&root).map(|()| ExitCode::SUCCESS)
+        }
         Command::Ci => ci::run(),
     }
 }

@@ -1,3 +1,6 @@
+//! `DataError`, what every dataset operation fails with: the file and what was wrong with it,
+//! so a bad download, archive or shard is named wherever it surfaces.
+
 use std::io;
 use std::path::PathBuf;
 

@@ -12,7 +12,6 @@ pub mod emnist;
 mod error;
 #[cfg(feature = "datasets")]
 pub mod fonts;
-pub mod ground_truth;
 #[cfg(feature = "datasets")]
 pub mod inspect;
 pub mod manifest;

@@ -40,9 +40,9 @@ impl CharClassifier {
         };
         let (vocabulary, side) = read().map_err(|e| bad(e.to_string()))?;
         let batch = batch.max(1);
-        let plan = super::read_onnx(&bytes)
+        let plan = crate::tract::read_onnx(&bytes)
             .and_then(|m| m.with_input_fact(0, f32::fact([batch, 1, side, side]).into()))
-            .and_then(super::optimized)
+            .and_then(crate::tract::optimized)
             .and_then(|m| m.into_runnable())
             .map_err(|e| bad(format!("tract cannot load it: {e:#}")))?;
         Ok(CharClassifier {

@@ -68,7 +68,7 @@ pub const DISTANCE_UNIT: f32 = 8.0;
 
 /// What the network predicts per pixel of its input, row-major planes: whether it is on a line's
 /// core (a logit), and from there the distances up to the line's top and down to its bottom (in
-/// [`DISTANCE_UNIT`]s of scaled pixels, read only on core pixels).
+/// `DISTANCE_UNIT`s of scaled pixels, read only on core pixels).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DetectorMaps {
     pub width: usize,

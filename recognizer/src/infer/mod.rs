@@ -2,22 +2,16 @@
 //! `textrec serve` run.
 
 mod char_cnn;
-mod conv_block;
 mod error;
 mod formats;
 mod line_ctc;
 pub mod line_detector;
 mod line_fcn;
-mod log_softmax;
 mod onnx_runtime;
-mod op_io;
 mod page;
 mod page_image;
 mod plans;
 mod scoring;
-mod sequence_lstm;
-mod tiling_max_pool;
-mod tract_model;
 
 pub use char_cnn::CharClassifier;
 pub use error::InferError;
@@ -35,5 +29,3 @@ pub use page::{
 };
 pub use page_image::{PageImageError, PageImages, decode_page, decode_pages};
 pub use scoring::{CharScores, Confusion, TextErrors, edit_distance, score_chars};
-pub(crate) use tract_model::without_panics;
-pub use tract_model::{onnx, optimized, read_onnx};

@@ -26,7 +26,7 @@ pub(crate) struct Plans {
 impl Plans {
     /// Reads the model; `origin` names it in errors.
     pub(crate) fn read(bytes: &[u8], origin: &Path) -> Result<Plans, InferError> {
-        let model = super::read_onnx(bytes).map_err(|e| InferError::Model {
+        let model = crate::tract::read_onnx(bytes).map_err(|e| InferError::Model {
             path: origin.to_owned(),
             reason: format!("tract cannot read it: {e:#}"),
         })?;
@@ -46,7 +46,7 @@ impl Plans {
             .model
             .clone()
             .with_input_fact(0, f32::fact(shape).into())
-            .and_then(super::optimized)
+            .and_then(crate::tract::optimized)
             .and_then(|m| m.into_runnable())
             .map_err(|e| InferError::Model {
                 path: self.path.clone(),

@@ -186,7 +186,7 @@ pub fn load_char_model<B: Backend>(
 }
 
 /// Training throughput of the default `CharCnn` on the CPU: random 28×28 images, batches of
-/// `batch_size`, `classes` classes (see [`super::throughput`]).
+/// `batch_size`, `classes` classes (see `models/throughput.rs`).
 pub fn char_training_throughput(
     batch_size: usize,
     classes: usize,

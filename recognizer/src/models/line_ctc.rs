@@ -115,7 +115,7 @@ pub(super) fn initial_network<B: Backend>(
 
 /// Training throughput of the default `LineCtc` on the CPU: batches of `batch_size` random
 /// `32 × width` lines labelled with `label_len` characters of the default vocabulary (see
-/// [`super::throughput`]).
+/// `models/throughput.rs`).
 pub fn line_training_throughput(
     batch_size: usize,
     width: usize,
@@ -273,7 +273,7 @@ impl Init {
 }
 
 /// Trains a line model on `dataset_dir` and writes the model directory `out` (see
-/// [`super::artifacts`]). `network_config` sizes the network; its classes and height are taken
+/// `models/artifacts.rs`). `network_config` sizes the network; its classes and height are taken
 /// from the dataset. With `init`, training starts from that model directory's weights (and
 /// network) instead: a fine-tune.
 #[allow(clippy::too_many_arguments)]

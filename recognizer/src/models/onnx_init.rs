@@ -17,10 +17,10 @@ pub struct LineCtcOnnx {
     values: Vec<(Vec<usize>, Vec<f32>)>,
 }
 
-/// The inverse of [`export_line_ctc`]: reads a textrec line model's ONNX (a release bundle's
-/// `models/lines.onnx`), so a fine-tune can start from a release. The sizes come from the
-/// initializers; the ONNX recurrent bias, which Burn does not keep, is folded into the input bias
-/// (the LSTM adds both). `dropout` is the default: ONNX keeps none.
+/// The inverse of [`crate::onnx::export_line_ctc`]: reads a textrec line model's ONNX (a
+/// release bundle's `models/lines.onnx`), so a fine-tune can start from a release. The sizes come
+/// from the initializers; the ONNX recurrent bias, which Burn does not keep, is folded into the
+/// input bias (the LSTM adds both). `dropout` is the default: ONNX keeps none.
 pub fn read_line_ctc_onnx(bytes: &[u8]) -> Result<LineCtcOnnx, ModelError> {
     use prost::Message;
     use std::collections::HashMap;

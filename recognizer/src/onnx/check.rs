@@ -78,8 +78,8 @@ pub fn run_tract(
     input: Vec<f32>,
 ) -> TractResult<(Vec<usize>, Vec<f32>)> {
     let model =
-        crate::infer::read_onnx(model_bytes)?.with_input_fact(0, f32::fact(shape).into())?;
-    let model = crate::infer::optimized(model)?.into_runnable()?;
+        crate::tract::read_onnx(model_bytes)?.with_input_fact(0, f32::fact(shape).into())?;
+    let model = crate::tract::optimized(model)?.into_runnable()?;
     let input = tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), input)?;
     let outputs = model.run(tvec!(Tensor::from(input).into()))?;
     let view = outputs[0].to_plain_array_view::<f32>()?;

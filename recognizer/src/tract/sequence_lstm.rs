@@ -296,8 +296,8 @@ impl TypedOp for SequenceLstm {
 
 #[cfg(test)]
 mod tests {
-    use crate::infer::tract_model::run_model;
     use crate::onnx::{Attr, GraphBuilder, Metadata};
+    use crate::tract::run_model;
     use prost::Message;
 
     const STEPS: usize = 7;

@@ -491,8 +491,8 @@ impl TypedOp for ConvBlock {
 
 #[cfg(test)]
 mod tests {
-    use crate::infer::tract_model::run_model;
     use crate::onnx::{Attr, GraphBuilder, Metadata};
+    use crate::tract::run_model;
     use prost::Message;
 
     /// One ONNX `Conv` (followed by a `Relu` and a 2×2 `MaxPool` if `pooled`) over a fixed

@@ -226,8 +226,8 @@ fn pool_planes(x: &[f32], y: &mut [f32], [h, w]: [usize; 2], (kh, kw): (usize, u
 
 #[cfg(test)]
 mod tests {
-    use crate::infer::tract_model::run_model;
     use crate::onnx::{Attr, GraphBuilder, Metadata};
+    use crate::tract::run_model;
     use prost::Message;
 
     const SHAPE: [usize; 4] = [2, 3, 9, 11];

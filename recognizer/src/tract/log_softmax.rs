@@ -79,8 +79,8 @@ impl TypedOp for LogSoftmax {
 
 #[cfg(test)]
 mod tests {
-    use crate::infer::tract_model::run_model;
     use crate::onnx::{Attr, GraphBuilder, Metadata};
+    use crate::tract::run_model;
     use prost::Message;
 
     const SHAPE: [usize; 3] = [2, 5, 37];

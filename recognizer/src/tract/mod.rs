@@ -7,9 +7,13 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::bail;
 
-use super::{conv_block, log_softmax, sequence_lstm, tiling_max_pool};
+mod conv_block;
+mod log_softmax;
+mod op_io;
+mod sequence_lstm;
+mod tiling_max_pool;
 
-/// tract's ONNX framework with `LSTM` read as [`sequence_lstm`] reads it; every textrec model is
+/// tract's ONNX framework with `LSTM` read as `sequence_lstm` reads it; every textrec model is
 /// read through it.
 pub fn onnx() -> tract_onnx::Onnx {
     let mut onnx = tract_onnx::onnx();
@@ -58,7 +62,7 @@ pub(crate) fn without_panics<T>(
 /// Test support: `bytes` planned by textrec ([`optimized`]) or by tract alone, run on `input`:
 /// the output's shape and values, and the names of the plan's ops.
 #[cfg(test)]
-pub(super) fn run_model(
+fn run_model(
     bytes: &[u8],
     input: (&[usize], Vec<f32>),
     textrec: bool,

@@ -2,7 +2,9 @@
 //! images with `NAME.gt.txt` beside each (the OCR-D, kraken and Calamari convention), PAGE XML
 //! (2013 and 2019 schemas) and ALTO (v2 to v4) with the page images they name. Lines on a page
 //! are cut out exactly as transcription cuts detected lines ([`crate::infer::cut_lines`]), so a
-//! model trained here reads what it will be shown.
+//! model trained here reads what it will be shown. That is why the importer is a module of its
+//! own above both [`crate::data`] (whose shard format it writes) and [`crate::infer`], not a
+//! part of `data`, which inference reads its samples from.
 //!
 //! Nothing is written unless every file reads: a missing image, a box outside its image, an
 //! empty transcription or an unknown XML namespace is an error naming the file (and the XML
@@ -16,10 +18,10 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::manifest::{DatasetKind, Manifest, Polarity, SplitInfo, count_classes};
-use super::shard::{Sample, ShardWriter};
-use super::split::{Fractions, Split};
-use super::{DataError, Observer};
+use crate::data::manifest::{DatasetKind, Manifest, Polarity, SplitInfo, count_classes};
+use crate::data::shard::{Sample, ShardWriter};
+use crate::data::split::{Fractions, Split};
+use crate::data::{DataError, Observer};
 use crate::infer::{LineBox, cut_lines, decode_page};
 use crate::vocab::Vocabulary;
 use image::GrayImage;
