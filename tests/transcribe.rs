@@ -1,7 +1,7 @@
 //! `textrec transcribe` as a user runs it, on pages whose right transcription is known (see
 //! `pages/mod.rs`): detection, cropping, batching, decoding and reading order together, without
-//! training; every output format; bad inputs; `--resume`; paths as they come on Linux (bytes,
-//! links, devices).
+//! training; every output format; bad inputs; `--resume`; `--shard`; paths as they come on
+//! Linux (bytes, links, devices).
 
 #[path = "support/markup.rs"]
 mod markup;
@@ -555,6 +555,111 @@ fn resume_leaves_pages_whose_outputs_are_newer_alone() {
     assert_eq!(run(), ["transcribed", "transcribed"]);
     std::fs::remove_file(dir.path().join("out/b.txt")).unwrap();
     assert_eq!(run(), ["up_to_date", "transcribed"]);
+}
+
+/// Every output file under `dir`, by its path relative to `dir`, with its bytes.
+fn outputs_under(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut found = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let relative = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                found.insert(relative, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn shards_split_the_inputs_disjointly_and_together_write_what_one_run_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = write_bundle(dir.path());
+    for i in 0..12 {
+        let folder = if i % 2 == 0 { "scans" } else { "scans/box-2" };
+        save(
+            DynamicImage::ImageLuma8(page(&[1 + i % 3])),
+            &dir.path().join(folder).join(format!("page-{i:02}.png")),
+            ImageFormat::Png,
+        );
+    }
+    let run = |out: &str, shard: Option<&str>| -> Vec<String> {
+        let mut args = vec![
+            "transcribe",
+            "scans",
+            "-r",
+            "--format",
+            "txt,json",
+            "-o",
+            out,
+        ];
+        args.extend(["--json", "--model", bundle.to_str().unwrap()]);
+        if let Some(shard) = shard {
+            args.extend(["--shard", shard]);
+        }
+        let output = textrec(dir.path(), &args);
+        assert!(output.status.success(), "{}", stderr(&output));
+        summary_inputs(&output)
+            .iter()
+            .map(|i| i["input"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let whole = run("whole", None);
+    let parts: Vec<Vec<String>> = (0..3)
+        .map(|k| run("parts", Some(&format!("{k}/3"))))
+        .collect();
+    let mut union: Vec<String> = parts.concat();
+    union.sort();
+    let mut all = whole.clone();
+    all.sort();
+    assert_eq!(union, all, "each input in exactly one shard");
+    assert!(parts.iter().all(|p| !p.is_empty()), "{parts:?}");
+    // The JSON outputs hold timings; the text is what must not differ.
+    let texts_only = |files: std::collections::BTreeMap<String, Vec<u8>>| {
+        files
+            .into_iter()
+            .filter(|(name, _)| name.ends_with(".txt"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        texts_only(outputs_under(&dir.path().join("parts"))),
+        texts_only(outputs_under(&dir.path().join("whole"))),
+        "the shards' outputs are one run's, byte for byte"
+    );
+
+    // A new file lands in one part and moves no other.
+    save(
+        DynamicImage::ImageLuma8(page(&[2])),
+        &dir.path().join("scans/page-99.png"),
+        ImageFormat::Png,
+    );
+    for (k, before) in parts.iter().enumerate() {
+        let after = run("again", Some(&format!("{k}/3")));
+        let kept: Vec<&String> = after
+            .iter()
+            .filter(|i| !i.ends_with("page-99.png"))
+            .collect();
+        assert_eq!(kept, before.iter().collect::<Vec<_>>(), "shard {k}/3");
+    }
+
+    for bad in ["3/3", "1", "a/2", "0/0", "-1/2"] {
+        let shard = format!("--shard={bad}");
+        let output = textrec(dir.path(), &["transcribe", "scans", "-o", "x", &shard]);
+        assert_eq!(output.status.code(), Some(2), "{bad}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains("is not K/N"),
+            "{bad}: {}",
+            stderr(&output)
+        );
+    }
 }
 
 #[test]

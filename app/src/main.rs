@@ -71,7 +71,8 @@ Examples:
   textrec transcribe scans/ -o text/
   textrec transcribe 'scans/*.png' -o text/ --format txt,json,hocr,alto --jobs 2
   textrec transcribe scans/ -o text/ --recursive --resume --model release/textrec-0.1.0.tar.gz
-  textrec transcribe page.png -o out/ --json | jq '.inputs[] | select(.status == \"failed\")'")]
+  textrec transcribe page.png -o out/ --json | jq '.inputs[] | select(.status == \"failed\")'
+  textrec transcribe scans/ -o text/ -r --resume --shard $SLURM_ARRAY_TASK_ID/16")]
     Transcribe {
         /// Image files, folders, or quoted globs ('scans/*.png').
         #[arg(required = true)]
@@ -116,6 +117,10 @@ Examples:
         /// a language model.
         #[arg(long)]
         decoder: Option<transcribe::Decoder>,
+        /// Transcribe only part K (from 0) of N disjoint parts of the inputs, each input's part
+        /// fixed by its own path: one task of a cluster array (see the README).
+        #[arg(long, value_name = "K/N")]
+        shard: Option<transcribe::Shard>,
     },
     /// Serve the transcriber over HTTP: POST /v1/transcribe, GET /healthz, GET /metrics, and a
     /// demo page at / to drop an image on.
@@ -328,6 +333,7 @@ fn main() -> ExitCode {
             backend,
             detector,
             decoder,
+            shard,
         } => {
             let options = transcribe::Options {
                 inputs,
@@ -342,6 +348,7 @@ fn main() -> ExitCode {
                 backend,
                 detector,
                 decoder,
+                shard,
             };
             match transcribe::run(&options) {
                 Ok(transcribe::Outcome::AllTranscribed) => ExitCode::SUCCESS,

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fs::File;
 use std::io::{IsTerminal, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,54 @@ pub struct Options {
     /// None: the bundle's default.
     pub detector: Option<DetectorKind>,
     pub decoder: Option<Decoder>,
+    /// Only this part of the inputs (a Slurm array task, a Kubernetes indexed job).
+    pub shard: Option<Shard>,
+}
+
+/// `--shard K/N`: the K-th (from 0) of N disjoint parts of the inputs. An input belongs to the
+/// part its own path picks (FNV-1a of its path relative to the folder given, or its file name,
+/// modulo N), so N runs over the same inputs transcribe each once, and adding or removing files
+/// moves no other file to another part: a re-submitted task with `--resume` finds its outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Shard, String> {
+        let whole = |part: &str| part.trim().parse::<u64>().ok();
+        match text.split_once('/').map(|(k, n)| (whole(k), whole(n))) {
+            Some((Some(index), Some(count))) if index < count => Ok(Shard { index, count }),
+            _ => Err(format!(
+                "`{text}` is not K/N with 0 <= K < N (e.g. 0/4 … 3/4; Slurm: \
+                 $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl Shard {
+    /// Whether the input at `key` (see [`Shard`]) is this part's.
+    fn owns(&self, key: &Path) -> bool {
+        // FNV-1a, 64 bits: fixed by its definition, unlike std's hasher, so every task (and
+        // every version of textrec) splits the same inputs the same way.
+        let hash = key
+            .as_os_str()
+            .as_bytes()
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+        hash % self.count == self.index
+    }
 }
 
 /// How a batch ended, for the exit status.
@@ -75,6 +124,9 @@ struct Job {
     input: PathBuf,
     /// Output path without the format's extension.
     out_stem: PathBuf,
+    /// The input's path relative to the folder it was found in (its file name for files and
+    /// globs): what `--shard` partitions by.
+    key: PathBuf,
 }
 
 /// What happened to one input.
@@ -285,6 +337,7 @@ fn plan_jobs(options: &Options) -> anyhow::Result<Vec<Job>> {
                 jobs.push(Job {
                     out_stem: options.out_dir.join(relative.with_extension("")),
                     input: path,
+                    key: relative,
                 });
             }
         } else if text.contains('*') || text.contains('?') {
@@ -313,19 +366,19 @@ fn plan_jobs(options: &Options) -> anyhow::Result<Vec<Job>> {
                 bail!("{text}: no file matches");
             }
             jobs.extend(found.into_iter().map(|path| {
+                let name = PathBuf::from(path.file_name().unwrap_or_default());
                 Job {
-                    out_stem: options
-                        .out_dir
-                        .join(Path::new(path.file_name().unwrap_or_default()).with_extension("")),
+                    out_stem: options.out_dir.join(name.with_extension("")),
                     input: path,
+                    key: name,
                 }
             }));
         } else if input.exists() {
+            let name = PathBuf::from(input.file_name().unwrap_or_default());
             jobs.push(Job {
-                out_stem: options
-                    .out_dir
-                    .join(Path::new(input.file_name().unwrap_or_default()).with_extension("")),
+                out_stem: options.out_dir.join(name.with_extension("")),
                 input: input.clone(),
+                key: name,
             });
         } else {
             bail!("{}: no such file or folder", input.display());
@@ -346,6 +399,15 @@ fn plan_jobs(options: &Options) -> anyhow::Result<Vec<Job>> {
         }
     }
     refuse_shared_outputs(&jobs, &options.formats)?;
+    // After the checks above, which see every input, so that each part refuses what the whole
+    // run would.
+    if let Some(shard) = options.shard {
+        let all = jobs.len();
+        jobs.retain(|job| shard.owns(&job.key));
+        if !options.json {
+            eprintln!("shard {shard}: {} of {all} inputs", jobs.len());
+        }
+    }
     Ok(jobs)
 }
 
@@ -566,7 +628,11 @@ pub fn run(options: &Options) -> Result<Outcome, Fatal> {
         .filter(|d| matches!(d, Done::Skipped { .. }))
         .count();
     if options.json {
-        println!("{}", summary_json(&jobs, &results, &model, seconds));
+        let mut summary = summary_json(&jobs, &results, &model, seconds);
+        if let Some(shard) = options.shard {
+            summary["shard"] = shard.to_string().into();
+        }
+        println!("{summary}");
     } else {
         let (pages, lines) = results
             .iter()
