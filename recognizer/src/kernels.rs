@@ -353,6 +353,65 @@ mod tests {
         assert!(logistic(-200.0) >= 0.0 && logistic(200.0) == 1.0);
     }
 
+    /// The kernels this CPU dispatches to (AVX-512 or AVX2 with FMA, on x86-64) against the
+    /// portable build every x86-64 CPU can run: the same bits, so a line read alone, or with up
+    /// to `FEW_ROWS` others, does not depend on the vector width. Wider batches go through the
+    /// `gemm` crate (see docs/decisions.md 9).
+    #[test]
+    fn the_dispatched_kernels_give_the_portable_kernels_bits() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (batch, hidden) in [(1, 64), (3, 70), (4, 256), (7, 65)] {
+            let shape = LstmShape {
+                steps: 9,
+                batch,
+                hidden,
+            };
+            let gates: Vec<f32> = (0..shape.steps * shape.gates_len())
+                .map(|i| (i as f32 * 0.37).sin() * 2.0)
+                .collect();
+            let recurrent: Vec<f32> = (0..hidden * 4 * hidden)
+                .map(|i| (i as f32 * 0.11).cos() * 0.2)
+                .collect();
+            let run = |dispatched: bool, reverse: bool| {
+                let (mut gates, len) = (gates.clone(), shape.steps * shape.state_len());
+                let (mut hidden, mut cells) = (vec![0.0; len], vec![0.0; len]);
+                if dispatched {
+                    lstm_direction(
+                        shape,
+                        &mut gates,
+                        &recurrent,
+                        reverse,
+                        &mut hidden,
+                        &mut cells,
+                    );
+                } else {
+                    lstm_direction_body::<64>(
+                        shape,
+                        &mut gates,
+                        &recurrent,
+                        reverse,
+                        &mut hidden,
+                        &mut cells,
+                    );
+                }
+                (bits(&hidden), bits(&cells))
+            };
+            for reverse in [false, true] {
+                assert!(
+                    run(true, reverse) == run(false, reverse),
+                    "batch {batch}, hidden {hidden}, reverse {reverse}"
+                );
+            }
+        }
+        let logits: Vec<f32> = (0..7 * 81)
+            .map(|i| (i as f32 * 0.53).sin() * 30.0)
+            .collect();
+        let (mut dispatched, mut portable) = (logits.clone(), logits);
+        log_softmax_rows(&mut dispatched, 81);
+        log_softmax_rows_body(&mut portable, 81);
+        assert!(bits(&dispatched) == bits(&portable), "log-softmax");
+    }
+
     #[test]
     fn summing_scaled_rows_equals_the_gemm() {
         let (b, k, n) = (3, 37, 4 * 33);
