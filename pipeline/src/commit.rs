@@ -5,6 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::error::{StageRunError, Stranded};
 use crate::fsutil::remove_path;
 use crate::workspace::Workspace;
 
@@ -37,9 +38,9 @@ impl Commit {
         workspace: &Workspace,
         stage: &str,
         outs: impl IntoIterator<Item = (String, PathBuf, PathBuf)>,
-    ) -> Result<Commit, String> {
+    ) -> Result<Commit, StageRunError> {
         let mut commit = Commit {
-            trash: workspace.trash_dir(stage).map_err(|e| e.to_string())?,
+            trash: workspace.trash_dir(stage)?,
             swaps: Vec::new(),
         };
         for (declared, staged, target) in outs {
@@ -50,10 +51,18 @@ impl Commit {
         Ok(commit)
     }
 
-    fn swap(&mut self, declared: String, staged: &Path, target: PathBuf) -> Result<(), String> {
+    fn swap(
+        &mut self,
+        declared: String,
+        staged: &Path,
+        target: PathBuf,
+    ) -> Result<(), StageRunError> {
         let replaced = if fs::symlink_metadata(&target).is_ok() {
             let aside = self.trash.join(self.swaps.len().to_string());
-            fs::rename(&target, &aside).map_err(|e| format!("move old `{declared}` aside: {e}"))?;
+            fs::rename(&target, &aside).map_err(|source| StageRunError::MoveAside {
+                out: declared.clone(),
+                source,
+            })?;
             Some(aside)
         } else {
             None
@@ -66,23 +75,28 @@ impl Commit {
         });
         let swap = self.swaps.last_mut().expect("just pushed");
         if let Some(parent) = swap.target.parent() {
-            fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+            fs::create_dir_all(parent).map_err(|source| StageRunError::CreateDir {
+                path: parent.to_owned(),
+                source,
+            })?;
         }
-        fs::rename(staged, &swap.target)
-            .map_err(|e| format!("move `{}` into place: {e}", swap.declared))?;
+        fs::rename(staged, &swap.target).map_err(|source| StageRunError::MoveIntoPlace {
+            out: swap.declared.clone(),
+            source,
+        })?;
         swap.placed = true;
         Ok(())
     }
 
     /// Deletes the replaced outputs: the lock now records the new ones.
-    pub(crate) fn finish(self) -> Result<(), String> {
-        remove_path(&self.trash).map_err(|e| format!("remove replaced outputs: {e}"))
+    pub(crate) fn finish(self) -> Result<(), StageRunError> {
+        remove_path(&self.trash).map_err(|source| StageRunError::RemoveReplaced { source })
     }
 
     /// Puts every replaced output back where it was and removes the new ones, newest first, and
     /// returns `error` (what made the commit fail) with anything that could not be undone.
-    pub(crate) fn roll_back(self, error: String) -> String {
-        let mut message = error;
+    pub(crate) fn roll_back(self, error: StageRunError) -> StageRunError {
+        let mut problems = Vec::new();
         let mut stranded = false;
         for swap in self.swaps.iter().rev() {
             let undone = (|| {
@@ -96,25 +110,31 @@ impl Commit {
             })();
             match (undone, &swap.replaced) {
                 (Ok(()), _) => {}
-                (Err(e), Some(aside)) => {
+                (Err(source), Some(aside)) => {
                     stranded = true;
-                    message.push_str(&format!(
-                        "; the previous `{}` could not be put back ({e}): it is at {}, which the \
-                         next run empties, so move it back to {} first",
-                        swap.declared,
-                        aside.display(),
-                        swap.target.display()
-                    ));
+                    problems.push(Stranded::PreviousNotPutBack {
+                        out: swap.declared.clone(),
+                        aside: aside.clone(),
+                        target: swap.target.clone(),
+                        source,
+                    });
                 }
-                (Err(e), None) => message.push_str(&format!(
-                    "; the new `{}` could not be removed again ({e})",
-                    swap.declared
-                )),
+                (Err(source), None) => problems.push(Stranded::NewNotRemoved {
+                    out: swap.declared.clone(),
+                    source,
+                }),
             }
         }
         if !stranded {
             let _ = remove_path(&self.trash);
         }
-        message
+        if problems.is_empty() {
+            error
+        } else {
+            StageRunError::RolledBack {
+                error: Box::new(error),
+                stranded: problems,
+            }
+        }
     }
 }

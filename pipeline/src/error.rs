@@ -84,6 +84,109 @@ impl Error {
     }
 }
 
+/// Why one stage failed, as its report says it: the checks before it runs (its inputs, outputs
+/// no run recorded), the stage kind's own failure, and moving, hashing and recording its
+/// outputs. The run goes on with the stages that do not depend on it.
+#[derive(Debug, thiserror::Error)]
+pub enum StageRunError {
+    #[error("cannot hash dependency `{dep}` ({}): {source}", path.display())]
+    HashDependency {
+        dep: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("dependency `{dep}` is missing ({})", path.display())]
+    MissingDependency { dep: String, path: PathBuf },
+    #[error(
+        "output `{out}` already exists ({}) but no run recorded it, so it may be data of yours \
+         that running would replace: move it away, or run with --force to replace it",
+        path.display()
+    )]
+    UnrecordedOutput { out: String, path: PathBuf },
+    #[error("cannot hash output `{out}`: {source}")]
+    HashOutput {
+        out: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("output `{out}` vanished after it was moved into place")]
+    OutputVanished { out: String },
+    #[error("unknown kind `{kind}`")]
+    UnknownKind { kind: String },
+    /// The stage kind's own failure (a `StageFailure`, spelled out: the error types sit below
+    /// the stage trait).
+    #[error("{0}")]
+    Stage(Box<dyn std::error::Error + Send + Sync>),
+    #[error("stage kind `{kind}` panicked: {message}")]
+    Panicked { kind: String, message: String },
+    #[error("the stage finished without writing its declared output `{out}`")]
+    OutputNotWritten { out: String },
+    #[error("read metrics `{file}`: {source}")]
+    ReadMetrics {
+        file: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("metrics file `{file}` is not JSON: {source}")]
+    MetricsNotJson {
+        file: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("create {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("move old `{out}` aside: {source}")]
+    MoveAside {
+        out: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("move `{out}` into place: {source}")]
+    MoveIntoPlace {
+        out: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("remove replaced outputs: {source}")]
+    RemoveReplaced {
+        #[source]
+        source: io::Error,
+    },
+    /// The engine's own files: the workspace's directories, the lock file.
+    #[error(transparent)]
+    Engine(#[from] Error),
+    /// `error` made the outputs go back, and some could not.
+    #[error("{error}{}", stranded.iter().map(|s| format!("; {s}")).collect::<String>())]
+    RolledBack {
+        error: Box<StageRunError>,
+        stranded: Vec<Stranded>,
+    },
+}
+
+/// What a rolled-back commit could not undo: the user must finish it by hand.
+#[derive(Debug, thiserror::Error)]
+pub enum Stranded {
+    #[error(
+        "the previous `{out}` could not be put back ({source}): it is at {}, which the next run \
+         empties, so move it back to {} first",
+        aside.display(),
+        target.display()
+    )]
+    PreviousNotPutBack {
+        out: String,
+        aside: PathBuf,
+        target: PathBuf,
+        source: io::Error,
+    },
+    #[error("the new `{out}` could not be removed again ({source})")]
+    NewNotRemoved { out: String, source: io::Error },
+}
+
 /// A problem in a pipeline file, located at a line and column, with the offending line quoted.
 #[derive(Debug)]
 pub struct SpecError {

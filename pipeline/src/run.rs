@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::commit::Commit;
-use crate::error::Error;
+use crate::error::{Error, StageRunError};
 use crate::fsutil::remove_path;
 use crate::hash::{ContentHash, StateDb};
 use crate::lock::{LockFile, LockedStage, flatten_metrics};
@@ -192,7 +192,7 @@ impl<'a> Engine<'a> {
                 {
                     Ok(None) => (StageStatus::Cached, "up to date".to_owned()),
                     Ok(Some(reason)) => (StageStatus::WouldRun, reason),
-                    Err(reason) => (StageStatus::Failed, reason),
+                    Err(error) => (StageStatus::Failed, error.to_string()),
                 }
             };
             let report = StageReport {
@@ -288,7 +288,7 @@ impl<'a> Engine<'a> {
                         Ok((StageStatus::Ran, reason))
                     }
                 });
-        let (status, reason) = outcome.unwrap_or_else(|e| (StageStatus::Failed, e));
+        let (status, reason) = outcome.unwrap_or_else(|e| (StageStatus::Failed, e.to_string()));
         let seconds = if status == StageStatus::Cached {
             0.0
         } else {
@@ -302,15 +302,26 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn inputs(&self, stage: &Stage) -> Result<Inputs, String> {
+    fn inputs(&self, stage: &Stage) -> Result<Inputs, StageRunError> {
         let mut deps = BTreeMap::new();
         for dep in &stage.deps {
             let path = self.pipeline.resolve(dep);
-            let hash = self
-                .state
-                .hash_path(&path)
-                .map_err(|e| format!("cannot hash dependency `{dep}` ({}): {e}", path.display()))?
-                .ok_or_else(|| format!("dependency `{dep}` is missing ({})", path.display()))?;
+            let hash = match self.state.hash_path(&path) {
+                Ok(Some(hash)) => hash,
+                Ok(None) => {
+                    return Err(StageRunError::MissingDependency {
+                        dep: dep.clone(),
+                        path,
+                    });
+                }
+                Err(source) => {
+                    return Err(StageRunError::HashDependency {
+                        dep: dep.clone(),
+                        path,
+                        source,
+                    });
+                }
+            };
             deps.insert(dep.clone(), hash);
         }
         let kind_version = self.kind_version(stage);
@@ -324,7 +335,7 @@ impl<'a> Engine<'a> {
 
     /// `None` when the stage is up to date, else the reason it must run; an error when it must
     /// run but cannot.
-    fn staleness(&self, stage: &Stage, inputs: &Inputs) -> Result<Option<String>, String> {
+    fn staleness(&self, stage: &Stage, inputs: &Inputs) -> Result<Option<String>, StageRunError> {
         let reason = self.why_stale(stage, inputs)?;
         if reason.is_some() && !self.force {
             self.refuse_unrecorded_outputs(stage)?;
@@ -338,25 +349,23 @@ impl<'a> Engine<'a> {
     /// not delete a workspace file its cache cannot restore without `--force`, and git, which
     /// will not overwrite untracked files: refused before the stage runs, so no work is wasted,
     /// and `--force` replaces it.
-    fn refuse_unrecorded_outputs(&self, stage: &Stage) -> Result<(), String> {
+    fn refuse_unrecorded_outputs(&self, stage: &Stage) -> Result<(), StageRunError> {
         let locked = self.locked(&stage.name);
         for out in stage.all_outs() {
             let recorded = locked.as_ref().is_some_and(|l| l.outs.contains_key(out));
             let path = self.pipeline.resolve(out);
             if !recorded && std::fs::symlink_metadata(&path).is_ok() {
-                return Err(format!(
-                    "output `{out}` already exists ({}) but no run recorded it, so it may be \
-                     data of yours that running would replace: move it away, or run with \
-                     --force to replace it",
-                    path.display()
-                ));
+                return Err(StageRunError::UnrecordedOutput {
+                    out: out.clone(),
+                    path,
+                });
             }
         }
         Ok(())
     }
 
     /// `None` when the stage is up to date, else the reason it must run.
-    fn why_stale(&self, stage: &Stage, inputs: &Inputs) -> Result<Option<String>, String> {
+    fn why_stale(&self, stage: &Stage, inputs: &Inputs) -> Result<Option<String>, StageRunError> {
         let Some(locked) = self.locked(&stage.name) else {
             return Ok(Some("never ran".into()));
         };
@@ -402,7 +411,10 @@ impl<'a> Engine<'a> {
             let now = self
                 .state
                 .hash_path(&path)
-                .map_err(|e| format!("cannot hash output `{out}`: {e}"))?;
+                .map_err(|source| StageRunError::HashOutput {
+                    out: out.clone(),
+                    source,
+                })?;
             match (now, locked.outs.get(out)) {
                 (None, _) => changes.push(format!("output `{out}` is missing")),
                 (Some(_), None) => changes.push(format!("output `{out}` was never recorded")),
@@ -422,11 +434,8 @@ impl<'a> Engine<'a> {
         inputs: &Inputs,
         progress: Arc<dyn Progress>,
         started: Instant,
-    ) -> Result<(), String> {
-        let staging = self
-            .workspace
-            .staging_dir(&stage.name)
-            .map_err(|e| e.to_string())?;
+    ) -> Result<(), StageRunError> {
+        let staging = self.workspace.staging_dir(&stage.name)?;
         let result = self.produce_in(stage, inputs, progress, started, &staging);
         let _ = remove_path(&staging);
         result
@@ -439,20 +448,24 @@ impl<'a> Engine<'a> {
         progress: Arc<dyn Progress>,
         started: Instant,
         staging: &std::path::Path,
-    ) -> Result<(), String> {
+    ) -> Result<(), StageRunError> {
         let mut outs = Vec::new();
         for out in stage.all_outs() {
             let path = staging.join(out);
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("create {}: {e}", parent.display()))?;
+                std::fs::create_dir_all(parent).map_err(|source| StageRunError::CreateDir {
+                    path: parent.to_owned(),
+                    source,
+                })?;
             }
             outs.push((out.clone(), path));
         }
         let kind = self
             .registry
             .get(&stage.kind)
-            .ok_or_else(|| format!("unknown kind `{}`", stage.kind))?;
+            .ok_or_else(|| StageRunError::UnknownKind {
+                kind: stage.kind.clone(),
+            })?;
         let ctx = StageContext {
             stage,
             workdir: &self.pipeline.workdir,
@@ -462,42 +475,39 @@ impl<'a> Engine<'a> {
                 .map(|d| self.pipeline.resolve(d))
                 .collect(),
             outs,
-            log: self
-                .workspace
-                .log_path(&stage.name)
-                .map_err(|e| e.to_string())?,
-            resume: self
-                .workspace
-                .resume_dir(&stage.name, &inputs.key[..16])
-                .map_err(|e| e.to_string())?,
+            log: self.workspace.log_path(&stage.name)?,
+            resume: self.workspace.resume_dir(&stage.name, &inputs.key[..16])?,
             upstream: self.upstream_records(stage),
             progress,
         };
         match catch_unwind(AssertUnwindSafe(|| kind.run(&ctx))) {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e.to_string()),
+            Ok(Err(failure)) => return Err(StageRunError::Stage(failure)),
             Err(panic) => {
-                return Err(format!(
-                    "stage kind `{}` panicked: {}",
-                    stage.kind,
-                    panic_message(&*panic)
-                ));
+                return Err(StageRunError::Panicked {
+                    kind: stage.kind.clone(),
+                    message: panic_message(&*panic),
+                });
             }
         }
         drop(ctx.progress);
         for (out, path) in &ctx.outs {
             if std::fs::symlink_metadata(path).is_err() {
-                return Err(format!(
-                    "the stage finished without writing its declared output `{out}`"
-                ));
+                return Err(StageRunError::OutputNotWritten { out: out.clone() });
             }
         }
         let mut metrics = BTreeMap::new();
         for file in &stage.metrics {
             let path = staging.join(file);
-            let text = std::fs::read(&path).map_err(|e| format!("read metrics `{file}`: {e}"))?;
-            let value: Value = serde_json::from_slice(&text)
-                .map_err(|e| format!("metrics file `{file}` is not JSON: {e}"))?;
+            let text = std::fs::read(&path).map_err(|source| StageRunError::ReadMetrics {
+                file: file.clone(),
+                source,
+            })?;
+            let value: Value =
+                serde_json::from_slice(&text).map_err(|source| StageRunError::MetricsNotJson {
+                    file: file.clone(),
+                    source,
+                })?;
             flatten_metrics(&value, "", &mut metrics);
         }
         let commit = Commit::swap_in(
@@ -511,9 +521,9 @@ impl<'a> Engine<'a> {
         self.forget_outputs(stage);
         let commit = commit?;
         if let Err(e) = self.record(stage, inputs, metrics, started) {
-            let message = commit.roll_back(e);
+            let error = commit.roll_back(e);
             self.forget_outputs(stage);
-            return Err(message);
+            return Err(error);
         }
         // Recorded: only now may the replaced outputs and the checkpoints go.
         if let Err(e) = commit.finish() {
@@ -548,14 +558,17 @@ impl<'a> Engine<'a> {
         inputs: &Inputs,
         metrics: BTreeMap<String, f64>,
         started: Instant,
-    ) -> Result<(), String> {
+    ) -> Result<(), StageRunError> {
         let mut out_hashes = BTreeMap::new();
         for out in stage.all_outs() {
             let hash = self
                 .state
                 .hash_path(&self.pipeline.resolve(out))
-                .map_err(|e| format!("hash output `{out}`: {e}"))?
-                .ok_or_else(|| format!("output `{out}` vanished after it was moved into place"))?;
+                .map_err(|source| StageRunError::HashOutput {
+                    out: out.clone(),
+                    source,
+                })?
+                .ok_or_else(|| StageRunError::OutputVanished { out: out.clone() })?;
             out_hashes.insert(out.clone(), hash);
         }
         let record = LockedStage {
@@ -576,7 +589,7 @@ impl<'a> Engine<'a> {
                 Some(previous) => lock.stages.insert(stage.name.clone(), previous),
                 None => lock.stages.remove(&stage.name),
             };
-            e.to_string()
+            StageRunError::Engine(e)
         })
     }
 
