@@ -592,14 +592,14 @@ mod tests {
     #[test]
     fn a_comment_path_out_of_the_repository_is_found_and_one_inside_is_not() {
         let lines = vec![
-            (3, "see [design](../../shared/DESIGN.md)".to_string()),
+            (3, "see [notes](../../elsewhere/notes.md)".to_string()),
             (4, "see [readme](../README.md)".to_string()),
         ];
         let docs = Path::new("docs");
         let findings = paths_leaving(Path::new("docs/a.md"), docs, &lines);
         assert_eq!(findings.len(), 1, "{findings:?}");
         assert_eq!(findings[0].line, 3);
-        assert!(findings[0].message.contains("../../shared/DESIGN.md"));
+        assert!(findings[0].message.contains("../../elsewhere/notes.md"));
         let findings = paths_leaving(Path::new("README.md"), Path::new(""), &lines);
         assert_eq!(findings.len(), 2, "{findings:?}");
     }
