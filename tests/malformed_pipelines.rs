@@ -120,13 +120,13 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
         "23-detector-network-shape.yaml",
         10,
         7,
-        "stage `train-detector` (train params): network: channels has 3 entries, not 4",
+        "stage `train-detector` (train params): network: invalid length 3, expected an array of length 4",
     ),
     (
         "24-char-network-option.yaml",
         10,
         7,
-        "stage `train-chars` (train params): network: unknown field `lstm_hidden`, expected one of `channels`, `hidden`, `dropout`",
+        "stage `train-chars` (train params): network: unknown field `lstm_hidden`, expected one of `classes`, `channels`, `conv1_channels`, `conv2_channels`, `hidden`, `dropout`",
     ),
     (
         "25-weight-average-decay.yaml",
@@ -157,6 +157,12 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
         10,
         7,
         "stage `mixed` (mix params): `weights` has 1 entries for 2 deps: one weight per dataset",
+    ),
+    (
+        "30-line-network-from-dataset.yaml",
+        10,
+        7,
+        "stage `train-lines` (train params): network: `height` comes from the dataset when training starts; remove it",
     ),
 ];
 

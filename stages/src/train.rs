@@ -12,6 +12,7 @@ use textrec_recognizer::models::{
     train_detector_model, train_line_model,
 };
 use textrec_recognizer::networks::{CharCnnConfig, LineCtcConfig, LineFcnConfig};
+use textrec_recognizer::setting::InvalidSetting;
 
 use crate::observe::StageObserver;
 
@@ -24,7 +25,8 @@ struct Params {
     model: Architecture,
     #[serde(default)]
     training: TrainOptions,
-    /// Size of the network, read as the model's own `*Network`; unset fields keep the defaults.
+    /// Size of the network, read as the model's own config (`CharCnnConfig`, `LineCtcConfig`,
+    /// `LineFcnConfig`); unset fields keep the defaults.
     #[serde(default)]
     network: Option<serde_json::Value>,
     /// A model directory (another train stage's out) to start from: a fine-tune. It must be
@@ -33,99 +35,27 @@ struct Params {
     init: Option<String>,
 }
 
-/// `network` for char_cnn. One struct per model, so a field of another model is an unknown
-/// field, and the error lists the ones this model takes.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CharNetwork {
-    /// Output channels of the two convolutions (default [32, 64]).
-    channels: Option<Vec<usize>>,
-    /// Units of the hidden fully connected layer (default 128).
-    hidden: Option<usize>,
-    /// Dropout after pooling and before the head (default 0.25).
-    dropout: Option<f64>,
-}
-
-/// `network` for line_ctc.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LineNetwork {
-    /// Output channels of the three convolution blocks (default [32, 64, 96]).
-    channels: Option<Vec<usize>>,
-    /// Hidden units per LSTM direction (default 128).
-    lstm_hidden: Option<usize>,
-    /// Dropout before the head (default 0.2).
-    dropout: Option<f64>,
-}
-
-/// `network` for line_fcn.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DetectorNetwork {
-    /// Output channels of the four dilated convolutions (default [16, 16, 32, 32]).
-    channels: Option<Vec<usize>>,
-    /// Page pixels per network pixel (default 4).
-    scale: Option<usize>,
-}
-
-fn exactly<const N: usize>(channels: &Option<Vec<usize>>) -> Result<Option<[usize; N]>, String> {
-    channels
-        .as_ref()
-        .map(|c| {
-            <[usize; N]>::try_from(c.as_slice())
-                .map_err(|_| format!("channels has {} entries, not {N}", c.len()))
-        })
-        .transpose()
-}
-
-/// The stage's `network`, read as `N` and turned into a network config by `config`.
-fn network_config<N: DeserializeOwned, C>(
+/// The stage's `network`, read as the model's own config `C`; `from_dataset` names the fields that
+/// training sets from the dataset, which the block must leave out.
+fn network_config<C: DeserializeOwned>(
     params: &Params,
-    config: impl FnOnce(N) -> Result<C, String>,
+    from_dataset: &[&str],
+    validate: impl FnOnce(&C) -> Result<(), InvalidSetting>,
 ) -> Result<Option<C>, String> {
-    params
-        .network
-        .as_ref()
-        .map(|value| parse_params(value).and_then(config))
-        .transpose()
-        .map_err(|e| format!("network: {e}"))
-}
-
-impl CharNetwork {
-    fn config(self) -> Result<CharCnnConfig, String> {
-        // Classes come from the dataset when training starts.
-        let mut config = CharCnnConfig::new(2);
-        if let Some([conv1, conv2]) = exactly(&self.channels)? {
-            config.conv1_channels = conv1;
-            config.conv2_channels = conv2;
-        }
-        config.hidden = self.hidden.unwrap_or(config.hidden);
-        config.dropout = self.dropout.unwrap_or(config.dropout);
-        config.validate().map_err(|e| e.to_string())?;
-        Ok(config)
+    let Some(network) = &params.network else {
+        return Ok(None);
+    };
+    if let Some(field) = from_dataset
+        .iter()
+        .find(|field| network.get(**field).is_some())
+    {
+        return Err(format!(
+            "network: `{field}` comes from the dataset when training starts; remove it"
+        ));
     }
-}
-
-impl LineNetwork {
-    fn config(self) -> Result<LineCtcConfig, String> {
-        // Classes and height come from the dataset when training starts.
-        let mut config = LineCtcConfig::new(2);
-        config.channels = exactly(&self.channels)?.unwrap_or(config.channels);
-        config.lstm_hidden = self.lstm_hidden.unwrap_or(config.lstm_hidden);
-        config.dropout = self.dropout.unwrap_or(config.dropout);
-        config.validate().map_err(|e| e.to_string())?;
-        Ok(config)
-    }
-}
-
-impl DetectorNetwork {
-    fn config(self) -> Result<LineFcnConfig, String> {
-        let mut config = LineFcnConfig::new();
-        config.channels = exactly(&self.channels)?.unwrap_or(config.channels);
-        config.scale = self.scale.unwrap_or(config.scale);
-        config.validate().map_err(|e| e.to_string())?;
-        Ok(config)
-    }
+    let config: C = parse_params(network).map_err(|e| format!("network: {e}"))?;
+    validate(&config).map_err(|e| format!("network: {e}"))?;
+    Ok(Some(config))
 }
 
 /// The stage's params, checked, with `network` read as the chosen model's config (unset: the
@@ -179,9 +109,19 @@ fn validate(stage: &Stage) -> Result<Validated, String> {
         .validate()
         .map_err(|e| format!("training: {e}"))?;
     let model = match params.model {
-        Architecture::CharCnn => Model::Char(network_config(&params, CharNetwork::config)?),
-        Architecture::LineCtc => Model::Line(network_config(&params, LineNetwork::config)?),
-        Architecture::LineFcn => Model::Detector(network_config(&params, DetectorNetwork::config)?),
+        Architecture::CharCnn => Model::Char(network_config(
+            &params,
+            &["classes"],
+            CharCnnConfig::validate,
+        )?),
+        Architecture::LineCtc => Model::Line(network_config(
+            &params,
+            &["classes", "height"],
+            LineCtcConfig::validate,
+        )?),
+        Architecture::LineFcn => {
+            Model::Detector(network_config(&params, &[], LineFcnConfig::validate)?)
+        }
     };
     if params.training.label_smoothing.is_some() && !matches!(model, Model::Char(_)) {
         return Err(

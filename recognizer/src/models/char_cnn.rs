@@ -213,7 +213,7 @@ mod tests {
         let device = Default::default();
         let labels: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
         let mut config = CharCnnConfig::new(labels.len());
-        (config.conv1_channels, config.conv2_channels, config.hidden) = (2, 2, 4);
+        (config.channels, config.hidden) = ([2, 2], 4);
         config.dropout = 0.0;
         CpuTraining::seed(&device, 7);
         let network: CharCnn<CpuTraining> = config.init(&device);

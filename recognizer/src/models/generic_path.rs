@@ -124,7 +124,7 @@ fn the_char_model_trains_the_same_through_burns_generic_ops() {
     let device = Default::default();
     let labels: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
     let mut config = CharCnnConfig::new(labels.len());
-    (config.conv1_channels, config.conv2_channels, config.hidden) = (4, 8, 16);
+    (config.channels, config.hidden) = ([4, 8], 16);
     config.dropout = 0.0;
     let batch = Batch {
         height: CHAR_SIDE,
@@ -178,8 +178,10 @@ fn the_line_model_trains_the_same_through_burns_generic_ops() {
 #[test]
 fn the_line_detector_trains_the_same_through_burns_generic_ops() {
     let device = Default::default();
-    let mut config = LineFcnConfig::new();
-    config.channels = [4, 4, 8, 8];
+    let config = LineFcnConfig {
+        channels: [4, 4, 8, 8],
+        ..LineFcnConfig::default()
+    };
     let (height, width) = (64, 96);
     // Light paper, two dark lines of text-like strokes, and their boxes.
     let lines = [[8u16, 10, 88, 24], [8, 36, 70, 50]];

@@ -238,7 +238,7 @@ pub fn train_detector_model<B: TrainingBackend>(
     }
     let config = match init {
         Some(dir) => init_spec::<LineFcnConfig>(dir, ARCHITECTURE, dataset_dir, &[])?.network,
-        None => network_config.unwrap_or_else(LineFcnConfig::new),
+        None => network_config.unwrap_or_default(),
     };
     config.validate()?;
     let _exclusive = exclusive_training(observer);

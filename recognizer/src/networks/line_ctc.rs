@@ -9,6 +9,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use super::NetworkBackend;
 use super::conv::conv2d;
@@ -21,18 +22,33 @@ use super::lstm::{BiLstm, BiLstmConfig};
 /// Input pixels per output step along the width.
 pub const DOWNSAMPLE: usize = 4;
 
-#[derive(Config, Debug)]
+/// The recognizer's size. A train stage's `network:` block deserialises into it (unset fields
+/// keep [`Default`]; `classes` and `height` come from the dataset), and so does `model.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LineCtcConfig {
     /// Output classes, the CTC blank included.
     pub classes: usize,
-    #[config(default = 32)]
+    /// Line height in pixels, a multiple of 8.
     pub height: usize,
-    #[config(default = "[32, 64, 96]")]
+    /// Output channels of the three convolution blocks.
     pub channels: [usize; 3],
-    #[config(default = 128)]
+    /// Hidden units per LSTM direction.
     pub lstm_hidden: usize,
-    #[config(default = 0.2)]
+    /// Dropout before the head.
     pub dropout: f64,
+}
+
+impl Default for LineCtcConfig {
+    fn default() -> Self {
+        Self {
+            classes: 2,
+            height: 32,
+            channels: [32, 64, 96],
+            lstm_hidden: 128,
+            dropout: 0.2,
+        }
+    }
 }
 
 #[derive(Module, Debug)]
@@ -52,6 +68,13 @@ pub struct LineCtc<B: Backend> {
 }
 
 impl LineCtcConfig {
+    pub fn new(classes: usize) -> Self {
+        Self {
+            classes,
+            ..Self::default()
+        }
+    }
+
     /// Features per step entering the LSTM: channels × the height left after pooling by 8.
     pub fn step_features(&self) -> usize {
         self.channels[2] * (self.height / 8)

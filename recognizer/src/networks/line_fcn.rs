@@ -8,6 +8,7 @@
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{PaddingConfig2d, Relu};
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use super::conv::{ConvBackend, conv2d};
 use crate::setting::{InvalidSetting, require};
@@ -17,15 +18,25 @@ pub const DILATIONS: [usize; 4] = [1, 2, 4, 8];
 /// Output channels: the core logit, then the distances to the line's top and bottom.
 pub const MAPS: usize = 3;
 
-#[derive(Config, Debug)]
+/// The detector's size. A train stage's `network:` block deserialises into it (unset fields keep
+/// [`Default`]), and so does `model.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LineFcnConfig {
     /// Output channels of the four dilated convolutions.
-    #[config(default = "[16, 16, 32, 32]")]
     pub channels: [usize; 4],
     /// Page pixels per input pixel: pages are area-averaged down this much before the network
     /// (see `infer::line_fcn`).
-    #[config(default = 4)]
     pub scale: usize,
+}
+
+impl Default for LineFcnConfig {
+    fn default() -> Self {
+        Self {
+            channels: [16, 16, 32, 32],
+            scale: 4,
+        }
+    }
 }
 
 #[derive(Module, Debug)]
