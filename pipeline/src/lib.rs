@@ -29,6 +29,8 @@ pub use progress::{
 pub use render::{DagFormat, render_dag};
 pub use report::{RunReport, StageReport, StageStatus};
 pub use run::{RunOptions, cache_key, run};
-pub use spec::{Graph, Pipeline, normalize_dep};
-pub use stage::{Registry, Stage, StageContext, StageFailure, StageKind, parse_params};
+pub use spec::{Graph, InvalidPath, Pipeline, normalize_dep};
+pub use stage::{
+    InvalidStage, Registry, Stage, StageContext, StageFailure, StageKind, parse_params,
+};
 pub use workspace::Workspace;

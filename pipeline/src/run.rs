@@ -823,7 +823,7 @@ mod tests {
         fn summary(&self) -> &'static str {
             "writes ctx.upstream"
         }
-        fn check(&self, _: &Stage) -> Result<(), String> {
+        fn check(&self, _: &Stage) -> Result<(), crate::InvalidStage> {
             Ok(())
         }
         fn run(&self, ctx: &StageContext<'_>) -> Result<(), crate::stage::StageFailure> {
@@ -889,7 +889,7 @@ mod tests {
         fn summary(&self) -> &'static str {
             "writes params.text, then breaks params.sabotage"
         }
-        fn check(&self, _: &Stage) -> Result<(), String> {
+        fn check(&self, _: &Stage) -> Result<(), crate::InvalidStage> {
             Ok(())
         }
         fn run(&self, ctx: &StageContext<'_>) -> Result<(), crate::stage::StageFailure> {
@@ -1004,7 +1004,7 @@ mod tests {
         fn summary(&self) -> &'static str {
             "writes a new stamp to every output"
         }
-        fn check(&self, _: &Stage) -> Result<(), String> {
+        fn check(&self, _: &Stage) -> Result<(), crate::InvalidStage> {
             Ok(())
         }
         fn run(&self, ctx: &StageContext<'_>) -> Result<(), crate::stage::StageFailure> {

@@ -156,7 +156,7 @@ impl Pipeline {
             let kind = registry
                 .get(&stage.kind)
                 .expect("kind checked in convert_stage");
-            kind.check(stage).map_err(|msg| {
+            kind.check(stage).map_err(|invalid| {
                 let after = if overridden.contains(&stage.name) {
                     " (after -S overrides)"
                 } else {
@@ -165,7 +165,7 @@ impl Pipeline {
                 src.error(
                     *at,
                     format!(
-                        "stage `{}` ({} params{after}): {msg}",
+                        "stage `{}` ({} params{after}): {invalid}",
                         stage.name, stage.kind
                     ),
                 )
@@ -289,8 +289,8 @@ fn convert_stage(
     let path_list = |items: &[Spanned<String>], what: PathRole| -> Result<Vec<String>, Error> {
         let mut paths = Vec::with_capacity(items.len());
         for item in items {
-            let path =
-                normalize_path(&item.value, what).map_err(|m| src.error(item.referenced, m))?;
+            let path = normalize_path(&item.value, what)
+                .map_err(|m| src.error(item.referenced, m.to_string()))?;
             if paths.contains(&path) {
                 return Err(src.error(item.referenced, format!("`{path}` is listed twice")));
             }
@@ -339,17 +339,32 @@ enum PathRole {
     Out,
 }
 
+/// Why a path in the pipeline cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidPath {
+    #[error("empty path")]
+    Empty,
+    #[error("output `{0}` must be relative to the pipeline's workdir")]
+    AbsoluteOutput(String),
+    #[error("output `{0}` must stay inside the pipeline's workdir")]
+    OutputOutsideWorkdir(String),
+    #[error("`{0}` climbs above the filesystem root")]
+    AboveRoot(String),
+    #[error("`{0}` names the workdir itself; name a file or directory in it")]
+    Workdir(String),
+    #[error("`{0}` is inside .textrec/, which belongs to the engine")]
+    EngineDirectory(String),
+}
+
 /// Lexically normalises a pipeline path: `./a//b/` → `a/b`. Outputs must stay inside the workdir
 /// and out of the engine's own `.textrec/` directory; deps may point anywhere.
-fn normalize_path(path: &str, role: PathRole) -> Result<String, String> {
+fn normalize_path(path: &str, role: PathRole) -> Result<String, InvalidPath> {
     if path.trim().is_empty() {
-        return Err("empty path".into());
+        return Err(InvalidPath::Empty);
     }
     let absolute = path.starts_with('/');
     if absolute && role == PathRole::Out {
-        return Err(format!(
-            "output `{path}` must be relative to the pipeline's workdir"
-        ));
+        return Err(InvalidPath::AbsoluteOutput(path.into()));
     }
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
@@ -359,23 +374,17 @@ fn normalize_path(path: &str, role: PathRole) -> Result<String, String> {
                 parts.pop();
             }
             ".." if role == PathRole::Out => {
-                return Err(format!(
-                    "output `{path}` must stay inside the pipeline's workdir"
-                ));
+                return Err(InvalidPath::OutputOutsideWorkdir(path.into()));
             }
-            ".." if absolute => return Err(format!("`{path}` climbs above the filesystem root")),
+            ".." if absolute => return Err(InvalidPath::AboveRoot(path.into())),
             other => parts.push(other),
         }
     }
     if parts.is_empty() {
-        return Err(format!(
-            "`{path}` names the workdir itself; name a file or directory in it"
-        ));
+        return Err(InvalidPath::Workdir(path.into()));
     }
     if role == PathRole::Out && parts[0] == ".textrec" {
-        return Err(format!(
-            "`{path}` is inside .textrec/, which belongs to the engine"
-        ));
+        return Err(InvalidPath::EngineDirectory(path.into()));
     }
     let joined = parts.join("/");
     Ok(if absolute {
@@ -387,7 +396,7 @@ fn normalize_path(path: &str, role: PathRole) -> Result<String, String> {
 
 /// A dep path as the engine stores it (`./a//b/` → `a/b`), so that a stage kind can match a path
 /// named in its params against its declared deps.
-pub fn normalize_dep(path: &str) -> Result<String, String> {
+pub fn normalize_dep(path: &str) -> Result<String, InvalidPath> {
     normalize_path(path, PathRole::Dep)
 }
 

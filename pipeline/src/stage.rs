@@ -52,16 +52,73 @@ pub trait StageKind: Send + Sync {
     fn summary(&self) -> &'static str;
 
     /// Validates params and the shape of deps/outs at load time, so a typo fails before any stage
-    /// runs. The message is shown at the stage's `params:` location.
-    fn check(&self, stage: &Stage) -> Result<(), String>;
+    /// runs. The error is shown at the stage's `params:` location.
+    fn check(&self, stage: &Stage) -> Result<(), InvalidStage>;
 
     /// Does the work, writing every declared output under [`StageContext::out`].
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageFailure>;
 }
 
+/// Why a stage's declaration does not suit its kind ([`StageKind::check`]), found before any
+/// stage runs.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidStage {
+    /// The params do not deserialise into the kind's struct: an unknown field, a wrong type.
+    #[error(transparent)]
+    Params(#[from] serde_json::Error),
+    /// The deps, outs or metrics are not what the kind reads and writes; `takes` says what it does.
+    #[error("{takes}")]
+    Shape { takes: String },
+    /// A param whose value the kind cannot use; `problem` says why and what would do.
+    #[error("{problem}")]
+    Param {
+        param: &'static str,
+        problem: String,
+    },
+    /// A param rejected by the code it configures, whose error names the param itself.
+    #[error(transparent)]
+    Rejected(Box<dyn std::error::Error + Send + Sync>),
+    /// A param (a nested block, a path) rejected by the code it configures; shown after its name.
+    #[error("{param}: {source}")]
+    Nested {
+        param: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl InvalidStage {
+    pub fn shape(takes: impl Into<String>) -> Self {
+        Self::Shape {
+            takes: takes.into(),
+        }
+    }
+
+    pub fn param(param: &'static str, problem: impl Into<String>) -> Self {
+        Self::Param {
+            param,
+            problem: problem.into(),
+        }
+    }
+
+    pub fn rejected(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Rejected(source.into())
+    }
+
+    pub fn nested(
+        param: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Nested {
+            param: param.into(),
+            source: source.into(),
+        }
+    }
+}
+
 /// Typed params for a stage kind: `deny_unknown_fields` structs deserialised from the YAML value.
-pub fn parse_params<T: DeserializeOwned>(params: &Value) -> Result<T, String> {
-    serde_json::from_value(params.clone()).map_err(|e| e.to_string())
+pub fn parse_params<T: DeserializeOwned>(params: &Value) -> Result<T, InvalidStage> {
+    Ok(serde_json::from_value(params.clone())?)
 }
 
 /// The stage kinds a pipeline may use, by name.

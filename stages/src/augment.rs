@@ -3,7 +3,7 @@
 //! named in `splits`.
 
 use serde::Deserialize;
-use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
+use textrec_pipeline::{InvalidStage, Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::data::augment::{AugmentPlan, Augmentation, augment_dataset};
 use textrec_recognizer::data::{Dataset, Split};
 
@@ -34,17 +34,19 @@ fn default_shard_mb() -> u64 {
     256
 }
 
-fn validate(stage: &Stage) -> Result<Params, String> {
+fn validate(stage: &Stage) -> Result<Params, InvalidStage> {
     let params: Params = parse_params(&stage.params)?;
     if stage.deps.len() != 1 || stage.outs.len() != 1 || !stage.metrics.is_empty() {
-        return Err("`augment` reads one dataset (deps) and writes one (outs)".into());
+        return Err(InvalidStage::shape(
+            "`augment` reads one dataset (deps) and writes one (outs)",
+        ));
     }
     params
         .augmentation
         .validate()
-        .map_err(|e| format!("augmentation.{e}"))?;
+        .map_err(|e| InvalidStage::nested("augmentation", e))?;
     if params.shard_mb == 0 {
-        return Err("`shard_mb` must be > 0".into());
+        return Err(InvalidStage::param("shard_mb", "`shard_mb` must be > 0"));
     }
     Ok(params)
 }
@@ -62,7 +64,7 @@ impl StageKind for Augment {
         "write a dataset plus seeded augmented copies (affine, elastic, blur, noise, erase) of chosen splits"
     }
 
-    fn check(&self, stage: &Stage) -> Result<(), String> {
+    fn check(&self, stage: &Stage) -> Result<(), InvalidStage> {
         validate(stage).map(drop)
     }
 

@@ -1,7 +1,9 @@
 //! `copy`: copy each dep to the out at the same position. The simplest real stage: it imports
 //! files into a pipeline's outputs (and so into its cache and lock) and exercises the engine.
 
-use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, copy_tree, count_files};
+use textrec_pipeline::{
+    InvalidStage, Stage, StageContext, StageFailure, StageKind, copy_tree, count_files,
+};
 
 use crate::error::StageError;
 
@@ -21,19 +23,22 @@ impl StageKind for Copy {
         "copy deps[i] (file or directory) to outs[i]; no params"
     }
 
-    fn check(&self, stage: &Stage) -> Result<(), String> {
+    fn check(&self, stage: &Stage) -> Result<(), InvalidStage> {
         if stage.params.as_object().is_some_and(|p| !p.is_empty()) {
-            return Err("`copy` takes no params".into());
+            return Err(InvalidStage::param("copy", "`copy` takes no params"));
         }
         if stage.deps.is_empty()
             || stage.deps.len() != stage.outs.len()
             || !stage.metrics.is_empty()
         {
-            return Err(format!(
-                "`copy` needs as many outs as deps (deps[i] is copied to outs[i]); got {} deps, {} outs, {} metrics",
-                stage.deps.len(),
-                stage.outs.len(),
-                stage.metrics.len()
+            return Err(InvalidStage::param(
+                "copy",
+                format!(
+                    "`copy` needs as many outs as deps (deps[i] is copied to outs[i]); got {} deps, {} outs, {} metrics",
+                    stage.deps.len(),
+                    stage.outs.len(),
+                    stage.metrics.len()
+                ),
             ));
         }
         Ok(())

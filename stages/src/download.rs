@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use textrec_pipeline::{
-    Stage, StageContext, StageFailure, StageKind, normalize_dep, parse_params, write_atomic,
+    InvalidStage, Stage, StageContext, StageFailure, StageKind, normalize_dep, parse_params,
+    write_atomic,
 };
 use textrec_recognizer::data::Observer;
 use textrec_recognizer::data::download::{
@@ -125,7 +126,7 @@ struct SourceParams {
 
 impl SourceParams {
     /// Where the source comes from; a file list is recorded as the URL of its manifest.
-    fn origin(&self) -> Result<Origin, String> {
+    fn origin(&self) -> Result<Origin, InvalidStage> {
         let files = self
             .files
             .as_ref()
@@ -137,21 +138,26 @@ impl SourceParams {
             (None, None, Some(f), None, None) => Ok(Origin::File(PathBuf::from(f))),
             (None, None, None, Some(n), None) => Ok(Origin::Npm(n.clone())),
             (None, None, None, None, Some(a)) => Ok(Origin::Apt(a.clone())),
-            _ => Err(format!(
-                "source `{}` needs exactly one of `url`, `files`, `file`, `npm`, `apt`",
-                self.name
+            _ => Err(InvalidStage::param(
+                "sources",
+                format!(
+                    "source `{}` needs exactly one of `url`, `files`, `file`, `npm`, `apt`",
+                    self.name
+                ),
             )),
         }
     }
 }
 
-fn validate(stage: &Stage) -> Result<Params, String> {
+fn validate(stage: &Stage) -> Result<Params, InvalidStage> {
     let params: Params = parse_params(&stage.params)?;
     if stage.outs.len() != 1 || !stage.metrics.is_empty() {
-        return Err("`download` writes exactly one out (a directory) and no metrics".into());
+        return Err(InvalidStage::shape(
+            "`download` writes exactly one out (a directory) and no metrics",
+        ));
     }
     if params.sources.is_empty() {
-        return Err("`sources` is empty".into());
+        return Err(InvalidStage::param("sources", "`sources` is empty"));
     }
     seconds("timeout_seconds", params.timeout_seconds, false)?;
     seconds("backoff_seconds", params.backoff_seconds, true)?;
@@ -160,38 +166,52 @@ fn validate(stage: &Stage) -> Result<Params, String> {
         let name = &source.name;
         if name.is_empty() || name.contains('/') || name.starts_with('.') || name == "sources.json"
         {
-            return Err(format!("source name `{name}` must be a plain file name"));
+            return Err(InvalidStage::param(
+                "sources",
+                format!("source name `{name}` must be a plain file name"),
+            ));
         }
         if names.contains(&name) {
-            return Err(format!("two sources are named `{name}`"));
+            return Err(InvalidStage::param(
+                "sources",
+                format!("two sources are named `{name}`"),
+            ));
         }
         names.push(name);
         if source.files.is_none() && !source.include.is_empty() {
-            return Err(format!(
-                "source `{name}`: `include` selects files of a `files:` list"
+            return Err(InvalidStage::param(
+                "include",
+                format!("source `{name}`: `include` selects files of a `files:` list"),
             ));
         }
         match source.origin()? {
             Origin::Url(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
-                return Err(format!(
-                    "source `{name}`: `{url}` is not an http:// or https:// URL"
+                return Err(InvalidStage::param(
+                    "url",
+                    format!("source `{name}`: `{url}` is not an http:// or https:// URL"),
                 ));
             }
             Origin::Url(_) | Origin::Npm(_) if source.sha256.is_none() => {
-                return Err(format!(
-                    "source `{name}` needs `sha256` (the checksum it must have)"
+                return Err(InvalidStage::param(
+                    "sha256",
+                    format!("source `{name}` needs `sha256` (the checksum it must have)"),
                 ));
             }
             Origin::Npm(spec) => {
-                parse_npm_spec(&spec)
-                    .map_err(|e| format!("source `{name}`: `npm: {spec}`: {e}"))?;
+                parse_npm_spec(&spec).map_err(|e| {
+                    InvalidStage::nested(format!("source `{name}`: `npm: {spec}`"), e)
+                })?;
             }
             Origin::File(path) => {
-                let declared = normalize_dep(&path.to_string_lossy())?;
+                let declared = normalize_dep(&path.to_string_lossy())
+                    .map_err(|e| InvalidStage::nested(format!("source `{name}`"), e))?;
                 if !stage.deps.contains(&declared) {
-                    return Err(format!(
-                        "source `{name}`: `{}` must also be listed in `deps`, so that a change to it re-runs the stage",
-                        path.display()
+                    return Err(InvalidStage::param(
+                        "deps",
+                        format!(
+                            "source `{name}`: `{}` must also be listed in `deps`, so that a change to it re-runs the stage",
+                            path.display()
+                        ),
                     ));
                 }
             }
@@ -203,12 +223,15 @@ fn validate(stage: &Stage) -> Result<Params, String> {
 
 /// A duration param as a [`Duration`]: finite, not negative, > 0 unless `zero_ok`, and within
 /// what a `Duration` holds (`.inf` or `1e300` would panic when converted).
-fn seconds(param: &str, value: f64, zero_ok: bool) -> Result<Duration, String> {
+fn seconds(param: &'static str, value: f64, zero_ok: bool) -> Result<Duration, InvalidStage> {
     match Duration::try_from_secs_f64(value) {
         Ok(duration) if zero_ok || !duration.is_zero() => Ok(duration),
-        _ => Err(format!(
-            "`{param}: {value:?}` must be a finite number of seconds{}",
-            if zero_ok { ", 0 or more" } else { " > 0" }
+        _ => Err(InvalidStage::param(
+            param,
+            format!(
+                "`{param}: {value:?}` must be a finite number of seconds{}",
+                if zero_ok { ", 0 or more" } else { " > 0" }
+            ),
         )),
     }
 }
@@ -226,7 +249,7 @@ impl StageKind for Download {
         "fetch url/file/npm/apt sources, verify sha256, cache by content, unpack to OUT/NAME/"
     }
 
-    fn check(&self, stage: &Stage) -> Result<(), String> {
+    fn check(&self, stage: &Stage) -> Result<(), InvalidStage> {
         validate(stage).map(drop)
     }
 

@@ -3,7 +3,7 @@
 //! validation split of train's writers. Its one dep is the `.mat` file.
 
 use serde::Deserialize;
-use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
+use textrec_pipeline::{InvalidStage, Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::data::emnist::{EmnistConfig, IMPORTER_VERSION, import_emnist};
 use textrec_recognizer::vocab::Vocabulary;
 
@@ -40,23 +40,25 @@ fn default_shard_mb() -> u64 {
     256
 }
 
-fn validate(stage: &Stage) -> Result<Params, String> {
+fn validate(stage: &Stage) -> Result<Params, InvalidStage> {
     let params: Params = parse_params(&stage.params)?;
     if stage.deps.len() != 1 || stage.outs.len() != 1 || !stage.metrics.is_empty() {
-        return Err(
+        return Err(InvalidStage::shape(
             "`emnist` reads one dep (the .mat file, e.g. DOWNLOADS/emnist/matlab/emnist-byclass.mat) \
-             and writes one out (the dataset directory), no metrics"
-                .into(),
-        );
+             and writes one out (the dataset directory), no metrics",
+        ));
     }
     if !(0.0..1.0).contains(&params.val_fraction) {
-        return Err(format!(
-            "`val_fraction` is {}: it must be at least 0 and below 1",
-            params.val_fraction
+        return Err(InvalidStage::param(
+            "val_fraction",
+            format!(
+                "`val_fraction` is {}: it must be at least 0 and below 1",
+                params.val_fraction
+            ),
         ));
     }
     if params.shard_mb == 0 {
-        return Err("`shard_mb` must be > 0".into());
+        return Err(InvalidStage::param("shard_mb", "`shard_mb` must be > 0"));
     }
     Ok(params)
 }
@@ -74,7 +76,7 @@ impl StageKind for Emnist {
         "import EMNIST's MAT-file (FSDL's matlab.zip) as a balanced chars dataset, validation by writer"
     }
 
-    fn check(&self, stage: &Stage) -> Result<(), String> {
+    fn check(&self, stage: &Stage) -> Result<(), InvalidStage> {
         validate(stage).map(drop)
     }
 

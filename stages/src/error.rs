@@ -22,6 +22,10 @@ pub enum StageError {
         tail: String,
     },
 
+    /// A param names a downloaded source that none of the stage's deps holds.
+    #[error("no downloaded source is named `{name}` (the deps hold: {})", held.join(", "))]
+    MissingSource { name: String, held: Vec<String> },
+
     #[error("{action} {}: {source}", path.display())]
     Io {
         action: &'static str,

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use serde::Deserialize;
-use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
+use textrec_pipeline::{InvalidStage, Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::data::{Dataset, DatasetKind, Observer, Sample, Split};
 use textrec_recognizer::eval::{self, CER_TIE, PageScores, TruthPage};
 use textrec_recognizer::infer::{
@@ -68,18 +68,21 @@ fn default_split() -> Split {
     Split::Test
 }
 
-fn validate(stage: &Stage) -> Result<Params, String> {
+fn validate(stage: &Stage) -> Result<Params, InvalidStage> {
     let params: Params = parse_params(&stage.params)?;
     if !(2..=4).contains(&stage.deps.len()) || stage.outs.len() != 1 || stage.metrics.len() != 1 {
-        return Err("`evaluate` reads [model.onnx (or a release bundle's line model), dataset], then for line models optionally a language model (.lm) and, on pages, a learned line detector's .onnx; it writes a report directory (outs) and a metrics file".into());
+        return Err(InvalidStage::shape(
+            "`evaluate` reads [model.onnx (or a release bundle's line model), dataset], then for line models optionally a language model (.lm) and, on pages, a learned line detector's .onnx; it writes a report directory (outs) and a metrics file",
+        ));
     }
     if let Some(search) = &params.slant_search {
-        search.check().map_err(|e| e.to_string())?;
+        search.check().map_err(InvalidStage::rejected)?;
     }
     if params.max_regression.is_some() && params.previous.is_none() {
-        return Err(
-            "`max_regression` needs `previous` (the earlier release's metrics.json)".into(),
-        );
+        return Err(InvalidStage::param(
+            "max_regression",
+            "`max_regression` needs `previous` (the earlier release's metrics.json)",
+        ));
     }
     Ok(params)
 }
@@ -125,7 +128,7 @@ impl StageKind for Evaluate {
         "score the exported model vs a baseline and the previous release; gates min_accuracy, max_cer, max_seconds, max_regression"
     }
 
-    fn check(&self, stage: &Stage) -> Result<(), String> {
+    fn check(&self, stage: &Stage) -> Result<(), InvalidStage> {
         validate(stage).map(drop)
     }
 
@@ -165,9 +168,11 @@ impl StageKind for Evaluate {
             }
             Architecture::LineCtc => {
                 if params.min_accuracy.is_some() || params.uci_digits {
-                    return Err(
-                        "min_accuracy and uci_digits apply to character models; use max_cer".into(),
-                    );
+                    return Err(InvalidStage::param(
+                        "min_accuracy",
+                        "min_accuracy and uci_digits apply to character models; use max_cer",
+                    )
+                    .into());
                 }
                 let mut recognizer = LineRecognizer::from_bytes(&bytes, model, 16)?;
                 recognizer.set_slant_search(params.slant_search.clone())?;
@@ -192,7 +197,10 @@ impl StageKind for Evaluate {
                     )?
                 } else {
                     if detector.is_some() {
-                        return Err("a line detector is evaluated on pages only".into());
+                        return Err(InvalidStage::shape(
+                            "a line detector is evaluated on pages only",
+                        )
+                        .into());
                     }
                     evaluate_lines(
                         &recognizer,
@@ -206,14 +214,17 @@ impl StageKind for Evaluate {
             }
             Architecture::CharCnn => {
                 if ctx.deps.len() > 2 {
-                    return Err(
-                        "a language model or line detector is evaluated with a line model".into(),
-                    );
+                    return Err(InvalidStage::shape(
+                        "a language model or line detector is evaluated with a line model",
+                    )
+                    .into());
                 }
                 if params.max_cer.is_some() || params.slant_search.is_some() {
-                    return Err(
-                        "max_cer and slant_search apply to line models; use min_accuracy".into(),
-                    );
+                    return Err(InvalidStage::param(
+                        "max_cer",
+                        "max_cer and slant_search apply to line models; use min_accuracy",
+                    )
+                    .into());
                 }
                 let classifier = CharClassifier::load(model, 128)?;
                 evaluate_chars(

@@ -3,7 +3,7 @@
 //! is kept.
 
 use serde::Deserialize;
-use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
+use textrec_pipeline::{InvalidStage, Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::Architecture;
 use textrec_recognizer::data::{Dataset, Split};
 use textrec_recognizer::models::{
@@ -26,13 +26,18 @@ fn default_parity_samples() -> usize {
     64
 }
 
-fn validate(stage: &Stage) -> Result<Params, String> {
+fn validate(stage: &Stage) -> Result<Params, InvalidStage> {
     let params: Params = parse_params(&stage.params)?;
     if stage.deps.len() != 2 || stage.outs.len() != 1 || stage.metrics.len() > 1 {
-        return Err("`export` reads [model directory, dataset] and writes one .onnx file (plus optional metrics)".into());
+        return Err(InvalidStage::shape(
+            "`export` reads [model directory, dataset] and writes one .onnx file (plus optional metrics)",
+        ));
     }
     if params.parity_samples == 0 {
-        return Err("`parity_samples` must be > 0".into());
+        return Err(InvalidStage::param(
+            "parity_samples",
+            "`parity_samples` must be > 0",
+        ));
     }
     Ok(params)
 }
@@ -50,7 +55,7 @@ impl StageKind for Export {
         "write a trained model as ONNX with metadata; fails unless tract matches Burn on test inputs"
     }
 
-    fn check(&self, stage: &Stage) -> Result<(), String> {
+    fn check(&self, stage: &Stage) -> Result<(), InvalidStage> {
         validate(stage).map(drop)
     }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
+use textrec_pipeline::{InvalidStage, Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::data::Split;
 use textrec_recognizer::ground_truth::{
     GroundTruthConfig, GroundTruthFormat, IMPORTER_VERSION, OutOfVocabulary, PagesOutput, SplitBy,
@@ -77,29 +77,38 @@ fn default_shard_mb() -> u64 {
 
 impl ImportParams {
     /// The checks shared by the importers; `kind` names the stage kind in messages.
-    pub(crate) fn check(&self, stage: &Stage, kind: &str) -> Result<(), String> {
+    pub(crate) fn check(&self, stage: &Stage, kind: &str) -> Result<(), InvalidStage> {
         if stage.deps.len() != 1
             || !(1..=2).contains(&stage.outs.len())
             || !stage.metrics.is_empty()
         {
-            return Err(format!(
+            return Err(InvalidStage::shape(format!(
                 "`{kind}` reads one dep (the folder of ground truth) and writes one or two outs \
                  (the lines dataset, then optionally the pages dataset), no metrics"
-            ));
+            )));
         }
         if self.height < 8 {
-            return Err("`height` must be at least 8".into());
+            return Err(InvalidStage::param("height", "`height` must be at least 8"));
         }
         if !(self.page_scale > 0.0 && self.page_scale <= 4.0) {
-            return Err("`page_scale` must be in (0, 4]".into());
+            return Err(InvalidStage::param(
+                "page_scale",
+                "`page_scale` must be in (0, 4]",
+            ));
         }
         if self.shard_mb == 0 || self.max_megapixels == 0 {
-            return Err("`shard_mb` and `max_megapixels` must be > 0".into());
+            return Err(InvalidStage::param(
+                "shard_mb",
+                "`shard_mb` and `max_megapixels` must be > 0",
+            ));
         }
         if let Some(SplitRule::Fractions(f)) = self.split
             && !(f.val >= 0.0 && f.test >= 0.0 && f.val + f.test < 1.0)
         {
-            return Err("`split`: val and test must be >= 0 and leave some train".into());
+            return Err(InvalidStage::param(
+                "split",
+                "`split`: val and test must be >= 0 and leave some train",
+            ));
         }
         if let Some(path) = self
             .split_lists
@@ -112,9 +121,12 @@ impl ImportParams {
                         .any(|c| matches!(c, std::path::Component::ParentDir))
             })
         {
-            return Err(format!(
-                "`split_lists`: `{}` must be a path inside the dep folder",
-                path.display()
+            return Err(InvalidStage::param(
+                "split_lists",
+                format!(
+                    "`split_lists`: `{}` must be a path inside the dep folder",
+                    path.display()
+                ),
             ));
         }
         Ok(())
@@ -161,7 +173,7 @@ impl ImportParams {
     }
 }
 
-fn validate(stage: &Stage) -> Result<ImportParams, String> {
+fn validate(stage: &Stage) -> Result<ImportParams, InvalidStage> {
     let params: ImportParams = parse_params(&stage.params)?;
     params.check(stage, "ground-truth")?;
     Ok(params)
@@ -180,7 +192,7 @@ impl StageKind for GroundTruth {
         "import line images + .gt.txt, PAGE XML or ALTO ground truth as lines (and pages) datasets"
     }
 
-    fn check(&self, stage: &Stage) -> Result<(), String> {
+    fn check(&self, stage: &Stage) -> Result<(), InvalidStage> {
         validate(stage).map(drop)
     }
 

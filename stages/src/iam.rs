@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
+use textrec_pipeline::{InvalidStage, Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::data::Split;
 use textrec_recognizer::ground_truth::{GroundTruthFormat, IMPORTER_VERSION, SplitRule};
 
@@ -30,10 +30,12 @@ fn fsdl_split_lists() -> BTreeMap<Split, Vec<PathBuf>> {
     ])
 }
 
-fn validate(stage: &Stage) -> Result<ImportParams, String> {
+fn validate(stage: &Stage) -> Result<ImportParams, InvalidStage> {
     let params: ImportParams = parse_params(&stage.params)?;
     if params.format.is_some() {
-        return Err("`iam` reads IAM forms only; `format` belongs to `ground-truth`".into());
+        return Err(InvalidStage::shape(
+            "`iam` reads IAM forms only; `format` belongs to `ground-truth`",
+        ));
     }
     params.check(stage, "iam")?;
     Ok(params)
@@ -52,7 +54,7 @@ impl StageKind for Iam {
         "import the IAM Handwriting Database (FSDL's iamdb) as lines and paragraph pages, split as FSDL does"
     }
 
-    fn check(&self, stage: &Stage) -> Result<(), String> {
+    fn check(&self, stage: &Stage) -> Result<(), InvalidStage> {
         validate(stage).map(drop)
     }
 

@@ -4,7 +4,7 @@
 //! validation lines (bits per character).
 
 use serde::Deserialize;
-use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
+use textrec_pipeline::{InvalidStage, Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::Vocabulary;
 use textrec_recognizer::data::{Dataset, DatasetKind, Split};
 use textrec_recognizer::lm::{BeamSearch, CharLm, MAX_ORDER};
@@ -27,26 +27,25 @@ fn default_order() -> usize {
     6
 }
 
-fn validate(stage: &Stage) -> Result<Params, String> {
+fn validate(stage: &Stage) -> Result<Params, InvalidStage> {
     let params: Params = parse_params(&stage.params)?;
     let out_is_lm = stage.outs.first().is_some_and(|o| o.ends_with(".lm"));
     if stage.deps.len() != 1 || stage.outs.len() != 1 || !out_is_lm || stage.metrics.len() > 1 {
-        return Err(
+        return Err(InvalidStage::shape(
             "`language-model` reads one lines dataset (deps) and writes one .lm file (outs), \
-             plus optional metrics"
-                .into(),
-        );
+             plus optional metrics",
+        ));
     }
     if !(1..=MAX_ORDER).contains(&params.order) {
-        return Err(format!(
-            "`order` {} must be in 1..={MAX_ORDER}",
-            params.order
+        return Err(InvalidStage::param(
+            "order",
+            format!("`order` {} must be in 1..={MAX_ORDER}", params.order),
         ));
     }
     params
         .search
         .validate()
-        .map_err(|e| format!("search: {e}"))?;
+        .map_err(|e| InvalidStage::nested("search", e))?;
     Ok(params)
 }
 
@@ -63,7 +62,7 @@ impl StageKind for LanguageModel {
         "count a character n-gram language model over a lines dataset's training text, for beam decoding"
     }
 
-    fn check(&self, stage: &Stage) -> Result<(), String> {
+    fn check(&self, stage: &Stage) -> Result<(), InvalidStage> {
         validate(stage).map(drop)
     }
 
@@ -139,7 +138,7 @@ mod tests {
         let params = validate(&stage(partial, &["m.lm"])).unwrap();
         assert_eq!((params.order, params.search.beam_width), (4, 8));
         assert_eq!(params.search.lm_weight, BeamSearch::default().lm_weight);
-        let err = |params, outs: &[&str]| validate(&stage(params, outs)).unwrap_err();
+        let err = |params, outs: &[&str]| validate(&stage(params, outs)).unwrap_err().to_string();
         assert!(err(json!({}), &["models/lines"]).contains(".lm"));
         assert!(err(json!({"order": 9}), &["m.lm"]).contains("1..=8"));
         assert!(err(json!({"search": {"beam_width": 0}}), &["m.lm"]).contains("beam_width"));

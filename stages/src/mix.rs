@@ -2,7 +2,7 @@
 //! lines oversampled beside synthetic ones), validation and test splits taken once each.
 
 use serde::Deserialize;
-use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
+use textrec_pipeline::{InvalidStage, Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::data::mix::{MIX_VERSION, MixConfig, mix_datasets};
 
 use crate::observe::StageObserver;
@@ -25,18 +25,21 @@ fn default_shard_mb() -> u64 {
     256
 }
 
-fn validate(stage: &Stage) -> Result<Params, String> {
+fn validate(stage: &Stage) -> Result<Params, InvalidStage> {
     let params: Params = parse_params(&stage.params)?;
     if stage.deps.len() < 2 || stage.outs.len() != 1 || !stage.metrics.is_empty() {
-        return Err(
-            "`mix` reads two or more datasets (deps) and writes one (outs), no metrics".into(),
-        );
+        return Err(InvalidStage::shape(
+            "`mix` reads two or more datasets (deps) and writes one (outs), no metrics",
+        ));
     }
     if params.weights.len() != stage.deps.len() {
-        return Err(format!(
-            "`weights` has {} entries for {} deps: one weight per dataset",
-            params.weights.len(),
-            stage.deps.len()
+        return Err(InvalidStage::param(
+            "weights",
+            format!(
+                "`weights` has {} entries for {} deps: one weight per dataset",
+                params.weights.len(),
+                stage.deps.len()
+            ),
         ));
     }
     if let Some(w) = params
@@ -44,10 +47,13 @@ fn validate(stage: &Stage) -> Result<Params, String> {
         .iter()
         .find(|w| !(w.is_finite() && **w > 0.0 && **w <= 1000.0))
     {
-        return Err(format!("weight {w} must be > 0 and at most 1000"));
+        return Err(InvalidStage::param(
+            "weights",
+            format!("weight {w} must be > 0 and at most 1000"),
+        ));
     }
     if params.shard_mb == 0 {
-        return Err("`shard_mb` must be > 0".into());
+        return Err(InvalidStage::param("shard_mb", "`shard_mb` must be > 0"));
     }
     Ok(params)
 }
@@ -65,7 +71,7 @@ impl StageKind for Mix {
         "mix datasets of one kind, each train split drawn by its weight, val and test once"
     }
 
-    fn check(&self, stage: &Stage) -> Result<(), String> {
+    fn check(&self, stage: &Stage) -> Result<(), InvalidStage> {
         validate(stage).map(drop)
     }
 

@@ -10,7 +10,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use textrec_pipeline::{LockFile, LockedStage, Stage, StageContext, StageFailure, StageKind};
+use textrec_pipeline::{
+    InvalidStage, LockFile, LockedStage, Stage, StageContext, StageFailure, StageKind,
+};
 use textrec_recognizer::Architecture;
 use textrec_recognizer::bundle::{self, check_name, check_version, write_bundle};
 use textrec_recognizer::infer::{DetectorKind, PAGES, PagesConfig, SlantSearch};
@@ -67,10 +69,10 @@ fn stem(dep: &str) -> &str {
         .unwrap_or(dep)
 }
 
-fn validate(stage: &Stage) -> Result<Params, String> {
+fn validate(stage: &Stage) -> Result<Params, InvalidStage> {
     let params: Params = textrec_pipeline::parse_params(&stage.params)?;
-    check_name(&params.name).map_err(|e| e.to_string())?;
-    check_version(&params.version).map_err(|e| e.to_string())?;
+    check_name(&params.name).map_err(InvalidStage::rejected)?;
+    check_version(&params.version).map_err(InvalidStage::rejected)?;
     let file = format!("{}-{}.tar.gz", params.name, params.version);
     let out_name = stage
         .outs
@@ -78,9 +80,12 @@ fn validate(stage: &Stage) -> Result<Params, String> {
         .and_then(|o| Path::new(o).file_name())
         .and_then(|f| f.to_str());
     if stage.outs.len() != 1 || !stage.metrics.is_empty() || out_name != Some(file.as_str()) {
-        return Err(format!(
-            "`package` writes exactly one out named after the name and version, e.g. \
+        return Err(InvalidStage::param(
+            "package",
+            format!(
+                "`package` writes exactly one out named after the name and version, e.g. \
              `outs: [release/{file}]`, and no metrics"
+            ),
         ));
     }
     let mut stems = BTreeMap::new();
@@ -89,28 +94,35 @@ fn validate(stage: &Stage) -> Result<Params, String> {
         match input(dep) {
             Some(Input::Model) => {
                 if let Some(other) = stems.insert(stem(dep), dep) {
-                    return Err(format!(
+                    return Err(InvalidStage::shape(format!(
                         "models `{other}` and `{dep}` would both be models/{}.onnx",
                         stem(dep)
-                    ));
+                    )));
                 }
             }
             Some(Input::Pipeline) => pipelines += 1,
             Some(Input::LanguageModel) => language_models += 1,
             Some(Input::Metrics) => {}
             None => {
-                return Err(format!(
-                    "dep `{dep}`: `package` reads .onnx models, a .lm language model, .json \
+                return Err(InvalidStage::param(
+                    "package",
+                    format!(
+                        "dep `{dep}`: `package` reads .onnx models, a .lm language model, .json \
                      metrics files and the pipeline's .yaml"
+                    ),
                 ));
             }
         }
     }
     if stems.is_empty() {
-        return Err("`package` needs at least one .onnx model in its deps".into());
+        return Err(InvalidStage::shape(
+            "`package` needs at least one .onnx model in its deps",
+        ));
     }
     if pipelines > 1 || language_models > 1 {
-        return Err("`package` takes at most one pipeline .yaml and one .lm".into());
+        return Err(InvalidStage::shape(
+            "`package` takes at most one pipeline .yaml and one .lm",
+        ));
     }
     Ok(params)
 }
@@ -128,7 +140,7 @@ impl StageKind for Package {
         "a reproducible NAME-VERSION.tar.gz of the models, vocabulary, preprocessing, model card, lock records and sha256 manifest"
     }
 
-    fn check(&self, stage: &Stage) -> Result<(), String> {
+    fn check(&self, stage: &Stage) -> Result<(), InvalidStage> {
         validate(stage).map(drop)
     }
 
@@ -826,7 +838,9 @@ mod tests {
             &["release/textrec-0.1.0.tar.gz"],
         )
         .unwrap();
-        let err = |params: Value, deps: &[&str], outs: &[&str]| ok(params, deps, outs).unwrap_err();
+        let err = |params: Value, deps: &[&str], outs: &[&str]| {
+            ok(params, deps, outs).unwrap_err().to_string()
+        };
         assert!(
             err(
                 json!({"version": "1.0"}),

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use serde::Deserialize;
 use textrec_pipeline::{
-    Stage, StageContext, StageFailure, StageKind, parse_params, run_in_process_group,
+    InvalidStage, Stage, StageContext, StageFailure, StageKind, parse_params, run_in_process_group,
 };
 
 use crate::error::StageError;
@@ -40,10 +40,10 @@ impl StageKind for Shell {
         "run `cmd` with sh; outputs go to $OUT_i, metrics to $METRICS_i, deps are $DEP_i"
     }
 
-    fn check(&self, stage: &Stage) -> Result<(), String> {
+    fn check(&self, stage: &Stage) -> Result<(), InvalidStage> {
         let params: ShellParams = parse_params(&stage.params)?;
         if params.cmd.trim().is_empty() {
-            return Err("`cmd` is empty".into());
+            return Err(InvalidStage::param("cmd", "`cmd` is empty"));
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
+use textrec_pipeline::{InvalidStage, Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::data::DatasetKind;
 use textrec_recognizer::data::split::Fractions;
 use textrec_recognizer::data::synth::{
@@ -15,6 +15,7 @@ use textrec_recognizer::data::synth::{
 };
 
 use crate::download::{SOURCES_FILE, SourceRecord};
+use crate::error::StageError;
 use crate::observe::StageObserver;
 
 #[derive(Debug, Clone, Copy)]
@@ -61,60 +62,79 @@ fn default_shard_mb() -> u64 {
     256
 }
 
-fn validate(stage: &Stage) -> Result<Params, String> {
+fn validate(stage: &Stage) -> Result<Params, InvalidStage> {
     let params: Params = parse_params(&stage.params)?;
     if stage.outs.len() != 1 || !stage.metrics.is_empty() {
-        return Err(
-            "`synthesize` writes exactly one out (the dataset directory) and no metrics".into(),
-        );
+        return Err(InvalidStage::shape(
+            "`synthesize` writes exactly one out (the dataset directory) and no metrics",
+        ));
     }
     if stage.deps.is_empty() {
-        return Err(
-            "`synthesize` needs the download directories holding its sources as deps".into(),
-        );
+        return Err(InvalidStage::shape(
+            "`synthesize` needs the download directories holding its sources as deps",
+        ));
     }
     if let Some(name) = params
         .capitals_only
         .iter()
         .find(|n| !params.fonts.contains(n))
     {
-        return Err(format!(
-            "`capitals_only` names `{name}`, which is not in `fonts`"
+        return Err(InvalidStage::param(
+            "capitals_only",
+            format!("`capitals_only` names `{name}`, which is not in `fonts`"),
         ));
     }
     if let Some(name) = params.faces.keys().find(|n| !params.fonts.contains(n)) {
-        return Err(format!("`faces` names `{name}`, which is not in `fonts`"));
+        return Err(InvalidStage::param(
+            "faces",
+            format!("`faces` names `{name}`, which is not in `fonts`"),
+        ));
     }
     if let Some((name, _)) = params.faces.iter().find(|(_, kept)| kept.is_empty()) {
-        return Err(format!(
-            "`faces.{name}` is empty, which would drop the writer: name its faces to keep, or leave it out of `faces` to keep them all"
+        return Err(InvalidStage::param(
+            "faces",
+            format!(
+                "`faces.{name}` is empty, which would drop the writer: name its faces to keep, or leave it out of `faces` to keep them all"
+            ),
         ));
     }
     if let Some([min, max]) = params.train_slant_degrees
         && !(-60.0 <= min && min < max && max <= 60.0)
     {
-        return Err(format!(
-            "`train_slant_degrees` is [{min}, {max}]: it needs min < max, both within -60..=60 degrees"
+        return Err(InvalidStage::param(
+            "train_slant_degrees",
+            format!(
+                "`train_slant_degrees` is [{min}, {max}]: it needs min < max, both within -60..=60 degrees"
+            ),
         ));
     }
     if params.fonts.is_empty() {
-        return Err("`fonts` is empty: name at least one font source".into());
+        return Err(InvalidStage::param(
+            "fonts",
+            "`fonts` is empty: name at least one font source",
+        ));
     }
     match params.dataset {
         DatasetKind::Chars if params.mnist.is_none() => {
-            return Err("`dataset: chars` needs `mnist` (the real digits)".into());
+            return Err(InvalidStage::param(
+                "dataset",
+                "`dataset: chars` needs `mnist` (the real digits)",
+            ));
         }
         DatasetKind::Lines | DatasetKind::Pages if params.text.is_empty() => {
-            return Err(format!(
-                "`dataset: {}` needs `text` sources",
-                params.dataset.name()
+            return Err(InvalidStage::param(
+                "dataset",
+                format!("`dataset: {}` needs `text` sources", params.dataset.name()),
             ));
         }
         _ => {}
     }
     let f = params.fractions;
     if !(f.val >= 0.0 && f.test >= 0.0 && f.val + f.test < 1.0) {
-        return Err("`fractions`: val and test must be >= 0 and leave some train".into());
+        return Err(InvalidStage::param(
+            "fractions",
+            "`fractions`: val and test must be >= 0 and leave some train",
+        ));
     }
     let (l, p) = (&params.lines, &params.pages);
     if l.height < 8
@@ -122,23 +142,23 @@ fn validate(stage: &Stage) -> Result<Params, String> {
         || l.min_chars > l.max_chars
         || !(0.0..=1.0).contains(&l.pasted_fraction)
     {
-        return Err(
-            "`lines`: need height >= 8, 0 < min_chars <= max_chars, pasted_fraction in 0..=1"
-                .into(),
-        );
+        return Err(InvalidStage::param(
+            "lines",
+            "`lines`: need height >= 8, 0 < min_chars <= max_chars, pasted_fraction in 0..=1",
+        ));
     }
     if p.min_lines == 0
         || p.min_lines > p.max_lines
         || p.min_line_height < 8
         || p.min_line_height > p.max_line_height
     {
-        return Err(
-            "`pages`: need 0 < min_lines <= max_lines and 8 <= min_line_height <= max_line_height"
-                .into(),
-        );
+        return Err(InvalidStage::param(
+            "pages",
+            "`pages`: need 0 < min_lines <= max_lines and 8 <= min_line_height <= max_line_height",
+        ));
     }
     if params.shard_mb == 0 {
-        return Err("`shard_mb` must be > 0".into());
+        return Err(InvalidStage::param("shard_mb", "`shard_mb` must be > 0"));
     }
     Ok(params)
 }
@@ -156,7 +176,7 @@ impl StageKind for Synthesize {
         "render a chars/lines/pages handwriting dataset (shards + manifest.json) from downloaded fonts, text, MNIST"
     }
 
-    fn check(&self, stage: &Stage) -> Result<(), String> {
+    fn check(&self, stage: &Stage) -> Result<(), InvalidStage> {
         validate(stage).map(drop)
     }
 
@@ -178,12 +198,10 @@ impl StageKind for Synthesize {
             }
         }
         let mut sources = BTreeMap::new();
-        let mut lookup = |name: &String| -> Result<PathBuf, String> {
-            let (path, sha) = records.get(name).ok_or_else(|| {
-                format!(
-                    "no downloaded source is named `{name}` (the deps hold: {})",
-                    records.keys().cloned().collect::<Vec<_>>().join(", ")
-                )
+        let mut lookup = |name: &String| -> Result<PathBuf, StageError> {
+            let (path, sha) = records.get(name).ok_or_else(|| StageError::MissingSource {
+                name: name.clone(),
+                held: records.keys().cloned().collect(),
             })?;
             sources.insert(name.clone(), sha.clone());
             Ok(path.clone())

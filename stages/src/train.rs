@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use textrec_pipeline::{Stage, StageContext, StageFailure, StageKind, parse_params};
+use textrec_pipeline::{InvalidStage, Stage, StageContext, StageFailure, StageKind, parse_params};
 use textrec_recognizer::Architecture;
 use textrec_recognizer::data::Observer;
 use textrec_recognizer::models::{
@@ -41,7 +41,7 @@ fn network_config<C: DeserializeOwned>(
     params: &Params,
     from_dataset: &[&str],
     validate: impl FnOnce(&C) -> Result<(), InvalidSetting>,
-) -> Result<Option<C>, String> {
+) -> Result<Option<C>, InvalidStage> {
     let Some(network) = &params.network else {
         return Ok(None);
     };
@@ -49,12 +49,13 @@ fn network_config<C: DeserializeOwned>(
         .iter()
         .find(|field| network.get(**field).is_some())
     {
-        return Err(format!(
-            "network: `{field}` comes from the dataset when training starts; remove it"
+        return Err(InvalidStage::param(
+            "network",
+            format!("network: `{field}` comes from the dataset when training starts; remove it"),
         ));
     }
-    let config: C = parse_params(network).map_err(|e| format!("network: {e}"))?;
-    validate(&config).map_err(|e| format!("network: {e}"))?;
+    let config: C = parse_params(network).map_err(|e| InvalidStage::nested("network", e))?;
+    validate(&config).map_err(|e| InvalidStage::nested("network", e))?;
     Ok(Some(config))
 }
 
@@ -73,32 +74,40 @@ enum Model {
     Detector(Option<LineFcnConfig>),
 }
 
-fn validate(stage: &Stage) -> Result<Validated, String> {
+fn validate(stage: &Stage) -> Result<Validated, InvalidStage> {
     let params: Params = parse_params(&stage.params)?;
     let deps = 1 + usize::from(params.init.is_some());
     if stage.deps.len() != deps || stage.outs.len() != 1 || stage.metrics.len() > 1 {
-        return Err("`train` reads one dataset (deps; plus the `init` model when fine-tuning), writes one model directory (outs) and at most one metrics file".into());
+        return Err(InvalidStage::shape(
+            "`train` reads one dataset (deps; plus the `init` model when fine-tuning), writes one model directory (outs) and at most one metrics file",
+        ));
     }
     let init = match &params.init {
         None => None,
         Some(init) => {
             if params.network.is_some() {
-                return Err(format!(
-                    "`network` and `init` both given: a fine-tune keeps the network of `{init}`; remove `network`"
+                return Err(InvalidStage::param(
+                    "network",
+                    format!(
+                        "`network` and `init` both given: a fine-tune keeps the network of `{init}`; remove `network`"
+                    ),
                 ));
             }
             let normalized = textrec_pipeline::normalize_dep(init)
-                .map_err(|e| format!("`init: {init}`: {e}"))?;
+                .map_err(|e| InvalidStage::nested(format!("`init: {init}`"), e))?;
             let index = stage
                 .deps
                 .iter()
                 .position(|d| *d == normalized)
                 .ok_or_else(|| {
-                    format!("`init: {init}` must be one of the deps (the dataset, then the model to start from)")
+                    InvalidStage::param("init", format!("`init: {init}` must be one of the deps (the dataset, then the model to start from)"))
                 })?;
             if index == 0 {
-                return Err(format!(
-                    "`init: {init}` is the first dep, which is the dataset; list the dataset first and the model after it"
+                return Err(InvalidStage::param(
+                    "init",
+                    format!(
+                        "`init: {init}` is the first dep, which is the dataset; list the dataset first and the model after it"
+                    ),
                 ));
             }
             Some(index)
@@ -107,7 +116,7 @@ fn validate(stage: &Stage) -> Result<Validated, String> {
     params
         .training
         .validate()
-        .map_err(|e| format!("training: {e}"))?;
+        .map_err(|e| InvalidStage::nested("training", e))?;
     let model = match params.model {
         Architecture::CharCnn => Model::Char(network_config(
             &params,
@@ -124,11 +133,11 @@ fn validate(stage: &Stage) -> Result<Validated, String> {
         }
     };
     if params.training.label_smoothing.is_some() && !matches!(model, Model::Char(_)) {
-        return Err(
+        return Err(InvalidStage::param(
+            "label_smoothing",
             "training: label_smoothing is for the char_cnn classifier (line_ctc and \
-                    line_fcn have no class targets to smooth); remove it from this stage"
-                .into(),
-        );
+                    line_fcn have no class targets to smooth); remove it from this stage",
+        ));
     }
     Ok(Validated {
         training: params.training,
@@ -253,7 +262,7 @@ impl StageKind for Train {
         "train a model (char_cnn, line_ctc, line_fcn) with AdamW, cosine LR, clipping, an optional weight average, early stopping; resumes after a kill"
     }
 
-    fn check(&self, stage: &Stage) -> Result<(), String> {
+    fn check(&self, stage: &Stage) -> Result<(), InvalidStage> {
         validate(stage).map(drop)
     }
 
