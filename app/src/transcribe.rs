@@ -112,8 +112,8 @@ pub enum Outcome {
 pub struct FormatArg(pub OutputFormat);
 
 impl std::str::FromStr for FormatArg {
-    type Err = String;
-    fn from_str(name: &str) -> Result<FormatArg, String> {
+    type Err = textrec_recognizer::setting::UnknownChoice;
+    fn from_str(name: &str) -> Result<FormatArg, Self::Err> {
         name.parse().map(FormatArg)
     }
 }

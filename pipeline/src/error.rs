@@ -22,7 +22,11 @@ pub enum Error {
 
     /// A `-S STAGE.KEY=VALUE` override that does not fit the pipeline.
     #[error("invalid override `-S {text}`: {reason}")]
-    Override { text: String, reason: String },
+    Override {
+        text: String,
+        #[source]
+        reason: InvalidOverride,
+    },
 
     /// `--only`/`--from` name a stage the pipeline does not have.
     #[error("no stage named `{name}` in {file}")]
@@ -82,6 +86,23 @@ impl Error {
             source,
         }
     }
+}
+
+/// Why a `-S STAGE.KEY=VALUE` override cannot be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidOverride {
+    #[error("expected STAGE.KEY=VALUE (e.g. train.epochs=3)")]
+    Syntax,
+    #[error("no stage named `{0}`")]
+    NoStage(String),
+    #[error("`{key}` is {found}, not a mapping")]
+    NotAMapping { key: String, found: &'static str },
+    #[error("`{key}` is {expected} in the pipeline; `{given}` is not")]
+    WrongType {
+        key: String,
+        expected: &'static str,
+        given: String,
+    },
 }
 
 /// Why one stage failed, as its report says it: the checks before it runs (its inputs, outputs

@@ -17,7 +17,7 @@ mod spec;
 mod stage;
 mod workspace;
 
-pub use error::{Error, SpecError, StageRunError, Stranded};
+pub use error::{Error, InvalidOverride, SpecError, StageRunError, Stranded};
 pub use fsutil::{copy_tree, count_files, remove_path, write_atomic};
 pub use hash::{ContentHash, StateDb, hash_file_contents};
 pub use lock::{LockFile, LockedStage};

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use crate::error::{Error, SpecError};
+use crate::error::{Error, InvalidOverride, SpecError};
 use crate::stage::{Registry, Stage};
 
 /// A loaded, validated pipeline.
@@ -596,48 +596,58 @@ fn topological_order(upstream: &[Vec<usize>], downstream: &[Vec<usize>]) -> Vec<
 /// of the value it replaces (a string param takes any text); new keys are checked by the kind.
 /// Returns the name of the stage it changed.
 fn apply_override(stages: &mut [Stage], text: &str) -> Result<String, Error> {
-    let fail = |reason: String| Error::Override {
+    let fail = |reason: InvalidOverride| Error::Override {
         text: text.to_owned(),
         reason,
     };
     let (target, raw_value) = text
         .split_once('=')
-        .ok_or_else(|| fail("expected STAGE.KEY=VALUE".into()))?;
+        .ok_or_else(|| fail(InvalidOverride::Syntax))?;
     let mut keys = target.split('.');
     let stage_name = keys.next().unwrap_or_default();
     let keys: Vec<&str> = keys.collect();
     if keys.is_empty() || keys.iter().any(|k| k.is_empty()) {
-        return Err(fail(
-            "expected STAGE.KEY=VALUE (e.g. train.epochs=3)".into(),
-        ));
+        return Err(fail(InvalidOverride::Syntax));
     }
     let stage = stages
         .iter_mut()
         .find(|s| s.name == stage_name)
-        .ok_or_else(|| fail(format!("no stage named `{stage_name}`")))?;
+        .ok_or_else(|| fail(InvalidOverride::NoStage(stage_name.to_owned())))?;
     set_param(&mut stage.params, &keys, raw_value).map_err(fail)?;
     Ok(stage.name.clone())
 }
 
 /// Sets `keys` in `params` to `raw` (YAML text), type-checked against the current value.
-pub(crate) fn set_param(params: &mut Value, keys: &[&str], raw: &str) -> Result<(), String> {
+pub(crate) fn set_param(
+    params: &mut Value,
+    keys: &[&str],
+    raw: &str,
+) -> Result<(), InvalidOverride> {
     let (leaf, parents) = keys.split_last().expect("at least one key");
     let mut node = params;
     for (depth, key) in parents.iter().enumerate() {
         let path = keys[..=depth].join(".");
-        let map = node
+        let found = type_name(node);
+        node = node
             .as_object_mut()
-            .ok_or_else(|| format!("`{path}` is not a mapping"))?;
-        node = map
+            .ok_or_else(|| InvalidOverride::NotAMapping {
+                key: path.clone(),
+                found,
+            })?
             .entry(key.to_string())
             .or_insert_with(|| Value::Object(Default::default()));
         if !node.is_object() {
-            return Err(format!("`{path}` is {}, not a mapping", type_name(node)));
+            return Err(InvalidOverride::NotAMapping {
+                key: path,
+                found: type_name(node),
+            });
         }
     }
-    let map = node
-        .as_object_mut()
-        .ok_or_else(|| "params are not a mapping".to_owned())?;
+    let found = type_name(node);
+    let map = node.as_object_mut().ok_or(InvalidOverride::NotAMapping {
+        key: "params".into(),
+        found,
+    })?;
     let parsed: Value =
         serde_saphyr::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
     let new = match map.get(*leaf) {
@@ -652,11 +662,11 @@ pub(crate) fn set_param(params: &mut Value, keys: &[&str], raw: &str) -> Result<
                 _ => false,
             };
             if !fits {
-                return Err(format!(
-                    "`{}` is {} in the pipeline; `{raw}` is not",
-                    keys.join("."),
-                    type_name(current)
-                ));
+                return Err(InvalidOverride::WrongType {
+                    key: keys.join("."),
+                    expected: type_name(current),
+                    given: raw.to_owned(),
+                });
             }
             parsed
         }
@@ -699,21 +709,25 @@ mod tests {
         assert!(
             set_param(&mut params, &["epochs"], "2.5")
                 .unwrap_err()
+                .to_string()
                 .contains("an integer")
         );
         assert!(
             set_param(&mut params, &["epochs"], "many")
                 .unwrap_err()
+                .to_string()
                 .contains("an integer")
         );
         assert!(
             set_param(&mut params, &["fast"], "3")
                 .unwrap_err()
+                .to_string()
                 .contains("a boolean")
         );
         assert!(
             set_param(&mut params, &["name", "x"], "3")
                 .unwrap_err()
+                .to_string()
                 .contains("not a mapping")
         );
     }

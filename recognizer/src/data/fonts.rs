@@ -175,17 +175,26 @@ pub fn load_fonts(
 
 /// The font in `file`, unwrapped first when it is WOFF; `Ok(Err(reason))` for a file that is
 /// not a font ab_glyph can read (skipped with a warning), `Err` when it cannot be read at all.
-fn read_font(file: &Path) -> Result<Result<FontVec, String>, DataError> {
+fn read_font(file: &Path) -> Result<Result<FontVec, UnreadableFont>, DataError> {
     let bytes = fs::read(file).map_err(DataError::io("read", file))?;
     let sfnt = if bytes.starts_with(woff::SIGNATURE) {
         match woff::to_sfnt(&bytes) {
             Ok(sfnt) => sfnt,
-            Err(e) => return Ok(Err(e.to_string())),
+            Err(e) => return Ok(Err(UnreadableFont::Woff(e))),
         }
     } else {
         bytes
     };
-    Ok(FontVec::try_from_vec(sfnt).map_err(|e| e.to_string()))
+    Ok(FontVec::try_from_vec(sfnt).map_err(UnreadableFont::Sfnt))
+}
+
+/// Why a font file is skipped.
+#[derive(Debug, thiserror::Error)]
+enum UnreadableFont {
+    #[error(transparent)]
+    Woff(woff::WoffError),
+    #[error(transparent)]
+    Sfnt(ab_glyph::InvalidFont),
 }
 
 /// Highest point of a glyph in font units (y up). ab_glyph's bounds are a screen-style rect:

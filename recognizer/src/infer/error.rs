@@ -16,6 +16,8 @@ pub enum InferError {
     #[error("inference failed: {0}")]
     Run(String),
     #[error(transparent)]
+    Ort(crate::infer::onnx_runtime::OrtError),
+    #[error(transparent)]
     Data(#[from] crate::data::DataError),
     #[error(transparent)]
     Setting(#[from] crate::setting::InvalidSetting),

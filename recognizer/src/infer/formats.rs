@@ -6,6 +6,8 @@
 use std::fmt::Write;
 use std::str::FromStr;
 
+use crate::setting::UnknownChoice;
+
 use serde_json::{Value, json};
 
 use super::line_detector::LineBox;
@@ -68,16 +70,18 @@ fn document_text(pages: &[PageTranscript]) -> String {
 }
 
 impl FromStr for OutputFormat {
-    type Err = String;
-    fn from_str(name: &str) -> Result<OutputFormat, String> {
+    type Err = UnknownChoice;
+    fn from_str(name: &str) -> Result<OutputFormat, UnknownChoice> {
         match name.trim() {
             "txt" | "text" => Ok(OutputFormat::Txt),
             "json" => Ok(OutputFormat::Json),
             "hocr" => Ok(OutputFormat::Hocr),
             "alto" => Ok(OutputFormat::Alto),
-            other => Err(format!(
-                "unknown format {other:?}; choose from txt, json, hocr, alto"
-            )),
+            other => Err(UnknownChoice {
+                setting: "output format",
+                given: other.to_owned(),
+                choices: &["txt", "json", "hocr", "alto"],
+            }),
         }
     }
 }
@@ -367,6 +371,7 @@ mod tests {
             "pdf"
                 .parse::<OutputFormat>()
                 .unwrap_err()
+                .to_string()
                 .contains("txt, json")
         );
         assert_eq!(OutputFormat::Alto.extension(), "alto.xml");

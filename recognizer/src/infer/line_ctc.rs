@@ -149,7 +149,7 @@ impl LineRecognizer {
             }
             Err(reason) => Err(InferError::Model {
                 path: origin.to_owned(),
-                reason,
+                reason: reason.to_string(),
             }),
         }
     }
@@ -201,7 +201,7 @@ impl LineRecognizer {
     fn run_batch(&self, batch: crate::data::batch::Batch) -> Result<(usize, Vec<f32>), InferError> {
         let dims = [batch.len(), 1, batch.height, batch.width];
         if let Some(ort) = &self.ort {
-            let (shape, values) = ort.run(dims, &batch.pixels).map_err(InferError::Run)?;
+            let (shape, values) = ort.run(dims, &batch.pixels).map_err(InferError::Ort)?;
             return Ok((shape.get(1).copied().unwrap_or(0), values));
         }
         let (shape, values) = self.plans.run(dims, batch.pixels)?;

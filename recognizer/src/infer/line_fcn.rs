@@ -353,14 +353,16 @@ impl fmt::Display for DetectorKind {
 }
 
 impl std::str::FromStr for DetectorKind {
-    type Err = String;
-    fn from_str(name: &str) -> Result<DetectorKind, String> {
+    type Err = crate::setting::UnknownChoice;
+    fn from_str(name: &str) -> Result<DetectorKind, Self::Err> {
         match name {
             "projection" => Ok(DetectorKind::Projection),
             "learned" => Ok(DetectorKind::Learned),
-            other => Err(format!(
-                "unknown line detector `{other}`: use projection or learned"
-            )),
+            other => Err(crate::setting::UnknownChoice {
+                setting: "line detector",
+                given: other.to_owned(),
+                choices: &["projection", "learned"],
+            }),
         }
     }
 }
@@ -476,7 +478,8 @@ mod tests {
             "fcn"
                 .parse::<DetectorKind>()
                 .unwrap_err()
-                .contains("projection or learned")
+                .to_string()
+                .contains("projection, learned")
         );
     }
 }

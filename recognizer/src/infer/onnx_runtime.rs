@@ -3,6 +3,7 @@
 //! `pip install onnxruntime`), so nothing is downloaded at build time and a machine without it
 //! still runs everything on tract.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Mutex, OnceLock};
 
@@ -23,34 +24,58 @@ pub enum Backend {
 }
 
 impl FromStr for Backend {
-    type Err = String;
-    fn from_str(name: &str) -> Result<Backend, String> {
+    type Err = crate::setting::UnknownChoice;
+    fn from_str(name: &str) -> Result<Backend, Self::Err> {
         match name {
             "tract" => Ok(Backend::Tract),
             "ort" => Ok(Backend::Ort),
             "auto" => Ok(Backend::Auto),
-            other => Err(format!(
-                "unknown backend {other:?}; choose tract, ort or auto"
-            )),
+            other => Err(crate::setting::UnknownChoice {
+                setting: "backend",
+                given: other.to_owned(),
+                choices: &["tract", "ort", "auto"],
+            }),
         }
     }
 }
 
-static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
+/// Why ONNX Runtime cannot run a model. Its own errors are kept as text: the process loads the
+/// library once and every later model gets the same (cloned) error.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OrtError {
+    #[error(
+        "ORT_DYLIB_PATH is not set: point it at libonnxruntime.so (`pip install onnxruntime` \
+         puts it in site-packages/onnxruntime/capi/)"
+    )]
+    NoLibraryPath,
+    #[error("cannot load ONNX Runtime from {}: {reason}", path.display())]
+    Load { path: PathBuf, reason: String },
+    #[error("cannot start ONNX Runtime: {reason}")]
+    Start { reason: String },
+    #[error("ONNX Runtime cannot load the model: {reason}")]
+    Model { reason: String },
+    #[error("ONNX Runtime failed: {reason}")]
+    Run { reason: String },
+}
+
+static ENVIRONMENT: OnceLock<Result<Environment, OrtError>> = OnceLock::new();
 
 /// The process's ONNX Runtime, loaded once from `ORT_DYLIB_PATH`.
-fn environment() -> Result<&'static Environment, String> {
+fn environment() -> Result<&'static Environment, OrtError> {
     ENVIRONMENT
         .get_or_init(|| {
-            let path = std::env::var_os("ORT_DYLIB_PATH").ok_or(
-                "ORT_DYLIB_PATH is not set: point it at libonnxruntime.so (`pip install \
-                 onnxruntime` puts it in site-packages/onnxruntime/capi/)",
-            )?;
+            let path =
+                PathBuf::from(std::env::var_os("ORT_DYLIB_PATH").ok_or(OrtError::NoLibraryPath)?);
             ort::init_from(&path)
-                .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?
+                .map_err(|e| OrtError::Load {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?
                 .with_name("textrec")
                 .build()
-                .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
+                .map_err(|e| OrtError::Start {
+                    reason: e.to_string(),
+                })
         })
         .as_ref()
         .map_err(Clone::clone)
@@ -63,26 +88,31 @@ pub struct OrtModel {
 }
 
 impl OrtModel {
-    pub fn from_bytes(bytes: &[u8]) -> Result<OrtModel, String> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<OrtModel, OrtError> {
         let session = Session::builder(environment()?)
             .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
             .and_then(|mut b| b.commit_from_memory(bytes))
-            .map_err(|e| format!("ONNX Runtime cannot load the model: {e}"))?;
+            .map_err(|e| OrtError::Model {
+                reason: e.to_string(),
+            })?;
         Ok(OrtModel {
             session: Mutex::new(session),
         })
     }
 
     /// Runs the model's one input `[dims]` and returns its first output, shape and values.
-    pub fn run(&self, dims: [usize; 4], values: &[f32]) -> Result<(Vec<usize>, Vec<f32>), String> {
-        let input = TensorRef::from_array_view((dims, values)).map_err(|e| e.to_string())?;
+    pub fn run(
+        &self,
+        dims: [usize; 4],
+        values: &[f32],
+    ) -> Result<(Vec<usize>, Vec<f32>), OrtError> {
+        let failed = |e: ort::Error| OrtError::Run {
+            reason: e.to_string(),
+        };
+        let input = TensorRef::from_array_view((dims, values)).map_err(failed)?;
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        let outputs = session
-            .run(ort::inputs![input])
-            .map_err(|e| format!("ONNX Runtime failed: {e}"))?;
-        let (shape, data) = outputs[0]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| e.to_string())?;
+        let outputs = session.run(ort::inputs![input]).map_err(failed)?;
+        let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(failed)?;
         Ok((
             shape.iter().map(|&d| d.max(0) as usize).collect(),
             data.to_vec(),

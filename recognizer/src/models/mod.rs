@@ -60,7 +60,7 @@ pub type CudaTraining = burn::backend::Autodiff<burn::backend::Cuda>;
 /// panics deep inside cudarc, so training asks first and gives an error that says what to install
 /// (or, with `device: auto`, falls back to the CPU).
 #[cfg(feature = "cuda")]
-pub fn cuda_runtime() -> Result<(), String> {
+pub fn cuda_runtime() -> Result<(), CudaUnavailable> {
     fn loadable(names: &[&str]) -> bool {
         names.iter().any(|name| {
             let name = std::ffi::CString::new(*name).expect("library names have no NUL");
@@ -76,9 +76,7 @@ pub fn cuda_runtime() -> Result<(), String> {
         })
     }
     if !loadable(&["libcuda.so.1", "libcuda.so"]) {
-        return Err(
-            "no CUDA driver: libcuda.so.1 cannot be loaded (is an NVIDIA driver installed?)".into(),
-        );
+        return Err(CudaUnavailable::NoDriver);
     }
     let nvrtc = [
         "libnvrtc.so",
@@ -87,12 +85,22 @@ pub fn cuda_runtime() -> Result<(), String> {
         "libnvrtc.so.11.2",
     ];
     if !loadable(&nvrtc) {
-        return Err(format!(
-            "no NVRTC: none of {nvrtc:?} can be loaded; install the CUDA toolkit or \
-             `pip install nvidia-cuda-nvrtc` and add its lib folder to LD_LIBRARY_PATH"
-        ));
+        return Err(CudaUnavailable::NoNvrtc { tried: nvrtc });
     }
     Ok(())
+}
+
+/// What Burn's CUDA backend needs at run time and this machine lacks.
+#[cfg(feature = "cuda")]
+#[derive(Debug, thiserror::Error)]
+pub enum CudaUnavailable {
+    #[error("no CUDA driver: libcuda.so.1 cannot be loaded (is an NVIDIA driver installed?)")]
+    NoDriver,
+    #[error(
+        "no NVRTC: none of {tried:?} can be loaded; install the CUDA toolkit or `pip install \
+         nvidia-cuda-nvrtc` and add its lib folder to LD_LIBRARY_PATH"
+    )]
+    NoNvrtc { tried: [&'static str; 4] },
 }
 
 use crate::data::DataError;
