@@ -13,6 +13,21 @@ pub enum InferError {
     },
     #[error("{}: {reason}", path.display())]
     Model { path: PathBuf, reason: String },
+    /// A release bundle that cannot be opened or fails its manifest.
+    #[error("{}: {source}", path.display())]
+    Bundle {
+        path: PathBuf,
+        #[source]
+        source: crate::bundle::BundleError,
+    },
+    /// A file in a bundle (its language model) that cannot be used.
+    #[error("{}: {entry}: {source}", path.display())]
+    BundleEntry {
+        path: PathBuf,
+        entry: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("inference failed: {0}")]
     Run(String),
     #[error(transparent)]

@@ -210,7 +210,10 @@ impl PageTranscriber {
             reason,
         };
         // Opening checks every file against the manifest's sha256.
-        let bundle = Bundle::open(path).map_err(|e| bad(e.to_string()))?;
+        let bundle = Bundle::open(path).map_err(|source| InferError::Bundle {
+            path: path.to_owned(),
+            source,
+        })?;
         let line_model = bundle
             .model_of(Architecture::LineCtc)
             .ok_or_else(|| bad("the bundle has no line_ctc model".into()))?;
@@ -239,11 +242,17 @@ impl PageTranscriber {
             let bytes = bundle
                 .file(entry)
                 .ok_or_else(|| bad(format!("{PAGES} names {entry}, which the bundle lacks")))?;
-            let lm = CharLm::from_bytes(bytes).map_err(|e| bad(format!("{entry}: {e}")))?;
+            let unusable =
+                |source: Box<dyn std::error::Error + Send + Sync>| InferError::BundleEntry {
+                    path: path.to_owned(),
+                    entry: entry.to_owned(),
+                    source,
+                };
+            let lm = CharLm::from_bytes(bytes).map_err(|e| unusable(e.into()))?;
             transcriber
                 .recognizer
                 .set_language_model(Some(Arc::new(lm)))
-                .map_err(|e| bad(format!("{entry}: {e}")))?;
+                .map_err(|e| unusable(e.into()))?;
         }
         let detector = detector
             .or(config.map(|c| c.line_detector))
