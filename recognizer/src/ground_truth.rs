@@ -215,7 +215,9 @@ struct Annotated {
     /// `None`: the whole image is the line.
     bbox: Option<[f64; 4]>,
     text: String,
-    /// `file:row:column` of its element, or the `.gt.txt` file.
+    /// `file:row:column` of its element, or the `.gt.txt` file, the file relative to the folder
+    /// imported: a split key and a note in the manifest, so it must not depend on where the
+    /// folder lies.
     origin: String,
 }
 
@@ -319,10 +321,12 @@ pub fn import_ground_truth(
                 image_sha256,
                 described_sha256,
             } = result?;
+            // Paths below the folder imported, so the hash does not depend on where it lies.
+            let image = page.image.strip_prefix(root).unwrap_or(&page.image);
             provenance.push(format!(
                 "{} {described_sha256}\n{} {image_sha256}\n",
                 page.relative,
-                page.image.display()
+                image.display()
             ));
             let listed = config.listed.split_of(page)?;
             let mut kept = Vec::with_capacity(page.lines.len());
@@ -520,7 +524,7 @@ fn line_image(gt: &Path, relative: &str, stem: &str) -> Result<PageSource, DataE
         lines: vec![Annotated {
             bbox: None,
             text,
-            origin: gt.display().to_string(),
+            origin: relative.to_owned(),
         }],
         declared_size: None,
     })
@@ -570,7 +574,7 @@ fn xml_page(
     let namespace = root.tag_name().namespace().unwrap_or("");
     let at = |node: roxmltree::Node| {
         let pos = doc.text_pos_at(node.range().start);
-        format!("{}:{}:{}", path.display(), pos.row, pos.col)
+        format!("{relative}:{}:{}", pos.row, pos.col)
     };
     let (image_name, lines) = match (root.tag_name().name(), namespace) {
         ("alto", ns) if ALTO_NAMESPACES.contains(&ns) && format != GroundTruthFormat::Page => {
@@ -1415,6 +1419,68 @@ mod tests {
             .to_string();
         assert!(error.contains("every one of the 2 lines"), "{error}");
         assert!(!out.join("manifest.json").exists());
+    }
+
+    /// The manifest's notes and a split by line key on paths inside the folder, so a checkout
+    /// elsewhere makes the same dataset and the same lock hashes.
+    #[test]
+    fn the_same_folder_imported_from_two_places_gives_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config();
+        config.split = SplitRule::Fractions(Fractions {
+            val: 0.3,
+            test: 0.3,
+        });
+        config.split_by = SplitBy::Line;
+        config.out_of_vocabulary = OutOfVocabulary::DropLine;
+        let mut files = Vec::new();
+        for place in ["here", "elsewhere/deeper"] {
+            let (root, out) = (
+                dir.path().join(place).join("gt"),
+                dir.path().join(place).join("out"),
+            );
+            fixture(&root);
+            fs::write(
+                root.join("lines/writer-a/002.gt.txt"),
+                "ten per cent, 10%\n",
+            )
+            .unwrap();
+            fs::copy(
+                root.join("lines/writer-a/001.bin.png"),
+                root.join("lines/writer-a/002.bin.png"),
+            )
+            .unwrap();
+            fs::create_dir_all(&out).unwrap();
+            let manifest = import_ground_truth(&root, &config, &out, &Unobserved).unwrap();
+            assert!(
+                manifest.skipped[0].contains("at lines/writer-a/002.gt.txt"),
+                "{:?}",
+                manifest.skipped
+            );
+            let mut names: Vec<_> = fs::read_dir(&out)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            files.push(
+                names
+                    .into_iter()
+                    .map(|name| (name.clone(), fs::read(out.join(name)).unwrap()))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let names = |files: &[(std::ffi::OsString, Vec<u8>)]| {
+            files.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(names(&files[0]), names(&files[1]));
+        for ((name, here), (_, elsewhere)) in files[0].iter().zip(&files[1]) {
+            assert!(
+                here == elsewhere,
+                "{name:?} differs:\n{}\n{}",
+                String::from_utf8_lossy(here).chars().take(3000).collect::<String>(),
+                String::from_utf8_lossy(elsewhere).chars().take(3000).collect::<String>()
+            );
+        }
     }
 
     /// Each broken export: an error naming the file (and line), and no dataset.
