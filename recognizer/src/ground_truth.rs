@@ -1477,8 +1477,14 @@ mod tests {
             assert!(
                 here == elsewhere,
                 "{name:?} differs:\n{}\n{}",
-                String::from_utf8_lossy(here).chars().take(3000).collect::<String>(),
-                String::from_utf8_lossy(elsewhere).chars().take(3000).collect::<String>()
+                String::from_utf8_lossy(here)
+                    .chars()
+                    .take(3000)
+                    .collect::<String>(),
+                String::from_utf8_lossy(elsewhere)
+                    .chars()
+                    .take(3000)
+                    .collect::<String>()
             );
         }
     }
