@@ -133,7 +133,7 @@ impl StageKind for Package {
     }
 
     fn version(&self) -> u32 {
-        4
+        5
     }
 
     fn summary(&self) -> &'static str {
@@ -500,9 +500,10 @@ const INTENDED_USE: &str = "Reading handwritten English characters and text line
     built from synthetic handwriting: not evaluated for production OCR, and not for decisions \
     about people.";
 
-const LIMITS: &str = "- Trained and tested on handwriting rendered from fonts (Debian's and Google \
-    Fonts' handwriting families), plus real MNIST digits: accuracy on other people's real \
-    handwriting is not measured here and is likely lower.\n- Only the characters in `vocabulary.json` (English letters, digits, basic \
+const LIMITS: &str = "- Trained mostly on handwriting rendered from fonts (Debian's and Google \
+    Fonts' handwriting families), plus real MNIST digits and any real handwriting the sources \
+    list: on other people's real handwriting expect much lower accuracy than on the synthetic \
+    test sets; the metrics above say where real hands were measured.\n- Only the characters in `vocabulary.json` (English letters, digits, basic \
     punctuation): no other scripts, no accents.\n- Inputs must match `preprocessing.json` (size, \
     normalisation, polarity); other scales or ink colours degrade results.";
 
