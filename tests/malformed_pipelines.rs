@@ -31,7 +31,7 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
         "04-unknown-kind.yaml",
         3,
         11,
-        "unknown stage kind `shel`; known kinds: augment, copy, download, emnist, evaluate, export, ground-truth, iam, language-model, mix, package, shell, synthesize, train",
+        "unknown stage kind `shel`; known kinds: augment, copy, download, emnist, evaluate, export, ground-truth, iam, language-model, mix, package, shell, synthesize, train, tune-decoding",
     ),
     ("05-missing-kind.yaml", 3, 5, "missing field `kind`"),
     (

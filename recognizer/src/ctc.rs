@@ -6,7 +6,7 @@
 //! over the steps that emitted or held a character, so a long line is not punished for its
 //! length).
 
-use crate::lm::{CharLm, History, KeyMap};
+use crate::lm::{BeamSearch, CharLm, History, KeyMap};
 use crate::vocab::{BLANK_INDEX, Vocabulary, VocabularyError};
 
 /// A class enters the beam at a step only within this many nats of the step's best class. On
@@ -198,17 +198,17 @@ impl PrefixTree {
     }
 }
 
-/// Prefix beam search over `[steps][classes]` log-probabilities with `lm` (its own
-/// [`crate::lm::BeamSearch`] settings), then a Viterbi alignment of the winner for character
-/// extents and confidences.
+/// Prefix beam search over `[steps][classes]` log-probabilities with `lm` weighed by `search`
+/// (usually the model's own [`CharLm::search`]; decoding calibration tries others), then a
+/// Viterbi alignment of the winner for character extents and confidences.
 pub fn beam_decode(
     log_probs: &[f32],
     classes: usize,
     vocab: &Vocabulary,
     lm: &CharLm,
+    search: BeamSearch,
 ) -> Result<Decoded, VocabularyError> {
     check_scores(log_probs, classes, vocab)?;
-    let search = lm.search;
     let (weight, bonus) = (f64::from(search.lm_weight), f64::from(search.length_bonus));
     let mut tree = PrefixTree::new();
     let ranked = |tree: &PrefixTree, node: u32, score: &PrefixScore| {
@@ -462,7 +462,7 @@ mod tests {
         let scores = rows(2, &[&[(0, 0.6), (1, 0.4)], &[(0, 0.6), (1, 0.4)]]);
         assert_eq!(greedy_decode(&scores, 2, &vocab).unwrap().text, "");
         let flat = lm(&vocab, &["a"], 0.0, 0.0);
-        let decoded = beam_decode(&scores, 2, &vocab, &flat).unwrap();
+        let decoded = beam_decode(&scores, 2, &vocab, &flat, flat.search).unwrap();
         assert_eq!(decoded.text, "a");
         assert_eq!(
             decoded.chars[0].steps,
@@ -489,7 +489,7 @@ mod tests {
         );
         assert_eq!(greedy_decode(&scores, 5, &vocab).unwrap().text, "thc");
         let english = lm(&vocab, &["the", "the", "tee", "he"], 1.0, 0.0);
-        let decoded = beam_decode(&scores, 5, &vocab, &english).unwrap();
+        let decoded = beam_decode(&scores, 5, &vocab, &english, english.search).unwrap();
         assert_eq!(decoded.text, "the");
         let steps: Vec<_> = decoded.chars.iter().map(|ch| ch.steps).collect();
         assert_eq!(steps, [(0, 0), (2, 2), (4, 4)]);
@@ -497,7 +497,9 @@ mod tests {
         // With no weight on the model the network's own reading stands.
         let ignored = lm(&vocab, &["the"], 0.0, 0.0);
         assert_eq!(
-            beam_decode(&scores, 5, &vocab, &ignored).unwrap().text,
+            beam_decode(&scores, 5, &vocab, &ignored, ignored.search)
+                .unwrap()
+                .text,
             "thc"
         );
     }
@@ -508,13 +510,18 @@ mod tests {
         let path = [1, 1, 0, 1, 2, 2, 0];
         let scores: Vec<f32> = path.iter().flat_map(|&c| step(3, c, 0.9)).collect();
         let flat = lm(&vocab, &["llo"], 0.0, 0.0);
-        let decoded = beam_decode(&scores, 3, &vocab, &flat).unwrap();
+        let decoded = beam_decode(&scores, 3, &vocab, &flat, flat.search).unwrap();
         assert_eq!(decoded, greedy_decode(&scores, 3, &vocab).unwrap());
         assert_eq!(
             align(&scores[..12], 3, &[1, 1, 2, 2]),
             None,
             "4 steps cannot spell l-l-o-o"
         );
-        assert_eq!(beam_decode(&[], 3, &vocab, &flat).unwrap().text, "");
+        assert_eq!(
+            beam_decode(&[], 3, &vocab, &flat, flat.search)
+                .unwrap()
+                .text,
+            ""
+        );
     }
 }

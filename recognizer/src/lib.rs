@@ -31,5 +31,5 @@ pub mod tract;
 pub mod vocab;
 
 pub use architecture::Architecture;
-pub use ctc::{Decoded, DecodedChar, greedy_decode};
+pub use ctc::{Decoded, DecodedChar, beam_decode, greedy_decode};
 pub use vocab::{Vocabulary, VocabularyError};

@@ -17,6 +17,7 @@ mod package;
 mod shell;
 mod synthesize;
 mod train;
+mod tune_decoding;
 
 pub use augment::Augment;
 pub use copy::Copy;
@@ -33,6 +34,7 @@ pub use package::Package;
 pub use shell::Shell;
 pub use synthesize::Synthesize;
 pub use train::Train;
+pub use tune_decoding::TuneDecoding;
 
 use textrec_pipeline::Registry;
 
@@ -51,6 +53,7 @@ pub fn registry() -> Registry {
     registry.register(Train);
     registry.register(Export);
     registry.register(LanguageModel);
+    registry.register(TuneDecoding);
     registry.register(Evaluate);
     registry.register(Package);
     registry

@@ -10,6 +10,10 @@ use super::DataError;
 
 pub const SIDE: usize = 28;
 
+/// The writer (`Sample::style`) of every MNIST digit among synthesized characters. MNIST names
+/// no writers, so its digits are split by image: its test writers also wrote training digits.
+pub const STYLE: &str = "mnist";
+
 /// One 28×28 digit, white on black, bytes as MNIST published them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Digit {

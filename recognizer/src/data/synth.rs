@@ -449,7 +449,7 @@ fn char_sample(
     {
         return Some(Sample {
             label: class.to_string(),
-            style: "mnist".into(),
+            style: mnist::STYLE.into(),
             width: CHAR_SIDE as u16,
             height: CHAR_SIDE as u16,
             boxes: Vec::new(),

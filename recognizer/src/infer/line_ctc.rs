@@ -291,7 +291,7 @@ impl LineRecognizer {
     pub fn decode(&self, log_probs: &[f32]) -> Result<Decoded, InferError> {
         let classes = self.vocabulary.len();
         match &self.language_model {
-            Some(lm) => beam_decode(log_probs, classes, &self.vocabulary, lm),
+            Some(lm) => beam_decode(log_probs, classes, &self.vocabulary, lm, lm.search),
             None => greedy_decode(log_probs, classes, &self.vocabulary),
         }
         .map_err(|e| InferError::Run(e.to_string()))
