@@ -157,22 +157,31 @@ impl ScoredLines {
         })
     }
 
-    /// The summed errors of decoding every line with `decode`, added in line order.
-    fn errors(
+    /// Every line decoded with `decode`, its errors added in line order.
+    fn decode_all(
         &self,
         decode: impl Fn(&[f32]) -> Result<String, StageFailure> + Sync,
-    ) -> Result<TextErrors, StageFailure> {
+    ) -> Result<Reading, StageFailure> {
         let texts = self
             .log_probs
             .par_iter()
             .map(|scores| decode(scores))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut total = TextErrors::default();
+        let mut reading = Reading::default();
         for (label, text) in self.labels.iter().zip(&texts) {
-            total.add(TextErrors::of(label, text));
+            reading.errors.add(TextErrors::of(label, text));
+            reading.written += text.chars().count() as u64;
         }
-        Ok(total)
+        Ok(reading)
     }
+}
+
+/// A decoding of a dataset's sample: its errors, and how many characters it wrote (a decoder
+/// that writes far more than the truth holds is inventing text).
+#[derive(Debug, Default)]
+struct Reading {
+    errors: TextErrors,
+    written: u64,
 }
 
 const CHUNK: usize = 256;
@@ -261,7 +270,7 @@ impl StageKind for TuneDecoding {
         let classes = recognizer.vocabulary.len();
         let vocabulary = &recognizer.vocabulary;
         let beam = |search: BeamSearch, set: &ScoredLines| {
-            set.errors(|scores| {
+            set.decode_all(|scores| {
                 beam_decode(scores, classes, vocabulary, &lm, search)
                     .map(|d| d.text)
                     .map_err(|e| e.to_string().into())
@@ -276,7 +285,7 @@ impl StageKind for TuneDecoding {
             let row = sets
                 .iter()
                 .map(|set| {
-                    let cer = beam(*search, set).map(|e| e.cer());
+                    let cer = beam(*search, set).map(|r| r.errors.cer());
                     observer.advance(1);
                     cer
                 })
@@ -297,23 +306,27 @@ impl StageKind for TuneDecoding {
 
         let mut per_dataset = serde_json::Map::new();
         for (d, set) in sets.iter().enumerate() {
-            let greedy = set.errors(|scores| {
+            let greedy = set.decode_all(|scores| {
                 greedy_decode(scores, classes, vocabulary)
                     .map(|d| d.text)
                     .map_err(|e| e.to_string().into())
             })?;
-            let given_errors = beam(given, set)?;
+            let given_reading = beam(given, set)?;
+            let chosen_reading = beam(grid[chosen], set)?;
             observer.advance(2);
             let best = cers.iter().map(|c| c[d]).fold(f64::INFINITY, f64::min);
             per_dataset.insert(
                 set.dep.clone(),
                 serde_json::json!({
                     "lines": set.labels.len(),
-                    "characters": greedy.chars,
-                    "cer": cers[chosen][d],
+                    "characters": greedy.errors.chars,
+                    "cer": chosen_reading.errors.cer(),
+                    "written": chosen_reading.written,
                     "best_cer": best,
-                    "given_cer": given_errors.cer(),
-                    "greedy_cer": greedy.cer(),
+                    "given_cer": given_reading.errors.cer(),
+                    "given_written": given_reading.written,
+                    "greedy_cer": greedy.errors.cer(),
+                    "greedy_written": greedy.written,
                 }),
             );
         }
