@@ -164,6 +164,18 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
         7,
         "stage `train-lines` (train params): network: `height` comes from the dataset when training starts; remove it",
     ),
+    (
+        "31-augment-on-pages.yaml",
+        10,
+        7,
+        "stage `train-detector` (train params): training: augment is for char_cnn and line_ctc (a page's line boxes would not follow its warped pixels); remove it from this stage",
+    ),
+    (
+        "32-augment-bad-range.yaml",
+        10,
+        7,
+        "stage `train-lines` (train params): training: augment.scale [1.2, 0.9] must be [min, max] with 0 < min <= max",
+    ),
 ];
 
 #[test]

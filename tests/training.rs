@@ -219,15 +219,24 @@ fn same_seed_same_weights_and_a_killed_run_resumes_to_the_same_result() {
 
     // Kill a run as soon as it has a checkpoint, run again: it resumes and ends identically.
     let killed = workspace();
-    killed.run_ok(&["run", "p.yaml", "--only", "download", "--only", "chars"]);
-    let mut child = killed
+    assert!(
+        trained_after_a_kill(&killed) == weights(&first),
+        "resumed training must end on the uninterrupted weights"
+    );
+}
+
+/// Trains `ws`'s `train` stage, killing the first attempt as soon as it has a checkpoint; the
+/// weights of the resumed run.
+fn trained_after_a_kill(ws: &Workspace) -> Vec<u8> {
+    ws.run_ok(&["run", "p.yaml", "--only", "download", "--only", "chars"]);
+    let mut child = ws
         .command(&["run", "p.yaml", "--only", "train"])
         .env("TEXTREC_CACHE_DIR", support::download_cache())
         .spawn()
         .unwrap();
     let started = Instant::now();
     let checkpoint = loop {
-        let found = std::fs::read_dir(killed.path(".textrec/resume"))
+        let found = std::fs::read_dir(ws.path(".textrec/resume"))
             .into_iter()
             .flatten()
             .flatten()
@@ -248,20 +257,48 @@ fn same_seed_same_weights_and_a_killed_run_resumes_to_the_same_result() {
     };
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(!killed.exists("model"), "a killed run leaves no model");
+    assert!(!ws.exists("model"), "a killed run leaves no model");
     assert!(checkpoint.exists());
-    let stderr = killed.run_ok(&["run", "p.yaml", "--only", "train"]);
+    let stderr = ws.run_ok(&["run", "p.yaml", "--only", "train"]);
     assert!(
         stderr.contains("resumed from the checkpoint at step"),
         "{stderr}"
     );
     assert!(
-        weights(&killed) == weights(&first),
-        "resumed training must end on the uninterrupted weights"
-    );
-    assert!(
         !checkpoint.exists(),
         "checkpoints are cleared once the stage succeeded"
+    );
+    weights(ws)
+}
+
+#[test]
+fn augmentation_during_training_is_seeded_survives_a_kill_and_changes_what_is_learned() {
+    let augmented = || {
+        let ws = workspace();
+        let stages = CHAR_STAGES.replace(
+            "patience: 0}",
+            "patience: 0, augment: {rotate_degrees: 6, elastic_alpha: 2}}",
+        );
+        assert_ne!(stages, CHAR_STAGES);
+        ws.write("p.yaml", &pipeline(&stages));
+        ws
+    };
+    let first = augmented();
+    first.run_ok(&[
+        "run", "p.yaml", "--only", "download", "--only", "chars", "--only", "train",
+    ]);
+    let resumed = trained_after_a_kill(&augmented());
+    assert!(
+        resumed == weights(&first),
+        "augmented training killed and resumed must end on the uninterrupted weights"
+    );
+    let plain = workspace();
+    plain.run_ok(&[
+        "run", "p.yaml", "--only", "download", "--only", "chars", "--only", "train",
+    ]);
+    assert!(
+        weights(&plain) != weights(&first),
+        "augmentation must change what the model sees"
     );
 }
 

@@ -139,6 +139,13 @@ fn validate(stage: &Stage) -> Result<Validated, InvalidStage> {
                     line_fcn have no class targets to smooth); remove it from this stage",
         ));
     }
+    if params.training.augment.is_some() && matches!(model, Model::Detector(_)) {
+        return Err(InvalidStage::param(
+            "augment",
+            "training: augment is for char_cnn and line_ctc (a page's line boxes would not \
+                    follow its warped pixels); remove it from this stage",
+        ));
+    }
     Ok(Validated {
         training: params.training,
         model,

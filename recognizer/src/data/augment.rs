@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::batch::Batch;
 use super::manifest::{Dataset, DatasetKind, Manifest, count_classes};
 use super::raster::{Affine, Ink};
 use super::shard::{Sample, ShardWriter};
@@ -139,6 +140,32 @@ fn symmetric(rng: &mut impl Rng, max: f32) -> f32 {
 pub fn augment_rng(seed: u64, split: Split, index: u64, copy: u32) -> ChaCha8Rng {
     let key = format!("augment/{}/{index}/{copy}", split.name());
     ChaCha8Rng::seed_from_u64(stable_hash(seed, key.as_bytes()))
+}
+
+/// Augments every image of a training batch in place (within its own width and height; the
+/// padding stays paper), each from a generator of its own keyed by `seed`, the training `step`
+/// and its position in the batch.
+pub fn augment_batch(batch: &mut Batch, augmentation: &Augmentation, seed: u64, step: u64) {
+    let (height, width) = (batch.height, batch.width);
+    for i in 0..batch.len() {
+        let (w, h) = (batch.widths[i], batch.heights[i]);
+        let mut image = Ink {
+            width: w,
+            height: h,
+            data: vec![0.0; w * h],
+        };
+        for y in 0..h {
+            image.data[y * w..(y + 1) * w]
+                .copy_from_slice(&batch.pixels[(i * height + y) * width..][..w]);
+        }
+        let key = format!("augment-step/{step}/{i}");
+        let mut rng = ChaCha8Rng::seed_from_u64(stable_hash(seed, key.as_bytes()));
+        let augmented = augmentation.apply(&image, &mut rng);
+        for y in 0..h {
+            batch.pixels[(i * height + y) * width..][..w]
+                .copy_from_slice(&augmented.data[y * w..(y + 1) * w]);
+        }
+    }
 }
 
 /// How to materialise augmented copies of a dataset.
@@ -275,6 +302,44 @@ mod tests {
         };
         let out = aug.apply(&bar(), &mut augment_rng(1, Split::Train, 0, 0));
         assert_eq!(out.to_u8(), bar().to_u8());
+    }
+
+    #[test]
+    fn a_batch_is_augmented_per_step_and_position_inside_each_image_only() {
+        let line = |width: u16| Sample {
+            label: "l".into(),
+            style: "w".into(),
+            width,
+            height: 8,
+            pixels: (0..8 * width as usize)
+                .map(|i| (i % 7 * 30) as u8)
+                .collect(),
+            boxes: Vec::new(),
+        };
+        let batch = crate::data::batch::collate(&[line(20), line(12)], 4, false);
+        let aug = Augmentation::default();
+        let augmented = |seed, step| {
+            let mut b = batch.clone();
+            augment_batch(&mut b, &aug, seed, step);
+            b
+        };
+        let (a, again) = (augmented(1, 7), augmented(1, 7));
+        assert_eq!(a, again, "same seed and step, same pixels");
+        assert_ne!(a.pixels, augmented(1, 8).pixels, "another step draws anew");
+        assert_ne!(a.pixels, augmented(2, 7).pixels, "another seed draws anew");
+        assert_ne!(a.pixels, batch.pixels);
+        // The shorter line's padding (columns 12..20) stays paper; sizes and labels stay.
+        for y in 0..8 {
+            assert!(
+                a.pixels[(8 + y) * 20 + 12..(8 + y) * 20 + 20]
+                    .iter()
+                    .all(|&p| p == 0.0)
+            );
+        }
+        assert_eq!(
+            (a.widths.clone(), a.labels.clone()),
+            (batch.widths, batch.labels)
+        );
     }
 
     #[test]

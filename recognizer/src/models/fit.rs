@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ModelError;
 use super::history::{EpochRecord, History, StepRecord};
+use crate::data::augment::{Augmentation, augment_batch};
 use crate::data::batch::{Batch, Batcher};
 use crate::data::split::stable_hash;
 use crate::data::{DataError, Dataset, Observer, Sample, Split};
@@ -104,6 +105,29 @@ pub struct TrainOptions {
     /// Validation runs every epoch either way, for the history and for `patience`.
     #[serde(skip_serializing_if = "Keep::is_best")]
     pub keep: Keep,
+    /// Augment every training image on the fly, drawn afresh at each step from the seed, the
+    /// step and the image's place in the batch, so a resumed run sees what an uninterrupted one
+    /// saw and every epoch sees new variants. Characters and lines (not pages, whose boxes would
+    /// not follow); unset: images as the dataset holds them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub augment: Option<Augmentation>,
+}
+
+/// An augmentation field's name as written under `training:` (`augment.scale`).
+fn within_augment(field: &'static str) -> &'static str {
+    match field {
+        "rotate_degrees" => "augment.rotate_degrees",
+        "shear" => "augment.shear",
+        "scale" => "augment.scale",
+        "translate" => "augment.translate",
+        "elastic_alpha" => "augment.elastic_alpha",
+        "elastic_sigma" => "augment.elastic_sigma",
+        "blur" => "augment.blur",
+        "noise" => "augment.noise",
+        "erase_probability" => "augment.erase_probability",
+        "erase_max_fraction" => "augment.erase_max_fraction",
+        other => other,
+    }
 }
 
 impl Default for TrainOptions {
@@ -125,6 +149,7 @@ impl Default for TrainOptions {
             ema_decay: None,
             label_smoothing: None,
             keep: Keep::Best,
+            augment: None,
         }
     }
 }
@@ -171,6 +196,12 @@ impl TrainOptions {
                 alpha,
                 "at least 0 and below 1 (0.1 is typical)",
             )?;
+        }
+        if let Some(augment) = &self.augment {
+            augment.validate().map_err(|e| InvalidSetting {
+                setting: within_augment(e.setting),
+                ..e
+            })?;
         }
         Ok(())
     }
@@ -493,7 +524,17 @@ pub fn fit<B: AutodiffBackend, T: Task<B>>(
             train.next();
         }
         while state.step < total_steps {
-            let Some(batch) = train.next() else { break };
+            let Some(mut batch) = train.next() else { break };
+            if let Some(augmentation) = &options.augment {
+                if batch.boxes.iter().any(|b| !b.is_empty()) {
+                    return Err(ModelError::Invalid {
+                        reason: "`augment` applies to characters and lines; a page's line boxes \
+                                 would not follow its pixels"
+                            .into(),
+                    });
+                }
+                augment_batch(&mut batch, augmentation, options.seed, state.step);
+            }
             B::seed(
                 device,
                 stable_hash(options.seed, format!("step/{}", state.step).as_bytes()),
