@@ -258,7 +258,9 @@ impl StageKind for TuneDecoding {
             }
         }
         let datasets = &ctx.deps[2..];
-        observer.total((datasets.len() * (params.lines_per_dataset + grid.len() + 2)) as u64);
+        // Decoding work per dataset: every grid point, then greedy and the given setting.
+        let decodings = (datasets.len() * (grid.len() + 2)) as u64;
+        observer.total((datasets.len() * params.lines_per_dataset) as u64 + decodings);
         let sets = datasets
             .iter()
             .zip(&ctx.stage.deps[2..])
@@ -266,6 +268,9 @@ impl StageKind for TuneDecoding {
                 ScoredLines::read(&recognizer, dep, path, params.lines_per_dataset, &observer)
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // A split smaller than `lines_per_dataset` gave fewer lines than the first estimate.
+        let lines: usize = sets.iter().map(|set| set.labels.len()).sum();
+        observer.total(lines as u64 + decodings);
 
         let classes = recognizer.vocabulary.len();
         let vocabulary = &recognizer.vocabulary;
