@@ -348,16 +348,16 @@ fn evaluate_chars(
     let confusion = &scores.all;
     // MNIST's digits are split by a hash of their pixels, not by writer, so its test writers
     // also wrote training digits: the headline counts the held-out font writers alone.
-    let (mut correct, mut total) = (0.0, 0u32);
+    let (mut correct, mut total) = (0u32, 0u32);
     for (writer, c) in &scores.by_writer {
         if writer != mnist::STYLE {
-            correct += c.accuracy() * f64::from(c.total());
+            correct += c.correct();
             total += c.total();
         }
     }
     let mnist_scores = scores.by_writer.get(mnist::STYLE);
     let accuracy = match mnist_scores {
-        Some(_) if total > 0 => correct / f64::from(total),
+        Some(_) if total > 0 => f64::from(correct) / f64::from(total),
         _ => confusion.accuracy(),
     };
     // Baseline: always answer the training split's most frequent class.

@@ -178,7 +178,7 @@ impl ScoredLines {
 
 /// A decoding of a dataset's sample: its errors, and how many characters it wrote (a decoder
 /// that writes far more than the truth holds is inventing text).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Reading {
     errors: TextErrors,
     written: u64,
@@ -281,7 +281,8 @@ impl StageKind for TuneDecoding {
                     .map_err(|e| e.to_string().into())
             })
         };
-        let mut cers: Vec<Vec<f64>> = Vec::with_capacity(grid.len());
+        // Each grid point's reading of each dataset; the choice and the metrics derive from them.
+        let mut readings: Vec<Vec<Reading>> = Vec::with_capacity(grid.len());
         for search in &grid {
             observer.message(&format!(
                 "lm_weight {} length_bonus {}",
@@ -290,9 +291,9 @@ impl StageKind for TuneDecoding {
             let row = sets
                 .iter()
                 .map(|set| {
-                    let cer = beam(*search, set).map(|r| r.errors.cer());
+                    let reading = beam(*search, set);
                     observer.advance(1);
-                    cer
+                    reading
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             observer.log(&format!(
@@ -300,14 +301,19 @@ impl StageKind for TuneDecoding {
                 search.lm_weight,
                 search.length_bonus,
                 row.iter()
-                    .map(|c| format!("{c:.4}"))
+                    .map(|r| format!("{:.4}", r.errors.cer()))
                     .collect::<Vec<_>>()
                     .join(" ")
             ));
-            cers.push(row);
+            readings.push(row);
         }
+        let cers: Vec<Vec<f64>> = readings
+            .iter()
+            .map(|row| row.iter().map(|r| r.errors.cer()).collect())
+            .collect();
         let chosen = choose(&cers, params.tolerance);
         let given = lm.search;
+        let given_on_grid = grid.iter().position(|search| *search == given);
 
         let mut per_dataset = serde_json::Map::new();
         for (d, set) in sets.iter().enumerate() {
@@ -316,8 +322,12 @@ impl StageKind for TuneDecoding {
                     .map(|d| d.text)
                     .map_err(|e| e.to_string().into())
             })?;
-            let given_reading = beam(given, set)?;
-            let chosen_reading = beam(grid[chosen], set)?;
+            // The given setting was decoded already when it is a grid point.
+            let given_reading = match given_on_grid {
+                Some(g) => readings[g][d],
+                None => beam(given, set)?,
+            };
+            let chosen_reading = readings[chosen][d];
             observer.advance(2);
             let best = cers.iter().map(|c| c[d]).fold(f64::INFINITY, f64::min);
             per_dataset.insert(

@@ -46,9 +46,13 @@ impl Confusion {
         self.counts.iter().flatten().sum()
     }
 
+    /// How many samples were classified right (the diagonal).
+    pub fn correct(&self) -> u32 {
+        (0..self.labels.len()).map(|i| self.counts[i][i]).sum()
+    }
+
     pub fn accuracy(&self) -> f64 {
-        let correct: u32 = (0..self.labels.len()).map(|i| self.counts[i][i]).sum();
-        f64::from(correct) / f64::from(self.total().max(1))
+        f64::from(self.correct()) / f64::from(self.total().max(1))
     }
 
     /// Accuracy when a prediction also counts as right if it is the other case of a letter
