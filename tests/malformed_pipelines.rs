@@ -25,7 +25,7 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
         "03-unknown-top-level-field.yaml",
         1,
         1,
-        "unknown field `version`, expected one of workdir, stages",
+        "unknown field `version`, expected one of workdir, remote, stages",
     ),
     (
         "04-unknown-kind.yaml",
@@ -175,6 +175,12 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
         10,
         7,
         "stage `train-lines` (train params): training: augment.scale [1.2, 0.9] must be [min, max] with 0 < min <= max",
+    ),
+    (
+        "33-remote-not-a-store.yaml",
+        2,
+        9,
+        "remote: expected s3://BUCKET/PREFIX, gs://, az://, abfss:// or file:///PATH, not `ftp://files.example/cache`",
     ),
 ];
 

@@ -417,6 +417,63 @@ stages:
     assert!(run.stderr.contains("[broken] FAILED"), "{}", run.stderr);
 }
 
+/// Two runs of different stages (as Slurm jobs on a shared disk would be) go on at once: `left`
+/// waits for a file that only `right` writes, so neither finishes unless both run together, and
+/// both records reach the lock.
+#[test]
+fn runs_of_different_stages_go_on_at_once_and_both_reach_the_lock() {
+    let ws = Workspace::new();
+    ws.write(
+        "p.yaml",
+        r#"
+stages:
+  - name: left
+    kind: shell
+    params:
+      cmd: 'for i in $(seq 200); do [ -e "$TEXTREC_WORKDIR/right-started" ] && break; sleep 0.05; done; [ -e "$TEXTREC_WORKDIR/right-started" ] && echo left > "$OUT"'
+    outs: [left.txt]
+  - name: right
+    kind: shell
+    params: {cmd: 'touch "$TEXTREC_WORKDIR/right-started"; sleep 0.5; echo right > "$OUT"'}
+    outs: [right.txt]
+"#,
+    );
+    let left = ws.spawn(&["run", "p.yaml", "--only", "left"]);
+    wait_for(
+        Duration::from_secs(20),
+        "the left run to take its stage",
+        || {
+            std::fs::read_to_string(ws.path(".textrec/locks/left.lock"))
+                .is_ok_and(|s| s.starts_with("pid"))
+        },
+    );
+    let right = ws.xtask(&["run", "p.yaml", "--only", "right"]);
+    assert!(
+        right.status.success(),
+        "{}",
+        String::from_utf8_lossy(&right.stderr)
+    );
+    let left = left.wait_with_output().unwrap();
+    assert!(
+        left.status.success(),
+        "{}",
+        String::from_utf8_lossy(&left.stderr)
+    );
+    let lock = LockFile::load(&ws.path("p.lock")).unwrap();
+    assert_eq!(
+        lock.stages.keys().collect::<Vec<_>>(),
+        ["left", "right"],
+        "each run merged its record into the lock"
+    );
+    let run = ws.run(&[]);
+    assert_eq!(
+        run.with_status("cached"),
+        ["left", "right"],
+        "{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn a_second_concurrent_run_fails_fast_with_exit_3_naming_the_holder() {
     let ws = Workspace::new();
@@ -429,7 +486,7 @@ fn a_second_concurrent_run_fails_fast_with_exit_3_naming_the_holder() {
         Duration::from_secs(20),
         "the first run to take the workspace",
         || {
-            std::fs::read_to_string(ws.path(".textrec/run.lock"))
+            std::fs::read_to_string(ws.path(".textrec/locks/hold.lock"))
                 .is_ok_and(|s| s.starts_with("pid"))
         },
     );
@@ -442,7 +499,7 @@ fn a_second_concurrent_run_fails_fast_with_exit_3_naming_the_holder() {
     assert_eq!(second.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(
-        stderr.contains("another run holds the workspace"),
+        stderr.contains("another run holds stage `hold`"),
         "{stderr}"
     );
     assert!(stderr.contains(&format!("pid {}", holder.id())), "{stderr}");
@@ -465,11 +522,11 @@ fn a_lock_left_by_a_dead_run_is_taken_over() {
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let dead = child.id();
     child.wait().unwrap();
-    ws.write(".textrec/run.lock", &format!("pid {dead} started 1\n"));
+    ws.write(".textrec/locks/s.lock", &format!("pid {dead} started 1\n"));
     let run = ws.run(&[]);
     assert_eq!(run.code, 0);
     assert!(run.stderr.contains(&format!(
-        "took over the workspace lock left by pid {dead} (no longer running)"
+        "took over the lock left on stage `s`: pid {dead} (no longer running)"
     )));
 }
 

@@ -40,10 +40,14 @@ pub enum Error {
 
     /// Another process holds the workspace.
     #[error(
-        "another run holds the workspace {workdir}: {holder}. Wait for it to finish (or kill it); \
-         a lock left by a dead process is taken over automatically."
+        "another run holds stage `{stage}` of the workspace {workdir}: {holder}. Wait for it to \
+         finish (or kill it); a lock left by a dead process is taken over automatically."
     )]
-    Busy { workdir: PathBuf, holder: String },
+    Busy {
+        workdir: PathBuf,
+        stage: String,
+        holder: String,
+    },
 
     /// A file system operation failed.
     #[error("{action} {path}: {source}")]
@@ -181,6 +185,8 @@ pub enum StageRunError {
     /// The engine's own files: the workspace's directories, the lock file.
     #[error(transparent)]
     Engine(#[from] Error),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
     /// `error` made the outputs go back, and some could not.
     #[error("{error}{}", stranded.iter().map(|s| format!("; {s}")).collect::<String>())]
     RolledBack {
@@ -268,4 +274,63 @@ fn render_snippet(source: &str, line: u64, column: u64) -> String {
     let gutter = line.to_string().len();
     let pad = " ".repeat(column.saturating_sub(1) as usize);
     format!("{:gutter$} |\n{line} | {text}\n{:gutter$} | {pad}^", "", "")
+}
+
+/// What can go wrong talking to a remote. Each names the remote (never its credentials) and the
+/// object.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("remote `{url}` is not a URL textrec can use: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error(
+        "remote {url} refused the credentials (trying to {action} `{key}`): check \
+         AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the GOOGLE_*/AZURE_* variables)"
+    )]
+    Refused {
+        url: String,
+        action: &'static str,
+        key: String,
+    },
+    #[error("remote {url}: cannot {action} `{key}`: {source}")]
+    Store {
+        url: String,
+        action: &'static str,
+        key: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    #[error("remote {url} has no `{key}`, which the record of stage `{stage}` needs")]
+    Missing {
+        url: String,
+        stage: String,
+        key: String,
+    },
+    #[error(
+        "remote {url}: `{key}` is corrupt: its bytes hash to {found}, not {expected}; deleted \
+         it there, so the next push of these outputs stores them again"
+    )]
+    Corrupt {
+        url: String,
+        key: String,
+        expected: String,
+        found: String,
+    },
+    #[error("remote {url}: `{key}` is not a record textrec wrote: {reason}")]
+    BadRecord {
+        url: String,
+        key: String,
+        reason: String,
+    },
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "output `{out}` ({}) changed since the lock recorded it: run the stage before pushing it",
+        path.display()
+    )]
+    OutputChanged { out: String, path: PathBuf },
 }

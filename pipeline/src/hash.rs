@@ -147,15 +147,12 @@ impl StateDb {
             .par_iter()
             .map(|file| self.hash_file(&file.path, &file.stamp))
             .collect::<io::Result<_>>()?;
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(b"textrec-dir-v1\0");
-        for (Found { rel, .. }, hash) in files.iter().zip(&hashes) {
-            hasher.update(rel.as_bytes());
-            hasher.update(b"\0");
-            hasher.update(hash.as_bytes());
-            hasher.update(b"\n");
-        }
-        Ok(hasher.finalize().to_hex().to_string())
+        Ok(dir_hash(
+            files
+                .iter()
+                .zip(&hashes)
+                .map(|(file, hash)| (file.rel.as_str(), hash.as_ref())),
+        ))
     }
 
     /// The hash of the file at `path` with metadata `stamp`: the db's, borrowed, when the
@@ -304,6 +301,20 @@ fn collect_files(dir: &Path, prefix: &str, out: &mut Vec<Found>) -> io::Result<(
         }
     }
     Ok(())
+}
+
+/// A directory's hash from its files' relative paths (`/`-separated, in sorted order) and
+/// content hashes; the remote cache recomputes it from a listing.
+pub(crate) fn dir_hash<'a>(files: impl Iterator<Item = (&'a str, &'a str)>) -> ContentHash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"textrec-dir-v1\0");
+    for (rel, hash) in files {
+        hasher.update(rel.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(hash.as_bytes());
+        hasher.update(b"\n");
+    }
+    hasher.finalize().to_hex().to_string()
 }
 
 /// blake3 of a file's bytes, streamed.

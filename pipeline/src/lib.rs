@@ -10,14 +10,16 @@ mod lock;
 pub mod metrics;
 mod process;
 mod progress;
+mod remote;
 mod render;
 mod report;
 mod run;
 mod spec;
 mod stage;
+mod transfer;
 mod workspace;
 
-pub use error::{Error, InvalidOverride, SpecError, StageRunError, Stranded};
+pub use error::{Error, InvalidOverride, RemoteError, SpecError, StageRunError, Stranded};
 pub use fsutil::{copy_tree, count_files, remove_path, write_atomic};
 pub use hash::{ContentHash, StateDb, hash_file_contents};
 pub use lock::{LockFile, LockedStage};
@@ -26,6 +28,7 @@ pub use progress::{
     NoProgress, PROGRESS_INTERVAL_ENV, Progress, ProgressLog, Reporter, SilentReporter,
     TerminalReporter, Verbosity,
 };
+pub use remote::{Moved, REMOTE_ENV, Remote};
 pub use render::{DagFormat, render_dag};
 pub use report::{RunReport, StageReport, StageStatus};
 pub use run::{RunOptions, cache_key, run};
@@ -33,4 +36,5 @@ pub use spec::{Graph, InvalidPath, Pipeline, normalize_dep};
 pub use stage::{
     InvalidStage, Registry, Stage, StageContext, StageFailure, StageKind, parse_params,
 };
+pub use transfer::{Direction, TransferReport, TransferStatus, transfer};
 pub use workspace::Workspace;

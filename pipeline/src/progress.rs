@@ -13,6 +13,11 @@ use crate::report::{StageReport, StageStatus};
 pub trait Progress: Send + Sync {
     /// Sets the number of work units (items, bytes, steps) the stage will do.
     fn set_length(&self, len: u64);
+    /// Like [`Progress::set_length`], for work counted in bytes (transfers): shown as bytes and
+    /// bytes per second.
+    fn set_length_bytes(&self, len: u64) {
+        self.set_length(len);
+    }
     fn inc(&self, delta: u64);
     /// A short status, e.g. `loss 0.41`.
     fn set_message(&self, message: String);
@@ -97,6 +102,12 @@ impl Reporter for TerminalReporter {
                 format!("[{}] ran in {:.2}s", report.name, report.seconds)
             }
             StageStatus::Cached if !quiet => format!("[{}] cached: {}", report.name, report.reason),
+            StageStatus::Pulled if !quiet => {
+                format!(
+                    "[{}] {} in {:.2}s",
+                    report.name, report.reason, report.seconds
+                )
+            }
             StageStatus::Skipped if !quiet => {
                 format!("[{}] skipped: {}", report.name, report.reason)
             }
@@ -128,6 +139,14 @@ fn bar_style() -> ProgressStyle {
     .expect("static template is valid")
 }
 
+fn bytes_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{spinner} [{prefix}] {elapsed_precise} {wide_bar} {binary_bytes}/{binary_total_bytes} \
+         {binary_bytes_per_sec} eta {eta} {msg}",
+    )
+    .expect("static template is valid")
+}
+
 struct BarProgress {
     bar: ProgressBar,
     stage: String,
@@ -139,6 +158,11 @@ impl Progress for BarProgress {
             self.bar.set_style(bar_style());
             self.bar.set_message(String::new());
         }
+        self.bar.set_length(len);
+    }
+    fn set_length_bytes(&self, len: u64) {
+        self.bar.set_style(bytes_style());
+        self.bar.set_message(String::new());
         self.bar.set_length(len);
     }
     fn inc(&self, delta: u64) {
@@ -162,6 +186,10 @@ struct LineProgress {
 impl Progress for LineProgress {
     fn set_length(&self, len: u64) {
         self.log.set_length(len);
+    }
+    fn set_length_bytes(&self, len: u64) {
+        self.log.set_length(len);
+        self.log.lock().bytes = true;
     }
     fn inc(&self, delta: u64) {
         self.log.inc(delta);
@@ -196,6 +224,8 @@ struct LogState {
     len: Option<u64>,
     pos: u64,
     message: String,
+    /// Whether the units are bytes (shown as MiB and MiB/s).
+    bytes: bool,
     /// How many 5% steps were done when the last line was printed.
     steps_logged: u64,
 }
@@ -212,6 +242,7 @@ impl ProgressLog {
                 len: None,
                 pos: 0,
                 message: String::new(),
+                bytes: false,
                 steps_logged: 0,
             }),
         }
@@ -272,16 +303,25 @@ impl ProgressLog {
             0.0
         };
         let mut line = format!("{} ", self.label);
-        match state.len {
-            Some(len) if len > 0 => {
-                let percent = state.pos.min(len) * 100 / len;
-                line.push_str(&format!("{}/{len} ({percent}%), {rate:.2}/s", state.pos));
-                if rate > 0.0 && state.pos < len {
-                    let eta = (len - state.pos) as f64 / rate;
-                    line.push_str(&format!(", eta {}", clock(eta)));
+        if state.bytes {
+            const MIB: f64 = (1 << 20) as f64;
+            let done = state.pos as f64 / MIB;
+            let total = state
+                .len
+                .map_or(String::new(), |l| format!("/{:.1}", l as f64 / MIB));
+            line.push_str(&format!("{done:.1}{total} MiB, {:.1} MiB/s", rate / MIB));
+        } else {
+            match state.len {
+                Some(len) if len > 0 => {
+                    let percent = state.pos.min(len) * 100 / len;
+                    line.push_str(&format!("{}/{len} ({percent}%), {rate:.2}/s", state.pos));
+                    if rate > 0.0 && state.pos < len {
+                        let eta = (len - state.pos) as f64 / rate;
+                        line.push_str(&format!(", eta {}", clock(eta)));
+                    }
                 }
+                _ => line.push_str(&format!("{} done, {rate:.2}/s", state.pos)),
             }
-            _ => line.push_str(&format!("{} done, {rate:.2}/s", state.pos)),
         }
         line.push_str(&format!(", elapsed {}", clock(elapsed)));
         if !state.message.is_empty() {

@@ -7,6 +7,8 @@ use serde::Serialize;
 pub enum StageStatus {
     Ran,
     Cached,
+    /// Stale here, and its outputs came from a run another machine pushed to the remote.
+    Pulled,
     Failed,
     Skipped,
     /// Dry run / status: the stage is stale.

@@ -10,14 +10,16 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::commit::Commit;
-use crate::error::{Error, StageRunError};
+use crate::error::{Error, RemoteError, StageRunError};
 use crate::fsutil::remove_path;
 use crate::hash::{ContentHash, StateDb};
 use crate::lock::{LockFile, LockedStage, flatten_metrics};
 use crate::progress::{Progress, Reporter};
+use crate::remote::{Moved, Remote};
 use crate::report::{RunReport, StageReport, StageStatus};
 use crate::spec::Pipeline;
 use crate::stage::{Registry, Stage, StageContext};
+use crate::transfer::{fetch_staged, local_outs};
 use crate::workspace::Workspace;
 
 /// What to run and how.
@@ -33,6 +35,9 @@ pub struct RunOptions {
     pub jobs: usize,
     /// Report what would run and why; change nothing.
     pub dry_run: bool,
+    /// Pull a stale stage's outputs from here when a machine pushed a run with its cache key,
+    /// and push what runs.
+    pub remote: Option<Arc<Remote>>,
 }
 
 impl Default for RunOptions {
@@ -43,6 +48,7 @@ impl Default for RunOptions {
             from: Vec::new(),
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             dry_run: false,
+            remote: None,
         }
     }
 }
@@ -70,18 +76,28 @@ pub fn run(
     }
     std::fs::create_dir_all(&pipeline.workdir)
         .map_err(|e| Error::io("create workdir", &pipeline.workdir, e))?;
-    let guard = workspace.acquire()?;
-    if let Some(holder) = &guard.stale_holder {
-        reporter.notice(&format!("took over the workspace lock left by {holder}"));
+    let guard = workspace.acquire(
+        pipeline
+            .stages
+            .iter()
+            .zip(&selected)
+            .filter(|(_, selected)| **selected)
+            .map(|(stage, _)| stage.name.as_str()),
+    )?;
+    for holder in &guard.stale_holders {
+        reporter.notice(&format!("took over the lock left on {holder}"));
     }
-    workspace.clean_leftovers()?;
-    let mut lock = LockFile::load(&lock_path)?;
-    let before = lock.stages.len();
-    lock.stages
-        .retain(|name, _| pipeline.stage_index(name).is_some());
-    if lock.stages.len() != before {
-        lock.save(&lock_path)?;
-    }
+    let lock = {
+        let _merging = workspace.lock_file_guard()?;
+        let mut lock = LockFile::load(&lock_path)?;
+        let before = lock.stages.len();
+        lock.stages
+            .retain(|name, _| pipeline.stage_index(name).is_some());
+        if lock.stages.len() != before {
+            lock.save(&lock_path)?;
+        }
+        lock
+    };
     let engine = Engine::new(pipeline, registry, workspace, lock, reporter, options);
     let report = engine.execute_all(&selected, options.jobs.max(1));
     let partial = selected.iter().any(|s| !s);
@@ -129,6 +145,7 @@ struct Engine<'a> {
     lock_path: PathBuf,
     reporter: &'a dyn Reporter,
     force: bool,
+    remote: Option<Arc<Remote>>,
 }
 
 /// What a stage's cache key is made of.
@@ -155,6 +172,7 @@ impl<'a> Engine<'a> {
             lock_path: pipeline.lock_path(),
             reporter,
             force: options.force,
+            remote: options.remote.clone(),
         }
     }
 
@@ -284,7 +302,28 @@ impl<'a> Engine<'a> {
                     None => Ok((StageStatus::Cached, "up to date".to_owned())),
                     Some(reason) => {
                         let progress = self.reporter.stage_started(&stage.name, &reason);
-                        self.produce(stage, &inputs, progress, started)?;
+                        if let Some(remote) = self.remote.as_deref().filter(|_| !self.force) {
+                            match self.pull(remote, stage, &inputs, &*progress) {
+                                Ok(true) => {
+                                    let why =
+                                        format!("pulled from remote {} ({reason})", remote.url());
+                                    return Ok((StageStatus::Pulled, why));
+                                }
+                                Ok(false) => {}
+                                Err(e) => progress.warn(&format!("{e}; running the stage instead")),
+                            }
+                        }
+                        self.produce(stage, &inputs, progress.clone(), started)?;
+                        if let Some(remote) = &self.remote {
+                            let local = local_outs(self.pipeline, stage);
+                            let record = self.locked(&stage.name).expect("recorded just now");
+                            if let Err(e) = remote.push(&record, &local, &*progress) {
+                                progress.warn(&format!(
+                                    "{e}; the stage's outputs are in place here, and \
+                                     `cargo xtask push` pushes them later"
+                                ));
+                            }
+                        }
                         Ok((StageStatus::Ran, reason))
                     }
                 });
@@ -582,15 +621,88 @@ impl<'a> Engine<'a> {
             seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
             tool: format!("textrec-pipeline {}", env!("CARGO_PKG_VERSION")),
         };
+        self.save_record(stage, record)
+    }
+
+    /// Puts `record` into the lock file as it is on disk now (runs of other stages may have
+    /// recorded theirs since this run read it) and saves it; only a saved record reaches the
+    /// lock in memory, so no later save writes one that could not be saved.
+    fn save_record(&self, stage: &Stage, record: LockedStage) -> Result<(), StageRunError> {
         let mut lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        let previous = lock.stages.insert(stage.name.clone(), record);
-        lock.save(&self.lock_path).map_err(|e| {
-            match previous {
-                Some(previous) => lock.stages.insert(stage.name.clone(), previous),
-                None => lock.stages.remove(&stage.name),
-            };
-            StageRunError::Engine(e)
-        })
+        let _merging = self.workspace.lock_file_guard()?;
+        let mut merged = LockFile::load(&self.lock_path)?;
+        merged.stages.insert(stage.name.clone(), record);
+        merged.save(&self.lock_path)?;
+        *lock = merged;
+        Ok(())
+    }
+
+    /// Pulls the outputs of a run that some machine pushed with this stage's cache key, swaps
+    /// them into place and records them as that run recorded them. `false` when the remote has
+    /// no such run; an error (the caller runs the stage instead) when what it has is unusable.
+    fn pull(
+        &self,
+        remote: &Remote,
+        stage: &Stage,
+        inputs: &Inputs,
+        progress: &dyn Progress,
+    ) -> Result<bool, StageRunError> {
+        let Some(pushed) = remote.record(&inputs.key)? else {
+            return Ok(false);
+        };
+        if let Some(out) = stage.all_outs().find(|o| !pushed.outs.contains_key(*o)) {
+            return Err(StageRunError::Remote(RemoteError::BadRecord {
+                url: remote.url().to_owned(),
+                key: inputs.key.clone(),
+                reason: format!("it has no output `{out}`"),
+            }));
+        }
+        let staging = self.workspace.staging_dir(&stage.name)?;
+        let result = self.pull_into(remote, stage, inputs, pushed, progress, &staging);
+        let _ = remove_path(&staging);
+        result.map(|_| true)
+    }
+
+    fn pull_into(
+        &self,
+        remote: &Remote,
+        stage: &Stage,
+        inputs: &Inputs,
+        pushed: LockedStage,
+        progress: &dyn Progress,
+        staging: &std::path::Path,
+    ) -> Result<Moved, StageRunError> {
+        let (moved, staged) = fetch_staged(
+            self.pipeline,
+            remote,
+            stage,
+            &pushed.outs,
+            staging,
+            progress,
+        )?;
+        let commit = Commit::swap_in(&self.workspace, &stage.name, staged);
+        self.forget_outputs(stage);
+        let commit = commit?;
+        let record = LockedStage {
+            kind: stage.kind.clone(),
+            kind_version: self.kind_version(stage),
+            key: inputs.key.clone(),
+            params: stage.params.clone(),
+            deps: inputs.deps.clone(),
+            ..pushed
+        };
+        if let Err(e) = self.save_record(stage, record) {
+            let error = commit.roll_back(e);
+            self.forget_outputs(stage);
+            return Err(error);
+        }
+        if let Err(e) = commit.finish() {
+            self.reporter.notice(&format!(
+                "stage `{}`: {e} (the next run retries)",
+                stage.name
+            ));
+        }
+        Ok(moved)
     }
 
     /// The lock records of the stages `stage` transitively depends on. They have all finished
@@ -968,7 +1080,7 @@ mod tests {
         let report = run_sabotage(dir.path(), "{text: two, sabotage: lock}", "[a.txt]");
         assert_eq!(report.stages[0].status, StageStatus::Failed);
         assert!(
-            report.stages[0].reason.contains("write lock file"),
+            report.stages[0].reason.contains("lock file /"),
             "{}",
             report.stages[0].reason
         );

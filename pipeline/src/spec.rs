@@ -21,6 +21,9 @@ pub struct Pipeline {
     /// Relative paths in the pipeline resolve against this directory (the file's directory
     /// joined with its optional `workdir:`).
     pub workdir: PathBuf,
+    /// The remote cache the file names (`remote: s3://bucket/prefix`), checked to be a URL of
+    /// a store textrec can open.
+    pub remote: Option<String>,
     /// Stages in file order.
     pub stages: Vec<Stage>,
     pub graph: Graph,
@@ -42,6 +45,8 @@ pub struct Graph {
 struct RawPipeline {
     #[serde(default)]
     workdir: Option<Spanned<String>>,
+    #[serde(default)]
+    remote: Option<Spanned<String>>,
     stages: Spanned<Vec<RawStage>>,
 }
 
@@ -127,6 +132,11 @@ impl Pipeline {
             None => base,
         });
 
+        if let Some(remote) = &raw.remote {
+            crate::remote::check_url(&remote.value)
+                .map_err(|reason| src.error(remote.referenced, format!("remote: {reason}")))?;
+        }
+
         let mut stages = Vec::with_capacity(raw.stages.value.len());
         let mut kind_at = Vec::with_capacity(raw.stages.value.len());
         let mut seen_names: HashMap<String, u64> = HashMap::new();
@@ -190,6 +200,7 @@ impl Pipeline {
         Ok(Pipeline {
             file: file.to_path_buf(),
             workdir,
+            remote: raw.remote.map(|r| r.value),
             stages,
             graph,
         })

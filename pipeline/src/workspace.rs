@@ -15,19 +15,32 @@ pub struct Workspace {
     dir: PathBuf,
 }
 
-/// Held for the whole run; the OS releases the lock when the process dies, even by `kill -9`.
-/// A clean exit also empties the holder record, so a record found later was left by a dead run.
+/// Held for the whole run: a shared hold on the workspace (so leftovers are cleaned only when
+/// no run is active) and an exclusive lock per selected stage, so runs of different stages
+/// (`--only A` beside `--only B`, Slurm jobs on a shared disk) go on at once while two runs of
+/// one stage cannot. The OS releases every lock when the process dies, even by `kill -9`; a clean
+/// exit also empties each holder record, so a record found later was left by a dead run.
 #[derive(Debug)]
 pub struct RunGuard {
-    file: File,
-    /// The holder a dead process left behind, if we took its lock over.
-    pub stale_holder: Option<String>,
+    _workspace: File,
+    stages: Vec<File>,
+    /// The holders dead processes left behind on the stages we took over.
+    pub stale_holders: Vec<String>,
 }
 
 impl Drop for RunGuard {
     fn drop(&mut self) {
-        let _ = self.file.set_len(0);
+        for file in &self.stages {
+            let _ = file.set_len(0);
+        }
     }
+}
+
+/// Held while `pipeline.lock` is read, changed and written, so that runs of different stages
+/// merge their records instead of overwriting each other's.
+#[derive(Debug)]
+pub struct LockFileGuard {
+    _file: File,
 }
 
 impl Workspace {
@@ -51,47 +64,125 @@ impl Workspace {
         Ok(self.ensure("logs")?.join(format!("{stage}.log")))
     }
 
-    /// Takes the workspace for this process or fails at once with [`Error::Busy`] naming the holder.
-    pub fn acquire(&self) -> Result<RunGuard, Error> {
-        self.ensure("")?;
-        let path = self.dir.join("run.lock");
-        let mut file = OpenOptions::new()
+    fn open_lock(&self, path: &Path) -> Result<File, Error> {
+        OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io("open run lock", &path, e))?;
-        let mut previous = String::new();
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let _ = file.read_to_string(&mut previous);
-                return Err(Error::Busy {
-                    workdir: self.dir.parent().unwrap_or(&self.dir).to_path_buf(),
-                    holder: describe_holder(previous.trim()),
-                });
-            }
-            Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
-        }
-        let _ = file.read_to_string(&mut previous);
-        let stale_holder = (!previous.trim().is_empty()).then(|| describe_holder(previous.trim()));
-        let record = format!("pid {} started {}\n", std::process::id(), unix_now());
-        (|| {
-            file.set_len(0)?;
-            file.rewind()?;
-            file.write_all(record.as_bytes())?;
-            file.sync_all()
-        })()
-        .map_err(|e| Error::io("write run lock", &path, e))?;
-        Ok(RunGuard { file, stale_holder })
+            .open(path)
+            .map_err(|e| Error::io("open lock", path, e))
     }
 
-    /// Removes what killed runs left behind. Call only while holding the `RunGuard`.
-    pub fn clean_leftovers(&self) -> Result<(), Error> {
+    /// Takes the workspace for a run of `stages`, or fails at once with [`Error::Busy`] naming
+    /// the stage and the run that holds it. The first run to find no other run active removes
+    /// what killed runs left in staging/ and trash/; later runs remove only their stages'.
+    pub fn acquire<'a>(
+        &self,
+        stages: impl IntoIterator<Item = &'a str>,
+    ) -> Result<RunGuard, Error> {
+        self.ensure("locks")?;
+        let path = self.dir.join("run.lock");
+        let workspace = self.open_lock(&path)?;
+        let mut stages: Vec<&str> = stages.into_iter().collect();
+        stages.sort_unstable();
+        stages.dedup();
+        let alone = match workspace.try_lock() {
+            Ok(()) => true,
+            Err(TryLockError::WouldBlock) => false,
+            Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
+        };
+        if alone {
+            self.clean_leftovers(None)?;
+            workspace
+                .unlock()
+                .map_err(|e| Error::io("unlock", &path, e))?;
+        }
+        // Exclusive holds on run.lock last only as long as a cleaning: wait for one.
+        workspace
+            .lock_shared()
+            .map_err(|e| Error::io("lock", &path, e))?;
+        let mut guard = RunGuard {
+            _workspace: workspace,
+            stages: Vec::new(),
+            stale_holders: Vec::new(),
+        };
+        for stage in stages {
+            let path = self.dir.join("locks").join(format!("{stage}.lock"));
+            let mut file = self.open_lock(&path)?;
+            let mut previous = String::new();
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    let _ = file.read_to_string(&mut previous);
+                    return Err(Error::Busy {
+                        workdir: self.dir.parent().unwrap_or(&self.dir).to_path_buf(),
+                        stage: stage.to_owned(),
+                        holder: describe_holder(previous.trim()),
+                    });
+                }
+                Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
+            }
+            let _ = file.read_to_string(&mut previous);
+            if !previous.trim().is_empty() {
+                guard.stale_holders.push(format!(
+                    "stage `{stage}`: {}",
+                    describe_holder(previous.trim())
+                ));
+            }
+            let record = format!("pid {} started {}\n", std::process::id(), unix_now());
+            (|| {
+                file.set_len(0)?;
+                file.rewind()?;
+                file.write_all(record.as_bytes())?;
+                file.sync_all()
+            })()
+            .map_err(|e| Error::io("write stage lock", &path, e))?;
+            if !alone {
+                self.clean_leftovers(Some(stage))?;
+            }
+            guard.stages.push(file);
+        }
+        Ok(guard)
+    }
+
+    /// Waits for, then holds, the right to read, change and write `pipeline.lock`.
+    pub fn lock_file_guard(&self) -> Result<LockFileGuard, Error> {
+        self.ensure("locks")?;
+        let path = self.dir.join("locks").join("pipeline.lock.lock");
+        let file = self.open_lock(&path)?;
+        file.lock().map_err(|e| Error::io("lock", &path, e))?;
+        Ok(LockFileGuard { _file: file })
+    }
+
+    /// Removes what killed runs left behind: all of it, or only `stage`'s (its staging and trash
+    /// directories are named `STAGE-PID-N`). Call only while holding the workspace alone, or the
+    /// stage's lock.
+    fn clean_leftovers(&self, stage: Option<&str>) -> Result<(), Error> {
         for sub in ["staging", "trash"] {
             let path = self.dir.join(sub);
-            remove_path(&path).map_err(|e| Error::io("clean", &path, e))?;
+            let Some(stage) = stage else {
+                remove_path(&path).map_err(|e| Error::io("clean", &path, e))?;
+                continue;
+            };
+            let Ok(entries) = fs::read_dir(&path) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let ours = name
+                    .strip_prefix(stage)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .and_then(|rest| rest.split_once('-'))
+                    .is_some_and(|(pid, n)| {
+                        [pid, n]
+                            .iter()
+                            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                    });
+                if ours {
+                    remove_path(&entry.path()).map_err(|e| Error::io("clean", entry.path(), e))?;
+                }
+            }
         }
         Ok(())
     }
@@ -182,24 +273,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_second_acquire_fails_with_the_holder_and_succeeds_once_released() {
+    fn runs_of_different_stages_share_the_workspace_and_a_stage_has_one_run() {
         let tmp = tempfile::tempdir().unwrap();
         let ws = Workspace::new(tmp.path());
-        let guard = ws.acquire().unwrap();
-        assert_eq!(guard.stale_holder, None);
-        let err = ws.acquire().unwrap_err();
+        let a = ws.acquire(["a"]).unwrap();
+        assert!(a.stale_holders.is_empty());
+        let b = ws.acquire(["b"]).expect("another stage is free");
+        let err = ws.acquire(["c", "a"]).unwrap_err();
         assert_eq!(err.exit_code(), 3);
         let message = err.to_string();
+        assert!(message.contains("stage `a`"), "{message}");
         assert!(
             message.contains(&format!("pid {} (running for", std::process::id())),
             "{message}"
         );
-        drop(guard);
-        let again = ws.acquire().unwrap();
-        assert_eq!(
-            again.stale_holder, None,
+        drop(a);
+        let again = ws.acquire(["a", "c"]).unwrap();
+        assert!(
+            again.stale_holders.is_empty(),
             "a clean exit leaves no stale record"
         );
+        drop((b, again));
+    }
+
+    #[test]
+    fn a_run_beside_another_cleans_only_its_own_stages_leftovers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ws = Workspace::new(tmp.path());
+        let other = ws.acquire(["a-b"]).unwrap();
+        let theirs = ws.staging_dir("a-b").unwrap();
+        let dead = tmp.path().join(".textrec/staging/a-999999-0");
+        fs::create_dir_all(&dead).unwrap();
+        let _mine = ws.acquire(["a"]).unwrap();
+        assert!(!dead.exists(), "stage a's leftover is removed");
+        assert!(
+            theirs.exists(),
+            "stage a-b's staging, in use by another run, is kept"
+        );
+        drop(other);
     }
 
     #[test]
@@ -208,16 +319,16 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead_pid = child.id();
         child.wait().unwrap();
-        fs::create_dir_all(tmp.path().join(".textrec")).unwrap();
+        fs::create_dir_all(tmp.path().join(".textrec/locks")).unwrap();
         fs::write(
-            tmp.path().join(".textrec/run.lock"),
+            tmp.path().join(".textrec/locks/train.lock"),
             format!("pid {dead_pid} started 1\n"),
         )
         .unwrap();
-        let guard = Workspace::new(tmp.path()).acquire().unwrap();
+        let guard = Workspace::new(tmp.path()).acquire(["train"]).unwrap();
         assert_eq!(
-            guard.stale_holder,
-            Some(format!("pid {dead_pid} (no longer running)"))
+            guard.stale_holders,
+            [format!("stage `train`: pid {dead_pid} (no longer running)")]
         );
     }
 }

@@ -47,7 +47,9 @@ impl Workspace {
         command
             .args(args)
             .current_dir(self.dir.path())
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            // A remote in the developer's environment must not reach the tests' pipelines.
+            .env_remove("TEXTREC_REMOTE");
         command
     }
 

@@ -84,9 +84,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
     gate("workflow lint", actionlint(&root, &tools))?;
     let ort = onnx_runtime(&tools)?;
     let hocr_spec = hocr_spec(&tools)?;
+    let s3s_fs = s3_server(&root, &tools)?;
     let env = [
         ("ORT_DYLIB_PATH", ort.as_os_str()),
         ("HOCR_SPEC", hocr_spec.as_os_str()),
+        ("S3S_FS", s3s_fs.as_os_str()),
     ];
     let tests = if has_cargo_subcommand("nextest") {
         cargo_with_env(
@@ -567,6 +569,37 @@ fn hocr_spec(tools: &Path) -> anyhow::Result<PathBuf> {
             program.display(),
             tools.display()
         );
+    }
+    Ok(program)
+}
+
+/// The remote-cache tests' S3-compatible server, from the crate registry: a real S3
+/// implementation over a directory (0.14.1 is the last release for our rust-version).
+const S3S_FS: &str = "s3s-fs@0.14.1";
+
+/// `S3S_FS` where it is set, else s3s-fs in the tools' directory, installed there once.
+fn s3_server(root: &Path, tools: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("S3S_FS") {
+        return Ok(path.into());
+    }
+    let program = tools.join("bin/s3s-fs");
+    if !program.is_file() {
+        eprintln!(
+            "==> installing {S3S_FS}, the remote-cache tests' S3 server (about 2 minutes, once)"
+        );
+        let into = tools.to_str().context("the tools' path is UTF-8")?;
+        cargo(
+            root,
+            &[
+                "install",
+                "--locked",
+                S3S_FS,
+                "--features",
+                "binary",
+                "--root",
+                into,
+            ],
+        )?;
     }
     Ok(program)
 }

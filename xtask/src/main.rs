@@ -17,8 +17,8 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use textrec_pipeline::{
-    DagFormat, LockFile, Pipeline, RunOptions, RunReport, StageStatus, TerminalReporter, Verbosity,
-    metrics, render_dag,
+    DagFormat, Direction, LockFile, Pipeline, REMOTE_ENV, Remote, RemoteError, RunOptions,
+    RunReport, StageStatus, TerminalReporter, TransferStatus, Verbosity, metrics, render_dag,
 };
 
 const EXIT_CODES: &str = "\
@@ -26,7 +26,7 @@ Exit codes:
   0  success
   1  a stage failed (or a gate failed, for `ci`)
   2  invalid pipeline file or usage
-  3  another run holds the workspace";
+  3  another run holds a stage this run needs";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,6 +58,24 @@ enum Command {
         "Exit codes: 0 ok, 1 a stage failed, 2 invalid pipeline/usage, 3 workspace busy"
     ))]
     Run(RunArgs),
+    /// Push the outputs the lock file records to the remote cache (objects first, then each
+    /// stage's run record), so other machines pull them instead of running the stages.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  cargo xtask push pipeline.yaml --remote s3://team-bucket/textrec\n",
+        "  TEXTREC_REMOTE=file:///mnt/nfs/textrec-cache cargo xtask push pipeline.yaml --only train-lines\n\n",
+        "S3 credentials and endpoint come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,\n",
+        "AWS_ENDPOINT_URL (an S3-compatible server) and AWS_ALLOW_HTTP=true (plain http).\n\n",
+        "Exit codes: 0 ok, 1 a stage could not be pushed, 2 invalid pipeline/usage, 3 workspace busy"
+    ))]
+    Push(TransferArgs),
+    /// Pull the outputs the lock file records from the remote cache into the workdir (a fresh
+    /// clone then runs nothing): every byte is checked against its hash.
+    #[command(after_help = concat!(
+        "Example:\n  git clone ... && cd textrec && cargo xtask pull pipeline.yaml --remote s3://team-bucket/textrec\n\n",
+        "Exit codes: 0 ok, 1 a stage could not be pulled, 2 invalid pipeline/usage, 3 workspace busy"
+    ))]
+    Pull(TransferArgs),
     /// Print the stage graph as text, Graphviz dot or Mermaid.
     #[command(
         after_help = "Example:\n  cargo xtask dag pipeline.yaml --format dot | dot -Tsvg > dag.svg"
@@ -133,6 +151,55 @@ struct RunArgs {
     /// Print only failures.
     #[arg(long, short = 'q')]
     quiet: bool,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+/// Which remote cache to use: `--remote`, else $TEXTREC_REMOTE, else the pipeline's `remote:`.
+#[derive(Debug, Args)]
+struct RemoteArgs {
+    /// The remote cache: s3://BUCKET/PREFIX, gs://..., az://..., file:///PATH. A stale stage whose
+    /// run the remote holds is pulled instead of run; a stage that runs is pushed.
+    #[arg(long, value_name = "URL", conflicts_with = "no_remote")]
+    remote: Option<String>,
+    /// Use no remote, even if the pipeline file or $TEXTREC_REMOTE names one.
+    #[arg(long)]
+    no_remote: bool,
+}
+
+impl RemoteArgs {
+    fn url(&self, pipeline: &Pipeline) -> Option<String> {
+        if self.no_remote {
+            return None;
+        }
+        self.remote
+            .clone()
+            .or_else(|| std::env::var(REMOTE_ENV).ok().filter(|v| !v.is_empty()))
+            .or_else(|| pipeline.remote.clone())
+    }
+
+    fn open(&self, pipeline: &Pipeline) -> anyhow::Result<Option<Remote>> {
+        let Some(url) = self.url(pipeline) else {
+            return Ok(None);
+        };
+        let remote = Remote::open(&url)?;
+        remote.probe()?;
+        Ok(Some(remote))
+    }
+}
+
+#[derive(Debug, Args)]
+struct TransferArgs {
+    /// The pipeline file whose lock names the outputs.
+    pipeline: PathBuf,
+    /// Only this stage (repeatable).
+    #[arg(long, value_name = "STAGE")]
+    only: Vec<String>,
+    /// Print one JSON array of {"name","status","files","bytes","skipped","seconds","reason"}.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    remote: RemoteArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -215,9 +282,12 @@ fn main() -> ExitCode {
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(err) => {
-            let code = err
-                .downcast_ref::<textrec_pipeline::Error>()
-                .map_or(1, |e| e.exit_code());
+            let code = match err.downcast_ref::<RemoteError>() {
+                Some(RemoteError::BadUrl { .. }) => 2,
+                _ => err
+                    .downcast_ref::<textrec_pipeline::Error>()
+                    .map_or(1, |e| e.exit_code()),
+            };
             eprintln!("error: {err:#}");
             ExitCode::from(code)
         }
@@ -228,6 +298,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     let registry = textrec_stages::registry();
     match command {
         Command::Run(args) => run(args),
+        Command::Push(args) => transfer(args, Direction::Push),
+        Command::Pull(args) => transfer(args, Direction::Pull),
         Command::Dag { pipeline, format } => {
             let pipeline = Pipeline::load(&pipeline, &registry, &[])?;
             let format = match format {
@@ -339,6 +411,9 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(jobs) = args.jobs {
         options.jobs = jobs.max(1);
     }
+    if !args.dry_run {
+        options.remote = args.remote.open(&pipeline)?.map(std::sync::Arc::new);
+    }
     let verbosity = if args.quiet {
         Verbosity::Quiet
     } else {
@@ -363,6 +438,46 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+fn transfer(args: TransferArgs, direction: Direction) -> anyhow::Result<ExitCode> {
+    let registry = textrec_stages::registry();
+    let pipeline = Pipeline::load(&args.pipeline, &registry, &[])?;
+    let Some(remote) = args.remote.open(&pipeline)? else {
+        anyhow::bail!(
+            "no remote: pass --remote URL, set {REMOTE_ENV}, or add `remote:` to {}",
+            args.pipeline.display()
+        );
+    };
+    let reporter = TerminalReporter::new(Verbosity::Normal);
+    let started = Instant::now();
+    let reports = textrec_pipeline::transfer(&pipeline, &args.only, &remote, direction, &reporter)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&reports)?);
+    }
+    let failed = reports
+        .iter()
+        .filter(|r| r.status == TransferStatus::Failed)
+        .count();
+    let files: u64 = reports.iter().map(|r| r.files).sum();
+    let bytes: u64 = reports.iter().map(|r| r.bytes).sum();
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{}: {files} files, {:.1} MiB {} {} in {seconds:.2}s ({:.1} MiB/s), {failed} stages failed",
+        if failed == 0 { "ok" } else { "FAILED" },
+        bytes as f64 / f64::from(1 << 20),
+        match direction {
+            Direction::Push => "pushed to",
+            Direction::Pull => "pulled from",
+        },
+        remote.url(),
+        bytes as f64 / f64::from(1 << 20) / seconds.max(1e-9),
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn summary_line(report: &RunReport, seconds: f64, dry_run: bool) -> String {
     let count = |status| report.stages.iter().filter(|s| s.status == status).count();
     if dry_run {
@@ -373,8 +488,12 @@ fn summary_line(report: &RunReport, seconds: f64, dry_run: bool) -> String {
             count(StageStatus::Skipped)
         );
     }
+    let pulled = match count(StageStatus::Pulled) {
+        0 => String::new(),
+        n => format!(", {n} pulled"),
+    };
     format!(
-        "{}: {} ran, {} cached, {} failed, {} skipped in {seconds:.2}s",
+        "{}: {} ran{pulled}, {} cached, {} failed, {} skipped in {seconds:.2}s",
         if report.ok { "ok" } else { "FAILED" },
         count(StageStatus::Ran),
         count(StageStatus::Cached),
