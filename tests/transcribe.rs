@@ -1,11 +1,14 @@
 //! `textrec transcribe` as a user runs it, on pages whose right transcription is known (see
 //! `pages/mod.rs`): detection, cropping, batching, decoding and reading order together, without
-//! training; every output format; bad inputs; `--resume`; `--shard`; paths as they come on
+//! training; every output format; bad inputs; `--resume`; `--shard`, also as the documented
+//! Slurm array on a real Slurm; paths as they come on
 //! Linux (bytes, links, devices).
 
 #[path = "support/markup.rs"]
 mod markup;
 mod pages;
+#[path = "support/slurm.rs"]
+mod slurm;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -660,6 +663,83 @@ fn shards_split_the_inputs_disjointly_and_together_write_what_one_run_writes() {
             stderr(&output)
         );
     }
+}
+
+/// docs/slurm-transcribe.sh, submitted as it is (smaller resources and array on sbatch's
+/// command line) to a one-node Slurm on loopback.
+#[test]
+fn the_documented_slurm_array_writes_what_one_unsharded_run_writes() {
+    let cluster = slurm::Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = write_bundle(dir.path());
+    for i in 0..9 {
+        save(
+            DynamicImage::ImageLuma8(page(&[1 + i % 3])),
+            &dir.path().join(format!("scans/box-{}/page-{i}.png", i % 2)),
+            ImageFormat::Png,
+        );
+    }
+    let whole = textrec(
+        dir.path(),
+        &[
+            "transcribe".as_ref(),
+            "scans".as_ref(),
+            "-r".as_ref(),
+            "-o".as_ref(),
+            "whole".as_ref(),
+            "--model".as_ref(),
+            bundle.as_os_str(),
+        ],
+    );
+    assert!(whole.status.success(), "{}", stderr(&whole));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/slurm-transcribe.sh");
+    let submitted = cluster
+        .command("sbatch")
+        .args([
+            "--parsable",
+            "--array=0-2",
+            "--cpus-per-task=1",
+            "--mem=500M",
+            "--time=5",
+        ])
+        .arg(format!("--chdir={}", dir.path().display()))
+        .arg(format!("--output={}/slurm-%A_%a.log", dir.path().display()))
+        .env("SCANS", dir.path().join("scans"))
+        .env("OUT", dir.path().join("parts"))
+        .env("MODEL", &bundle)
+        .env("TEXTREC", env!("CARGO_BIN_EXE_textrec"))
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(submitted.status.success(), "{}", stderr(&submitted));
+    let id = String::from_utf8_lossy(&submitted.stdout).trim().to_owned();
+    let jobs = cluster.wait_for_job(&id, std::time::Duration::from_secs(180));
+    let states: Vec<String> = String::from_utf8_lossy(&jobs.stdout)
+        .lines()
+        .filter_map(|line| {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix("JobState="))
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(
+        states,
+        ["COMPLETED"; 3],
+        "{}",
+        String::from_utf8_lossy(&jobs.stdout)
+    );
+    let texts = |folder: &str| -> Vec<(String, Vec<u8>)> {
+        outputs_under(&dir.path().join(folder))
+            .into_iter()
+            .filter(|(name, _)| name.ends_with(".txt"))
+            .collect()
+    };
+    assert_eq!(texts("whole").len(), 9);
+    assert_eq!(
+        texts("parts"),
+        texts("whole"),
+        "the array's outputs are one run's, byte for byte"
+    );
 }
 
 #[test]

@@ -34,7 +34,7 @@ pub use report::{RunReport, StageReport, StageStatus};
 pub use run::{RunOptions, cache_key, run};
 pub use spec::{Graph, InvalidPath, Pipeline, normalize_dep};
 pub use stage::{
-    InvalidStage, Registry, Stage, StageContext, StageFailure, StageKind, parse_params,
+    InvalidStage, Registry, Resources, Stage, StageContext, StageFailure, StageKind, parse_params,
 };
 pub use transfer::{Direction, TransferReport, TransferStatus, transfer};
 pub use workspace::Workspace;

@@ -38,6 +38,9 @@ pub struct RunOptions {
     /// Pull a stale stage's outputs from here when a machine pushed a run with its cache key,
     /// and push what runs.
     pub remote: Option<Arc<Remote>>,
+    /// Only pull: a stale stage that the remote cannot supply is reported as `would-run`, and so
+    /// are the stages after it (a cluster executor submits those).
+    pub pull_only: bool,
 }
 
 impl Default for RunOptions {
@@ -49,6 +52,7 @@ impl Default for RunOptions {
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             dry_run: false,
             remote: None,
+            pull_only: false,
         }
     }
 }
@@ -146,6 +150,7 @@ struct Engine<'a> {
     reporter: &'a dyn Reporter,
     force: bool,
     remote: Option<Arc<Remote>>,
+    pull_only: bool,
 }
 
 /// What a stage's cache key is made of.
@@ -173,6 +178,7 @@ impl<'a> Engine<'a> {
             reporter,
             force: options.force,
             remote: options.remote.clone(),
+            pull_only: options.pull_only,
         }
     }
 
@@ -249,14 +255,23 @@ impl<'a> Engine<'a> {
                         Some("not selected".to_owned())
                     } else {
                         graph.upstream[i].iter().find(|&&j| blocked[j]).map(|&j| {
-                            format!("upstream stage `{}` failed", self.pipeline.stages[j].name)
+                            let verb = match reports[j].as_ref().map(|r| r.status) {
+                                Some(StageStatus::WouldRun) => "will run",
+                                _ => "failed",
+                            };
+                            format!("upstream stage `{}` {verb}", self.pipeline.stages[j].name)
                         })
                     };
                     if let Some(reason) = early {
                         blocked[i] = selected[i];
+                        let status = if self.pull_only && selected[i] {
+                            StageStatus::WouldRun
+                        } else {
+                            StageStatus::Skipped
+                        };
                         let report = StageReport {
                             name: stage.name.clone(),
-                            status: StageStatus::Skipped,
+                            status,
                             seconds: 0.0,
                             reason,
                         };
@@ -284,7 +299,7 @@ impl<'a> Engine<'a> {
                 }
                 let (i, report) = done_rx.recv().expect("a running stage always reports");
                 running -= 1;
-                blocked[i] = report.status == StageStatus::Failed;
+                blocked[i] = matches!(report.status, StageStatus::Failed | StageStatus::WouldRun);
                 self.reporter.stage_finished(&report);
                 reports[i] = Some(report);
                 release(i, &graph.downstream, &mut waiting, &mut ready);
@@ -312,6 +327,9 @@ impl<'a> Engine<'a> {
                                 Ok(false) => {}
                                 Err(e) => progress.warn(&format!("{e}; running the stage instead")),
                             }
+                        }
+                        if self.pull_only {
+                            return Ok((StageStatus::WouldRun, reason));
                         }
                         self.produce(stage, &inputs, progress.clone(), started)?;
                         if let Some(remote) = &self.remote {
@@ -881,6 +899,7 @@ mod tests {
             outs: outs.iter().map(|o| o.to_string()).collect(),
             metrics: Vec::new(),
             params,
+            resources: None,
             line: 1,
             column: 1,
         }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use serde_saphyr::Spanned;
 
 use crate::error::{Error, InvalidOverride, SpecError};
-use crate::stage::{Registry, Stage};
+use crate::stage::{Registry, Resources, Stage};
 
 /// A loaded, validated pipeline.
 #[derive(Debug)]
@@ -65,6 +65,8 @@ struct RawStage {
     outs: Vec<Spanned<String>>,
     #[serde(default)]
     metrics: Vec<Spanned<String>>,
+    #[serde(default)]
+    resources: Option<Spanned<Resources>>,
 }
 
 /// Source text plus file name, to build located errors.
@@ -309,6 +311,12 @@ fn convert_stage(
         }
         Ok(paths)
     };
+    if let Some(resources) = &raw.resources {
+        resources
+            .value
+            .check()
+            .map_err(|reason| src.error(resources.referenced, format!("resources: {reason}")))?;
+    }
     Ok(Stage {
         name: name.clone(),
         kind: raw.kind.value.clone(),
@@ -317,6 +325,7 @@ fn convert_stage(
         outs: path_list(&raw.outs, PathRole::Out)?,
         metrics: path_list(&raw.metrics, PathRole::Out)?,
         params,
+        resources: raw.resources.as_ref().map(|r| r.value.clone()),
         line: raw.name.referenced.line(),
         column: raw.name.referenced.column(),
     })

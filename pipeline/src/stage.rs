@@ -25,9 +25,59 @@ pub struct Stage {
     pub metrics: Vec<String>,
     /// The `params:` mapping, after `-S` overrides.
     pub params: Value,
+    /// What the stage asks of a cluster scheduler; not part of its cache key.
+    pub resources: Option<Resources>,
     /// Where the stage's name is written (1-based line and column), for errors.
     pub line: u64,
     pub column: u64,
+}
+
+/// A stage's `resources:` block, for `--executor slurm` (`--cpus-per-task`, `--mem`, `--gres`,
+/// `--time`). It changes where a stage runs, not what it makes, so it is not in the cache key.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    pub cpus: Option<u32>,
+    pub mem_gb: Option<f64>,
+    pub gpus: Option<u32>,
+    /// A wall-clock limit in Slurm's forms: `MINUTES`, `H:MM:SS`, `D-HH`, `D-HH:MM:SS`, ...
+    pub time: Option<String>,
+}
+
+impl Resources {
+    /// Why these resources cannot be asked for, if they cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if self.cpus == Some(0) {
+            return Err("cpus must be at least 1".into());
+        }
+        if let Some(mem) = self.mem_gb
+            && !(mem.is_finite() && mem > 0.0)
+        {
+            return Err(format!(
+                "mem_gb must be a positive number of GiB, not {mem}"
+            ));
+        }
+        if let Some(time) = &self.time
+            && !slurm_time(time)
+        {
+            return Err(format!(
+                "time `{time}` is not a Slurm time limit: MINUTES, MM:SS, H:MM:SS, D-H, D-H:MM or \
+                 D-H:MM:SS"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Slurm's time formats: `M`, `M:S`, `H:M:S`, `D-H`, `D-H:M`, `D-H:M:S`, each part digits.
+fn slurm_time(text: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (days, rest) = match text.split_once('-') {
+        Some((d, rest)) => (Some(d), rest),
+        None => (None, text),
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    days.is_none_or(digits) && parts.iter().all(|p| digits(p)) && (1..=3).contains(&parts.len())
 }
 
 impl Stage {

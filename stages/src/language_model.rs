@@ -170,6 +170,7 @@ mod tests {
             outs: outs.iter().map(|o| o.to_string()).collect(),
             metrics: Vec::new(),
             params,
+            resources: None,
             line: 1,
             column: 1,
         }

@@ -736,6 +736,7 @@ mod tests {
             outs: outs.iter().map(|o| o.to_string()).collect(),
             metrics: Vec::new(),
             params,
+            resources: None,
             line: 1,
             column: 1,
         }

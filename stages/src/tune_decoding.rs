@@ -390,6 +390,7 @@ mod tests {
             outs: vec!["models/tuned.lm".into()],
             metrics: vec!["metrics/tune.json".into()],
             params,
+            resources: None,
             line: 1,
             column: 1,
         }

@@ -80,6 +80,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     )?;
     browser()?;
     xml_tools()?;
+    slurm()?;
     let tools = python_tools(&root)?;
     gate("workflow lint", actionlint(&root, &tools))?;
     let ort = onnx_runtime(&tools)?;
@@ -362,6 +363,24 @@ fn browser() -> anyhow::Result<()> {
     apt_install(
         &["chromium", "chromium-driver"],
         "the serve tests need chromium and chromium-driver",
+    )
+}
+
+/// The Slurm tests start a one-node cluster on loopback (munged, slurmctld, slurmd): Debian 12
+/// ships Slurm 22.05.
+fn slurm() -> anyhow::Result<()> {
+    let found = ["munged", "slurmctld", "slurmd", "sbatch"]
+        .iter()
+        .all(|program| Command::new(program).arg("-V").output().is_ok());
+    if found {
+        return Ok(());
+    }
+    eprintln!(
+        "==> Slurm or munge not installed; apt-get install slurmctld slurmd slurm-client munge (once)"
+    );
+    apt_install(
+        &["slurmctld", "slurmd", "slurm-client", "munge"],
+        "the Slurm tests start munged, slurmctld and slurmd",
     )
 }
 

@@ -7,6 +7,7 @@ mod bench_serve;
 mod bench_train;
 mod ci;
 mod data;
+mod slurm;
 mod tidy;
 
 use std::io::IsTerminal;
@@ -54,7 +55,8 @@ enum Command {
         "  cargo xtask run pipeline.yaml                      run what changed\n",
         "  cargo xtask run pipeline.yaml --dry-run            show what would run and why\n",
         "  cargo xtask run pipeline.yaml -S train-chars.epochs=3 --from train-chars\n",
-        "  cargo xtask run configs/smoke.yaml --json | jq .ok\n\n",
+        "  cargo xtask run configs/smoke.yaml --json | jq .ok\n",
+        "  cargo xtask run pipeline.yaml --executor slurm --remote s3://team-bucket/textrec\n\n",
         "Exit codes: 0 ok, 1 a stage failed, 2 invalid pipeline/usage, 3 workspace busy"
     ))]
     Run(RunArgs),
@@ -153,6 +155,23 @@ struct RunArgs {
     quiet: bool,
     #[command(flatten)]
     remote: RemoteArgs,
+    /// Where stale stages run: here, or as Slurm jobs (one `sbatch` per stage, after its
+    /// upstream jobs; the workdir must be on a disk every node shares).
+    #[arg(long, value_enum, default_value_t = Executor::Local)]
+    executor: Executor,
+    /// With --executor slurm: wait for the jobs to end and exit 0 only if every one completed.
+    #[arg(long, requires = "executor")]
+    wait: bool,
+    /// With --executor slurm: an extra sbatch argument for every job (repeatable), e.g.
+    /// --sbatch-arg=--partition=gpu.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    sbatch_arg: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Executor {
+    Local,
+    Slurm,
 }
 
 /// Which remote cache to use: `--remote`, else $TEXTREC_REMOTE, else the pipeline's `remote:`.
@@ -318,10 +337,19 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             };
             let reporter = TerminalReporter::new(Verbosity::Quiet);
             let report = textrec_pipeline::run(&pipeline, &registry, &options, &reporter)?;
+            let jobs = slurm::last_jobs(&pipeline)?;
             if json {
-                println!("{}", serde_json::to_string(&report)?);
+                let mut value = serde_json::to_value(&report)?;
+                if let Some(jobs) = &jobs {
+                    value["slurm_jobs"] = serde_json::to_value(jobs)?;
+                }
+                println!("{value}");
             } else {
                 print_status(&report);
+                for job in jobs.iter().flatten() {
+                    let state = job.state.as_deref().unwrap_or("UNKNOWN");
+                    println!("{:<24} slurm job {} {state}", job.stage, job.job);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -413,6 +441,18 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if !args.dry_run {
         options.remote = args.remote.open(&pipeline)?.map(std::sync::Arc::new);
+    }
+    if args.executor == Executor::Slurm && !args.dry_run {
+        let submission = slurm::Submission {
+            file: slurm::absolute(&args.pipeline)?,
+            overrides: &args.set,
+            remote: options.remote.as_ref().map(|r| r.url().to_owned()),
+            force: args.force,
+            sbatch_args: &args.sbatch_arg,
+            wait: args.wait,
+            json: args.json,
+        };
+        return slurm::submit(&pipeline, &registry, &options, &submission);
     }
     let verbosity = if args.quiet {
         Verbosity::Quiet
