@@ -182,6 +182,12 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
         9,
         "remote: expected s3://BUCKET/PREFIX, gs://, az://, abfss:// or file:///PATH, not `ftp://files.example/cache`",
     ),
+    (
+        "34-resources-bad-time.yaml",
+        7,
+        16,
+        "resources: time `2h` is not a Slurm time limit",
+    ),
 ];
 
 #[test]

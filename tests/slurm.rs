@@ -109,6 +109,45 @@ fn stale_stages_run_as_jobs_in_dependency_order_and_record_what_a_local_run_reco
     assert!(text.contains("everything is up to date"), "{text}");
 }
 
+/// With a remote, the jobs push, and another workdir then submits nothing: what the remote holds
+/// is pulled on the submitting machine.
+#[test]
+fn stages_the_remote_holds_are_pulled_not_submitted() {
+    let cluster = Cluster::start();
+    let store = tempfile::tempdir().unwrap();
+    let remote = format!("file://{}", store.path().display());
+    let mut workdirs = Vec::new();
+    for _ in 0..2 {
+        let ws = Workspace::new();
+        ws.write("p.yaml", PIPELINE);
+        let out = ws
+            .command(&["run", "p.yaml", "--executor", "slurm", "--wait", "--json"])
+            .args(["--remote", &remote])
+            .env("SLURM_CONF", cluster.conf())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        workdirs.push((ws, json));
+    }
+    assert_eq!(workdirs[0].1["jobs"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        workdirs[1].1["jobs"],
+        serde_json::json!([]),
+        "{}",
+        workdirs[1].1
+    );
+    assert_eq!(workdirs[0].0.read("b.txt"), workdirs[1].0.read("b.txt"));
+    assert_eq!(
+        LockFile::load(&workdirs[0].0.path("p.lock")).unwrap(),
+        LockFile::load(&workdirs[1].0.path("p.lock")).unwrap()
+    );
+}
+
 #[test]
 fn a_failing_stage_fails_its_job_and_cancels_the_jobs_that_depend_on_it() {
     let cluster = Cluster::start();
