@@ -104,9 +104,10 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// `xtask ARGS` in `ws` talking to `server` with `secret` as the secret key.
-fn xtask_s3(ws: &Workspace, server: &S3Server, secret: &str, args: &[&str]) -> Output {
-    ws.command(args)
+/// `xtask ARGS` in `ws`, set up to talk to `server` with `secret` as the secret key.
+fn s3_command(ws: &Workspace, server: &S3Server, secret: &str, args: &[&str]) -> Command {
+    let mut command = ws.command(args);
+    command
         .env(
             "AWS_ENDPOINT_URL",
             format!("http://127.0.0.1:{}", server.port),
@@ -114,7 +115,12 @@ fn xtask_s3(ws: &Workspace, server: &S3Server, secret: &str, args: &[&str]) -> O
         .env("AWS_ALLOW_HTTP", "true")
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", secret)
-        .env("AWS_REGION", "us-east-1")
+        .env("AWS_REGION", "us-east-1");
+    command
+}
+
+fn xtask_s3(ws: &Workspace, server: &S3Server, secret: &str, args: &[&str]) -> Output {
+    s3_command(ws, server, secret, args)
         .output()
         .expect("run xtask")
 }
@@ -288,19 +294,15 @@ fn a_push_killed_midway_leaves_objects_but_no_record_and_a_second_push_completes
     let run = ws.run(&["--no-remote"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
 
-    let mut push = ws
-        .command(&["push", "p.yaml", "--remote", "s3://cache/team"])
-        .env(
-            "AWS_ENDPOINT_URL",
-            format!("http://127.0.0.1:{}", server.port),
-        )
-        .env("AWS_ALLOW_HTTP", "true")
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_REGION", "us-east-1")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut push = s3_command(
+        &ws,
+        &server,
+        SECRET_KEY,
+        &["push", "p.yaml", "--remote", "s3://cache/team"],
+    )
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     wait_for(Duration::from_secs(60), "the push's first objects", || {
         server.objects("team/files").len() >= 20
     });

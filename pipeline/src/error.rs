@@ -333,4 +333,6 @@ pub enum RemoteError {
         path.display()
     )]
     OutputChanged { out: String, path: PathBuf },
+    #[error("stage `{stage}`: {why}; run the stage before pushing it")]
+    NotAsRecorded { stage: String, why: String },
 }

@@ -255,15 +255,15 @@ impl Stamp {
 }
 
 /// A file found under a directory being hashed.
-struct Found {
+pub(crate) struct Found {
     /// `/`-separated, relative to the directory.
-    rel: String,
-    path: PathBuf,
+    pub(crate) rel: String,
+    pub(crate) path: PathBuf,
     stamp: Stamp,
 }
 
 /// Recursively lists the files under `dir` (following symlinks) with their metadata.
-fn collect_files(dir: &Path, prefix: &str, out: &mut Vec<Found>) -> io::Result<()> {
+pub(crate) fn collect_files(dir: &Path, prefix: &str, out: &mut Vec<Found>) -> io::Result<()> {
     let entries = fs::read_dir(dir)?.collect::<io::Result<Vec<_>>>()?;
     // One lookup per entry, relative to the open directory, in parallel (a directory may hold
     // tens of thousands of files); only a symlink needs the full path, to see what it points at.

@@ -25,7 +25,7 @@ use object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload, W
 use serde::{Deserialize, Serialize};
 
 use crate::error::RemoteError;
-use crate::hash::{ContentHash, dir_hash, hash_file_contents};
+use crate::hash::{ContentHash, collect_files, dir_hash, hash_file_contents};
 use crate::lock::LockedStage;
 use crate::progress::Progress;
 
@@ -506,28 +506,11 @@ impl Remote {
 }
 
 /// The files under `dir`, following symlinks, as (`/`-separated relative path, path), sorted by
-/// relative path.
+/// relative path as [`dir_hash`] wants them.
 fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, RemoteError> {
-    fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let rel = if prefix.is_empty() {
-                name
-            } else {
-                format!("{prefix}/{name}")
-            };
-            let path = entry.path();
-            if std::fs::metadata(&path)?.is_dir() {
-                walk(&path, &rel, out)?;
-            } else {
-                out.push((rel, path));
-            }
-        }
-        Ok(())
-    }
-    let mut files = Vec::new();
-    walk(dir, "", &mut files).map_err(|e| RemoteError::io("list", dir, e))?;
+    let mut found = Vec::new();
+    collect_files(dir, "", &mut found).map_err(|e| RemoteError::io("list", dir, e))?;
+    let mut files: Vec<(String, PathBuf)> = found.into_iter().map(|f| (f.rel, f.path)).collect();
     files.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(files)
 }

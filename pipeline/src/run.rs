@@ -574,21 +574,10 @@ impl<'a> Engine<'a> {
                 .iter()
                 .map(|(out, staged)| (out.clone(), staged.clone(), self.pipeline.resolve(out))),
         );
-        // Whether it all went in or was put back, what this run hashed there may be out of date.
-        self.forget_outputs(stage);
-        let commit = commit?;
-        if let Err(e) = self.record(stage, inputs, metrics, started) {
-            let error = commit.roll_back(e);
-            self.forget_outputs(stage);
-            return Err(error);
-        }
-        // Recorded: only now may the replaced outputs and the checkpoints go.
-        if let Err(e) = commit.finish() {
-            self.reporter.notice(&format!(
-                "stage `{}`: {e} (the next run retries)",
-                stage.name
-            ));
-        }
+        self.record_and_finish(stage, commit, || {
+            self.record(stage, inputs, metrics, started)
+        })?;
+        // Recorded: only now may the checkpoints go.
         if let Err(e) = self.workspace.clear_resume_dirs(&stage.name) {
             self.reporter.notice(&format!(
                 "stage `{}`: {e} (stale checkpoints remain)",
@@ -699,8 +688,6 @@ impl<'a> Engine<'a> {
             progress,
         )?;
         let commit = Commit::swap_in(&self.workspace, &stage.name, staged);
-        self.forget_outputs(stage);
-        let commit = commit?;
         let record = LockedStage {
             kind: stage.kind.clone(),
             kind_version: self.kind_version(stage),
@@ -709,7 +696,22 @@ impl<'a> Engine<'a> {
             deps: inputs.deps.clone(),
             ..pushed
         };
-        if let Err(e) = self.save_record(stage, record) {
+        self.record_and_finish(stage, commit, || self.save_record(stage, record))?;
+        Ok(moved)
+    }
+
+    /// After outputs were swapped in (or put back): records them with `record`, then lets the
+    /// replaced outputs go; if recording fails, puts the replaced outputs back.
+    fn record_and_finish(
+        &self,
+        stage: &Stage,
+        commit: Result<Commit, StageRunError>,
+        record: impl FnOnce() -> Result<(), StageRunError>,
+    ) -> Result<(), StageRunError> {
+        // Whether it all went in or was put back, what this run hashed there may be out of date.
+        self.forget_outputs(stage);
+        let commit = commit?;
+        if let Err(e) = record() {
             let error = commit.roll_back(e);
             self.forget_outputs(stage);
             return Err(error);
@@ -720,7 +722,7 @@ impl<'a> Engine<'a> {
                 stage.name
             ));
         }
-        Ok(moved)
+        Ok(())
     }
 
     /// The lock records of the stages `stage` transitively depends on. They have all finished

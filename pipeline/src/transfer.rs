@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::commit::Commit;
-use crate::error::{Error, StageRunError};
+use crate::error::{Error, RemoteError, StageRunError};
 use crate::fsutil::remove_path;
 use crate::hash::StateDb;
 use crate::lock::{LockFile, LockedStage};
@@ -225,12 +225,9 @@ fn push_stage(
     progress: &dyn crate::progress::Progress,
 ) -> Result<Option<Moved>, StageRunError> {
     if let Some(why) = outputs_match(pipeline, state, stage, record)? {
-        return Err(StageRunError::Engine(Error::Corrupt {
-            path: pipeline.lock_path(),
-            reason: format!(
-                "stage `{}`: {why}; run the stage before pushing it",
-                stage.name
-            ),
+        return Err(StageRunError::Remote(RemoteError::NotAsRecorded {
+            stage: stage.name.clone(),
+            why,
         }));
     }
     Ok(Some(remote.push(
