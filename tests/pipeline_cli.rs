@@ -417,6 +417,29 @@ stages:
     assert!(run.stderr.contains("[broken] FAILED"), "{}", run.stderr);
 }
 
+/// A dep replaced while a stage reads it (by another run, say) would pair the outputs with deps
+/// they were not made from: the stage fails and records nothing.
+#[test]
+fn a_dep_that_changes_while_its_stage_runs_fails_the_stage_and_records_nothing() {
+    let ws = Workspace::new();
+    ws.write("input.txt", "one\n");
+    ws.write(
+        "p.yaml",
+        "stages:\n  - name: s\n    kind: shell\n    deps: [input.txt]\n    params: {cmd: 'cat \"$DEP\" > \"$OUT\"; echo two >> \"$DEP\"'}\n    outs: [s.txt]\n",
+    );
+    let run = ws.run(&[]);
+    assert_eq!(run.code, 1);
+    assert_eq!(run.status("s"), "failed");
+    assert!(
+        run.reason("s")
+            .contains("dependency `input.txt` changed while the stage ran"),
+        "{}",
+        run.reason("s")
+    );
+    assert!(!ws.exists("s.txt"), "nothing moved into place");
+    assert!(!ws.exists("p.lock") || !ws.read("p.lock").contains("s.txt"));
+}
+
 /// Two runs of different stages (as Slurm jobs on a shared disk would be) go on at once: `left`
 /// waits for a file that only `right` writes, so neither finishes unless both run together, and
 /// both records reach the lock.

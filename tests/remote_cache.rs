@@ -228,6 +228,20 @@ fn a_fresh_workspace_pulls_every_stage_from_s3_and_gets_the_same_bytes_and_lock(
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(tree(&a, "data"), tree(&c, "data"));
+    // An output of one's own is not replaced by a pull without --force.
+    c.write("count.txt", "mine\n");
+    let pull = ["pull", "p.yaml", "--remote", "s3://cache/team"];
+    let out = xtask_s3(&c, &server, SECRET_KEY, &pull);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pulling would replace it"));
+    assert_eq!(c.read("count.txt"), "mine\n");
+    let out = xtask_s3(&c, &server, SECRET_KEY, &[&pull[..], &["--force"]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(c.read("count.txt"), a.read("count.txt"));
     let run = c.run(&["--no-remote"]);
     assert_eq!(
         run.with_status("cached"),
@@ -394,6 +408,23 @@ fn a_directory_remote_works_like_s3_and_a_bad_remote_url_is_a_usage_error() {
         run.stderr
     );
     assert_eq!(tree(&a, "data"), tree(&b, "data"));
+
+    // A record whose output hash is not a hash is not followed: the stage runs.
+    let records = store.path().join("cache/runs");
+    for entry in std::fs::read_dir(&records).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut record: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if let Some(hash) = record["outs"].get_mut("count.txt") {
+            *hash = serde_json::json!("../../etc");
+            std::fs::write(&path, record.to_string()).unwrap();
+        }
+    }
+    let c = workspace();
+    let run = c.run(&["--remote", &url]);
+    assert_eq!(run.status("make"), "pulled", "{}", run.stderr);
+    assert_eq!(run.status("count"), "ran", "{}", run.stderr);
+    assert!(run.stderr.contains("has no content hash"), "{}", run.stderr);
 
     let out = b.xtask(&["run", "p.yaml", "--remote", "ftp://example/cache"]);
     assert_eq!(out.status.code(), Some(2));

@@ -145,6 +145,11 @@ pub enum StageRunError {
     Stage(Box<dyn std::error::Error + Send + Sync>),
     #[error("stage kind `{kind}` panicked: {message}")]
     Panicked { kind: String, message: String },
+    #[error(
+        "dependency `{dep}` changed while the stage ran (did another run replace it?): its \
+         outputs were not recorded; run it again"
+    )]
+    DepChangedWhileRunning { dep: String },
     #[error("the stage finished without writing its declared output `{out}`")]
     OutputNotWritten { out: String },
     #[error("read metrics `{file}`: {source}")]
@@ -335,4 +340,9 @@ pub enum RemoteError {
     OutputChanged { out: String, path: PathBuf },
     #[error("stage `{stage}`: {why}; run the stage before pushing it")]
     NotAsRecorded { stage: String, why: String },
+    #[error(
+        "stage `{stage}`: output `{out}` here is not the one the lock records, and pulling would \
+         replace it: move it away, or pull with --force"
+    )]
+    WouldReplace { stage: String, out: String },
 }

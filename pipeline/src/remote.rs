@@ -116,9 +116,11 @@ impl Remote {
         let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
         // TLS through rustls with ring; the first caller installs it, the others find it there.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let options = std::env::vars().filter(|(k, _)| {
-            k.starts_with("AWS_") || k.starts_with("GOOGLE_") || k.starts_with("AZURE_")
-        });
+        let options = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| {
+                k.starts_with("AWS_") || k.starts_with("GOOGLE_") || k.starts_with("AZURE_")
+            });
         let (store, prefix) =
             object_store::parse_url_opts(&parsed, options).map_err(|e| bad(e.to_string()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -211,11 +213,20 @@ impl Remote {
                 key: object.to_string(),
                 reason: e.to_string(),
             })?;
-        if record.key != key {
+        let reason = if record.key != key {
+            Some(format!("it is the record of key {}", record.key))
+        } else {
+            record
+                .outs
+                .iter()
+                .find(|(_, hash)| !is_hash(hash))
+                .map(|(out, hash)| format!("`{out}` has no content hash but `{hash}`"))
+        };
+        if let Some(reason) = reason {
             return Err(RemoteError::BadRecord {
                 url: self.url.clone(),
                 key: object.to_string(),
-                reason: format!("it is the record of key {}", record.key),
+                reason,
             });
         }
         Ok(Some(record))
@@ -345,24 +356,32 @@ impl Remote {
                 .map_err(|e| self.store_error("start writing", &key, e))?;
             let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
             let mut buffer = vec![0u8; 1 << 20];
-            loop {
-                let n = file
-                    .read(&mut buffer)
-                    .map_err(|e| RemoteError::io("read", path, e))?;
-                if n == 0 {
-                    break;
+            let streamed: Result<(), RemoteError> = async {
+                loop {
+                    let n = file
+                        .read(&mut buffer)
+                        .map_err(|e| RemoteError::io("read", path, e))?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buffer[..n]);
+                    writer
+                        .wait_for_capacity(PARTS_IN_FLIGHT)
+                        .await
+                        .map_err(|e| self.store_error("write", &key, e))?;
+                    writer.write(&buffer[..n]);
+                    progress.inc(n as u64);
                 }
-                hasher.update(&buffer[..n]);
-                writer
-                    .wait_for_capacity(PARTS_IN_FLIGHT)
-                    .await
-                    .map_err(|e| self.store_error("write", &key, e))?;
-                writer.write(&buffer[..n]);
-                progress.inc(n as u64);
+                if hasher.finalize().to_hex().as_str() != transfer.hash {
+                    return Err(changed());
+                }
+                Ok(())
             }
-            if hasher.finalize().to_hex().as_str() != transfer.hash {
+            .await;
+            if let Err(e) = streamed {
+                // An unfinished upload's parts are kept (and billed) by S3 until aborted.
                 let _ = writer.abort().await;
-                return Err(changed());
+                return Err(e);
             }
             writer
                 .finish()
@@ -400,6 +419,13 @@ impl Remote {
                                 key: listing_key.to_string(),
                                 reason: e.to_string(),
                             })?;
+                        if let Some((rel, bad)) = listing.files.iter().find(|(_, h)| !is_hash(h)) {
+                            return Err(RemoteError::BadRecord {
+                                url: self.url.clone(),
+                                key: listing_key.to_string(),
+                                reason: format!("`{rel}` has no content hash but `{bad}`"),
+                            });
+                        }
                         let found =
                             dir_hash(listing.files.iter().map(|(r, h)| (r.as_str(), h.as_str())));
                         if &found != hash {
@@ -431,21 +457,23 @@ impl Remote {
                     }),
                 }
             }
-            let mut sizes = Vec::with_capacity(transfers.len());
-            for transfer in &transfers {
+            // Every object is looked up before any is fetched, several at a time: a missing one
+            // fails the pull before it has moved anything.
+            let sizes: Vec<u64> = futures::stream::iter(transfers.iter().map(|transfer| async {
                 let key = self.file_key(&transfer.hash);
                 match self.store.head(&key).await {
-                    Ok(meta) => sizes.push(meta.size),
-                    Err(object_store::Error::NotFound { .. }) => {
-                        return Err(RemoteError::Missing {
-                            url: self.url.clone(),
-                            stage: stage.to_owned(),
-                            key: key.to_string(),
-                        });
-                    }
-                    Err(e) => return Err(self.store_error("look up", &key, e)),
+                    Ok(meta) => Ok(meta.size),
+                    Err(object_store::Error::NotFound { .. }) => Err(RemoteError::Missing {
+                        url: self.url.clone(),
+                        stage: stage.to_owned(),
+                        key: key.to_string(),
+                    }),
+                    Err(e) => Err(self.store_error("look up", &key, e)),
                 }
-            }
+            }))
+            .buffered(self.parallel * 4)
+            .try_collect()
+            .await?;
             progress.set_length_bytes(sizes.iter().sum());
             futures::stream::iter(transfers.iter().map(|t| self.download(t, progress)))
                 .buffer_unordered(self.parallel)
@@ -513,6 +541,11 @@ fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, RemoteError> {
     let mut files: Vec<(String, PathBuf)> = found.into_iter().map(|f| (f.rel, f.path)).collect();
     files.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(files)
+}
+
+/// Whether `text` is a blake3 content hash as textrec writes them: 64 lowercase hex digits.
+fn is_hash(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// `dir` joined with a listing's relative path, or `None` if the path would leave `dir`.

@@ -553,6 +553,7 @@ impl<'a> Engine<'a> {
                 return Err(StageRunError::OutputNotWritten { out: out.clone() });
             }
         }
+        self.check_deps_unchanged(inputs)?;
         let mut metrics = BTreeMap::new();
         for file in &stage.metrics {
             let path = staging.join(file);
@@ -583,6 +584,29 @@ impl<'a> Engine<'a> {
                 "stage `{}`: {e} (stale checkpoints remain)",
                 stage.name
             ));
+        }
+        Ok(())
+    }
+
+    /// Hashes the deps again after the stage ran. A run of another stage may have replaced one
+    /// while this stage read it (runs of different stages share a workdir); recording (and
+    /// pushing) would then pair these outputs with deps they were not made from. Unchanged files
+    /// are only looked at, not read.
+    fn check_deps_unchanged(&self, inputs: &Inputs) -> Result<(), StageRunError> {
+        for (dep, before) in &inputs.deps {
+            let path = self.pipeline.resolve(dep);
+            self.state.forget(&path);
+            let now =
+                self.state
+                    .hash_path(&path)
+                    .map_err(|source| StageRunError::HashDependency {
+                        dep: dep.clone(),
+                        path: path.clone(),
+                        source,
+                    })?;
+            if now.as_ref() != Some(before) {
+                return Err(StageRunError::DepChangedWhileRunning { dep: dep.clone() });
+            }
         }
         Ok(())
     }

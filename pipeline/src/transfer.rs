@@ -50,12 +50,14 @@ pub enum Direction {
     Pull,
 }
 
-/// Pushes or pulls the recorded outputs of the stages named in `only` (all when empty).
+/// Pushes or pulls the recorded outputs of the stages named in `only` (all when empty). A pull
+/// replaces an output that differs from the recorded one only when `force` is set.
 pub fn transfer(
     pipeline: &Pipeline,
     only: &[String],
     remote: &Remote,
     direction: Direction,
+    force: bool,
     reporter: &dyn Reporter,
 ) -> Result<Vec<TransferReport>, Error> {
     for name in only {
@@ -103,7 +105,16 @@ pub fn transfer(
                         push_stage(pipeline, &state, stage, record, remote, &*progress)
                     }
                     Direction::Pull => pull_stage(
-                        pipeline, &workspace, &state, stage, record, remote, &*progress,
+                        &Here {
+                            pipeline,
+                            workspace: &workspace,
+                            state: &state,
+                        },
+                        stage,
+                        record,
+                        remote,
+                        force,
+                        &*progress,
                     ),
                 };
                 match outcome {
@@ -196,6 +207,12 @@ fn outputs_match(
     stage: &Stage,
     record: &LockedStage,
 ) -> Result<Option<String>, StageRunError> {
+    let declared: Vec<&String> = stage.all_outs().collect();
+    if let Some(gone) = record.outs.keys().find(|out| !declared.contains(out)) {
+        return Ok(Some(format!(
+            "the lock records output `{gone}`, which the pipeline no longer declares"
+        )));
+    }
     for out in stage.all_outs() {
         let now = state.hash_path(&pipeline.resolve(out)).map_err(|source| {
             StageRunError::HashOutput {
@@ -237,17 +254,44 @@ fn push_stage(
     )?))
 }
 
+/// The workdir a transfer reads and writes: its pipeline, engine directory and hashes.
+struct Here<'a> {
+    pipeline: &'a Pipeline,
+    workspace: &'a Workspace,
+    state: &'a StateDb,
+}
+
 fn pull_stage(
-    pipeline: &Pipeline,
-    workspace: &Workspace,
-    state: &StateDb,
+    here: &Here<'_>,
     stage: &Stage,
     record: &LockedStage,
     remote: &Remote,
+    force: bool,
     progress: &dyn crate::progress::Progress,
 ) -> Result<Option<Moved>, StageRunError> {
+    let Here {
+        pipeline,
+        workspace,
+        state,
+    } = *here;
     if outputs_match(pipeline, state, stage, record)?.is_none() {
         return Ok(None);
+    }
+    if !force {
+        for out in stage.all_outs() {
+            let here = state.hash_path(&pipeline.resolve(out)).map_err(|source| {
+                StageRunError::HashOutput {
+                    out: out.clone(),
+                    source,
+                }
+            })?;
+            if here.is_some_and(|hash| record.outs.get(out) != Some(&hash)) {
+                return Err(StageRunError::Remote(RemoteError::WouldReplace {
+                    stage: stage.name.clone(),
+                    out: out.clone(),
+                }));
+            }
+        }
     }
     let staging = workspace.staging_dir(&stage.name)?;
     let result = (|| {

@@ -57,7 +57,7 @@ enum Command {
         "  cargo xtask run pipeline.yaml -S train-chars.epochs=3 --from train-chars\n",
         "  cargo xtask run configs/smoke.yaml --json | jq .ok\n",
         "  cargo xtask run pipeline.yaml --executor slurm --remote s3://team-bucket/textrec\n\n",
-        "Exit codes: 0 ok, 1 a stage failed, 2 invalid pipeline/usage, 3 workspace busy"
+        "Exit codes: 0 ok, 1 a stage failed, 2 invalid pipeline/usage, 3 a stage is held by another run"
     ))]
     Run(RunArgs),
     /// Push the outputs the lock file records to the remote cache (objects first, then each
@@ -68,14 +68,14 @@ enum Command {
         "  TEXTREC_REMOTE=file:///mnt/nfs/textrec-cache cargo xtask push pipeline.yaml --only train-lines\n\n",
         "S3 credentials and endpoint come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,\n",
         "AWS_ENDPOINT_URL (an S3-compatible server) and AWS_ALLOW_HTTP=true (plain http).\n\n",
-        "Exit codes: 0 ok, 1 a stage could not be pushed, 2 invalid pipeline/usage, 3 workspace busy"
+        "Exit codes: 0 ok, 1 a stage could not be pushed, 2 invalid pipeline/usage, 3 a stage is held by another run"
     ))]
     Push(TransferArgs),
     /// Pull the outputs the lock file records from the remote cache into the workdir (a fresh
     /// clone then runs nothing): every byte is checked against its hash.
     #[command(after_help = concat!(
         "Example:\n  git clone ... && cd textrec && cargo xtask pull pipeline.yaml --remote s3://team-bucket/textrec\n\n",
-        "Exit codes: 0 ok, 1 a stage could not be pulled, 2 invalid pipeline/usage, 3 workspace busy"
+        "Exit codes: 0 ok, 1 a stage could not be pulled, 2 invalid pipeline/usage, 3 a stage is held by another run"
     ))]
     Pull(TransferArgs),
     /// Print the stage graph as text, Graphviz dot or Mermaid.
@@ -217,6 +217,10 @@ struct TransferArgs {
     /// Print one JSON array of {"name","status","files","bytes","skipped","seconds","reason"}.
     #[arg(long)]
     json: bool,
+    /// Pull: replace outputs here that differ from the recorded ones (without it, such a stage
+    /// fails and its outputs stay as they are).
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     remote: RemoteArgs,
 }
@@ -489,7 +493,9 @@ fn transfer(args: TransferArgs, direction: Direction) -> anyhow::Result<ExitCode
     };
     let reporter = TerminalReporter::new(Verbosity::Normal);
     let started = Instant::now();
-    let reports = textrec_pipeline::transfer(&pipeline, &args.only, &remote, direction, &reporter)?;
+    let reports = textrec_pipeline::transfer(
+        &pipeline, &args.only, &remote, direction, args.force, &reporter,
+    )?;
     if args.json {
         println!("{}", serde_json::to_string(&reports)?);
     }

@@ -220,17 +220,25 @@ pub fn submit(
         return Ok(ExitCode::SUCCESS);
     }
     let started = Instant::now();
+    // A job Slurm cannot tell about for this many polls in a row (30 s) is given up as UNKNOWN;
+    // one failed poll (a busy controller) is not an answer.
+    const UNKNOWN_POLLS: u32 = 60;
+    let mut unknown = vec![0u32; jobs.len()];
     loop {
-        for job in &mut jobs {
-            if !job.state.as_deref().is_some_and(|s| ENDED.contains(&s)) {
-                job.state = Some(job_state(&job.job));
+        for (job, unknown) in jobs.iter_mut().zip(&mut unknown) {
+            if job.state.as_deref().is_some_and(|s| ENDED.contains(&s)) {
+                continue;
+            }
+            let state = job_state(&job.job);
+            *unknown = if state == "UNKNOWN" { *unknown + 1 } else { 0 };
+            if state != "UNKNOWN" || *unknown >= UNKNOWN_POLLS {
+                job.state = Some(state);
             }
         }
-        if jobs.iter().all(|j| {
-            j.state
-                .as_deref()
-                .is_some_and(|s| ENDED.contains(&s) || s == "UNKNOWN")
-        }) {
+        let settled = jobs.iter().zip(&unknown).all(|(job, &polls)| {
+            job.state.as_deref().is_some_and(|s| ENDED.contains(&s)) || polls >= UNKNOWN_POLLS
+        });
+        if settled {
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -285,6 +293,9 @@ fn job_state(id: &str) -> String {
     else {
         return "UNKNOWN".into();
     };
+    if !out.status.success() {
+        return "UNKNOWN".into();
+    }
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .find_map(|field| field.strip_prefix("JobState="))
