@@ -302,7 +302,7 @@ pub enum RemoteError {
         action: &'static str,
         key: String,
         #[source]
-        source: Box<object_store::Error>,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("remote {url} has no `{key}`, which the record of stage `{stage}` needs")]
     Missing {

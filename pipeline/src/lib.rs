@@ -10,12 +10,14 @@ mod lock;
 pub mod metrics;
 mod process;
 mod progress;
+#[cfg(feature = "remote")]
 mod remote;
 mod render;
 mod report;
 mod run;
 mod spec;
 mod stage;
+#[cfg(feature = "remote")]
 mod transfer;
 mod workspace;
 
@@ -28,6 +30,7 @@ pub use progress::{
     NoProgress, PROGRESS_INTERVAL_ENV, Progress, ProgressLog, Reporter, SilentReporter,
     TerminalReporter, Verbosity,
 };
+#[cfg(feature = "remote")]
 pub use remote::{Moved, REMOTE_ENV, Remote};
 pub use render::{DagFormat, render_dag};
 pub use report::{RunReport, StageReport, StageStatus};
@@ -36,5 +39,6 @@ pub use spec::{Graph, InvalidPath, Pipeline, normalize_dep};
 pub use stage::{
     InvalidStage, Registry, Resources, Stage, StageContext, StageFailure, StageKind, parse_params,
 };
+#[cfg(feature = "remote")]
 pub use transfer::{Direction, TransferReport, TransferStatus, transfer};
 pub use workspace::Workspace;

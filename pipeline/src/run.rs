@@ -10,15 +10,19 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::commit::Commit;
-use crate::error::{Error, RemoteError, StageRunError};
+#[cfg(feature = "remote")]
+use crate::error::RemoteError;
+use crate::error::{Error, StageRunError};
 use crate::fsutil::remove_path;
 use crate::hash::{ContentHash, StateDb};
 use crate::lock::{LockFile, LockedStage, flatten_metrics};
 use crate::progress::{Progress, Reporter};
+#[cfg(feature = "remote")]
 use crate::remote::{Moved, Remote};
 use crate::report::{RunReport, StageReport, StageStatus};
 use crate::spec::Pipeline;
 use crate::stage::{Registry, Stage, StageContext};
+#[cfg(feature = "remote")]
 use crate::transfer::{fetch_staged, local_outs};
 use crate::workspace::Workspace;
 
@@ -37,6 +41,7 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Pull a stale stage's outputs from here when a machine pushed a run with its cache key,
     /// and push what runs.
+    #[cfg(feature = "remote")]
     pub remote: Option<Arc<Remote>>,
     /// Only pull: a stale stage that the remote cannot supply is reported as `would-run`, and so
     /// are the stages after it (a cluster executor submits those).
@@ -51,6 +56,7 @@ impl Default for RunOptions {
             from: Vec::new(),
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             dry_run: false,
+            #[cfg(feature = "remote")]
             remote: None,
             pull_only: false,
         }
@@ -149,6 +155,7 @@ struct Engine<'a> {
     lock_path: PathBuf,
     reporter: &'a dyn Reporter,
     force: bool,
+    #[cfg(feature = "remote")]
     remote: Option<Arc<Remote>>,
     pull_only: bool,
 }
@@ -177,6 +184,7 @@ impl<'a> Engine<'a> {
             lock_path: pipeline.lock_path(),
             reporter,
             force: options.force,
+            #[cfg(feature = "remote")]
             remote: options.remote.clone(),
             pull_only: options.pull_only,
         }
@@ -317,6 +325,7 @@ impl<'a> Engine<'a> {
                     None => Ok((StageStatus::Cached, "up to date".to_owned())),
                     Some(reason) => {
                         let progress = self.reporter.stage_started(&stage.name, &reason);
+                        #[cfg(feature = "remote")]
                         if let Some(remote) = self.remote.as_deref().filter(|_| !self.force) {
                             match self.pull(remote, stage, &inputs, &*progress) {
                                 Ok(true) => {
@@ -332,6 +341,7 @@ impl<'a> Engine<'a> {
                             return Ok((StageStatus::WouldRun, reason));
                         }
                         self.produce(stage, &inputs, progress.clone(), started)?;
+                        #[cfg(feature = "remote")]
                         if let Some(remote) = &self.remote {
                             let local = local_outs(self.pipeline, stage);
                             let record = self.locked(&stage.name).expect("recorded just now");
@@ -668,6 +678,7 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
+    #[cfg(feature = "remote")]
     /// Pulls the outputs of a run that some machine pushed with this stage's cache key, swaps
     /// them into place and records them as that run recorded them. `false` when the remote has
     /// no such run; an error (the caller runs the stage instead) when what it has is unusable.
@@ -694,6 +705,7 @@ impl<'a> Engine<'a> {
         result.map(|_| true)
     }
 
+    #[cfg(feature = "remote")]
     fn pull_into(
         &self,
         remote: &Remote,

@@ -135,8 +135,12 @@ impl Pipeline {
         });
 
         if let Some(remote) = &raw.remote {
-            crate::remote::check_url(&remote.value)
-                .map_err(|reason| src.error(remote.referenced, format!("remote: {reason}")))?;
+            #[cfg(feature = "remote")]
+            let checked = crate::remote::check_url(&remote.value);
+            #[cfg(not(feature = "remote"))]
+            let checked =
+                Err("this build has no remote cache (textrec-pipeline's `remote` feature)");
+            checked.map_err(|reason| src.error(remote.referenced, format!("remote: {reason}")))?;
         }
 
         let mut stages = Vec::with_capacity(raw.stages.value.len());

@@ -160,8 +160,17 @@ fn tidy(root: &Path) -> anyhow::Result<()> {
 }
 
 /// What `textrec` must not pull in when built on its own (`cargo install --path app`): training
-/// (Burn) and where datasets come from (an HTTP client, TLS roots, archives, fonts).
-const NOT_IN_THE_APP: [&str; 6] = ["burn", "ureq", "rustls", "webpki-roots", "zip", "ab_glyph"];
+/// (Burn), where datasets come from (an HTTP client, TLS roots, archives, fonts), and the
+/// pipeline's remote cache (object storage).
+const NOT_IN_THE_APP: [&str; 7] = [
+    "burn",
+    "ureq",
+    "rustls",
+    "webpki-roots",
+    "zip",
+    "ab_glyph",
+    "object_store",
+];
 
 /// The user binary built by itself: none of [`NOT_IN_THE_APP`] among its dependencies, and it
 /// compiles with the recognizer's default features (the workspace build turns on more).
@@ -176,7 +185,9 @@ fn app_alone(root: &Path) -> anyhow::Result<()> {
         .collect();
     if !pulled.is_empty() {
         bail!(
-            "`textrec` depends on {pulled:?}: the app reads models, it neither trains nor fetches              data; keep these behind the recognizer's `train` and `datasets` features"
+            "`textrec` depends on {pulled:?}: the app reads models, it neither trains nor fetches \
+             data; keep these behind the recognizer's `train` and `datasets` features and the \
+             pipeline's `remote` feature"
         );
     }
     cargo(root, &["check", "-p", "textrec"])
