@@ -32,9 +32,11 @@ stages:
     resources: {cpus: 1, mem_gb: 0.25, time: "5"}
 "#;
 
-fn submit(cluster: &Cluster, ws: &Workspace) -> (serde_json::Value, Output) {
+/// `xtask run p.yaml --executor slurm --wait --json EXTRA...` against `cluster`.
+fn submit(cluster: &Cluster, ws: &Workspace, extra: &[&str]) -> (serde_json::Value, Output) {
     let out = ws
         .command(&["run", "p.yaml", "--executor", "slurm", "--wait", "--json"])
+        .args(extra)
         .env("SLURM_CONF", cluster.conf())
         .output()
         .unwrap();
@@ -62,7 +64,7 @@ fn stale_stages_run_as_jobs_in_dependency_order_and_record_what_a_local_run_reco
     let cluster = Cluster::start();
     let ws = Workspace::new();
     ws.write("p.yaml", PIPELINE);
-    let (json, out) = submit(&cluster, &ws);
+    let (json, out) = submit(&cluster, &ws, &[]);
     assert!(
         out.status.success(),
         "{json}\n{}",
@@ -96,7 +98,7 @@ fn stale_stages_run_as_jobs_in_dependency_order_and_record_what_a_local_run_reco
         );
     }
 
-    let (json, out) = submit(&cluster, &ws);
+    let (json, out) = submit(&cluster, &ws, &[]);
     assert!(out.status.success());
     assert_eq!(
         json["jobs"],
@@ -120,18 +122,12 @@ fn stages_the_remote_holds_are_pulled_not_submitted() {
     for _ in 0..2 {
         let ws = Workspace::new();
         ws.write("p.yaml", PIPELINE);
-        let out = ws
-            .command(&["run", "p.yaml", "--executor", "slurm", "--wait", "--json"])
-            .args(["--remote", &remote])
-            .env("SLURM_CONF", cluster.conf())
-            .output()
-            .unwrap();
+        let (json, out) = submit(&cluster, &ws, &["--remote", &remote]);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         workdirs.push((ws, json));
     }
     assert_eq!(workdirs[0].1["jobs"].as_array().unwrap().len(), 3);
@@ -156,7 +152,7 @@ fn a_failing_stage_fails_its_job_and_cancels_the_jobs_that_depend_on_it() {
         "p.yaml",
         &PIPELINE.replace("seq 1 1000 > \"$OUT\"", "echo broken >&2; exit 3"),
     );
-    let (json, out) = submit(&cluster, &ws);
+    let (json, out) = submit(&cluster, &ws, &[]);
     assert_eq!(out.status.code(), Some(1), "{json}");
     assert_eq!(json["ok"], false);
     assert_eq!(job(&json, "a")["state"], "FAILED");

@@ -149,20 +149,6 @@ impl Cluster {
         command
     }
 
-    /// Slurm's state of job `id`.
-    pub fn job_state(&self, id: &str) -> String {
-        let out = self
-            .command("scontrol")
-            .args(["show", "job", "-o", id])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .find_map(|f| f.strip_prefix("JobState="))
-            .unwrap_or("UNKNOWN")
-            .to_owned()
-    }
-
     /// Waits until job `id` (and every task of an array job) has ended.
     pub fn wait_for_job(&self, id: &str, limit: Duration) -> Output {
         wait(limit, &format!("Slurm job {id} to end"), || {

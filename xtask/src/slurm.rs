@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use textrec_pipeline::{Pipeline, Registry, RunOptions, StageStatus, TerminalReporter, Verbosity};
+use textrec_pipeline::{
+    Pipeline, Registry, RunOptions, Stage, StageStatus, TerminalReporter, Verbosity,
+};
 
 /// How the submitted jobs are run.
 pub struct Submission<'a> {
@@ -125,57 +127,7 @@ pub fn submit(
             .iter()
             .filter_map(|&j| job_of[j].clone())
             .collect();
-        let log = logs.join(format!("{}-%j.log", stage.name));
-        let mut command = vec![
-            xtask.display().to_string(),
-            "run".into(),
-            submission.file.display().to_string(),
-            "--only".into(),
-            stage.name.clone(),
-        ];
-        for set in submission.overrides {
-            command.extend(["-S".into(), set.clone()]);
-        }
-        if submission.force {
-            command.push("--force".into());
-        }
-        match &submission.remote {
-            Some(url) => command.extend(["--remote".into(), url.clone()]),
-            None => command.push("--no-remote".into()),
-        }
-        let mut sbatch = Command::new("sbatch");
-        sbatch
-            .arg("--parsable")
-            .arg(format!("--job-name=textrec-{}", stage.name))
-            .arg(format!("--output={}", log.display()))
-            .arg("--kill-on-invalid-dep=yes")
-            .arg(format!("--chdir={}", std::env::current_dir()?.display()));
-        if !after.is_empty() {
-            sbatch.arg(format!("--dependency=afterok:{}", after.join(":")));
-        }
-        if let Some(resources) = &stage.resources {
-            if let Some(cpus) = resources.cpus {
-                sbatch.arg(format!("--cpus-per-task={cpus}"));
-            }
-            if let Some(mem) = resources.mem_gb {
-                sbatch.arg(format!("--mem={}M", (mem * 1024.0).ceil() as u64));
-            }
-            if let Some(gpus) = resources.gpus.filter(|&g| g > 0) {
-                sbatch.arg(format!("--gres=gpu:{gpus}"));
-            }
-            if let Some(time) = &resources.time {
-                sbatch.arg(format!("--time={time}"));
-            }
-        }
-        sbatch.args(submission.sbatch_args);
-        sbatch.arg(format!(
-            "--wrap=exec {}",
-            command
-                .iter()
-                .map(|a| shell_quote(a))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ));
+        let mut sbatch = sbatch_command(submission, &xtask, stage, &after, &logs)?;
         let id = match run_sbatch(&mut sbatch) {
             Ok(id) => id,
             Err(e) => {
@@ -220,29 +172,7 @@ pub fn submit(
         return Ok(ExitCode::SUCCESS);
     }
     let started = Instant::now();
-    // A job Slurm cannot tell about for this many polls in a row (30 s) is given up as UNKNOWN;
-    // one failed poll (a busy controller) is not an answer.
-    const UNKNOWN_POLLS: u32 = 60;
-    let mut unknown = vec![0u32; jobs.len()];
-    loop {
-        for (job, unknown) in jobs.iter_mut().zip(&mut unknown) {
-            if job.state.as_deref().is_some_and(|s| ENDED.contains(&s)) {
-                continue;
-            }
-            let state = job_state(&job.job);
-            *unknown = if state == "UNKNOWN" { *unknown + 1 } else { 0 };
-            if state != "UNKNOWN" || *unknown >= UNKNOWN_POLLS {
-                job.state = Some(state);
-            }
-        }
-        let settled = jobs.iter().zip(&unknown).all(|(job, &polls)| {
-            job.state.as_deref().is_some_and(|s| ENDED.contains(&s)) || polls >= UNKNOWN_POLLS
-        });
-        if settled {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    follow(&mut jobs);
     let ok = jobs.iter().all(|j| j.state.as_deref() == Some("COMPLETED"));
     if submission.json {
         println!("{}", serde_json::json!({ "jobs": jobs, "ok": ok }));
@@ -266,6 +196,92 @@ pub fn submit(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Polls every job until each has ended (or Slurm could not tell about it for 30 s).
+fn follow(jobs: &mut [Job]) {
+    // A job Slurm cannot tell about for this many polls in a row (30 s) is given up as UNKNOWN;
+    // one failed poll (a busy controller) is not an answer.
+    const UNKNOWN_POLLS: u32 = 60;
+    let mut unknown = vec![0u32; jobs.len()];
+    loop {
+        for (job, unknown) in jobs.iter_mut().zip(&mut unknown) {
+            if job.state.as_deref().is_some_and(|s| ENDED.contains(&s)) {
+                continue;
+            }
+            let state = job_state(&job.job);
+            *unknown = if state == "UNKNOWN" { *unknown + 1 } else { 0 };
+            if state != "UNKNOWN" || *unknown >= UNKNOWN_POLLS {
+                job.state = Some(state);
+            }
+        }
+        let settled = jobs.iter().zip(&unknown).all(|(job, &polls)| {
+            job.state.as_deref().is_some_and(|s| ENDED.contains(&s)) || polls >= UNKNOWN_POLLS
+        });
+        if settled {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The `sbatch` command that submits `stage`: `xtask run FILE --only STAGE` with the run's
+/// overrides and remote, after the jobs `after`, with the stage's resources.
+fn sbatch_command(
+    submission: &Submission<'_>,
+    xtask: &Path,
+    stage: &Stage,
+    after: &[String],
+    logs: &Path,
+) -> anyhow::Result<Command> {
+    let mut command = vec![
+        xtask.display().to_string(),
+        "run".into(),
+        submission.file.display().to_string(),
+        "--only".into(),
+        stage.name.clone(),
+    ];
+    for set in submission.overrides {
+        command.extend(["-S".into(), set.clone()]);
+    }
+    if submission.force {
+        command.push("--force".into());
+    }
+    match &submission.remote {
+        Some(url) => command.extend(["--remote".into(), url.clone()]),
+        None => command.push("--no-remote".into()),
+    }
+    let mut sbatch = Command::new("sbatch");
+    sbatch
+        .arg("--parsable")
+        .arg(format!("--job-name=textrec-{}", stage.name))
+        .arg(format!(
+            "--output={}",
+            logs.join(format!("{}-%j.log", stage.name)).display()
+        ))
+        .arg("--kill-on-invalid-dep=yes")
+        .arg(format!("--chdir={}", std::env::current_dir()?.display()));
+    if !after.is_empty() {
+        sbatch.arg(format!("--dependency=afterok:{}", after.join(":")));
+    }
+    if let Some(resources) = &stage.resources {
+        if let Some(cpus) = resources.cpus {
+            sbatch.arg(format!("--cpus-per-task={cpus}"));
+        }
+        if let Some(mem) = resources.mem_gb {
+            sbatch.arg(format!("--mem={}M", (mem * 1024.0).ceil() as u64));
+        }
+        if let Some(gpus) = resources.gpus.filter(|&g| g > 0) {
+            sbatch.arg(format!("--gres=gpu:{gpus}"));
+        }
+        if let Some(time) = &resources.time {
+            sbatch.arg(format!("--time={time}"));
+        }
+    }
+    sbatch.args(submission.sbatch_args);
+    let words: Vec<String> = command.iter().map(|a| shell_quote(a)).collect();
+    sbatch.arg(format!("--wrap=exec {}", words.join(" ")));
+    Ok(sbatch)
 }
 
 /// The jobs the last `--executor slurm` run submitted for this workdir, with their states now;
