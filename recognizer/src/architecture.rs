@@ -6,6 +6,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+/// Input pixels per output step along the width of a line (the line recognizer's two 2×2 pools).
+/// Synthesis reads it too: a line narrower than its label needs steps cannot be learned.
+pub const LINE_CTC_DOWNSAMPLE: usize = 4;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Architecture {

@@ -13,6 +13,10 @@ use crate::vocab::{BLANK_INDEX, Vocabulary, VocabularyError};
 /// the validation lines 6 costs 0.003 CER against 10 and decodes 3× faster.
 const CANDIDATE_MARGIN: f32 = 6.0;
 
+/// A step is sure when its likeliest class, the blank included, has at least this probability:
+/// the network has told ink from gap there.
+const SURE_PROBABILITY: f32 = 0.5;
+
 /// One decoded character.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodedChar {
@@ -29,6 +33,19 @@ pub struct Decoded {
     pub chars: Vec<DecodedChar>,
     /// Geometric mean of the winning probabilities over all non-blank steps; 1.0 for an empty line.
     pub confidence: f32,
+}
+
+/// Output steps CTC needs to emit `label`: one per symbol, and a blank between two equal
+/// neighbours, which would otherwise merge. A line with fewer steps has no alignment: its loss is
+/// infinite (textrec's loss zeroes it, so such a line teaches nothing).
+pub fn steps_needed<T: PartialEq>(label: impl IntoIterator<Item = T>) -> usize {
+    let mut steps = 0;
+    let mut previous = None;
+    for symbol in label {
+        steps += 1 + usize::from(previous.as_ref() == Some(&symbol));
+        previous = Some(symbol);
+    }
+    steps
 }
 
 fn check_scores(
@@ -101,6 +118,41 @@ pub fn greedy_decode(
         previous = best;
     }
     Ok(decoded(chars, log_confidence, scored_steps))
+}
+
+/// The fraction of `[steps][classes]` log-probabilities whose likeliest class is sure (has
+/// probability ½ or more); 1 for no steps. Writing on a line is mostly confident blanks between
+/// confident characters; ink the network cannot read (noise, a stain, a script it never saw)
+/// spreads its steps over many classes.
+pub fn sure_fraction(log_probs: &[f32], classes: usize) -> f32 {
+    let steps = log_probs.len() / classes.max(1);
+    if steps == 0 {
+        return 1.0;
+    }
+    let floor = SURE_PROBABILITY.ln();
+    let sure = log_probs
+        .chunks_exact(classes)
+        .filter(|row| row.iter().any(|&v| v >= floor))
+        .count();
+    sure as f32 / steps as f32
+}
+
+/// Whether `search`'s guard gives a line to greedy decoding: too few sure steps (the network
+/// cannot tell ink from gap: speckles, a stain), or a beam text more than `max_length_ratio`
+/// times as long as greedy's plus one (the network sees next to nothing and the language model
+/// and the length bonus fill the line). `beam_chars` is `None` before the beam has run. The beam
+/// decoder and its calibration both decide through here.
+pub fn guard_reads_greedily(
+    search: &BeamSearch,
+    sure: f32,
+    greedy_chars: usize,
+    beam_chars: Option<usize>,
+) -> bool {
+    if sure < search.min_sure_fraction {
+        return true;
+    }
+    let cap = search.max_length_ratio * (greedy_chars + 1) as f32;
+    search.max_length_ratio > 0.0 && beam_chars.is_some_and(|n| n as f32 > cap)
 }
 
 /// `ln(e^a + e^b)`, exact when either is `-∞`.
@@ -200,7 +252,8 @@ impl PrefixTree {
 
 /// Prefix beam search over `[steps][classes]` log-probabilities with `lm` weighed by `search`
 /// (usually the model's own [`CharLm::search`]; decoding calibration tries others), then a
-/// Viterbi alignment of the winner for character extents and confidences.
+/// Viterbi alignment of the winner for character extents and confidences. A line the guard
+/// gives to greedy decoding is read greedily: see [`guard_reads_greedily`].
 pub fn beam_decode(
     log_probs: &[f32],
     classes: usize,
@@ -209,6 +262,29 @@ pub fn beam_decode(
     search: BeamSearch,
 ) -> Result<Decoded, VocabularyError> {
     check_scores(log_probs, classes, vocab)?;
+    let sure = sure_fraction(log_probs, classes);
+    if guard_reads_greedily(&search, sure, 0, None) {
+        return greedy_decode(log_probs, classes, vocab);
+    }
+    let read = open_beam_decode(log_probs, classes, vocab, lm, search)?;
+    if search.max_length_ratio > 0.0 {
+        let greedy = greedy_decode(log_probs, classes, vocab)?;
+        let lengths = (greedy.chars.len(), read.chars.len());
+        if guard_reads_greedily(&search, sure, lengths.0, Some(lengths.1)) {
+            return Ok(greedy);
+        }
+    }
+    Ok(read)
+}
+
+/// [`beam_decode`] without the guard.
+fn open_beam_decode(
+    log_probs: &[f32],
+    classes: usize,
+    vocab: &Vocabulary,
+    lm: &CharLm,
+    search: BeamSearch,
+) -> Result<Decoded, VocabularyError> {
     let (weight, bonus) = (f64::from(search.lm_weight), f64::from(search.length_bonus));
     let mut tree = PrefixTree::new();
     let ranked = |tree: &PrefixTree, node: u32, score: &PrefixScore| {
@@ -451,6 +527,8 @@ mod tests {
             beam_width: 8,
             lm_weight,
             length_bonus,
+            min_sure_fraction: 0.0,
+            max_length_ratio: 0.0,
         };
         CharLm::count(vocab, 3, lines, search).unwrap()
     }
@@ -502,6 +580,103 @@ mod tests {
                 .text,
             "thc"
         );
+    }
+
+    #[test]
+    fn lines_the_network_cannot_read_are_read_greedily_not_written_by_the_language_model() {
+        let vocab = Vocabulary::from_chars("abcdefghijklmnopqrstuvwxyz ".chars()).unwrap();
+        let classes = vocab.len();
+        // 120 steps of scores spread over every class, as a network gives for noise.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut noise = Vec::new();
+        for _ in 0..120 {
+            let logits: Vec<f32> = (0..classes)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state >> 40) as f32 / (1u64 << 24) as f32 * 3.0
+                })
+                .collect();
+            let norm = logits.iter().map(|v| v.exp()).sum::<f32>().ln();
+            noise.extend(logits.iter().map(|v| v - norm));
+        }
+        assert!(sure_fraction(&noise, classes) < 0.1);
+        let sentences = [
+            "the cat sat on the mat",
+            "a man and his dog went to the sea",
+            "she sells sea shells on the sea shore",
+        ];
+        let mut english = CharLm::count(&vocab, 4, sentences, BeamSearch::default()).unwrap();
+        english.search = BeamSearch {
+            beam_width: 16,
+            lm_weight: 0.4,
+            length_bonus: 1.5,
+            min_sure_fraction: 0.0,
+            max_length_ratio: 0.0,
+        };
+        let greedy = greedy_decode(&noise, classes, &vocab).unwrap();
+        let written = beam_decode(&noise, classes, &vocab, &english, english.search).unwrap();
+        assert_ne!(
+            written.text, greedy.text,
+            "the language model writes its own text"
+        );
+        let guarded = BeamSearch {
+            min_sure_fraction: 0.5,
+            ..english.search
+        };
+        assert_eq!(
+            beam_decode(&noise, classes, &vocab, &english, guarded).unwrap(),
+            greedy
+        );
+
+        // Steps the network is sure are gaps, with a little of every letter: greedy reads
+        // nothing, and a large enough bonus makes the beam fill the line anyway, unless its
+        // text may be at most four times greedy's plus one.
+        let faint = 0.2 / (classes - 1) as f32;
+        let gaps: Vec<f32> = (0..60)
+            .flat_map(|_| (0..classes).map(|c| if c == 0 { 0.8f32 } else { faint }.ln()))
+            .collect();
+        assert!(sure_fraction(&gaps, classes) > 0.99);
+        let eager = BeamSearch {
+            length_bonus: 5.0,
+            ..english.search
+        };
+        assert_eq!(greedy_decode(&gaps, classes, &vocab).unwrap().text, "");
+        let filled = beam_decode(&gaps, classes, &vocab, &english, eager).unwrap();
+        assert!(filled.text.len() > 4, "{:?}", filled.text);
+        let capped = BeamSearch {
+            max_length_ratio: 4.0,
+            ..eager
+        };
+        assert_eq!(
+            beam_decode(&gaps, classes, &vocab, &english, capped)
+                .unwrap()
+                .text,
+            ""
+        );
+
+        // Writing the network reads surely is still the beam's: it mends a look-alike.
+        let [c, e, h, t] = ['c', 'e', 'h', 't'].map(|ch| vocab.index_of(ch).unwrap());
+        let clear = rows(
+            classes,
+            &[
+                &[(t, 0.9)],
+                &[(0, 0.9)],
+                &[(h, 0.9)],
+                &[(0, 0.9)],
+                &[(c, 0.45), (e, 0.4)],
+                &[(0, 0.9)],
+            ],
+        );
+        assert!(sure_fraction(&clear, classes) > 0.8);
+        assert_eq!(greedy_decode(&clear, classes, &vocab).unwrap().text, "thc");
+        let both = BeamSearch {
+            max_length_ratio: 4.0,
+            ..guarded
+        };
+        let read = beam_decode(&clear, classes, &vocab, &english, both).unwrap();
+        assert_eq!(read.text, "the");
     }
 
     #[test]

@@ -54,6 +54,13 @@ pub struct BeamSearch {
     pub lm_weight: f32,
     /// Per character, so the model's preference for short texts does not drop characters.
     pub length_bonus: f32,
+    /// The guard against text the network did not read (see [`crate::ctc::guard_reads_greedily`]):
+    /// the beam reads a line only when at least this fraction of its steps are sure; 0 lets it
+    /// read every line.
+    pub min_sure_fraction: f32,
+    /// The other half of the guard: the beam's text may be at most this many times as long as
+    /// greedy's plus one character; longer, and greedy's reading stands. 0: no cap.
+    pub max_length_ratio: f32,
 }
 
 impl Default for BeamSearch {
@@ -64,6 +71,8 @@ impl Default for BeamSearch {
             beam_width: 32,
             lm_weight: 0.8,
             length_bonus: 1.0,
+            min_sure_fraction: 0.0,
+            max_length_ratio: 0.0,
         }
     }
 }
@@ -87,6 +96,18 @@ impl BeamSearch {
             "length_bonus",
             self.length_bonus,
             "a finite number",
+        )?;
+        require(
+            (0.0..=1.0).contains(&self.min_sure_fraction),
+            "min_sure_fraction",
+            self.min_sure_fraction,
+            "a fraction from 0 to 1",
+        )?;
+        require(
+            self.max_length_ratio.is_finite() && self.max_length_ratio >= 0.0,
+            "max_length_ratio",
+            self.max_length_ratio,
+            "a finite number >= 0 (0: no cap)",
         )
     }
 }
@@ -431,6 +452,8 @@ mod tests {
             beam_width: 4,
             lm_weight: 0.7,
             length_bonus: 1.0,
+            min_sure_fraction: 0.5,
+            max_length_ratio: 4.0,
         };
         let lines = ["a b c", "cab", "abba"];
         let lm = CharLm::count(&vocab, 4, lines, search).unwrap();

@@ -8,7 +8,8 @@
 //! detector would give). Given a learned line detector as a third dep, both detectors are
 //! scored and the better one on the validation pages (never the reported split) is named in the
 //! metrics (`line_detector`), which `package` writes into the bundle as its default. Given a character language model (`.lm`, any dep after the
-//! dataset), lines are beam-decoded with it, and greedy decoding is reported beside it.
+//! dataset), lines are beam-decoded with it (`read_greedily` counts those its guard left to
+//! greedy decoding), and greedy decoding is reported beside it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -16,6 +17,7 @@ use std::time::Instant;
 
 use serde::Deserialize;
 use textrec_pipeline::{InvalidStage, Stage, StageContext, StageFailure, StageKind, parse_params};
+use textrec_recognizer::ctc::sure_fraction;
 use textrec_recognizer::data::{Dataset, DatasetKind, Observer, Sample, Split, mnist};
 use textrec_recognizer::eval::{self, CER_TIE, PageScores, TruthPage};
 use textrec_recognizer::infer::{
@@ -121,7 +123,7 @@ impl StageKind for Evaluate {
     }
 
     fn version(&self) -> u32 {
-        9
+        10
     }
 
     fn summary(&self) -> &'static str {
@@ -529,6 +531,11 @@ fn evaluate_lines(
 
     let mut total = TextErrors::default();
     let mut greedy = TextErrors::default();
+    // Lines the guard gave to greedy decoding: too few sure steps for the beam.
+    let mut read_greedily = 0u64;
+    let guard = recognizer
+        .language_model()
+        .map_or(0.0, |lm| lm.search.min_sure_fraction);
     let mut baseline = TextErrors::default();
     let mut by_writer: BTreeMap<String, TextErrors> = BTreeMap::new();
     let mut by_length: BTreeMap<&'static str, TextErrors> = BTreeMap::new();
@@ -543,6 +550,7 @@ fn evaluate_lines(
         observer.advance(chunk.len() as u64);
         for (sample, scores) in chunk.into_iter().zip(scores) {
             let line = recognizer.decode(&scores)?;
+            read_greedily += u64::from(sure_fraction(&scores, recognizer.vocabulary.len()) < guard);
             let errors = TextErrors::of(&sample.label, &line.text);
             // Without a language model the recognizer's own decoding is the greedy one.
             greedy.add(if recognizer.language_model().is_some() {
@@ -660,6 +668,7 @@ fn evaluate_lines(
         "decoder": recognizer.decoder_name(),
         "greedy_cer": greedy.cer(),
         "greedy_wer": greedy.wer(),
+        "read_greedily": read_greedily,
         "baseline_empty_cer": 1.0,
         "baseline_frequent_line_cer": baseline.cer(),
         "previous_cer": previous_cer,

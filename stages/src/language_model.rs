@@ -71,7 +71,7 @@ impl StageKind for LanguageModel {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn summary(&self) -> &'static str {

@@ -6,14 +6,20 @@
 //! first dataset (real lines, say) is the one whose CER is minimised, and every later dataset
 //! (the synthetic lines) may give up at most `tolerance` CER against its own best setting in
 //! the grid. A weight of 0 with no bonus reads the ink alone, so the grid holds "leave the
-//! language model out" too. Test splits are never read.
+//! language model out" too. Then the guard: the strictest `min_sure_fraction` (lines with fewer
+//! sure steps are read greedily) that costs no dataset more than `guard_tolerance`, and a probe
+//! of 64 noise lines that says what the beam writes on them with and without it. Test splits
+//! are never read.
 
 use std::path::Path;
 
 use rayon::prelude::*;
 use serde::Deserialize;
 use textrec_pipeline::{InvalidStage, Stage, StageContext, StageFailure, StageKind, parse_params};
-use textrec_recognizer::data::{Dataset, DatasetKind, Observer, Split};
+use textrec_recognizer::Vocabulary;
+use textrec_recognizer::ctc::{guard_reads_greedily, sure_fraction};
+use textrec_recognizer::data::split::stable_hash;
+use textrec_recognizer::data::{Dataset, DatasetKind, Observer, Sample, Split};
 use textrec_recognizer::infer::{LineRecognizer, TextErrors};
 use textrec_recognizer::lm::{BeamSearch, CharLm};
 use textrec_recognizer::{beam_decode, greedy_decode};
@@ -39,6 +45,16 @@ struct Params {
     /// How much CER each dataset after the first may lose against its best setting.
     #[serde(default = "default_tolerance")]
     tolerance: f64,
+    /// Guards tried with the chosen weight and bonus, every pair of these two lists (see
+    /// `ctc::guard_reads_greedily`): the pair that leaves the most noise lines to greedy
+    /// decoding while no dataset reads more than `guard_tolerance` CER worse than with the beam
+    /// on every line is kept.
+    #[serde(default = "default_sure_fractions")]
+    min_sure_fraction: Vec<f32>,
+    #[serde(default = "default_length_ratios")]
+    max_length_ratio: Vec<f32>,
+    #[serde(default = "default_guard_tolerance")]
+    guard_tolerance: f64,
 }
 
 fn default_lm_weights() -> Vec<f32> {
@@ -57,6 +73,18 @@ fn default_tolerance() -> f64 {
     0.01
 }
 
+fn default_sure_fractions() -> Vec<f32> {
+    vec![0.0, 0.2, 0.3, 0.4, 0.5]
+}
+
+fn default_length_ratios() -> Vec<f32> {
+    vec![0.0, 8.0, 6.0, 5.0, 4.0, 3.0]
+}
+
+fn default_guard_tolerance() -> f64 {
+    0.01
+}
+
 fn validate(stage: &Stage) -> Result<Params, InvalidStage> {
     let params: Params = parse_params(&stage.params)?;
     let out_is_lm = stage.outs.first().is_some_and(|o| o.ends_with(".lm"));
@@ -70,6 +98,8 @@ fn validate(stage: &Stage) -> Result<Params, InvalidStage> {
     for (param, values) in [
         ("lm_weight", &params.lm_weight),
         ("length_bonus", &params.length_bonus),
+        ("min_sure_fraction", &params.min_sure_fraction),
+        ("max_length_ratio", &params.max_length_ratio),
     ] {
         if values.is_empty() {
             return Err(InvalidStage::param(
@@ -84,6 +114,19 @@ fn validate(stage: &Stage) -> Result<Params, InvalidStage> {
                 beam_width: 1,
                 lm_weight,
                 length_bonus,
+                min_sure_fraction: 0.0,
+                max_length_ratio: 0.0,
+            }
+            .validate()
+            .map_err(InvalidStage::rejected)?;
+        }
+    }
+    for &min_sure_fraction in &params.min_sure_fraction {
+        for &max_length_ratio in &params.max_length_ratio {
+            BeamSearch {
+                min_sure_fraction,
+                max_length_ratio,
+                ..BeamSearch::default()
             }
             .validate()
             .map_err(InvalidStage::rejected)?;
@@ -95,11 +138,16 @@ fn validate(stage: &Stage) -> Result<Params, InvalidStage> {
             "`lines_per_dataset` must be at least 1",
         ));
     }
-    if !(params.tolerance.is_finite() && params.tolerance >= 0.0) {
-        return Err(InvalidStage::param(
-            "tolerance",
-            format!("`tolerance` {} must be a number >= 0", params.tolerance),
-        ));
+    for (param, value) in [
+        ("tolerance", params.tolerance),
+        ("guard_tolerance", params.guard_tolerance),
+    ] {
+        if !(value.is_finite() && value >= 0.0) {
+            return Err(InvalidStage::param(
+                param,
+                format!("`{param}` {value} must be a number >= 0"),
+            ));
+        }
     }
     Ok(params)
 }
@@ -157,6 +205,23 @@ impl ScoredLines {
         })
     }
 
+    /// Every line's guard inputs under `open` (the beam without a guard).
+    fn both_readings(
+        &self,
+        classes: usize,
+        vocabulary: &Vocabulary,
+        lm: &CharLm,
+        open: BeamSearch,
+    ) -> Result<Vec<LineReadings>, StageFailure> {
+        self.log_probs
+            .par_iter()
+            .zip(&self.labels)
+            .map(|(scores, label)| {
+                LineReadings::read(label.clone(), scores, classes, vocabulary, lm, open)
+            })
+            .collect()
+    }
+
     /// Every line decoded with `decode`, its errors added in line order.
     fn decode_all(
         &self,
@@ -186,15 +251,140 @@ struct Reading {
 
 const CHUNK: usize = 256;
 
-/// A setting as the metrics show it: the weights as written in the YAML (0.4, not the f32's
-/// 0.4000000059604645).
+/// A number as written in the YAML (0.4, not the f32's 0.4000000059604645).
+fn shown(x: f32) -> f64 {
+    x.to_string().parse::<f64>().unwrap_or(f64::from(x))
+}
+
+/// A setting as the metrics show it.
 fn search_metrics(search: &BeamSearch) -> serde_json::Value {
-    let shown = |x: f32| x.to_string().parse::<f64>().unwrap_or(f64::from(x));
     serde_json::json!({
         "beam_width": search.beam_width,
         "lm_weight": shown(search.lm_weight),
         "length_bonus": shown(search.length_bonus),
+        "min_sure_fraction": shown(search.min_sure_fraction),
+        "max_length_ratio": shown(search.max_length_ratio),
     })
+}
+
+/// Lines of noise the probe reads: half pixels drawn evenly from 0 to 255, half blank paper
+/// with a sprinkle of ink (one pixel in 20, on average).
+const NOISE_LINES: usize = 64;
+
+/// One line as the guard sees it: its sure fraction and its greedy and unguarded beam texts.
+struct LineReadings {
+    label: String,
+    sure: f32,
+    greedy: String,
+    beam: String,
+}
+
+impl LineReadings {
+    fn read(
+        label: String,
+        scores: &[f32],
+        classes: usize,
+        vocabulary: &Vocabulary,
+        lm: &CharLm,
+        open: BeamSearch,
+    ) -> Result<LineReadings, StageFailure> {
+        let greedy = greedy_decode(scores, classes, vocabulary).map_err(|e| e.to_string())?;
+        let beam = beam_decode(scores, classes, vocabulary, lm, open).map_err(|e| e.to_string())?;
+        Ok(LineReadings {
+            label,
+            sure: sure_fraction(scores, classes),
+            greedy: greedy.text,
+            beam: beam.text,
+        })
+    }
+
+    fn read_greedily(&self, search: &BeamSearch) -> bool {
+        let lengths = (self.greedy.chars().count(), self.beam.chars().count());
+        guard_reads_greedily(search, self.sure, lengths.0, Some(lengths.1))
+    }
+
+    /// The text `beam_decode` gives under `search`.
+    fn text(&self, search: &BeamSearch) -> &str {
+        if self.read_greedily(search) {
+            &self.greedy
+        } else {
+            &self.beam
+        }
+    }
+}
+
+/// A dataset's errors with `search`'s guard choosing each line's reading.
+fn guarded_reading(search: &BeamSearch, lines: &[LineReadings]) -> Reading {
+    let mut reading = Reading::default();
+    for line in lines {
+        let text = line.text(search);
+        reading.errors.add(TextErrors::of(&line.label, text));
+        reading.written += text.chars().count() as u64;
+    }
+    reading
+}
+
+/// Lines with no writing, read with the chosen weight and bonus: a decoder that turns noise
+/// into text would turn a stain into a sentence, and the guard is chosen to stop it. The lines
+/// are a fixed function of their index, so the probe is the same on every run.
+fn noise_lines(
+    recognizer: &LineRecognizer,
+    lm: &CharLm,
+    open: BeamSearch,
+    observer: &dyn Observer,
+) -> Result<Vec<LineReadings>, StageFailure> {
+    let height = recognizer.height;
+    let lines: Vec<Sample> = (0..NOISE_LINES as u64)
+        .map(|line| {
+            let width = 128 + (stable_hash(line, b"width") % 897) as usize;
+            let pixels = (0..width * height)
+                .map(|i| {
+                    let draw = stable_hash(line, &(i as u64).to_le_bytes());
+                    if line % 2 == 0 {
+                        draw as u8
+                    } else if draw.is_multiple_of(20) {
+                        255
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            Sample {
+                label: String::new(),
+                style: "noise".into(),
+                width: width as u16,
+                height: height as u16,
+                boxes: Vec::new(),
+                pixels,
+            }
+        })
+        .collect();
+    let scores = recognizer.log_probs(&lines)?;
+    observer.advance(NOISE_LINES as u64);
+    let classes = recognizer.vocabulary.len();
+    let read = scores
+        .par_iter()
+        .map(|s| LineReadings::read(String::new(), s, classes, &recognizer.vocabulary, lm, open))
+        .collect::<Result<Vec<_>, _>>()?;
+    observer.advance(NOISE_LINES as u64);
+    Ok(read)
+}
+
+/// The guard to keep, given each guard's CER per dataset and noise lines it leaves to greedy
+/// decoding: the one that stops the most noise among those within `tolerance` of `open` (the
+/// CERs with no guard) on every dataset, then the lowest CER on the first dataset, then the
+/// earliest.
+fn choose_guard(guards: &[(Vec<f64>, usize)], open: &[f64], tolerance: f64) -> Option<usize> {
+    let within = |cers: &[f64]| cers.iter().zip(open).all(|(c, o)| *c <= o + tolerance);
+    (0..guards.len())
+        .filter(|&g| within(&guards[g].0))
+        .min_by(|&a, &b| {
+            guards[b]
+                .1
+                .cmp(&guards[a].1)
+                .then(guards[a].0[0].total_cmp(&guards[b].0[0]))
+                .then(a.cmp(&b))
+        })
 }
 
 /// The grid point to keep: first by how far any later dataset falls outside its tolerance
@@ -225,11 +415,11 @@ impl StageKind for TuneDecoding {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn summary(&self) -> &'static str {
-        "choose the beam's language-model weight and length bonus on validation lines; writes the .lm with them"
+        "choose the beam's language-model weight, length bonus and guard on validation lines; writes the .lm with them"
     }
 
     fn check(&self, stage: &Stage) -> Result<(), InvalidStage> {
@@ -253,14 +443,19 @@ impl StageKind for TuneDecoding {
                 grid.push(BeamSearch {
                     lm_weight,
                     length_bonus,
+                    min_sure_fraction: 0.0,
+                    max_length_ratio: 0.0,
                     ..lm.search
                 });
             }
         }
         let datasets = &ctx.deps[2..];
-        // Decoding work per dataset: every grid point, then greedy and the given setting.
-        let decodings = (datasets.len() * (grid.len() + 2)) as u64;
-        observer.total((datasets.len() * params.lines_per_dataset) as u64 + decodings);
+        // Decoding work per dataset: every grid point, greedy, the given setting and the
+        // chosen one's readings line by line for the guard; then the noise lines, scored and
+        // read the same way.
+        let decodings = (datasets.len() * (grid.len() + 3)) as u64;
+        let probe = NOISE_LINES as u64 * 2;
+        observer.total((datasets.len() * params.lines_per_dataset) as u64 + decodings + probe);
         let sets = datasets
             .iter()
             .zip(&ctx.stage.deps[2..])
@@ -270,7 +465,7 @@ impl StageKind for TuneDecoding {
             .collect::<Result<Vec<_>, _>>()?;
         // A split smaller than `lines_per_dataset` gave fewer lines than the first estimate.
         let lines: usize = sets.iter().map(|set| set.labels.len()).sum();
-        observer.total(lines as u64 + decodings);
+        observer.total(lines as u64 + decodings + probe);
 
         let classes = recognizer.vocabulary.len();
         let vocabulary = &recognizer.vocabulary;
@@ -345,7 +540,62 @@ impl StageKind for TuneDecoding {
                 }),
             );
         }
-        lm.search = grid[chosen];
+        // The guard, chosen without decoding again: each line's beam and greedy readings under
+        // the chosen weight and bonus, between which every guard picks as the decoder would.
+        let open = grid[chosen];
+        let mut lines = Vec::with_capacity(sets.len());
+        for set in &sets {
+            lines.push(set.both_readings(classes, vocabulary, &lm, open)?);
+            observer.advance(1);
+        }
+        observer.message("noise lines");
+        let noise = noise_lines(&recognizer, &lm, open, &observer)?;
+        let mut guards = Vec::new();
+        for &min_sure_fraction in &params.min_sure_fraction {
+            for &max_length_ratio in &params.max_length_ratio {
+                let search = BeamSearch {
+                    min_sure_fraction,
+                    max_length_ratio,
+                    ..open
+                };
+                let row: Vec<Reading> = lines.iter().map(|l| guarded_reading(&search, l)).collect();
+                let caught = noise.iter().filter(|l| l.read_greedily(&search)).count();
+                guards.push((search, row, caught));
+            }
+        }
+        let guard_cers: Vec<(Vec<f64>, usize)> = guards
+            .iter()
+            .map(|(_, row, caught)| (row.iter().map(|r| r.errors.cer()).collect(), *caught))
+            .collect();
+        let (guarded, caught) =
+            match choose_guard(&guard_cers, &cers[chosen], params.guard_tolerance) {
+                Some(g) => {
+                    // What the written settings read is the guarded reading.
+                    for (set, reading) in sets.iter().zip(&guards[g].1) {
+                        let entry = &mut per_dataset[&set.dep];
+                        entry["unguarded_cer"] = entry["cer"].clone();
+                        entry["unguarded_written"] = entry["written"].clone();
+                        entry["cer"] = reading.errors.cer().into();
+                        entry["written"] = reading.written.into();
+                    }
+                    (guards[g].0, guards[g].2)
+                }
+                None => (open, 0),
+            };
+        let written = |search: &BeamSearch| -> u64 {
+            noise
+                .iter()
+                .map(|l| l.text(search).chars().count() as u64)
+                .sum()
+        };
+        let noise_metrics = serde_json::json!({
+            "lines": NOISE_LINES,
+            "written_unguarded": written(&open),
+            "written": written(&guarded),
+            "read_greedily": caught,
+        });
+
+        lm.search = guarded;
         std::fs::write(&ctx.outs[0].1, lm.to_bytes())?;
         let table: Vec<serde_json::Value> = grid
             .iter()
@@ -356,12 +606,26 @@ impl StageKind for TuneDecoding {
                 point
             })
             .collect();
+        let guard_table: Vec<serde_json::Value> = guards
+            .iter()
+            .map(|(search, row, caught)| {
+                serde_json::json!({
+                    "min_sure_fraction": shown(search.min_sure_fraction),
+                    "max_length_ratio": shown(search.max_length_ratio),
+                    "cer": row.iter().map(|r| r.errors.cer()).collect::<Vec<_>>(),
+                    "noise_read_greedily": caught,
+                })
+            })
+            .collect();
         let metrics = serde_json::json!({
-            "chosen": search_metrics(&grid[chosen]),
+            "chosen": search_metrics(&guarded),
             "given": search_metrics(&given),
             "tolerance": params.tolerance,
+            "guard_tolerance": params.guard_tolerance,
             "datasets": per_dataset,
             "grid": table,
+            "guards": guard_table,
+            "noise": noise_metrics,
         });
         std::fs::write(&ctx.outs[1].1, format!("{metrics}\n"))?;
         Ok(())
@@ -406,6 +670,10 @@ mod tests {
         assert!(err(json!({"lm_weight": [-1.0]}), 3).contains("lm_weight"));
         assert!(err(json!({"lines_per_dataset": 0}), 3).contains("lines_per_dataset"));
         assert!(err(json!({"tolerance": -0.1}), 3).contains("tolerance"));
+        assert!(err(json!({"min_sure_fraction": [0.5, 1.5]}), 3).contains("min_sure_fraction"));
+        assert!(err(json!({"min_sure_fraction": []}), 3).contains("min_sure_fraction"));
+        assert!(err(json!({"guard_tolerance": -1}), 3).contains("guard_tolerance"));
+        assert!(err(json!({"max_length_ratio": [-2.0]}), 3).contains("max_length_ratio"));
         assert!(err(json!({"split": "test"}), 3).contains("split"));
     }
 
@@ -428,5 +696,23 @@ mod tests {
         // One dataset: its best setting, the earlier one on a tie.
         let alone = vec![vec![0.3], vec![0.2], vec![0.2]];
         assert_eq!(choose(&alone, 0.0), 1);
+    }
+
+    #[test]
+    fn the_guard_stops_the_most_noise_that_validation_can_afford() {
+        // Rows: (CER per dataset, noise lines read greedily); no guard reads 0.50 and 0.10.
+        let open = [0.50, 0.10];
+        let guards = vec![
+            (vec![0.50, 0.10], 0),
+            (vec![0.502, 0.10], 30),
+            (vec![0.503, 0.101], 30),
+            (vec![0.52, 0.10], 64),
+            (vec![0.50, 0.12], 64),
+        ];
+        assert_eq!(choose_guard(&guards, &open, 0.005), Some(1));
+        assert_eq!(choose_guard(&guards, &open, 0.0), Some(0));
+        // Two stop all 64; the one that reads the first dataset better wins.
+        assert_eq!(choose_guard(&guards, &open, 0.05), Some(4));
+        assert_eq!(choose_guard(&[], &open, 0.05), None);
     }
 }

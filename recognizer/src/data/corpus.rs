@@ -1,11 +1,13 @@
 //! Text for lines and pages: WordNet example sentences, fortune-cookie lines and plain text
-//! files, cleaned to the vocabulary, chunked to line length and de-duplicated.
+//! files, cleaned to the vocabulary, divided between splits sentence by sentence, chunked to
+//! line length and de-duplicated.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::DataError;
+use super::split::Split;
 
 /// What a text source file is, recognised by its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -133,6 +135,65 @@ pub fn line_texts(sentences: &[String], min_chars: usize, max_chars: usize) -> V
     out.into_iter().collect()
 }
 
+/// The line texts of one split, and what their split costs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SplitTexts {
+    pub texts: Vec<String>,
+    /// Source sentences assigned to the split.
+    pub sentences: u64,
+    /// Line texts that an earlier split also cut, from other sentences, left out here.
+    pub shared_left_out: u64,
+}
+
+/// Line texts per split. Whole sentences go to one split, chosen by `split_of` from their
+/// [`fold`]ed form, and are then cut into lines ([`line_texts`]), so no sentence, in any case or
+/// punctuation, lends lines to two splits. A line whose folded text train (or val) also cut
+/// from another sentence is left out of the later split: val and test must not hold text that
+/// training saw.
+pub fn split_line_texts(
+    sentences: &[String],
+    min_chars: usize,
+    max_chars: usize,
+    split_of: impl Fn(&[u8]) -> Split,
+) -> BTreeMap<Split, SplitTexts> {
+    let mut by_split: BTreeMap<Split, Vec<String>> = BTreeMap::new();
+    for sentence in sentences {
+        let split = split_of(fold(sentence).as_bytes());
+        by_split.entry(split).or_default().push(sentence.clone());
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = BTreeMap::new();
+    for split in Split::ALL {
+        let sentences = by_split.remove(&split).unwrap_or_default();
+        let cut = line_texts(&sentences, min_chars, max_chars);
+        let folded: Vec<String> = cut.iter().map(|t| fold(t)).collect();
+        let mut texts = SplitTexts {
+            sentences: sentences.len() as u64,
+            ..SplitTexts::default()
+        };
+        for (text, key) in cut.into_iter().zip(&folded) {
+            if seen.contains(key) {
+                texts.shared_left_out += 1;
+            } else {
+                texts.texts.push(text);
+            }
+        }
+        seen.extend(folded);
+        out.insert(split, texts);
+    }
+    out
+}
+
+/// Text as a split compares it: lower case, letters, digits and single spaces only.
+pub fn fold(text: &str) -> String {
+    let kept: String = text
+        .chars()
+        .flat_map(char::to_lowercase)
+        .map(|c| if c.is_alphanumeric() { c } else { ' ' })
+        .collect();
+    kept.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 fn collect_text_files(path: &Path, out: &mut Vec<(PathBuf, TextFormat)>) -> Result<(), DataError> {
     let meta = fs::metadata(path).map_err(DataError::io("stat", path))?;
     if meta.is_file() {
@@ -191,6 +252,53 @@ mod tests {
         let (sentences, dropped) =
             load_sentences(&[dir.path().to_owned()], &|c| c.is_ascii()).unwrap();
         assert_eq!((sentences, dropped), (vec!["plain text".to_owned()], 1));
+    }
+
+    #[test]
+    fn a_sentence_lends_lines_to_one_split_whatever_its_case() {
+        // Sentence i is made of words that name it, so every line says where it came from;
+        // each comes twice, once in capitals and with other punctuation, and each begins with
+        // the same line, which only train may keep.
+        let mut sentences = Vec::new();
+        for i in 0..300 {
+            let words: Vec<String> = (0..6).map(|w| format!("s{i}w{w}")).collect();
+            sentences.push(format!("the common end {}", words.join(" ")));
+            sentences.push(format!(
+                "The Common End {}!",
+                words.join(", ").to_uppercase()
+            ));
+        }
+        let fractions = super::super::split::Fractions {
+            val: 0.2,
+            test: 0.2,
+        };
+        let splits = split_line_texts(&sentences, 3, 14, |key| fractions.split_of(9, key));
+        let mut split_of_sentence = BTreeMap::new();
+        for (&split, texts) in &splits {
+            assert!(texts.sentences > 100, "{split:?}: {}", texts.sentences);
+            for text in &texts.texts {
+                let Some(id) = text.to_lowercase().split('w').next().map(str::to_owned) else {
+                    continue;
+                };
+                if id.starts_with('s') {
+                    let first = split_of_sentence.entry(id.clone()).or_insert(split);
+                    assert_eq!(*first, split, "sentence {id} lent lines to two splits");
+                }
+            }
+        }
+        assert_eq!(split_of_sentence.len(), 300);
+        let common = |split| {
+            splits[&split]
+                .texts
+                .iter()
+                .filter(|t| fold(t) == "the common end")
+                .count()
+        };
+        // Both spellings stay in train; val and test leave both out.
+        assert_eq!(common(Split::Train), 2);
+        assert_eq!((common(Split::Val), common(Split::Test)), (0, 0));
+        assert_eq!(splits[&Split::Val].shared_left_out, 2);
+        assert_eq!(splits[&Split::Test].shared_left_out, 2);
     }
 
     #[test]

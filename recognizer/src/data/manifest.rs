@@ -66,6 +66,22 @@ pub struct SplitInfo {
     /// Samples per class for chars; character occurrences for lines and pages.
     pub class_counts: BTreeMap<String, u64>,
     pub shards: Vec<ShardInfo>,
+    /// Synthetic lines and pages: source sentences assigned to this split (whole, by their
+    /// case-folded letters and digits, so no sentence lends text to two splits).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sentences: u64,
+    /// Line texts cut from those sentences that an earlier split (train, then val) also had,
+    /// from other sentences, and that this split therefore left out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shared_texts_left_out: u64,
+    /// Lines drawn too narrow for the line model to align their label (fewer output steps than
+    /// CTC needs) and stretched to the narrowest width that can.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub widened: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

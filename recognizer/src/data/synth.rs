@@ -17,7 +17,7 @@ use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::corpus::{line_texts, load_sentences};
+use super::corpus::{load_sentences, split_line_texts};
 use super::fonts::{HandFont, load_fonts};
 use super::manifest::{DatasetKind, Manifest, Polarity, SplitInfo, count_classes};
 use super::mnist::{self, Digit};
@@ -26,9 +26,11 @@ use super::shard::{Sample, ShardWriter};
 use super::split::{Fractions, Split, stable_hash};
 use super::{DataError, Observer};
 use crate::Vocabulary;
+use crate::architecture::LINE_CTC_DOWNSAMPLE;
+use crate::ctc::steps_needed;
 
 /// Bump when generation changes in a way that changes the bytes.
-pub const GENERATOR_VERSION: u32 = 2;
+pub const GENERATOR_VERSION: u32 = 3;
 
 /// Side of a character image (EMNIST's).
 pub const CHAR_SIDE: usize = 28;
@@ -240,8 +242,8 @@ pub fn synthesize(
         Some(dir) => dedupe(mnist::load_digits(dir)?),
         None => Vec::new(),
     };
-    let texts = if config.kind == DatasetKind::Chars {
-        Vec::new()
+    let mut texts = if config.kind == DatasetKind::Chars {
+        BTreeMap::new()
     } else {
         let (sentences, dropped) = load_sentences(&config.text, &|c| characters.contains(&c))?;
         if dropped > 0 {
@@ -251,8 +253,13 @@ pub fn synthesize(
             observer.warn(&note);
             skipped.push(note);
         }
-        let texts = line_texts(&sentences, config.lines.min_chars, config.lines.max_chars);
-        if texts.is_empty() {
+        let texts = split_line_texts(
+            &sentences,
+            config.lines.min_chars,
+            config.lines.max_chars,
+            |key| config.fractions.split_of(config.seed, key),
+        );
+        if texts.values().all(|t| t.texts.is_empty()) {
             return Err(DataError::invalid(format!(
                 "the text corpus ({}) has no usable sentence of {}..={} characters",
                 config
@@ -274,10 +281,9 @@ pub fn synthesize(
             fonts: fonts.iter().filter(|f| font_split(f) == split).collect(),
             digits: Default::default(),
             texts: texts
-                .iter()
-                .filter(|t| config.fractions.split_of(config.seed, t.as_bytes()) == split)
-                .cloned()
-                .collect(),
+                .get_mut(&split)
+                .map(|t| std::mem::take(&mut t.texts))
+                .unwrap_or_default(),
             slant: config
                 .train_slant_degrees
                 .filter(|_| split == Split::Train)
@@ -315,10 +321,9 @@ pub fn synthesize(
         let count = config.counts.of(split);
         let mut writer = ShardWriter::new(out, split, config.shard_bytes);
         let mut info = SplitInfo {
-            count: 0,
-            fonts: Vec::new(),
-            class_counts: BTreeMap::new(),
-            shards: Vec::new(),
+            sentences: texts.get(&split).map_or(0, |t| t.sentences),
+            shared_texts_left_out: texts.get(&split).map_or(0, |t| t.shared_left_out),
+            ..SplitInfo::default()
         };
         let mut used_fonts = BTreeSet::new();
         let order = text_order(config, split, pool.texts.len());
@@ -331,7 +336,7 @@ pub fn synthesize(
         };
         for start in (0..count).step_by(batch as usize) {
             let end = (start + batch).min(count);
-            let samples: Vec<Option<Sample>> = (start..end)
+            let samples: Vec<Option<Drawn>> = (start..end)
                 .into_par_iter()
                 .map(|i| {
                     let mut rng = sample_rng(config.seed, config.kind, split, i);
@@ -339,17 +344,20 @@ pub fn synthesize(
                         DatasetKind::Chars => {
                             let class = classes[i as usize % classes.len()];
                             let k = i as usize / classes.len();
-                            char_sample(pool, class, k, &mut rng)
+                            char_sample(pool, class, k, &mut rng).map(Drawn::as_is)
                         }
                         DatasetKind::Lines => {
                             let text = &pool.texts[order[i as usize % order.len()]];
                             line_sample(pool, text, &config.lines, &mut rng)
                         }
-                        DatasetKind::Pages => page_sample(pool, &config.pages, &mut rng),
+                        DatasetKind::Pages => {
+                            page_sample(pool, &config.pages, &mut rng).map(Drawn::as_is)
+                        }
                     }
                 })
                 .collect();
-            for sample in samples.into_iter().flatten() {
+            for Drawn { sample, widened } in samples.into_iter().flatten() {
+                info.widened += u64::from(widened);
                 used_fonts.insert(sample.style.clone());
                 count_classes(config.kind, &sample.label, &mut info.class_counts);
                 writer.push(&sample)?;
@@ -616,12 +624,27 @@ fn finish_line(ink: &mut Ink, style: &LineStyle, rng: &mut impl Rng) {
     ink.add_noise(style.noise, rng);
 }
 
+/// A sample, and whether it had to be widened for the line model to align its label.
+struct Drawn {
+    sample: Sample,
+    widened: bool,
+}
+
+impl Drawn {
+    fn as_is(sample: Sample) -> Drawn {
+        Drawn {
+            sample,
+            widened: false,
+        }
+    }
+}
+
 fn line_sample(
     pool: &SplitPool<'_>,
     text: &str,
     options: &LineOptions,
     rng: &mut ChaCha8Rng,
-) -> Option<Sample> {
+) -> Option<Drawn> {
     let height = options.height as usize;
     let font = pool.pick_font(rng, |f| f.can_spell(text))?;
     let text = &*font.spell(text)?;
@@ -634,14 +657,29 @@ fn line_sample(
         let style = LineStyle::sample(rng, height, pool.slant(LINE_SLANT));
         (render_line(font, text, &style, rng), font.name.clone())
     };
-    Some(Sample {
-        label: text.to_owned(),
-        style,
-        width: ink.width as u16,
-        height: ink.height as u16,
-        boxes: Vec::new(),
-        pixels: ink.to_u8(),
+    let (ink, widened) = alignable(ink, text);
+    Some(Drawn {
+        sample: Sample {
+            label: text.to_owned(),
+            style,
+            width: ink.width as u16,
+            height: ink.height as u16,
+            boxes: Vec::new(),
+            pixels: ink.to_u8(),
+        },
+        widened,
     })
+}
+
+/// `ink`, stretched if need be to the narrowest width whose output steps CTC can align `label`
+/// to, and whether it was. Condensed faces draw some labels in fewer steps than CTC needs, and
+/// such a line would teach nothing (its loss and gradient are zero).
+fn alignable(ink: Ink, label: &str) -> (Ink, bool) {
+    let steps = steps_needed(label.chars());
+    if ink.width.div_ceil(LINE_CTC_DOWNSAMPLE) >= steps {
+        return (ink, false);
+    }
+    (ink.resize(steps * LINE_CTC_DOWNSAMPLE, ink.height), true)
 }
 
 /// FSDL's EMNIST-lines construction: 28×28 character images side by side with random overlap,
@@ -806,5 +844,23 @@ fn paper_texture(ink: &mut Ink, strength: f32, rng: &mut impl Rng) {
     texture.blur(2.0);
     for (v, t) in ink.data.iter_mut().zip(&texture.data) {
         *v = v.max(t * strength);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_too_narrow_for_its_label_is_widened_until_ctc_can_align_it() {
+        // "hello" needs six steps: five letters and a blank between the two l's.
+        assert_eq!(steps_needed("hello".chars()), 6);
+        let (ink, widened) = alignable(Ink::new(20, 32), "hello");
+        assert!(widened);
+        assert_eq!((ink.width, ink.height), (24, 32));
+        // 21 px make six steps of four (the last one padded): enough.
+        let (ink, widened) = alignable(Ink::new(21, 32), "hello");
+        assert!(!widened);
+        assert_eq!(ink.width, 21);
     }
 }

@@ -888,6 +888,7 @@ mod tests {
                 fonts: vec!["toy".into()],
                 class_counts: BTreeMap::new(),
                 shards: writer.finish().unwrap(),
+                ..SplitInfo::default()
             };
             splits.insert(split, info);
         }

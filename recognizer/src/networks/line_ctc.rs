@@ -19,8 +19,7 @@ use burn::tensor::activation::log_softmax;
 use super::batch_norm::batch_norm;
 use super::lstm::{BiLstm, BiLstmConfig};
 
-/// Input pixels per output step along the width.
-pub const DOWNSAMPLE: usize = 4;
+pub use crate::architecture::LINE_CTC_DOWNSAMPLE as DOWNSAMPLE;
 
 /// The recognizer's size. A train stage's `network:` block deserialises into it (unset fields
 /// keep [`Default`]; `classes` and `height` come from the dataset), and so does `model.json`.
