@@ -33,6 +33,9 @@ pub struct Decoded {
     pub chars: Vec<DecodedChar>,
     /// Geometric mean of the winning probabilities over all non-blank steps; 1.0 for an empty line.
     pub confidence: f32,
+    /// Set when the beam decoder's guard gave the line to greedy decoding: the network could
+    /// not read it surely enough for the language model to have a say.
+    pub guarded: bool,
 }
 
 /// Output steps CTC needs to emit `label`: one per symbol, and a blank between two equal
@@ -77,6 +80,7 @@ fn decoded(chars: Vec<DecodedChar>, log_confidence: f64, scored_steps: usize) ->
         text: chars.iter().map(|c| c.character.as_str()).collect(),
         chars,
         confidence,
+        guarded: false,
     }
 }
 
@@ -263,15 +267,19 @@ pub fn beam_decode(
 ) -> Result<Decoded, VocabularyError> {
     check_scores(log_probs, classes, vocab)?;
     let sure = sure_fraction(log_probs, classes);
+    let guarded = |greedy: Decoded| Decoded {
+        guarded: true,
+        ..greedy
+    };
     if guard_reads_greedily(&search, sure, 0, None) {
-        return greedy_decode(log_probs, classes, vocab);
+        return greedy_decode(log_probs, classes, vocab).map(guarded);
     }
     let read = open_beam_decode(log_probs, classes, vocab, lm, search)?;
     if search.max_length_ratio > 0.0 {
         let greedy = greedy_decode(log_probs, classes, vocab)?;
         let lengths = (greedy.chars.len(), read.chars.len());
         if guard_reads_greedily(&search, sure, lengths.0, Some(lengths.1)) {
-            return Ok(greedy);
+            return Ok(guarded(greedy));
         }
     }
     Ok(read)
@@ -625,10 +633,9 @@ mod tests {
             min_sure_fraction: 0.5,
             ..english.search
         };
-        assert_eq!(
-            beam_decode(&noise, classes, &vocab, &english, guarded).unwrap(),
-            greedy
-        );
+        let read = beam_decode(&noise, classes, &vocab, &english, guarded).unwrap();
+        assert!(read.guarded && !written.guarded);
+        assert_eq!((read.text, read.chars), (greedy.text, greedy.chars));
 
         // Steps the network is sure are gaps, with a little of every letter: greedy reads
         // nothing, and a large enough bonus makes the beam fill the line anyway, unless its
@@ -677,6 +684,7 @@ mod tests {
         };
         let read = beam_decode(&clear, classes, &vocab, &english, both).unwrap();
         assert_eq!(read.text, "the");
+        assert!(!read.guarded);
     }
 
     #[test]

@@ -17,7 +17,6 @@ use std::time::Instant;
 
 use serde::Deserialize;
 use textrec_pipeline::{InvalidStage, Stage, StageContext, StageFailure, StageKind, parse_params};
-use textrec_recognizer::ctc::sure_fraction;
 use textrec_recognizer::data::{Dataset, DatasetKind, Observer, Sample, Split, mnist};
 use textrec_recognizer::eval::{self, CER_TIE, PageScores, TruthPage};
 use textrec_recognizer::infer::{
@@ -531,11 +530,8 @@ fn evaluate_lines(
 
     let mut total = TextErrors::default();
     let mut greedy = TextErrors::default();
-    // Lines the guard gave to greedy decoding: too few sure steps for the beam.
+    // Lines the beam's guard gave to greedy decoding.
     let mut read_greedily = 0u64;
-    let guard = recognizer
-        .language_model()
-        .map_or(0.0, |lm| lm.search.min_sure_fraction);
     let mut baseline = TextErrors::default();
     let mut by_writer: BTreeMap<String, TextErrors> = BTreeMap::new();
     let mut by_length: BTreeMap<&'static str, TextErrors> = BTreeMap::new();
@@ -550,7 +546,7 @@ fn evaluate_lines(
         observer.advance(chunk.len() as u64);
         for (sample, scores) in chunk.into_iter().zip(scores) {
             let line = recognizer.decode(&scores)?;
-            read_greedily += u64::from(sure_fraction(&scores, recognizer.vocabulary.len()) < guard);
+            read_greedily += u64::from(line.guarded);
             let errors = TextErrors::of(&sample.label, &line.text);
             // Without a language model the recognizer's own decoding is the greedy one.
             greedy.add(if recognizer.language_model().is_some() {

@@ -75,7 +75,8 @@ pub struct SplitInfo {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub shared_texts_left_out: u64,
     /// Lines drawn too narrow for the line model to align their label (fewer output steps than
-    /// CTC needs) and stretched to the narrowest width that can.
+    /// CTC needs) and stretched to the narrowest width that can; of the lines synthesis drew
+    /// (an augmented dataset keeps its source's count, not its copies').
     #[serde(default, skip_serializing_if = "is_zero")]
     pub widened: u64,
 }
