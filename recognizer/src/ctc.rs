@@ -274,7 +274,12 @@ pub fn beam_decode(
     if guard_reads_greedily(&search, sure, 0, None) {
         return greedy_decode(log_probs, classes, vocab).map(guarded);
     }
-    let read = open_beam_decode(log_probs, classes, vocab, lm, search)?;
+    let winner = prefix_search(log_probs, classes, lm, search);
+    let read = match align(log_probs, classes, &winner) {
+        Some(steps) => decoded_from_alignment(log_probs, classes, vocab, &winner, &steps)?,
+        // Unreachable for a prefix the search built step by step; greedy is the safe answer.
+        None => return greedy_decode(log_probs, classes, vocab),
+    };
     if search.max_length_ratio > 0.0 {
         let greedy = greedy_decode(log_probs, classes, vocab)?;
         let lengths = (greedy.chars.len(), read.chars.len());
@@ -285,14 +290,8 @@ pub fn beam_decode(
     Ok(read)
 }
 
-/// [`beam_decode`] without the guard.
-fn open_beam_decode(
-    log_probs: &[f32],
-    classes: usize,
-    vocab: &Vocabulary,
-    lm: &CharLm,
-    search: BeamSearch,
-) -> Result<Decoded, VocabularyError> {
+/// The labels of the text the prefix beam search ranks best.
+fn prefix_search(log_probs: &[f32], classes: usize, lm: &CharLm, search: BeamSearch) -> Vec<usize> {
     let (weight, bonus) = (f64::from(search.lm_weight), f64::from(search.length_bonus));
     let mut tree = PrefixTree::new();
     let ranked = |tree: &PrefixTree, node: u32, score: &PrefixScore| {
@@ -356,20 +355,14 @@ fn open_beam_decode(
         ranked(&tree, node, &score)
             + weight * f64::from(lm.log_prob_after(history, crate::lm::BOUNDARY))
     };
-    let winner = beam
-        .iter()
+    beam.iter()
         .max_by(|a, b| {
             finished(a)
                 .total_cmp(&finished(b))
                 .then_with(|| b.0.cmp(&a.0))
         })
         .map(|&(node, _)| tree.labels(node))
-        .unwrap_or_default();
-    match align(log_probs, classes, &winner) {
-        Some(steps) => decoded_from_alignment(log_probs, classes, vocab, &winner, &steps),
-        // Unreachable for a prefix the search built step by step; greedy is the safe answer.
-        None => greedy_decode(log_probs, classes, vocab),
-    }
+        .unwrap_or_default()
 }
 
 /// The most likely CTC path that spells `labels`: for each step, the index into the
@@ -530,6 +523,22 @@ mod tests {
             .collect()
     }
 
+    /// "thc" by a hair: sure steps, but the last letter reads c 0.45, e 0.40.
+    fn thc_by_a_hair(vocab: &Vocabulary) -> Vec<f32> {
+        let [c, e, h, t] = ['c', 'e', 'h', 't'].map(|ch| vocab.index_of(ch).unwrap());
+        rows(
+            vocab.len(),
+            &[
+                &[(t, 0.9)],
+                &[(0, 0.9)],
+                &[(h, 0.9)],
+                &[(0, 0.9)],
+                &[(c, 0.45), (e, 0.4)],
+                &[(0, 0.9)],
+            ],
+        )
+    }
+
     fn lm(vocab: &Vocabulary, lines: &[&str], lm_weight: f32, length_bonus: f32) -> CharLm {
         let search = crate::lm::BeamSearch {
             beam_width: 8,
@@ -560,19 +569,7 @@ mod tests {
     #[test]
     fn the_language_model_picks_between_look_alikes() {
         let vocab = Vocabulary::from_chars("ceht".chars()).unwrap();
-        let [c, e, h, t] = ['c', 'e', 'h', 't'].map(|ch| vocab.index_of(ch).unwrap());
-        // "thc" by a hair: the last step reads c 0.45, e 0.40.
-        let scores = rows(
-            5,
-            &[
-                &[(t, 0.9)],
-                &[(0, 0.9)],
-                &[(h, 0.9)],
-                &[(0, 0.9)],
-                &[(c, 0.45), (e, 0.4)],
-                &[(0, 0.9)],
-            ],
-        );
+        let scores = thc_by_a_hair(&vocab);
         assert_eq!(greedy_decode(&scores, 5, &vocab).unwrap().text, "thc");
         let english = lm(&vocab, &["the", "the", "tee", "he"], 1.0, 0.0);
         let decoded = beam_decode(&scores, 5, &vocab, &english, english.search).unwrap();
@@ -664,18 +661,7 @@ mod tests {
         );
 
         // Writing the network reads surely is still the beam's: it mends a look-alike.
-        let [c, e, h, t] = ['c', 'e', 'h', 't'].map(|ch| vocab.index_of(ch).unwrap());
-        let clear = rows(
-            classes,
-            &[
-                &[(t, 0.9)],
-                &[(0, 0.9)],
-                &[(h, 0.9)],
-                &[(0, 0.9)],
-                &[(c, 0.45), (e, 0.4)],
-                &[(0, 0.9)],
-            ],
-        );
+        let clear = thc_by_a_hair(&vocab);
         assert!(sure_fraction(&clear, classes) > 0.8);
         assert_eq!(greedy_decode(&clear, classes, &vocab).unwrap().text, "thc");
         let both = BeamSearch {

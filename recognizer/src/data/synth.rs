@@ -155,7 +155,7 @@ pub struct SynthConfig {
 struct SplitPool<'a> {
     fonts: Vec<&'a HandFont>,
     digits: [Vec<&'a Digit>; 10],
-    texts: Vec<String>,
+    texts: &'a [String],
     /// The split's own slant (shear) range, replacing the defaults.
     slant: Option<Range<f32>>,
 }
@@ -242,7 +242,7 @@ pub fn synthesize(
         Some(dir) => dedupe(mnist::load_digits(dir)?),
         None => Vec::new(),
     };
-    let mut texts = if config.kind == DatasetKind::Chars {
+    let texts = if config.kind == DatasetKind::Chars {
         BTreeMap::new()
     } else {
         let (sentences, dropped) = load_sentences(&config.text, &|c| characters.contains(&c))?;
@@ -280,10 +280,7 @@ pub fn synthesize(
         let mut pool = SplitPool {
             fonts: fonts.iter().filter(|f| font_split(f) == split).collect(),
             digits: Default::default(),
-            texts: texts
-                .get_mut(&split)
-                .map(|t| std::mem::take(&mut t.texts))
-                .unwrap_or_default(),
+            texts: texts.get(&split).map_or(&[], |t| t.texts.as_slice()),
             slant: config
                 .train_slant_degrees
                 .filter(|_| split == Split::Train)
