@@ -286,7 +286,7 @@ fn bad_sources_fail_with_a_message_that_names_them() {
     let (ws, code, stderr) = attempt(&pipeline, None, "chars");
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains("fortunes-min") && stderr.contains("no .ttf, .otf or .woff"),
+        stderr.contains("fortunes-min") && stderr.contains("no .ttf, .otf, .woff or .jhf"),
         "{stderr}"
     );
     assert!(!ws.exists("chars"), "a failed stage leaves no output");
@@ -455,6 +455,53 @@ fn web_font_packages_are_read_from_their_woff_files() {
         caveat(&chars),
         BTreeSet::from(["caveat/caveat-latin-400-normal".to_owned()])
     );
+}
+
+#[test]
+fn hershey_stroke_fonts_draw_the_faces_named_and_only_those() {
+    // Debian's Hershey package draws Greek, Cyrillic and symbols at ASCII codes too: without
+    // `faces` the source is refused, and the message says what to do.
+    let pipeline = with_training_writer(
+        "hershey-fonts-data",
+        "apt: hershey-fonts-data, sha256: c9ae50c441356f95a79234a025a8d572e4e0aa2ff233e7c5273b6fd41eb00360",
+    );
+    let (_, code, stderr) = attempt(&pipeline, None, "lines");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Hershey stroke fonts") && stderr.contains("under `faces`"),
+        "{stderr}"
+    );
+
+    let named = pipeline.replace(
+        "held_out_fonts: *held\n    outs: [lines]",
+        "held_out_fonts: *held\n      faces: {hershey-fonts-data: [cursive, futural]}\n    outs: [lines]",
+    );
+    let (ws, code, stderr) = attempt(&named, None, "lines");
+    assert_eq!(code, Some(0), "{stderr}");
+    let lines = Dataset::open(&ws.path("lines")).unwrap();
+    let drawn: Vec<Sample> = samples(&lines, Split::Train)
+        .into_iter()
+        .filter(|s| writer_group(&s.style) == "hershey-fonts-data")
+        .collect();
+    let faces: BTreeSet<&str> = drawn.iter().map(|s| s.style.as_str()).collect();
+    assert_eq!(
+        faces,
+        BTreeSet::from(["hershey-fonts-data/cursive", "hershey-fonts-data/futural"])
+    );
+    // The pen writes every character: ink (white on black) in two columns a character at least.
+    for sample in &drawn {
+        let (w, h) = (usize::from(sample.width), usize::from(sample.height));
+        let inked = (0..w)
+            .filter(|&x| (0..h).any(|y| sample.pixels[y * w + x] > 128))
+            .count();
+        let characters = sample.label.chars().filter(|c| *c != ' ').count();
+        assert!(
+            inked >= 2 * characters,
+            "{:?} in {}: ink in {inked} of {w} columns",
+            sample.label,
+            sample.style
+        );
+    }
 }
 
 /// Mean shear of the ink of `split`'s samples: the slope of x against height (pixels rightwards

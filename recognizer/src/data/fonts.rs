@@ -1,4 +1,5 @@
-//! Handwriting fonts: loading, vocabulary coverage, and the ink metric used to normalise sizes.
+//! Handwriting fonts, outline (TrueType, OpenType, WOFF) and stroke (Hershey): loading,
+//! vocabulary coverage, and the ink metric used to normalise sizes.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -8,6 +9,8 @@ use std::path::{Path, PathBuf};
 use ab_glyph::{Font, FontVec, GlyphId, Outline};
 
 use super::DataError;
+use super::hershey::StrokeFont;
+use super::raster::{GlyphShape, Stroke};
 use super::woff;
 
 /// One font file, with what it can draw.
@@ -17,7 +20,7 @@ pub struct HandFont {
     pub name: String,
     /// The source (package) the file came from; splits hold out whole groups.
     pub group: String,
-    font: FontVec,
+    face: Face,
     /// Height of a capital `H` in font units: fonts differ wildly in how much of the em their
     /// letters fill, so sizes are set by measured ink, not by point size.
     cap_height: f32,
@@ -26,6 +29,13 @@ pub struct HandFont {
     pub missing: Vec<char>,
     /// Its lower case is small capitals: it writes text upper-cased.
     pub capitals_only: bool,
+}
+
+/// How a font draws: filled outlines, or a pen's path.
+#[derive(Debug)]
+enum Face {
+    Outline(FontVec),
+    Strokes(StrokeFont),
 }
 
 impl HandFont {
@@ -57,29 +67,49 @@ impl HandFont {
             .then(|| Cow::Owned(text.to_ascii_uppercase()))
     }
 
-    pub fn glyph(&self, c: char) -> GlyphId {
-        self.font.glyph_id(c)
+    /// What `c` draws, in font units (y up from the baseline); a stroke font's pen is `pen`
+    /// cap heights wide. `None` when the font has nothing to draw for it (a space).
+    pub fn shape(&self, c: char, pen: f32) -> Option<GlyphShape> {
+        match &self.face {
+            Face::Outline(font) => font.outline(font.glyph_id(c)).map(GlyphShape::Outline),
+            Face::Strokes(font) => {
+                let strokes = &font.glyph(c)?.strokes;
+                let width = pen * self.cap_height;
+                (!strokes.is_empty()).then(|| {
+                    GlyphShape::Strokes(
+                        strokes
+                            .iter()
+                            .map(|points| Stroke {
+                                widths: vec![width; points.len()],
+                                points: points.clone(),
+                            })
+                            .collect(),
+                    )
+                })
+            }
+        }
     }
 
-    pub fn outline(&self, glyph: GlyphId) -> Option<Outline> {
-        self.font.outline(glyph)
+    /// How far the pen moves on after `c`, in font units.
+    pub fn advance(&self, c: char) -> f32 {
+        match &self.face {
+            Face::Outline(font) => font.h_advance_unscaled(font.glyph_id(c)),
+            Face::Strokes(font) => font.glyph(c).map_or(0.0, |g| g.advance),
+        }
     }
 
-    pub fn advance(&self, glyph: GlyphId) -> f32 {
-        self.font.h_advance_unscaled(glyph)
-    }
-
-    pub fn kern(&self, a: GlyphId, b: GlyphId) -> f32 {
-        self.font.kern_unscaled(a, b)
-    }
-
-    pub fn units_per_em(&self) -> f32 {
-        self.font.units_per_em().unwrap_or(1000.0)
+    /// The kerning between `a` and `b` (stroke fonts have none).
+    pub fn kern(&self, a: char, b: char) -> f32 {
+        match &self.face {
+            Face::Outline(font) => font.kern_unscaled(font.glyph_id(a), font.glyph_id(b)),
+            Face::Strokes(_) => 0.0,
+        }
     }
 }
 
 /// Every `.ttf`/`.otf` under each `(group, directory)` (or, in a web-font package that has
-/// none, every WOFF 1.0 `.woff`), sorted by name, with coverage of `characters` measured.
+/// none, every WOFF 1.0 `.woff`; in a Hershey package, every `.jhf` of the faces named), sorted
+/// by name, with coverage of `characters` measured.
 /// Returns the fonts and one warning per font that lacks characters. A file that draws under half
 /// of `characters` is a script subset (a web font's `latin-ext` or `cyrillic` file) or a symbol
 /// font: it is left out, with one warning for all such files.
@@ -102,13 +132,26 @@ pub fn load_fonts(
             return Err(DataError::format(
                 dir,
                 format!(
-                    "font source `{group}` has no .ttf, .otf or .woff file (is it a font \
+                    "font source `{group}` has no .ttf, .otf, .woff or .jhf file (is it a font \
                      package? WOFF 2.0 is not read)"
                 ),
             ));
         }
-        if let Some(kept) = faces.get(group) {
-            files = keep_faces(group, dir, files, kept)?;
+        match faces.get(group) {
+            Some(kept) => files = keep_faces(group, dir, files, kept)?,
+            // Hershey's files map ASCII onto Latin, Greek, Cyrillic and symbol alphabets alike,
+            // and nothing in a file says which: drawing them all would mislabel letters.
+            None if files.iter().any(|f| has_extension(f, "jhf")) => {
+                return Err(DataError::format(
+                    dir,
+                    format!(
+                        "font source `{group}` holds Hershey stroke fonts (.jhf), which draw Greek, \
+                         Cyrillic and symbols at Latin letters' codes: name the faces to draw \
+                         with under `faces` (e.g. `{group}: [cursive, scripts, scriptc, futural]`)"
+                    ),
+                ));
+            }
+            None => {}
         }
         for file in files {
             let font = match read_font(&file)? {
@@ -119,13 +162,13 @@ pub fn load_fonts(
                 }
             };
             let stem = file_stem(&file);
-            let mut missing = missing_characters(&font, characters);
+            let mut missing = font.missing(characters);
             let name = format!("{group}/{stem}");
             if missing.len() * 2 > characters.len() {
                 left_out.push(name);
                 continue;
             }
-            let small_capitals = writes_small_capitals(&font);
+            let small_capitals = font.writes_small_capitals();
             let named_capitals_only = capitals_only.contains(group);
             if small_capitals && !named_capitals_only {
                 warnings.push(format!(
@@ -139,11 +182,7 @@ pub fn load_fonts(
                 missing.sort_unstable();
                 missing.dedup();
             }
-            let cap_height = font
-                .outline(font.glyph_id('H'))
-                .map(|o| top(&o) - bottom(&o).max(0.0))
-                .filter(|h| *h > 0.0)
-                .unwrap_or_else(|| font.ascent_unscaled() * 0.7);
+            let cap_height = font.cap_height();
             if !missing.is_empty() {
                 let list: String = missing.iter().collect();
                 warnings.push(format!(
@@ -154,7 +193,7 @@ pub fn load_fonts(
             fonts.push(HandFont {
                 name,
                 group: group.clone(),
-                font,
+                face: font,
                 cap_height,
                 missing,
                 capitals_only: writes_capitals,
@@ -173,10 +212,17 @@ pub fn load_fonts(
     Ok((fonts, warnings))
 }
 
-/// The font in `file`, unwrapped first when it is WOFF; `Ok(Err(reason))` for a file that is
-/// not a font ab_glyph can read (skipped with a warning), `Err` when it cannot be read at all.
-fn read_font(file: &Path) -> Result<Result<FontVec, UnreadableFont>, DataError> {
+/// The font in `file`: a Hershey `.jhf` stroke font, or an outline font (unwrapped first when it
+/// is WOFF); `Ok(Err(reason))` for a file that is not a font we can read (skipped with a
+/// warning), `Err` when it cannot be read at all.
+fn read_font(file: &Path) -> Result<Result<Face, UnreadableFont>, DataError> {
     let bytes = fs::read(file).map_err(DataError::io("read", file))?;
+    if has_extension(file, "jhf") {
+        let text = String::from_utf8_lossy(&bytes);
+        return Ok(StrokeFont::parse(&text, file)
+            .map(Face::Strokes)
+            .map_err(UnreadableFont::Strokes));
+    }
     let sfnt = if bytes.starts_with(woff::SIGNATURE) {
         match woff::to_sfnt(&bytes) {
             Ok(sfnt) => sfnt,
@@ -185,7 +231,9 @@ fn read_font(file: &Path) -> Result<Result<FontVec, UnreadableFont>, DataError> 
     } else {
         bytes
     };
-    Ok(FontVec::try_from_vec(sfnt).map_err(UnreadableFont::Sfnt))
+    Ok(FontVec::try_from_vec(sfnt)
+        .map(Face::Outline)
+        .map_err(UnreadableFont::Sfnt))
 }
 
 /// Why a font file is skipped.
@@ -195,6 +243,41 @@ enum UnreadableFont {
     Woff(woff::WoffError),
     #[error(transparent)]
     Sfnt(ab_glyph::InvalidFont),
+    #[error(transparent)]
+    Strokes(DataError),
+}
+
+impl Face {
+    /// The `characters` this face cannot draw.
+    fn missing(&self, characters: &[char]) -> Vec<char> {
+        match self {
+            Face::Outline(font) => missing_characters(font, characters),
+            Face::Strokes(font) => characters
+                .iter()
+                .copied()
+                .filter(|&c| c != ' ' && font.glyph(c).is_none_or(|g| g.strokes.is_empty()))
+                .collect(),
+        }
+    }
+
+    /// Hershey's Latin faces have a true lower case; outline fonts are measured.
+    fn writes_small_capitals(&self) -> bool {
+        match self {
+            Face::Outline(font) => writes_small_capitals(font),
+            Face::Strokes(_) => false,
+        }
+    }
+
+    fn cap_height(&self) -> f32 {
+        match self {
+            Face::Outline(font) => font
+                .outline(font.glyph_id('H'))
+                .map(|o| top(&o) - bottom(&o).max(0.0))
+                .filter(|h| *h > 0.0)
+                .unwrap_or_else(|| font.ascent_unscaled() * 0.7),
+            Face::Strokes(font) => font.cap_height(),
+        }
+    }
 }
 
 /// Highest point of a glyph in font units (y up). ab_glyph's bounds are a screen-style rect:
@@ -290,14 +373,22 @@ fn keep_faces(
 }
 
 /// The `.ttf`/`.otf` files under `dir`; the `.woff` files when there are none (Debian packages
-/// that ship both carry the same faces twice).
+/// that ship both carry the same faces twice); the Hershey `.jhf` files when there are neither.
 fn font_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut files = Vec::new();
-    collect_font_files(dir, &["ttf", "otf"], &mut files)?;
-    if files.is_empty() {
-        collect_font_files(dir, &["woff"], &mut files)?;
+    for extensions in [&["ttf", "otf"][..], &["woff"], &["jhf"]] {
+        collect_font_files(dir, extensions, &mut files)?;
+        if !files.is_empty() {
+            break;
+        }
     }
     Ok(files)
+}
+
+fn has_extension(file: &Path, extension: &str) -> bool {
+    file.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case(extension))
 }
 
 fn collect_font_files(
@@ -312,11 +403,7 @@ fn collect_font_files(
         let file_type = entry.file_type().map_err(DataError::io("stat", &path))?;
         if file_type.is_dir() {
             collect_font_files(&path, extensions, out)?;
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| extensions.iter().any(|x| e.eq_ignore_ascii_case(x)))
-        {
+        } else if extensions.iter().any(|x| has_extension(&path, x)) {
             out.push(path);
         }
     }

@@ -13,6 +13,8 @@ mod error;
 #[cfg(feature = "datasets")]
 pub mod fonts;
 #[cfg(feature = "datasets")]
+pub mod hershey;
+#[cfg(feature = "datasets")]
 pub mod inspect;
 pub mod manifest;
 #[cfg(feature = "datasets")]

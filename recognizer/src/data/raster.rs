@@ -1,5 +1,5 @@
-//! Grayscale ink images and the operations synthesis and augmentation need: glyph outlines drawn
-//! through an affine transform, blur, stroke thickness, elastic warp, noise, resampling.
+//! Grayscale ink images and the operations synthesis and augmentation need: glyph outlines and
+//! pen strokes drawn through an affine transform, blur, stroke thickness, elastic warp, noise, resampling.
 //!
 //! Images hold ink coverage in `[0, 1]` (0 = paper), so "white on black" is the native polarity.
 
@@ -86,6 +86,11 @@ impl Affine {
         })
     }
 
+    /// How much the transform scales lengths: the square root of its area scale.
+    pub fn scale(&self) -> f32 {
+        (self.a * self.e - self.b * self.d).abs().sqrt()
+    }
+
     pub fn inverse(&self) -> Option<Affine> {
         let det = self.a * self.e - self.b * self.d;
         if det.abs() < 1e-9 {
@@ -111,6 +116,81 @@ pub fn outline_bounds(outline: &Outline, transform: &Affine) -> (f32, f32, f32, 
         b = (b.0.min(x), b.1.min(y), b.2.max(x), b.3.max(y));
     }
     b
+}
+
+/// A pen stroke: the path, and the pen's width at each point, in the units of the points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stroke {
+    pub points: Vec<Point>,
+    pub widths: Vec<f32>,
+}
+
+/// What a glyph draws: a filled outline (TrueType, OpenType, WOFF) or pen strokes (Hershey).
+#[derive(Debug, Clone)]
+pub enum GlyphShape {
+    Outline(Outline),
+    Strokes(Vec<Stroke>),
+}
+
+impl GlyphShape {
+    /// Axis-aligned bounds `(x0, y0, x1, y1)` after `transform`, the pen's width included.
+    pub fn bounds(&self, transform: &Affine) -> (f32, f32, f32, f32) {
+        match self {
+            GlyphShape::Outline(outline) => outline_bounds(outline, transform),
+            GlyphShape::Strokes(strokes) => {
+                let scale = transform.scale();
+                let mut b = (f32::MAX, f32::MAX, f32::MIN, f32::MIN);
+                for stroke in strokes {
+                    for (p, w) in stroke.points.iter().zip(&stroke.widths) {
+                        let (x, y) = transform.apply(p.x, p.y);
+                        let r = w * scale / 2.0;
+                        b = (
+                            b.0.min(x - r),
+                            b.1.min(y - r),
+                            b.2.max(x + r),
+                            b.3.max(y + r),
+                        );
+                    }
+                }
+                b
+            }
+        }
+    }
+
+    /// The shape with every point (outline control points, stroke points) moved by `displace`.
+    pub fn displaced(self, displace: impl Fn(Point) -> Point) -> GlyphShape {
+        match self {
+            GlyphShape::Outline(Outline { bounds, curves }) => {
+                let curves = curves
+                    .into_iter()
+                    .map(|curve| match curve {
+                        OutlineCurve::Line(p0, p1) => {
+                            OutlineCurve::Line(displace(p0), displace(p1))
+                        }
+                        OutlineCurve::Quad(p0, p1, p2) => {
+                            OutlineCurve::Quad(displace(p0), displace(p1), displace(p2))
+                        }
+                        OutlineCurve::Cubic(p0, p1, p2, p3) => OutlineCurve::Cubic(
+                            displace(p0),
+                            displace(p1),
+                            displace(p2),
+                            displace(p3),
+                        ),
+                    })
+                    .collect();
+                GlyphShape::Outline(Outline { bounds, curves })
+            }
+            GlyphShape::Strokes(strokes) => GlyphShape::Strokes(
+                strokes
+                    .into_iter()
+                    .map(|s| Stroke {
+                        points: s.points.into_iter().map(&displace).collect(),
+                        widths: s.widths,
+                    })
+                    .collect(),
+            ),
+        }
+    }
 }
 
 fn curve_points(outline: &Outline) -> impl Iterator<Item = Point> + '_ {
@@ -200,6 +280,62 @@ impl Ink {
                 self.data[i] = self.data[i].max(alpha.clamp(0.0, 1.0));
             }
         });
+    }
+
+    /// A glyph's ink through `transform`, whichever way the font draws it.
+    pub fn draw_glyph(&mut self, shape: &GlyphShape, transform: &Affine) {
+        match shape {
+            GlyphShape::Outline(outline) => self.draw_outline(outline, transform),
+            GlyphShape::Strokes(strokes) => {
+                for stroke in strokes {
+                    self.draw_stroke(stroke, transform);
+                }
+            }
+        }
+    }
+
+    /// A round pen along `stroke`, its width interpolated between points: each pixel takes the
+    /// coverage of the nearest segment (antialiased over one pixel), so joins and ends are round.
+    pub fn draw_stroke(&mut self, stroke: &Stroke, transform: &Affine) {
+        let scale = transform.scale();
+        let points: Vec<(f32, f32, f32)> = stroke
+            .points
+            .iter()
+            .zip(&stroke.widths)
+            .map(|(p, w)| {
+                let (x, y) = transform.apply(p.x, p.y);
+                (x, y, w * scale / 2.0)
+            })
+            .collect();
+        let segments: Vec<[(f32, f32, f32); 2]> = match points.as_slice() {
+            [] => return,
+            [dot] => vec![[*dot, *dot]],
+            _ => points.windows(2).map(|w| [w[0], w[1]]).collect(),
+        };
+        for [(ax, ay, ar), (bx, by, br)] in segments {
+            let reach = ar.max(br) + 1.0;
+            let x0 = (ax.min(bx) - reach).floor().max(0.0) as usize;
+            let y0 = (ay.min(by) - reach).floor().max(0.0) as usize;
+            let x1 = ((ax.max(bx) + reach).ceil().max(0.0) as usize).min(self.width);
+            let y1 = ((ay.max(by) + reach).ceil().max(0.0) as usize).min(self.height);
+            let (dx, dy) = (bx - ax, by - ay);
+            let length2 = dx * dx + dy * dy;
+            for y in y0..y1 {
+                for x in x0..x1 {
+                    let (px, py) = (x as f32 + 0.5 - ax, y as f32 + 0.5 - ay);
+                    let t = if length2 > 0.0 {
+                        ((px * dx + py * dy) / length2).clamp(0.0, 1.0)
+                    } else {
+                        0.0
+                    };
+                    let distance = (px - t * dx).hypot(py - t * dy);
+                    let radius = ar + t * (br - ar);
+                    let coverage = (radius - distance + 0.5).clamp(0.0, 1.0);
+                    let v = &mut self.data[y * self.width + x];
+                    *v = v.max(coverage);
+                }
+            }
+        }
     }
 
     /// Separable Gaussian blur.
@@ -379,6 +515,68 @@ impl Ink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pen_stroke_covers_its_width_and_no_more() {
+        // A horizontal stroke 4 px wide through the middle of row 5: solid inside, half
+        // covered where its edge crosses a row, empty beyond.
+        let stroke = Stroke {
+            points: vec![ab_glyph::point(4.0, 5.5), ab_glyph::point(16.0, 5.5)],
+            widths: vec![4.0, 4.0],
+        };
+        let mut ink = Ink::new(20, 12);
+        ink.draw_stroke(&stroke, &Affine::IDENTITY);
+        for y in 4..=6 {
+            assert_eq!(ink.at(10, y), 1.0, "row {y}");
+        }
+        // The pen's edge halves the rows it crosses.
+        assert_eq!(ink.at(10, 3), 0.5);
+        assert_eq!(ink.at(10, 7), 0.5);
+        assert_eq!(ink.at(10, 8), 0.0);
+        assert_eq!(ink.at(10, 2), 0.0);
+        // Round ends: the pen's disc reaches 2 px past each end point.
+        assert_eq!(ink.at(2, 5), 1.0);
+        assert_eq!(ink.at(1, 5), 0.0);
+        assert_eq!(ink.at(17, 5), 1.0);
+        assert_eq!(ink.at(18, 5), 0.0);
+        // A transform that doubles lengths doubles the width too.
+        let mut wide = Ink::new(40, 24);
+        let double = Affine::pose(2.0, 2.0, 0.0, 0.0);
+        wide.draw_stroke(&stroke, &double);
+        assert_eq!(wide.at(20, 7), 1.0);
+        assert_eq!(wide.at(20, 14), 1.0);
+        assert_eq!(wide.at(20, 16), 0.0);
+        let (x0, y0, x1, y1) = GlyphShape::Strokes(vec![stroke]).bounds(&double);
+        assert_eq!((x0, y0, x1, y1), (4.0, 7.0, 36.0, 15.0));
+    }
+
+    #[test]
+    fn displacing_an_outline_moves_every_control_point() {
+        let p = ab_glyph::point;
+        let outline = Outline {
+            bounds: ab_glyph::Rect::default(),
+            curves: vec![
+                OutlineCurve::Line(p(0.0, 0.0), p(4.0, 0.0)),
+                OutlineCurve::Quad(p(4.0, 0.0), p(4.0, 4.0), p(0.0, 4.0)),
+                OutlineCurve::Cubic(p(0.0, 4.0), p(-1.0, 3.0), p(-1.0, 1.0), p(0.0, 0.0)),
+            ],
+        };
+        let before = GlyphShape::Outline(outline.clone()).bounds(&Affine::IDENTITY);
+        let moved = GlyphShape::Outline(outline).displaced(|q| p(q.x + 1.0, q.y * 2.0));
+        assert_eq!(moved.bounds(&Affine::IDENTITY), (0.0, 0.0, 5.0, 8.0));
+        assert_eq!(before, (-1.0, 0.0, 4.0, 4.0));
+        let GlyphShape::Outline(moved) = moved else {
+            panic!("an outline stays an outline")
+        };
+        assert_eq!(
+            curve_points(&moved).collect::<Vec<_>>(),
+            [(1.0, 0.0), (5.0, 0.0), (5.0, 0.0), (5.0, 8.0), (1.0, 8.0)]
+                .into_iter()
+                .chain([(1.0, 8.0), (0.0, 6.0), (0.0, 2.0), (1.0, 0.0)])
+                .map(|(x, y)| p(x, y))
+                .collect::<Vec<_>>()
+        );
+    }
 
     #[test]
     fn affine_inverse_round_trips() {

@@ -1,6 +1,8 @@
-//! Synthetic handwriting: characters, lines and pages drawn from handwriting fonts (and real
-//! MNIST digits), with the variation real writing has: size, slant, rotation, stroke thickness,
-//! elastic warp, per-glyph jitter, baseline wobble, spacing, paper texture, blur and noise.
+//! Synthetic handwriting: characters, lines and pages drawn from handwriting fonts, outline and
+//! stroke (and real MNIST digits), with the variation real writing has: size, slant, rotation,
+//! stroke thickness, elastic warp, per-glyph jitter, baseline wobble, spacing, paper texture,
+//! blur and noise, and for every glyph instance its own bend (no two `a`s of a writer alike)
+//! and, with stroke fonts, a pen whose pressure swells and thins along the stroke.
 //!
 //! Every sample is a pure function of `(seed, kind, split, index)`: its random generator is
 //! seeded from those alone, so generation is parallel and still byte-for-byte reproducible.
@@ -10,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use ab_glyph::point;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -21,7 +24,7 @@ use super::corpus::{load_sentences, split_line_texts};
 use super::fonts::{HandFont, load_fonts};
 use super::manifest::{DatasetKind, Manifest, Polarity, SplitInfo, count_classes};
 use super::mnist::{self, Digit};
-use super::raster::{Affine, Ink};
+use super::raster::{Affine, GlyphShape, Ink};
 use super::shard::{Sample, ShardWriter};
 use super::split::{Fractions, Split, stable_hash};
 use super::{DataError, Observer};
@@ -30,7 +33,7 @@ use crate::architecture::LINE_CTC_DOWNSAMPLE;
 use crate::ctc::steps_needed;
 
 /// Bump when generation changes in a way that changes the bytes.
-pub const GENERATOR_VERSION: u32 = 3;
+pub const GENERATOR_VERSION: u32 = 4;
 
 /// Side of a character image (EMNIST's).
 pub const CHAR_SIDE: usize = 28;
@@ -478,8 +481,8 @@ fn char_sample(
 pub fn render_char(font: &HandFont, c: char, slant: Range<f32>, rng: &mut impl Rng) -> Ink {
     let side = CHAR_SIDE as f32;
     let mut ink = Ink::new(CHAR_SIDE, CHAR_SIDE);
-    let glyph = font.glyph(c);
-    if let Some(outline) = font.outline(glyph) {
+    let hand = Hand::sample(rng);
+    if let Some(shape) = hand.write(font, c, rng) {
         let cap_px = rng.random_range(16.0..20.5);
         let s = cap_px / font.cap_height();
         let pose = Affine {
@@ -491,17 +494,93 @@ pub fn render_char(font: &HandFont, c: char, slant: Range<f32>, rng: &mut impl R
             f: 0.0,
         }
         .then(&random_pose(rng, slant, 0.07));
-        let (x0, _, x1, _) = super::raster::outline_bounds(&outline, &pose);
+        let (x0, _, x1, _) = shape.bounds(&pose);
         let centre_x = side / 2.0 + rng.random_range(-0.8..0.8);
         let baseline = 22.0 + rng.random_range(-1.5..1.5);
         let place = pose.then(&Affine::translate(centre_x - (x0 + x1) / 2.0, baseline));
-        ink.draw_outline(&outline, &place);
+        ink.draw_glyph(&shape, &place);
     }
     ink.restroke(rng.random_range(0.4..0.8), rng.random_range(0.3..0.55));
     let mut ink = ink.elastic(rng.random_range(0.0..1.6), 3.0, rng);
     let noise = rng.random_range(0.0..0.03);
     ink.add_noise(noise, rng);
     ink
+}
+
+/// How a writer's hand varies each letter it writes, sampled once per writer (line, page or
+/// character) and applied to every glyph instance: an outline font repeats one template per
+/// letter, a hand never does.
+#[derive(Debug, Clone)]
+pub struct Hand {
+    /// A stroke font's pen width, in cap heights.
+    pen: f32,
+    /// How much the pen's width swells and thins along a stroke (0: a steady ballpoint).
+    pressure: f32,
+    /// The largest bend of a glyph's points, in cap heights.
+    bend: f32,
+}
+
+impl Hand {
+    pub fn sample(rng: &mut impl Rng) -> Hand {
+        Hand {
+            pen: rng.random_range(0.07..0.15),
+            pressure: rng.random_range(0.1..0.4),
+            bend: rng.random_range(0.0..0.06),
+        }
+    }
+
+    /// One instance of `c` as this hand writes it, in font units: the font's shape bent by a
+    /// smooth displacement of its points (a sine across the glyph, its own phase and frequency
+    /// each time), and a stroke font's pen pressed harder and lighter along each stroke and
+    /// lifted at its ends.
+    pub fn write(&self, font: &HandFont, c: char, rng: &mut impl Rng) -> Option<GlyphShape> {
+        let cap = font.cap_height();
+        let shape = font.shape(c, self.pen)?;
+        let (ax, ay) = (
+            rng.random_range(-1.0..1.0) * self.bend * cap,
+            rng.random_range(-1.0..1.0) * self.bend * cap,
+        );
+        let (fx, fy) = (
+            std::f32::consts::TAU / cap * rng.random_range(0.4..1.2),
+            std::f32::consts::TAU / cap * rng.random_range(0.4..1.2),
+        );
+        let (px, py) = (
+            rng.random_range(0.0..std::f32::consts::TAU),
+            rng.random_range(0.0..std::f32::consts::TAU),
+        );
+        let shape = shape.displaced(|p| {
+            point(
+                p.x + ax * (p.y * fy + px).sin(),
+                p.y + ay * (p.x * fx + py).sin(),
+            )
+        });
+        Some(match shape {
+            GlyphShape::Strokes(mut strokes) => {
+                for stroke in &mut strokes {
+                    let period = cap * rng.random_range(0.6..1.8);
+                    let phase = rng.random_range(0.0..std::f32::consts::TAU);
+                    let lengths: Vec<f32> = std::iter::once(0.0)
+                        .chain(stroke.points.windows(2).scan(0.0, |run, w| {
+                            *run += (w[1].x - w[0].x).hypot(w[1].y - w[0].y);
+                            Some(*run)
+                        }))
+                        .collect();
+                    let total = lengths.last().copied().unwrap_or(0.0);
+                    for (width, along) in stroke.widths.iter_mut().zip(&lengths) {
+                        let swell = 1.0
+                            + self.pressure
+                                * (along / period * std::f32::consts::TAU + phase).sin();
+                        // The pen lands and lifts lighter: a quarter cap height to full width.
+                        let from_end = along.min(total - along) / (0.25 * cap);
+                        let landing = 0.6 + 0.4 * from_end.clamp(0.0, 1.0);
+                        *width *= swell * landing;
+                    }
+                }
+                GlyphShape::Strokes(strokes)
+            }
+            outline => outline,
+        })
+    }
 }
 
 /// A handwritten glyph's pose: horizontal squash/stretch, slant and a small rotation.
@@ -533,6 +612,7 @@ pub struct LineStyle {
     paper: f32,
     blur: f32,
     noise: f32,
+    hand: Hand,
 }
 
 impl LineStyle {
@@ -556,6 +636,7 @@ impl LineStyle {
             paper: rng.random_range(0.0..0.12),
             blur: rng.random_range(0.0..0.7),
             noise: rng.random_range(0.0..0.04),
+            hand: Hand::sample(rng),
         }
     }
 }
@@ -570,11 +651,10 @@ pub fn render_line(font: &HandFont, text: &str, style: &LineStyle, rng: &mut imp
     let mut pen = margin;
     let mut previous = None;
     for c in text.chars() {
-        let glyph = font.glyph(c);
         if let Some(prev) = previous {
-            pen += font.kern(prev, glyph) * s * style.squash;
+            pen += font.kern(prev, c) * s * style.squash;
         }
-        let mut advance = font.advance(glyph) * s * style.squash;
+        let mut advance = font.advance(c) * s * style.squash;
         if c == ' ' {
             advance *= style.word_spacing;
         } else {
@@ -583,16 +663,16 @@ pub fn render_line(font: &HandFont, text: &str, style: &LineStyle, rng: &mut imp
             let dy = wobble + jitter.sample(rng) * 0.03 * style.cap_px;
             let scale = 1.0 + jitter.sample(rng) * 0.04;
             let rotation = jitter.sample(rng) * 0.03;
-            placed.push((glyph, pen, style.baseline + dy, scale, rotation));
+            placed.push((c, pen, style.baseline + dy, scale, rotation));
             advance += style.spacing;
         }
         pen += advance.max(0.0);
-        previous = Some(glyph);
+        previous = Some(c);
     }
     let width = ((pen + margin).ceil() as usize).max(style.height);
     let mut ink = Ink::new(width, style.height);
-    for (glyph, x, y, scale, rotation) in placed {
-        if let Some(outline) = font.outline(glyph) {
+    for (c, x, y, scale, rotation) in placed {
+        if let Some(shape) = style.hand.write(font, c, rng) {
             let transform = Affine {
                 a: s * scale,
                 b: 0.0,
@@ -603,7 +683,7 @@ pub fn render_line(font: &HandFont, text: &str, style: &LineStyle, rng: &mut imp
             }
             .then(&Affine::pose(style.squash, 1.0, style.slant, rotation))
             .then(&Affine::translate(x, y));
-            ink.draw_outline(&outline, &transform);
+            ink.draw_glyph(&shape, &transform);
         }
     }
     finish_line(&mut ink, style, rng);
@@ -846,6 +926,7 @@ fn paper_texture(ink: &mut Ink, strength: f32, rng: &mut impl Rng) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::raster::Stroke;
     use super::*;
 
     #[test]
@@ -859,5 +940,71 @@ mod tests {
         let (ink, widened) = alignable(Ink::new(21, 32), "hello");
         assert!(!widened);
         assert_eq!(ink.width, 21);
+    }
+
+    /// A Hershey font in which every character is one upright stroke, 21 units tall, through a
+    /// middle point.
+    fn upright_font() -> HandFont {
+        let dir = tempfile::tempdir().unwrap();
+        let glyphs = vec!["12345  4NVRFRPR["; 95].join("\n");
+        std::fs::write(dir.path().join("upright.jhf"), glyphs).unwrap();
+        let faces = BTreeMap::from([("strokes".to_owned(), vec!["upright".to_owned()])]);
+        let (mut fonts, _) = load_fonts(
+            &[("strokes".to_owned(), dir.path().to_owned())],
+            &['a', 'H'],
+            &[],
+            &faces,
+        )
+        .unwrap();
+        fonts.pop().unwrap()
+    }
+
+    /// A ballpoint held level: no pressure, no bend.
+    const STEADY: Hand = Hand {
+        pen: 0.1,
+        pressure: 0.0,
+        bend: 0.0,
+    };
+
+    fn strokes(shape: GlyphShape) -> Vec<Stroke> {
+        match shape {
+            GlyphShape::Strokes(strokes) => strokes,
+            GlyphShape::Outline(_) => panic!("a stroke font draws strokes"),
+        }
+    }
+
+    #[test]
+    fn a_hand_writes_each_instance_of_a_letter_differently() {
+        let font = upright_font();
+        let hand = Hand {
+            pen: 0.1,
+            pressure: 0.3,
+            bend: 0.05,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let first = strokes(hand.write(&font, 'a', &mut rng).unwrap());
+        let second = strokes(hand.write(&font, 'a', &mut rng).unwrap());
+        assert_ne!(first[0].points, second[0].points);
+        assert_ne!(first[0].widths, second[0].widths);
+        // A steady hand with no bend writes the font's own path.
+        let written = strokes(STEADY.write(&font, 'a', &mut rng).unwrap());
+        assert_eq!(
+            written[0].points,
+            strokes(font.shape('a', 0.1).unwrap())[0].points
+        );
+    }
+
+    #[test]
+    fn the_pen_lands_and_lifts_lighter_than_it_writes() {
+        let font = upright_font();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let stroke = strokes(STEADY.write(&font, 'a', &mut rng).unwrap()).remove(0);
+        let full = 0.1 * font.cap_height();
+        let widths = &stroke.widths;
+        let middle = widths[widths.len() / 2];
+        assert!((middle - full).abs() < 1e-5, "{widths:?}");
+        for end in [widths[0], widths[widths.len() - 1]] {
+            assert!((end - 0.6 * full).abs() < 1e-5, "{widths:?}");
+        }
     }
 }
