@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use ab_glyph::{Font, FontVec, GlyphId, Outline};
 
 use super::DataError;
-use super::hershey::StrokeFont;
+use super::hershey::{JhfError, StrokeFont};
 use super::raster::{GlyphShape, Stroke};
 use super::woff;
 
@@ -145,9 +145,9 @@ pub fn load_fonts(
                 return Err(DataError::format(
                     dir,
                     format!(
-                        "font source `{group}` holds Hershey stroke fonts (.jhf), which draw Greek, \
-                         Cyrillic and symbols at Latin letters' codes: name the faces to draw \
-                         with under `faces` (e.g. `{group}: [cursive, scripts, scriptc, futural]`)"
+                        "font source `{group}` holds Hershey stroke fonts (.jhf), which draw \
+                         Greek, Cyrillic and symbols at Latin letters' codes: name the faces to \
+                         draw with under `faces` (e.g. `{group}: [cursive, scripts, futural]`)"
                     ),
                 ));
             }
@@ -219,7 +219,7 @@ fn read_font(file: &Path) -> Result<Result<Face, UnreadableFont>, DataError> {
     let bytes = fs::read(file).map_err(DataError::io("read", file))?;
     if has_extension(file, "jhf") {
         let text = String::from_utf8_lossy(&bytes);
-        return Ok(StrokeFont::parse(&text, file)
+        return Ok(StrokeFont::parse(&text)
             .map(Face::Strokes)
             .map_err(UnreadableFont::Strokes));
     }
@@ -244,7 +244,7 @@ enum UnreadableFont {
     #[error(transparent)]
     Sfnt(ab_glyph::InvalidFont),
     #[error(transparent)]
-    Strokes(DataError),
+    Strokes(JhfError),
 }
 
 impl Face {

@@ -7,11 +7,7 @@
 //! pair is the glyph's left and right bearing; ` R` lifts the pen. A record may wrap onto the
 //! next line. Hershey's y axis points down, with the baseline at the bottom of `H`.
 
-use std::path::Path;
-
 use ab_glyph::{Point, point};
-
-use super::DataError;
 
 /// The first character a `.jhf` file draws: glyph `i` is `FIRST + i`.
 const FIRST: char = ' ';
@@ -21,7 +17,8 @@ const FIRST: char = ' ';
 pub struct StrokeGlyph {
     pub advance: f32,
     /// Each stroke is a polyline drawn without lifting the pen, smoothed through Hershey's
-    /// points (a Catmull–Rom spline), so corners are written, not plotted.
+    /// points (a Catmull–Rom spline): corners come out rounded, as a quick pen rounds them,
+    /// with a slight overshoot at the sharpest (`4`, `7`, `z`).
     pub strokes: Vec<Vec<Point>>,
 }
 
@@ -29,28 +26,46 @@ pub struct StrokeGlyph {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StrokeFont {
     glyphs: Vec<StrokeGlyph>,
+    /// Height of the drawn `H` in font units.
+    cap_height: f32,
+}
+
+/// Why a `.jhf` file cannot be read; the caller names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum JhfError {
+    #[error("line {line}: {reason}")]
+    Record { line: usize, reason: String },
+    #[error("{0}")]
+    Font(&'static str),
 }
 
 impl StrokeFont {
-    /// Parses the text of a `.jhf` file; `path` names it in errors.
-    pub fn parse(text: &str, path: &Path) -> Result<StrokeFont, DataError> {
+    /// Parses the text of a `.jhf` file.
+    pub fn parse(text: &str) -> Result<StrokeFont, JhfError> {
         let mut records: Vec<(usize, String)> = Vec::new();
-        let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
+        let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end()));
         while let Some((number, line)) = lines.next() {
-            if line.trim().is_empty() {
+            if line.is_empty() {
                 continue;
             }
-            let bad = |reason: String| DataError::format(path, format!("line {number}: {reason}"));
-            let count: usize = line
-                .get(5..8)
-                .and_then(|c| c.trim().parse().ok())
-                .ok_or_else(|| bad("no pair count in columns 6–8".into()))?;
+            let bad = |reason: String| JhfError::Record {
+                line: number,
+                reason,
+            };
+            let count =
+                pair_count(line).ok_or_else(|| bad("no pair count in columns 6–8".into()))?;
             let mut record = line.to_owned();
-            // Long glyphs wrap: the pairs go on over the following lines.
+            // Long glyphs wrap: the pairs go on over the following lines. A record's header
+            // there means this glyph's count is wrong, and every later letter would shift.
             while record.len() < 8 + 2 * count {
-                let (_, more) = lines
+                let (next, more) = lines
                     .next()
                     .ok_or_else(|| bad(format!("the glyph ends before its {count} pairs")))?;
+                if pair_count(more).is_some() {
+                    return Err(bad(format!(
+                        "the glyph ends before its {count} pairs: line {next} starts another"
+                    )));
+                }
                 record.push_str(more);
             }
             if !record.is_ascii() {
@@ -61,26 +76,38 @@ impl StrokeFont {
         let mut glyphs = records
             .iter()
             .map(|(number, pairs)| {
-                glyph(pairs.as_bytes()).ok_or_else(|| {
-                    DataError::format(path, format!("line {number}: a glyph without bearings"))
+                glyph(pairs.as_bytes()).ok_or_else(|| JhfError::Record {
+                    line: *number,
+                    reason: "a glyph without bearings".into(),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
         if glyphs.is_empty() {
-            return Err(DataError::format(path, "no glyph: not a Hershey .jhf font"));
+            return Err(JhfError::Font("no glyph: not a Hershey .jhf font"));
         }
-        // Font units: y up from the baseline, which is where `H` stands.
+        // Font units: y up from the baseline, which is where `H`'s strokes end.
         let baseline = glyphs
             .get(index('H'))
             .and_then(|h| h.strokes.iter().flatten().map(|p| p.y).reduce(f32::max))
-            .ok_or_else(|| DataError::format(path, "the font has no `H` to find its baseline"))?;
+            .ok_or(JhfError::Font("the font has no `H` to find its baseline"))?;
         for glyph in &mut glyphs {
             for p in glyph.strokes.iter_mut().flatten() {
                 p.y = baseline - p.y;
             }
             glyph.strokes = glyph.strokes.iter().map(|s| smooth(s)).collect();
         }
-        Ok(StrokeFont { glyphs })
+        // The cap height is measured on the `H` that is drawn, the smoothed one, as an outline
+        // font's is measured on its outline.
+        let cap_height = glyphs[index('H')]
+            .strokes
+            .iter()
+            .flatten()
+            .map(|p| p.y)
+            .fold(0.0, f32::max);
+        if cap_height <= 0.0 {
+            return Err(JhfError::Font("its `H` has no height to size letters by"));
+        }
+        Ok(StrokeFont { glyphs, cap_height })
     }
 
     /// The glyph drawing `c`, if the font has one.
@@ -90,10 +117,17 @@ impl StrokeFont {
 
     /// Height of `H`, the unit synthesis sizes letters by.
     pub fn cap_height(&self) -> f32 {
-        self.glyph('H')
-            .and_then(|h| h.strokes.iter().flatten().map(|p| p.y).reduce(f32::max))
-            .unwrap_or(21.0)
+        self.cap_height
     }
+}
+
+/// The pair count of a record's header (columns 6–8, after a 5-column id), if `line` has one.
+fn pair_count(line: &str) -> Option<usize> {
+    let (id, count) = (line.get(..5)?, line.get(5..8)?);
+    let digits = |s: &str| s.bytes().all(|b| b == b' ' || b.is_ascii_digit());
+    (digits(id) && digits(count))
+        .then(|| count.trim().parse().ok())
+        .flatten()
 }
 
 fn index(c: char) -> usize {
@@ -172,7 +206,7 @@ mod tests {
 
     #[test]
     fn a_jhf_font_reads_as_strokes_above_the_baseline() {
-        let font = StrokeFont::parse(&simplex().join("\n"), Path::new("futural.jhf")).unwrap();
+        let font = StrokeFont::parse(&simplex().join("\n")).unwrap();
         assert_eq!(font.cap_height(), 21.0);
         let h = font.glyph('H').unwrap();
         assert_eq!(h.advance, 20.0);
@@ -195,14 +229,40 @@ mod tests {
         for p in corner {
             assert!(smoothed.contains(&p), "{p:?} is kept");
         }
+        // Half way along the first segment the spline has left the straight line, bending
+        // away from the corner it is about to turn.
+        let middle = smoothed[SUBDIVISIONS / 2];
+        assert_eq!(middle.x, 5.0);
+        assert!(middle.y < -0.5, "{middle:?}");
     }
 
     #[test]
-    fn a_truncated_glyph_names_the_file_and_line() {
-        let err = StrokeFont::parse("12345  9H\\LFL[", Path::new("broken.jhf")).unwrap_err();
-        let message = err.to_string();
-        assert!(message.contains("broken.jhf"), "{message}");
-        assert!(message.contains("line 1"), "{message}");
-        assert!(message.contains("9 pairs"), "{message}");
+    fn trailing_spaces_and_windows_line_ends_are_not_pairs() {
+        let records: Vec<String> = simplex().iter().map(|r| format!("{r}  ")).collect();
+        let font = StrokeFont::parse(&records.join("\r\n")).unwrap();
+        assert_eq!(
+            font.glyph('I').unwrap().strokes,
+            vec![vec![point(4.0, 21.0), point(4.0, 0.0)]]
+        );
+    }
+
+    #[test]
+    fn bad_records_are_refused_with_their_line() {
+        let message = |text: &str| StrokeFont::parse(text).unwrap_err().to_string();
+        let truncated = message("12345  9H\\LFL[");
+        assert!(truncated.starts_with("line 1:"), "{truncated}");
+        assert!(truncated.contains("9 pairs"), "{truncated}");
+        // A count too high would swallow the next glyph and shift every later letter.
+        let mut records = simplex();
+        records[0] = "12345  3JZ".to_owned();
+        let swallowed = message(&records.join("\n"));
+        assert!(
+            swallowed.starts_with("line 1:") && swallowed.contains("line 2 starts another"),
+            "{swallowed}"
+        );
+        // An `H` of no height cannot size letters.
+        let mut flat = simplex();
+        flat[index('H')] = "12345  3H\\LPXP".to_owned();
+        assert!(message(&flat.join("\n")).contains("no height"));
     }
 }

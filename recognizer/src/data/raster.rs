@@ -1,5 +1,6 @@
 //! Grayscale ink images and the operations synthesis and augmentation need: glyph outlines and
-//! pen strokes drawn through an affine transform, blur, stroke thickness, elastic warp, noise, resampling.
+//! pen strokes drawn through an affine transform, blur, stroke thickness, elastic warp, noise,
+//! resampling.
 //!
 //! Images hold ink coverage in `[0, 1]` (0 = paper), so "white on black" is the native polarity.
 
@@ -158,6 +159,7 @@ impl GlyphShape {
     }
 
     /// The shape with every point (outline control points, stroke points) moved by `displace`.
+    /// An outline keeps the font's `bounds`: measure the moved shape with [`Self::bounds`].
     pub fn displaced(self, displace: impl Fn(Point) -> Point) -> GlyphShape {
         match self {
             GlyphShape::Outline(Outline { bounds, curves }) => {
@@ -297,6 +299,11 @@ impl Ink {
     /// A round pen along `stroke`, its width interpolated between points: each pixel takes the
     /// coverage of the nearest segment (antialiased over one pixel), so joins and ends are round.
     pub fn draw_stroke(&mut self, stroke: &Stroke, transform: &Affine) {
+        debug_assert_eq!(
+            stroke.points.len(),
+            stroke.widths.len(),
+            "a width per point"
+        );
         let scale = transform.scale();
         let points: Vec<(f32, f32, f32)> = stroke
             .points

@@ -507,8 +507,9 @@ pub fn render_char(font: &HandFont, c: char, slant: Range<f32>, rng: &mut impl R
     ink
 }
 
-/// How a writer's hand varies each letter it writes, sampled once per writer (line, page or
-/// character) and applied to every glyph instance: an outline font repeats one template per
+/// How a writer's hand varies each letter it writes, sampled once per writer (a line, a page,
+/// or one character: a pasted line, built FSDL's EMNIST-lines way, takes each character from
+/// another hand) and applied to every glyph instance: an outline font repeats one template per
 /// letter, a hand never does.
 #[derive(Debug, Clone)]
 pub struct Hand {
@@ -531,8 +532,8 @@ impl Hand {
 
     /// One instance of `c` as this hand writes it, in font units: the font's shape bent by a
     /// smooth displacement of its points (a sine across the glyph, its own phase and frequency
-    /// each time), and a stroke font's pen pressed harder and lighter along each stroke and
-    /// lifted at its ends.
+    /// each time), and a stroke font's pen pressed harder and lighter along each stroke, so
+    /// wider and narrower, and narrower still where it lands and lifts.
     pub fn write(&self, font: &HandFont, c: char, rng: &mut impl Rng) -> Option<GlyphShape> {
         let cap = font.cap_height();
         let shape = font.shape(c, self.pen)?;
@@ -570,7 +571,7 @@ impl Hand {
                         let swell = 1.0
                             + self.pressure
                                 * (along / period * std::f32::consts::TAU + phase).sin();
-                        // The pen lands and lifts lighter: a quarter cap height to full width.
+                        // The pen lands and lifts narrower: full width a quarter cap height in.
                         let from_end = along.min(total - along) / (0.25 * cap);
                         let landing = 0.6 + 0.4 * from_end.clamp(0.0, 1.0);
                         *width *= swell * landing;
@@ -995,7 +996,7 @@ mod tests {
     }
 
     #[test]
-    fn the_pen_lands_and_lifts_lighter_than_it_writes() {
+    fn the_pen_is_narrower_where_it_lands_and_lifts() {
         let font = upright_font();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let stroke = strokes(STEADY.write(&font, 'a', &mut rng).unwrap()).remove(0);
